@@ -1,0 +1,46 @@
+//! Loss and health counters the programs keep in the per-CPU `COUNTERS` array.
+
+/// Index of each counter in the `COUNTERS` map. Values never change meaning.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Records written to the ring buffer.
+    EventsSent = 0,
+    /// Records lost because the ring buffer was full.
+    RingBufferFull = 1,
+    /// `bpf_probe_read_user` calls that failed (page not resident, bad pointer).
+    UserReadFailed = 2,
+    /// OpenSSL calls whose socket could not be found (no nested syscall and no cached fd).
+    TlsCallWithoutFd = 3,
+    /// OpenSSL calls whose nested syscall used another fd than the one cached for that SSL.
+    TlsFdMismatch = 4,
+    /// Data records whose iovecs or messages were not all walked.
+    IovecTruncated = 5,
+}
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 6] = [
+        Counter::EventsSent,
+        Counter::RingBufferFull,
+        Counter::UserReadFailed,
+        Counter::TlsCallWithoutFd,
+        Counter::TlsFdMismatch,
+        Counter::IovecTruncated,
+    ];
+
+    /// Number of slots the `COUNTERS` map needs.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// Stable snake_case name, used in logs and the agent's own metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::EventsSent => "events_sent",
+            Counter::RingBufferFull => "ring_buffer_full",
+            Counter::UserReadFailed => "user_read_failed",
+            Counter::TlsCallWithoutFd => "tls_call_without_fd",
+            Counter::TlsFdMismatch => "tls_fd_mismatch",
+            Counter::IovecTruncated => "iovec_truncated",
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Types shared by apiscope's eBPF programs (`agent-ebpf`) and its userspace agent (`agent`).
+//!
+//! Everything here is `#[repr(C)]`, has no `bool` and no implicit padding, so that the kernel
+//! and userspace agree byte for byte on every record and map value.
+#![no_std]
+
+pub mod config;
+pub mod counters;
+pub mod event;
+pub mod maps;
+
+pub use config::{CaptureConfig, FilterMode, SockOffsets};
+pub use counters::Counter;
+pub use event::{
+    ConnectionEvent, DataEvent, DataHeader, Direction, EventKind, LifecycleEvent, Role, data_flags,
+};
+pub use maps::{ConnKey, ConnState, conn_flags};

@@ -1,0 +1,44 @@
+//! Keys and values of the maps userspace also reads or writes.
+
+/// Key of the `CONNS` map: one socket fd in one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Process id.
+    pub tgid: u32,
+    /// Socket fd.
+    pub fd: i32,
+}
+
+/// Bits of [`ConnState::flags`].
+pub mod conn_flags {
+    /// A [`crate::ConnectionEvent`] was sent for `ConnState::sock`.
+    pub const ANNOUNCED: u32 = 1 << 0;
+    /// Not a TCP socket over IPv4/IPv6: no data is sent for it.
+    pub const IGNORED: u32 = 1 << 1;
+    /// Carries TLS: the syscall bytes are ciphertext and are not sent; the plaintext comes from
+    /// the OpenSSL probes.
+    pub const TLS: u32 = 1 << 2;
+    /// Some payload has been seen, so the TLS-record sniff of the first bytes is done.
+    pub const SNIFFED: u32 = 1 << 3;
+}
+
+/// Value of the `CONNS` map: what the kernel side knows about one socket fd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnState {
+    /// The socket last seen on this fd; 0 until the first I/O after `connect`/`accept`.
+    pub sock: u64,
+    /// [`crate::Role`] as `u32`.
+    pub role: u32,
+    /// [`conn_flags`] bits.
+    pub flags: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers, no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnState {}
+}

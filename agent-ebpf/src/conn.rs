@@ -1,0 +1,121 @@
+//! Per-socket state: first sight (with addresses read from the kernel socket), roles, TLS.
+
+use agent_common::{ConnKey, ConnState, ConnectionEvent, EventKind, Role, SockOffsets, conn_flags};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_probe_read_kernel, generated::bpf_ktime_get_ns};
+
+use crate::{
+    maps::{CONFIG, CONNS},
+    record::output,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+
+/// Remembers the role an fd got from `connect` or `accept`; the socket itself is only known at
+/// its first I/O.
+#[inline(always)]
+pub fn set_role(tgid: u32, fd: i32, role: Role) {
+    let state = ConnState {
+        sock: 0,
+        role: role as u32,
+        flags: 0,
+    };
+    let _ = CONNS.insert(&ConnKey { tgid, fd }, &state, 0);
+}
+
+/// Forgets an fd at `close`; returns the socket it held if it was announced to userspace.
+#[inline(always)]
+pub fn forget(tgid: u32, fd: i32) -> Option<u64> {
+    let key = ConnKey { tgid, fd };
+    // SAFETY: value copied out before the entry is removed.
+    let state = unsafe { *CONNS.get(&key)? };
+    let _ = CONNS.remove(&key);
+    (state.flags & conn_flags::ANNOUNCED != 0).then_some(state.sock)
+}
+
+/// The state of `fd`'s current socket, creating it (and announcing it to userspace) when the fd
+/// is new or now holds another socket. `None` for sockets that are not TCP over IPv4/IPv6.
+#[inline(always)]
+pub fn current(tgid: u32, fd: i32, sock: u64) -> Option<*mut ConnState> {
+    let key = ConnKey { tgid, fd };
+    let role = match CONNS.get_ptr_mut(&key) {
+        // SAFETY: map value pointer, valid for the program's run.
+        Some(state) if unsafe { (*state).sock } == sock => {
+            // SAFETY: as above.
+            return (unsafe { (*state).flags } & conn_flags::IGNORED == 0).then_some(state);
+        }
+        // connect/accept seen, socket not yet: keep the role they gave.
+        // SAFETY: as above.
+        Some(state) if unsafe { (*state).sock } == 0 => unsafe { (*state).role },
+        // Opened before the agent started, or the fd was reused unseen (dup2).
+        _ => Role::Unknown as u32,
+    };
+    let flags = match announce(tgid, fd, sock, role) {
+        Some(()) => conn_flags::ANNOUNCED,
+        None => conn_flags::IGNORED,
+    };
+    let state = ConnState { sock, role, flags };
+    let _ = CONNS.insert(&key, &state, 0);
+    let state = CONNS.get_ptr_mut(&key)?;
+    (flags & conn_flags::IGNORED == 0).then_some(state)
+}
+
+/// Reads a field of the kernel socket at a BTF-derived offset.
+#[inline(always)]
+fn field<T>(sock: u64, offset: u32) -> Option<T> {
+    // SAFETY: kernel read through the helper, which tolerates bad addresses.
+    unsafe { bpf_probe_read_kernel((sock + offset as u64) as *const T).ok() }
+}
+
+/// Sends the connection record; `None` if the socket is not TCP over IPv4/IPv6.
+#[inline(always)]
+fn announce(tgid: u32, fd: i32, sock: u64, role: u32) -> Option<()> {
+    let offsets: SockOffsets = CONFIG.get(0)?.sock;
+    let family: u16 = field(sock, offsets.family)?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let protocol: u16 = field(sock, offsets.protocol)?;
+    if protocol != IPPROTO_TCP {
+        return None;
+    }
+    let local_port: u16 = field(sock, offsets.local_port)?;
+    let peer_port: u16 = field(sock, offsets.peer_port)?;
+    let mut local_addr = [0u8; 16];
+    let mut peer_addr = [0u8; 16];
+    if family == AF_INET {
+        let local: [u8; 4] = field(sock, offsets.local_addr4)?;
+        let peer: [u8; 4] = field(sock, offsets.peer_addr4)?;
+        local_addr[..4].copy_from_slice(&local);
+        peer_addr[..4].copy_from_slice(&peer);
+    } else {
+        local_addr = field(sock, offsets.local_addr6)?;
+        peer_addr = field(sock, offsets.peer_addr6)?;
+    }
+    let event = ConnectionEvent {
+        kind: EventKind::Connection as u32,
+        role,
+        tgid,
+        fd,
+        sock,
+        family: family as u32,
+        local_port: local_port as u32,
+        peer_port: u16::from_be(peer_port) as u32,
+        reserved: 0,
+        local_addr,
+        peer_addr,
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    // SAFETY: `event` is a plain repr(C) value; viewing it as bytes is sound.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            &event as *const ConnectionEvent as *const u8,
+            core::mem::size_of::<ConnectionEvent>(),
+        )
+    };
+    output(bytes);
+    Some(())
+}

@@ -1,0 +1,30 @@
+//! apiscope's kernel programs.
+//!
+//! - `probes::syscalls`: tracepoints on the socket data-path syscalls and the connection
+//!   lifecycle (connect, accept, close).
+//! - `probes::sock`: BTF tracepoints inside `sock_sendmsg`/`sock_recvmsg` that tell a socket
+//!   syscall from a file or pipe one and hand over the kernel socket.
+//! - `probes::openssl`: uprobes on `SSL_read`/`SSL_write` and their `_ex` forms for TLS plaintext.
+//! - `probes::process`: exec and exit, so userspace can attach to new OpenSSL copies and drop
+//!   state of dead processes.
+//!
+//! Every map is defined once, in `maps`. Records go through the one ring buffer `EVENTS`.
+#![no_std]
+#![no_main]
+
+mod conn;
+mod filter;
+mod maps;
+mod probes;
+mod record;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program in which a panic is reachable, so this never runs.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

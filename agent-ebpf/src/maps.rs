@@ -1,0 +1,123 @@
+//! Every map of the kernel side, defined once.
+
+use agent_common::{CaptureConfig, ConnKey, ConnState, Counter, DataEvent};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// Shape of the user memory a pending syscall moves, read at its exit.
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IoShape {
+    /// One contiguous buffer (`read`, `write`, `recvfrom`, `sendto`).
+    Buffer = 0,
+    /// An iovec array (`readv`, `writev`).
+    Iovec = 1,
+    /// A `struct msghdr` (`recvmsg`, `sendmsg`).
+    Msghdr = 2,
+    /// An array of `struct mmsghdr` (`recvmmsg`, `sendmmsg`).
+    Mmsghdr = 3,
+    /// Bytes that never pass through user memory (`sendfile`, `splice`).
+    Gap = 4,
+    /// Not I/O: a `connect` whose fd becomes a client connection on success.
+    Connect = 5,
+}
+
+/// A socket syscall between its entry and its exit, keyed by thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingIo {
+    /// User pointer: buffer, iovec array, msghdr or mmsghdr array, depending on `shape`.
+    pub buf: u64,
+    /// Buffer length, iovec count or message count, depending on `shape`.
+    pub count: u64,
+    /// The kernel socket, filled in by the `sock_*_length` tracepoints during the call. Stays 0
+    /// when the fd is not a socket.
+    pub sock: u64,
+    /// The fd the call operates on.
+    pub fd: i32,
+    /// [`IoShape`] as `u32`.
+    pub shape: u32,
+    /// `agent_common::Direction` as `u32`.
+    pub direction: u32,
+    /// Non-zero when the receive only peeked (`MSG_PEEK`): the bytes will be read again.
+    pub peek: u32,
+}
+
+/// An OpenSSL read or write between its entry and its return, keyed by thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingTls {
+    /// The `SSL *`.
+    pub ssl: u64,
+    /// Plaintext buffer.
+    pub buf: u64,
+    /// `size_t *` where the `_ex` forms store the byte count; 0 for the plain forms.
+    pub count_out: u64,
+    /// Socket fd, learnt from the syscall the library makes inside the call; -1 until then.
+    pub fd: i32,
+    /// `agent_common::Direction` as `u32`.
+    pub direction: u32,
+}
+
+/// Key of the `SSL *` -> fd cache.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsKey {
+    /// Process id: the same `SSL *` value can exist in two processes.
+    pub tgid: u64,
+    /// The `SSL *`.
+    pub ssl: u64,
+}
+
+/// Sized by userspace at load time (`--ring-buffer-size`); this is only the default.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// The single [`CaptureConfig`], written by userspace before any program is attached.
+#[map]
+pub static CONFIG: Array<CaptureConfig> = Array::with_max_entries(1, 0);
+
+/// Loss and health counters, indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Where a data record is assembled before it is copied into `EVENTS`: too large for the stack,
+/// and too large for a per-CPU map (values are limited to 32 KiB there), so it is a plain array
+/// with one slot per CPU, sized by userspace at load time.
+#[map]
+pub static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
+
+/// Socket syscalls in flight, by `pid_tgid`.
+#[map]
+pub static PENDING_IO: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries(16384, 0);
+
+/// OpenSSL calls in flight, by `pid_tgid`.
+#[map]
+pub static PENDING_TLS: LruHashMap<u64, PendingTls> = LruHashMap::with_max_entries(16384, 0);
+
+/// Last socket fd each `SSL *` used, for reads OpenSSL serves from its own buffer.
+#[map]
+pub static TLS_FDS: LruHashMap<TlsKey, i32> = LruHashMap::with_max_entries(65536, 0);
+
+/// What the kernel side knows of each socket fd of a traced process.
+#[map]
+pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Process ids listed by the selection rules; what "listed" means is `CaptureConfig::filter_mode`.
+#[map]
+pub static PID_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Cgroup ids listed by the selection rules, as [`PID_FILTER`].
+#[map]
+pub static CGROUP_FILTER: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Adds one to a loss or health counter.
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}

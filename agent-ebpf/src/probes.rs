@@ -1,0 +1,7 @@
+//! The programs, one file per area. Program names follow `<area>_<enter|exit>_<hook>`; the
+//! userspace probe table (`agent/src/capture/probes.rs`) attaches each by that name.
+
+mod openssl;
+mod process;
+mod sock;
+mod syscalls;

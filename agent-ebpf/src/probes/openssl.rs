@@ -1,0 +1,147 @@
+//! Uprobes on OpenSSL's `SSL_read`, `SSL_write`, `SSL_read_ex` and `SSL_write_ex`.
+//!
+//! Entry remembers the buffer per thread; the socket syscall OpenSSL makes inside the call tells
+//! which fd it is (see `syscalls::complete`); the return probe copies the plaintext actually
+//! transferred. Reads served from OpenSSL's own buffer make no syscall: the last fd of that
+//! `SSL *` is used then.
+
+use agent_common::{ConnKey, Counter, Direction, data_flags};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use aya_log_ebpf::debug;
+
+use crate::{
+    filter::is_traced,
+    maps::{CONNS, PENDING_TLS, PendingTls, TLS_FDS, TlsKey, count},
+    record::{DataRecord, DataSource},
+};
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, direction: Direction, extended: bool) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let pending = PendingTls {
+        ssl: ctx.arg(0).unwrap_or(0),
+        buf: ctx.arg(1).unwrap_or(0),
+        count_out: if extended { ctx.arg(3).unwrap_or(0) } else { 0 },
+        fd: -1,
+        direction: direction as u32,
+    };
+    let _ = PENDING_TLS.insert(&pid_tgid, &pending, 0);
+}
+
+#[inline(always)]
+fn exit(ctx: &RetProbeContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: value copied out before the entry is removed.
+    let Some(pending) = (unsafe { PENDING_TLS.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = PENDING_TLS.remove(&pid_tgid);
+    // Both forms return an `int`; the upper half of the register is not defined.
+    let result: i32 = ctx.ret();
+    let len = if pending.count_out != 0 {
+        if result != 1 {
+            return;
+        }
+        // SAFETY: user read through the helper.
+        match unsafe { bpf_probe_read_user(pending.count_out as *const u64) } {
+            Ok(n) => n,
+            Err(_) => {
+                count(Counter::UserReadFailed);
+                return;
+            }
+        }
+    } else if result > 0 {
+        result as u64
+    } else {
+        return;
+    };
+    if len == 0 {
+        return;
+    }
+    let tgid = pid_tgid >> 32;
+    let key = TlsKey {
+        tgid,
+        ssl: pending.ssl,
+    };
+    // SAFETY: plain value read.
+    let cached = unsafe { TLS_FDS.get(&key) }.copied();
+    let fd = if pending.fd >= 0 {
+        if let Some(old) = cached
+            && old != pending.fd
+        {
+            count(Counter::TlsFdMismatch);
+            debug!(
+                ctx,
+                "SSL {:x} moved from fd {} to fd {}", pending.ssl, old, pending.fd
+            );
+        }
+        let _ = TLS_FDS.insert(&key, &pending.fd, 0);
+        pending.fd
+    } else if let Some(fd) = cached {
+        fd
+    } else {
+        count(Counter::TlsCallWithoutFd);
+        return;
+    };
+    let conn = ConnKey {
+        tgid: tgid as u32,
+        fd,
+    };
+    // SAFETY: plain value read.
+    let sock = unsafe { CONNS.get(&conn) }
+        .map(|state| state.sock)
+        .unwrap_or(0);
+    let source = DataSource {
+        pid_tgid,
+        fd,
+        sock,
+        direction: pending.direction,
+        flags: data_flags::TLS,
+    };
+    if let Some(mut record) = DataRecord::start(source, len) {
+        record.append_user(pending.buf, len);
+        record.submit();
+    }
+}
+
+/// Entry of `SSL_read(ssl, buf, num)`.
+#[uprobe]
+pub fn openssl_enter_ssl_read(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Direction::Ingress, false);
+    0
+}
+
+/// Entry of `SSL_write(ssl, buf, num)`.
+#[uprobe]
+pub fn openssl_enter_ssl_write(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Direction::Egress, false);
+    0
+}
+
+/// Entry of `SSL_read_ex(ssl, buf, num, &readbytes)`.
+#[uprobe]
+pub fn openssl_enter_ssl_read_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Direction::Ingress, true);
+    0
+}
+
+/// Entry of `SSL_write_ex(ssl, buf, num, &written)`.
+#[uprobe]
+pub fn openssl_enter_ssl_write_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Direction::Egress, true);
+    0
+}
+
+/// Return of any of the four: the entry recorded which one it was.
+#[uretprobe]
+pub fn openssl_exit_ssl_io(ctx: RetProbeContext) -> u32 {
+    exit(&ctx);
+    0
+}

@@ -1,0 +1,353 @@
+//! Syscall tracepoints: the socket data path and the connection lifecycle.
+//!
+//! Entry programs stash the call's arguments per thread; the `sock_*_length` tracepoints fire in
+//! between only when the fd is a socket and fill in the kernel socket; exit programs then copy
+//! the bytes actually moved. Files and pipes never get a socket and are dropped at exit.
+
+use agent_common::{Direction, EventKind, Role, conn_flags, data_flags};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::{
+    conn,
+    filter::is_traced,
+    maps::{IoShape, PENDING_IO, PENDING_TLS, PendingIo},
+    record::{DataRecord, DataSource, submit_gap, submit_lifecycle},
+};
+
+/// Offset of the first argument in a `syscalls:sys_enter_*` record; each argument is 8 bytes.
+const ARGS: usize = 16;
+/// Offset of `ret` in a `syscalls:sys_exit_*` record.
+const RET: usize = 16;
+/// Most messages walked per `recvmmsg`/`sendmmsg`.
+const MAX_MESSAGES: u64 = 4;
+/// `sizeof(struct mmsghdr)` and the offsets used inside it and `struct msghdr` (x86_64 ABI).
+const MMSGHDR_SIZE: u64 = 64;
+const MSGHDR_IOV: u64 = 16;
+const MSGHDR_IOVLEN: u64 = 24;
+const MMSGHDR_LEN: u64 = 56;
+/// `-EINPROGRESS`: a non-blocking connect that is under way counts as a connect.
+const EINPROGRESS: i64 = -115;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: offsets within the syscall tracepoint record, as its format file lists them.
+    unsafe { ctx.read_at::<u64>(ARGS + n * 8).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: as above.
+    unsafe { ctx.read_at::<i64>(RET).unwrap_or(-1) }
+}
+
+/// Remembers a socket-candidate call at its entry.
+#[inline(always)]
+fn stash(fd: u64, buf: u64, count: u64, shape: IoShape, direction: Direction) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let pending = PendingIo {
+        buf,
+        count,
+        sock: 0,
+        fd: fd as i32,
+        shape: shape as u32,
+        direction: direction as u32,
+        peek: 0,
+    };
+    let _ = PENDING_IO.insert(&pid_tgid, &pending, 0);
+}
+
+/// Emits what a finished call moved, if its fd turned out to be a traced TCP socket. `shape` is
+/// a constant at every call site, so each exit program only carries the code of its own shape;
+/// the verifier would otherwise walk every shape's paths in every program.
+#[inline(always)]
+fn complete(ctx: &TracePointContext, shape: IoShape) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: value copied out before the entry is removed.
+    let Some(pending) = (unsafe { PENDING_IO.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = PENDING_IO.remove(&pid_tgid);
+    if pending.shape != shape as u32 {
+        // Left over from a call whose exit we never saw.
+        return;
+    }
+    let result = ret(ctx);
+    let tgid = (pid_tgid >> 32) as u32;
+    if shape == IoShape::Connect {
+        if result == 0 || result == EINPROGRESS {
+            conn::set_role(tgid, pending.fd, Role::Client);
+        }
+        return;
+    }
+    if pending.sock == 0 {
+        return;
+    }
+    let Some(state) = conn::current(tgid, pending.fd, pending.sock) else {
+        return;
+    };
+    if let Some(tls) = PENDING_TLS.get_ptr_mut(&pid_tgid) {
+        // The call runs inside SSL_read/SSL_write: these are its ciphertext bytes, and this is
+        // the socket the plaintext belongs to.
+        // SAFETY: map value pointers, valid for the program's run.
+        unsafe {
+            if (*tls).fd < 0 {
+                (*tls).fd = pending.fd;
+            }
+            (*state).flags |= conn_flags::TLS;
+        }
+        return;
+    }
+    // SAFETY: as above.
+    let flags = unsafe { (*state).flags };
+    if result <= 0 || pending.peek != 0 || flags & conn_flags::TLS != 0 {
+        return;
+    }
+    let source = DataSource {
+        pid_tgid,
+        fd: pending.fd,
+        sock: pending.sock,
+        direction: pending.direction,
+        flags: 0,
+    };
+    let len = result as u64;
+    if shape == IoShape::Gap {
+        submit_gap(source, len);
+        return;
+    }
+    if shape == IoShape::Mmsghdr {
+        // `result` counts messages here, each with its own length.
+        emit_messages(source, pending.buf, len);
+        return;
+    }
+    let Some(mut record) = DataRecord::start(source, len) else {
+        return;
+    };
+    if shape == IoShape::Buffer {
+        record.append_user(pending.buf, len);
+    } else if shape == IoShape::Iovec {
+        record.append_iovecs(pending.buf, pending.count, len);
+    } else {
+        let msg = pending.buf;
+        // SAFETY: user reads through the helper.
+        let iov = unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.unwrap_or(0);
+        // SAFETY: as above.
+        let iov_count =
+            unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
+        record.append_iovecs(iov, iov_count, len);
+    }
+    if flags & conn_flags::SNIFFED == 0 {
+        // SAFETY: map value pointer, valid for the program's run.
+        unsafe { (*state).flags |= conn_flags::SNIFFED };
+        if let Some([0x16, 0x03, minor]) = record.first_bytes()
+            && minor <= 0x04
+        {
+            // A TLS handshake record: ciphertext from a library we do not hook, or the
+            // handshake of one we do. Mark the connection so none of it is sent.
+            // SAFETY: as above.
+            unsafe { (*state).flags |= conn_flags::TLS };
+            return;
+        }
+    }
+    record.submit();
+}
+
+/// One record per message of a `recvmmsg`/`sendmmsg`, walking at most [`MAX_MESSAGES`].
+#[inline(always)]
+fn emit_messages(source: DataSource, messages: u64, message_count: u64) {
+    for i in 0..MAX_MESSAGES {
+        if i >= message_count {
+            return;
+        }
+        let msg = messages + i * MMSGHDR_SIZE;
+        // SAFETY: user reads through the helper.
+        let len = unsafe { bpf_probe_read_user((msg + MMSGHDR_LEN) as *const u32) }.unwrap_or(0);
+        // SAFETY: as above.
+        let iov = unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.unwrap_or(0);
+        // SAFETY: as above.
+        let iov_count =
+            unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
+        let Some(mut record) = DataRecord::start(source, len as u64) else {
+            return;
+        };
+        record.append_iovecs(iov, iov_count, len as u64);
+        if i + 1 == MAX_MESSAGES && message_count > MAX_MESSAGES {
+            record.set_flag(data_flags::IOV_TRUNCATED);
+        }
+        record.submit();
+    }
+}
+
+macro_rules! buffer_call {
+    ($enter:ident, $exit:ident, $direction:expr) => {
+        #[doc = concat!("Entry of a contiguous-buffer call (`", stringify!($enter), "`).")]
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            stash(
+                arg(&ctx, 0),
+                arg(&ctx, 1),
+                arg(&ctx, 2),
+                IoShape::Buffer,
+                $direction,
+            );
+            0
+        }
+
+        #[doc = concat!("Exit of a contiguous-buffer call (`", stringify!($exit), "`).")]
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            complete(&ctx, IoShape::Buffer);
+            0
+        }
+    };
+}
+
+macro_rules! shaped_call {
+    ($enter:ident, $exit:ident, $shape:expr, $direction:expr) => {
+        #[doc = concat!("Entry of `", stringify!($enter), "`.")]
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            stash(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), $shape, $direction);
+            0
+        }
+
+        #[doc = concat!("Exit of `", stringify!($exit), "`.")]
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            complete(&ctx, $shape);
+            0
+        }
+    };
+}
+
+buffer_call!(syscalls_enter_read, syscalls_exit_read, Direction::Ingress);
+buffer_call!(syscalls_enter_write, syscalls_exit_write, Direction::Egress);
+buffer_call!(
+    syscalls_enter_recvfrom,
+    syscalls_exit_recvfrom,
+    Direction::Ingress
+);
+buffer_call!(
+    syscalls_enter_sendto,
+    syscalls_exit_sendto,
+    Direction::Egress
+);
+shaped_call!(
+    syscalls_enter_readv,
+    syscalls_exit_readv,
+    IoShape::Iovec,
+    Direction::Ingress
+);
+shaped_call!(
+    syscalls_enter_writev,
+    syscalls_exit_writev,
+    IoShape::Iovec,
+    Direction::Egress
+);
+shaped_call!(
+    syscalls_enter_recvmsg,
+    syscalls_exit_recvmsg,
+    IoShape::Msghdr,
+    Direction::Ingress
+);
+shaped_call!(
+    syscalls_enter_sendmsg,
+    syscalls_exit_sendmsg,
+    IoShape::Msghdr,
+    Direction::Egress
+);
+shaped_call!(
+    syscalls_enter_recvmmsg,
+    syscalls_exit_recvmmsg,
+    IoShape::Mmsghdr,
+    Direction::Ingress
+);
+shaped_call!(
+    syscalls_enter_sendmmsg,
+    syscalls_exit_sendmmsg,
+    IoShape::Mmsghdr,
+    Direction::Egress
+);
+
+/// Entry of `sendfile`: the bytes go from a file to `out_fd` inside the kernel.
+#[tracepoint]
+pub fn syscalls_enter_sendfile64(ctx: TracePointContext) -> u32 {
+    stash(arg(&ctx, 0), 0, 0, IoShape::Gap, Direction::Egress);
+    0
+}
+
+/// Exit of `sendfile`.
+#[tracepoint]
+pub fn syscalls_exit_sendfile64(ctx: TracePointContext) -> u32 {
+    complete(&ctx, IoShape::Gap);
+    0
+}
+
+/// Entry of `splice`: only a socket on the output side is seen (splicing out of a socket does
+/// not pass `sock_recvmsg`).
+#[tracepoint]
+pub fn syscalls_enter_splice(ctx: TracePointContext) -> u32 {
+    stash(arg(&ctx, 2), 0, 0, IoShape::Gap, Direction::Egress);
+    0
+}
+
+/// Exit of `splice`.
+#[tracepoint]
+pub fn syscalls_exit_splice(ctx: TracePointContext) -> u32 {
+    complete(&ctx, IoShape::Gap);
+    0
+}
+
+/// Entry of `connect`.
+#[tracepoint]
+pub fn syscalls_enter_connect(ctx: TracePointContext) -> u32 {
+    stash(arg(&ctx, 0), 0, 0, IoShape::Connect, Direction::Egress);
+    0
+}
+
+/// Exit of `connect`: on success the fd is a client connection.
+#[tracepoint]
+pub fn syscalls_exit_connect(ctx: TracePointContext) -> u32 {
+    complete(&ctx, IoShape::Connect);
+    0
+}
+
+#[inline(always)]
+fn accepted(ctx: &TracePointContext) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let fd = ret(ctx);
+    if fd >= 0 && is_traced(tgid) {
+        conn::set_role(tgid, fd as i32, Role::Server);
+    }
+}
+
+/// Exit of `accept`: the new fd is a server connection.
+#[tracepoint]
+pub fn syscalls_exit_accept(ctx: TracePointContext) -> u32 {
+    accepted(&ctx);
+    0
+}
+
+/// Exit of `accept4`: as `accept`.
+#[tracepoint]
+pub fn syscalls_exit_accept4(ctx: TracePointContext) -> u32 {
+    accepted(&ctx);
+    0
+}
+
+/// Entry of `close`: a tracked socket fd ends its connection.
+#[tracepoint]
+pub fn syscalls_enter_close(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let fd = arg(&ctx, 0) as i32;
+    if let Some(sock) = conn::forget(tgid, fd) {
+        submit_lifecycle(EventKind::Close, tgid, fd, sock);
+    }
+    0
+}

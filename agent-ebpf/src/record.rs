@@ -1,0 +1,299 @@
+//! Building records and handing them to userspace through `EVENTS`.
+
+use core::ffi::c_void;
+
+use agent_common::{
+    Counter, DataEvent, DataHeader, EventKind, LifecycleEvent, data_flags,
+    event::{MAX_PAYLOAD, SCRATCH_PAYLOAD},
+};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_probe_read_user,
+        generated::{self, bpf_ktime_get_ns},
+    },
+};
+
+use crate::maps::{CONFIG, EVENTS, SCRATCH, count};
+
+/// Most iovecs walked per call (the kernel's own `UIO_MAXIOV`); beyond it the rest of the call
+/// is counted in `len` but not captured.
+const MAX_IOVECS: u32 = 1024;
+
+/// Userspace drains the ring on a short timer, so records only force a wake-up once this much
+/// is waiting. One wake-up per record would cost a context switch per syscall.
+const WAKEUP_THRESHOLD: u64 = 256 * 1024;
+
+/// Who moved the bytes: the fixed fields of a data record.
+#[derive(Clone, Copy)]
+pub struct DataSource {
+    /// `pid_tgid` of the calling thread.
+    pub pid_tgid: u64,
+    /// Socket fd.
+    pub fd: i32,
+    /// Kernel socket, 0 when unknown.
+    pub sock: u64,
+    /// `agent_common::Direction` as `u32`.
+    pub direction: u32,
+    /// [`data_flags`] known before copying.
+    pub flags: u32,
+}
+
+/// A data record being assembled in the per-CPU scratch buffer.
+pub struct DataRecord {
+    event: *mut DataEvent,
+    captured: u32,
+    limit: u32,
+}
+
+impl DataRecord {
+    /// Starts a record for a call that moved `len` bytes; `None` when the scratch slot or the
+    /// config is missing (never after a successful load).
+    #[inline(always)]
+    pub fn start(source: DataSource, len: u64) -> Option<Self> {
+        let cap = CONFIG.get(0)?.capture_cap;
+        // SAFETY: helper without arguments. Programs do not migrate between CPUs while they run
+        // and do not nest on one CPU, so the slot is this program's alone until it returns.
+        let cpu = unsafe { generated::bpf_get_smp_processor_id() };
+        let event = SCRATCH.get_ptr_mut(cpu)?;
+        let mut limit = if len < cap as u64 { len as u32 } else { cap };
+        if limit > MAX_PAYLOAD as u32 {
+            limit = MAX_PAYLOAD as u32;
+        }
+        // SAFETY: `event` points into this CPU's scratch slot.
+        unsafe {
+            let header = &mut (*event).header;
+            header.kind = EventKind::Data as u32;
+            header.direction = source.direction;
+            header.flags = source.flags;
+            header.tgid = (source.pid_tgid >> 32) as u32;
+            header.tid = source.pid_tgid as u32;
+            header.fd = source.fd;
+            header.sock = source.sock;
+            header.len = len;
+            header.captured = 0;
+            header.reserved = 0;
+            header.ts_ns = bpf_ktime_get_ns();
+            header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        }
+        Some(Self {
+            event,
+            captured: 0,
+            limit,
+        })
+    }
+
+    /// Appends up to `len` bytes from user memory at `src`, within the capture cap.
+    #[inline(always)]
+    pub fn append_user(&mut self, src: u64, len: u64) {
+        match copy_user(self.event, self.captured, self.limit, src, len) {
+            Ok(captured) => self.captured = captured,
+            Err(()) => {
+                self.set_flag(data_flags::READ_FAILED);
+                // Stop here: later bytes would sit at the wrong offsets.
+                self.limit = self.captured;
+            }
+        }
+    }
+
+    /// Appends the buffers of an iovec array, up to `len` bytes in all. The walk runs in
+    /// `bpf_loop`, whose callback the verifier checks once instead of once per iovec.
+    #[inline(always)]
+    pub fn append_iovecs(&mut self, iov: u64, iov_count: u64, len: u64) {
+        let mut walk = IovecWalk {
+            iov,
+            count: iov_count,
+            left: len,
+            captured: self.captured,
+            limit: self.limit,
+            failed: 0,
+            reserved: 0,
+        };
+        // SAFETY: `copy_iovec` has the callback signature bpf_loop expects and only touches the
+        // `IovecWalk` passed as its context.
+        unsafe {
+            generated::bpf_loop(
+                MAX_IOVECS,
+                copy_iovec as *mut c_void,
+                &mut walk as *mut IovecWalk as *mut c_void,
+                0,
+            )
+        };
+        self.captured = walk.captured;
+        if walk.failed != 0 {
+            self.set_flag(data_flags::READ_FAILED);
+        }
+        if iov_count > MAX_IOVECS as u64 && walk.left > 0 && walk.captured < walk.limit {
+            count(Counter::IovecTruncated);
+            self.set_flag(data_flags::IOV_TRUNCATED);
+        }
+    }
+
+    /// The first payload bytes copied so far (up to 3), for protocol sniffing.
+    #[inline(always)]
+    pub fn first_bytes(&self) -> Option<[u8; 3]> {
+        if self.captured < 3 {
+            return None;
+        }
+        // SAFETY: at least 3 payload bytes were written.
+        unsafe {
+            let p = (*self.event).payload.as_ptr();
+            Some([*p, *p.add(1), *p.add(2)])
+        }
+    }
+
+    /// Adds a [`data_flags`] bit.
+    #[inline(always)]
+    pub fn set_flag(&mut self, flag: u32) {
+        // SAFETY: `event` points into this CPU's scratch slot.
+        unsafe { (*self.event).header.flags |= flag };
+    }
+
+    /// Copies the header and the captured payload into the ring buffer.
+    #[inline(always)]
+    pub fn submit(self) {
+        let mut captured = self.captured;
+        if captured > MAX_PAYLOAD as u32 {
+            captured = MAX_PAYLOAD as u32;
+        }
+        // SAFETY: `event` points into this CPU's scratch slot.
+        unsafe { (*self.event).header.captured = captured };
+        let size = core::mem::size_of::<DataHeader>() + captured as usize;
+        const _: () = assert!(SCRATCH_PAYLOAD >= MAX_PAYLOAD);
+        // SAFETY: the scratch slot holds the header followed by at least MAX_PAYLOAD bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(self.event as *const u8, size) };
+        output(bytes);
+    }
+}
+
+/// Copies up to `len` bytes from user memory at `src` into the payload of `event` at `offset`,
+/// never past `limit`. Returns the new payload length, or `Err` when the read failed.
+#[inline(always)]
+fn copy_user(
+    event: *mut DataEvent,
+    offset: u32,
+    limit: u32,
+    src: u64,
+    len: u64,
+) -> Result<u32, ()> {
+    // SAFETY: reads a local. The volatile read hides from LLVM that the offset is already below
+    // the limit, so it keeps the explicit bound check below, which is the one the verifier needs
+    // to accept the write into the scratch buffer.
+    let offset = unsafe { core::ptr::read_volatile(&offset) };
+    if offset >= MAX_PAYLOAD as u32 || offset >= limit {
+        return Ok(offset);
+    }
+    let room = limit - offset;
+    let mut n = if len < room as u64 { len as u32 } else { room };
+    if n > MAX_PAYLOAD as u32 {
+        n = MAX_PAYLOAD as u32;
+    }
+    // SAFETY: offset < MAX_PAYLOAD and n <= MAX_PAYLOAD, so the write stays inside the
+    // SCRATCH_PAYLOAD (= 2 * MAX_PAYLOAD) bytes of the payload array.
+    let rc = unsafe {
+        let dst = (*event).payload.as_mut_ptr().add(offset as usize);
+        generated::bpf_probe_read_user(dst as *mut c_void, n, src as *const c_void)
+    };
+    if rc < 0 {
+        count(Counter::UserReadFailed);
+        return Err(());
+    }
+    Ok(offset + n)
+}
+
+/// State of an iovec walk, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct IovecWalk {
+    iov: u64,
+    count: u64,
+    left: u64,
+    captured: u32,
+    limit: u32,
+    failed: u32,
+    reserved: u32,
+}
+
+/// `bpf_loop` callback: copies iovec number `index`; returns 1 to stop the walk.
+extern "C" fn copy_iovec(index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the IovecWalk that `append_iovecs` handed it.
+    let walk = unsafe { &mut *(context as *mut IovecWalk) };
+    if index >= walk.count || walk.left == 0 || walk.captured >= walk.limit {
+        return 1;
+    }
+    // SAFETY: user read through the helper, which checks the address.
+    let Ok([base, vec_len]) =
+        (unsafe { bpf_probe_read_user((walk.iov + index * 16) as *const [u64; 2]) })
+    else {
+        count(Counter::UserReadFailed);
+        walk.failed = 1;
+        return 1;
+    };
+    let take = if vec_len < walk.left {
+        vec_len
+    } else {
+        walk.left
+    };
+    walk.left -= take;
+    // SAFETY: helper without arguments; see `DataRecord::start` for why the slot is ours.
+    let cpu = unsafe { generated::bpf_get_smp_processor_id() };
+    let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
+        return 1;
+    };
+    match copy_user(event, walk.captured, walk.limit, base, take) {
+        Ok(captured) => {
+            walk.captured = captured;
+            0
+        }
+        Err(()) => {
+            walk.failed = 1;
+            1
+        }
+    }
+}
+
+/// Records a call whose bytes moved inside the kernel: counted, not captured.
+#[inline(always)]
+pub fn submit_gap(source: DataSource, len: u64) {
+    if let Some(mut record) = DataRecord::start(source, len) {
+        record.limit = 0;
+        record.set_flag(data_flags::GAP);
+        record.submit();
+    }
+}
+
+/// Sends a lifecycle record.
+#[inline(always)]
+pub fn submit_lifecycle(kind: EventKind, tgid: u32, fd: i32, sock: u64) {
+    let event = LifecycleEvent {
+        kind: kind as u32,
+        tgid,
+        fd,
+        reserved: 0,
+        sock,
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    // SAFETY: `event` is a plain repr(C) value; viewing it as bytes is sound.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            &event as *const LifecycleEvent as *const u8,
+            core::mem::size_of::<LifecycleEvent>(),
+        )
+    };
+    output(bytes);
+}
+
+/// Writes one record to `EVENTS`, counting it or its loss.
+#[inline(always)]
+pub fn output(bytes: &[u8]) {
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if pending >= WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match EVENTS.output::<[u8]>(bytes, flags as u64) {
+        Ok(()) => count(Counter::EventsSent),
+        Err(_) => count(Counter::RingBufferFull),
+    }
+}

@@ -1,0 +1,170 @@
+//! `apiscope check`: every kernel feature capture relies on, checked one by one, each with a
+//! sentence an operator can act on.
+
+use std::{fmt, path::Path};
+
+use super::btf;
+
+/// Where classic tracepoints live.
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Available.
+    Ok,
+    /// Was missing and the agent fixed it (e.g. mounted tracefs).
+    Fixed,
+    /// Missing: capture cannot work.
+    Missing,
+}
+
+/// One line of the `check` table.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// Short name of the feature.
+    pub feature: &'static str,
+    /// Outcome.
+    pub status: Status,
+    /// What was found, or what to do.
+    pub detail: String,
+}
+
+impl Finding {
+    fn new(feature: &'static str, result: Result<(Status, String), String>) -> Self {
+        match result {
+            Ok((status, detail)) => Self {
+                feature,
+                status,
+                detail,
+            },
+            Err(detail) => Self {
+                feature,
+                status: Status::Missing,
+                detail,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = match self.status {
+            Status::Ok => "ok",
+            Status::Fixed => "fixed",
+            Status::Missing => "MISSING",
+        };
+        write!(f, "{:<12} {:<8} {}", self.feature, status, self.detail)
+    }
+}
+
+/// Runs every check that needs no kernel program; the caller adds the final load test.
+pub fn check_host() -> Vec<Finding> {
+    vec![
+        Finding::new("privileges", privileges()),
+        Finding::new("BTF", kernel_btf()),
+        Finding::new("tracefs", ensure_tracefs()),
+        Finding::new("uprobes", uprobes()),
+        Finding::new("ring buffer", ring_buffer()),
+    ]
+}
+
+/// Builds the last line of the table from the outcome of loading and attaching every probe.
+pub fn load_finding(result: Result<String, String>) -> Finding {
+    Finding::new("probes", result.map(|detail| (Status::Ok, detail)))
+}
+
+/// Effective capability bits of this process, from `/proc/self/status`.
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+fn privileges() -> Result<(Status, String), String> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let caps = effective_capabilities().ok_or("cannot read /proc/self/status")?;
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok((Status::Ok, format!("effective capabilities {caps:#x}")))
+    } else {
+        Err("needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run as root".to_owned())
+    }
+}
+
+fn kernel_btf() -> Result<(Status, String), String> {
+    let offsets = btf::sock_offsets(Path::new(btf::VMLINUX_BTF)).map_err(|e| e.to_string())?;
+    Ok((
+        Status::Ok,
+        format!(
+            "{} (struct sock: family at {}, protocol at {})",
+            btf::VMLINUX_BTF,
+            offsets.family,
+            offsets.protocol
+        ),
+    ))
+}
+
+fn is_tracefs_mounted() -> bool {
+    Path::new(TRACEFS).join("events/syscalls").is_dir()
+}
+
+/// Mounts tracefs when it is missing: classic tracepoints cannot attach without it.
+pub fn ensure_tracefs() -> Result<(Status, String), String> {
+    if is_tracefs_mounted() {
+        return Ok((Status::Ok, format!("mounted at {TRACEFS}")));
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", TRACEFS])
+        .status()
+        .map_err(|error| format!("not mounted at {TRACEFS} and `mount` failed: {error}"))?;
+    if status.success() && is_tracefs_mounted() {
+        Ok((
+            Status::Fixed,
+            format!("was not mounted; mounted it at {TRACEFS}"),
+        ))
+    } else {
+        Err(format!(
+            "not mounted at {TRACEFS} and mounting it failed: run `mount -t tracefs nodev {TRACEFS}`"
+        ))
+    }
+}
+
+fn uprobes() -> Result<(Status, String), String> {
+    let path = "/sys/bus/event_source/devices/uprobe/type";
+    std::fs::read_to_string(path)
+        .map(|kind| (Status::Ok, format!("perf event type {}", kind.trim())))
+        .map_err(|_| format!("{path} missing: the kernel needs CONFIG_UPROBE_EVENTS=y"))
+}
+
+fn ring_buffer() -> Result<(Status, String), String> {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+    // bpf_attr's map-create prefix: map_type, key_size, value_size, max_entries, map_flags,
+    // then fields left zero. The kernel wants the rest of the union zeroed.
+    let mut attr = [0u32; 32];
+    attr[0] = BPF_MAP_TYPE_RINGBUF;
+    attr[3] = 4096;
+    // SAFETY: valid pointer and size for the bpf syscall.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(format!(
+            "cannot create a BPF ring buffer ({error}): needs Linux 5.8+ and BPF privileges"
+        ));
+    }
+    // SAFETY: fd was just returned by the kernel and is owned here.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok((Status::Ok, "BPF_MAP_TYPE_RINGBUF available".to_owned()))
+}

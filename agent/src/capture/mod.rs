@@ -1,0 +1,263 @@
+//! Capture: the kernel programs, their loader, and the reader that turns ring-buffer records
+//! into [`CaptureEvent`]s.
+
+mod btf;
+pub mod events;
+pub mod features;
+mod openssl;
+mod probes;
+mod reader;
+
+use std::path::Path;
+
+use agent_common::{CaptureConfig, ConnKey, ConnState, Counter, FilterMode, event::MAX_PAYLOAD};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError, TracePoint, UProbe},
+};
+use log::{info, warn};
+
+pub use btf::BtfError;
+pub use events::{CaptureEvent, ConnectionSeen, DataChunk};
+pub use reader::{ReaderStats, forward_kernel_log, read_events};
+
+use self::{
+    openssl::TlsAttacher,
+    probes::{Hook, KERNEL_PROBES, TLS_ENTRY_PROBES, TLS_EXIT_PROGRAM},
+};
+
+/// The eBPF object built from `agent-ebpf` by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/apiscope-ebpf"));
+
+/// What the capture stage needs to know from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureSettings {
+    /// Payload bytes copied per call.
+    pub capture_cap: u32,
+    /// Size of the ring buffer shared by all CPUs, in bytes (a power of two, at least a page).
+    pub ring_buffer_bytes: u32,
+}
+
+/// Why capture could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The eBPF object was rejected as a whole (maps could not be created, bad ELF).
+    #[error("cannot load the kernel programs: {0}")]
+    Load(#[source] aya::EbpfError),
+    /// A program the probe table names is not in the object.
+    #[error("the kernel object has no program `{0}` (agent and object from different builds)")]
+    MissingProgram(&'static str),
+    /// A program failed to load or attach.
+    #[error("kernel program `{name}` failed: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// aya's error, with the verifier log where there is one.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map the loader needs is missing or of the wrong type.
+    #[error("kernel map `{name}`: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// aya's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The kernel's BTF could not give the socket field offsets.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// The kernel's BTF could not be loaded for the BTF tracepoints.
+    #[error("cannot read kernel BTF: {0}")]
+    KernelBtf(#[source] aya::BtfError),
+    /// An invalid setting.
+    #[error("{0}")]
+    Settings(String),
+}
+
+/// The channels the kernel side writes to, for the reader tasks.
+pub struct CaptureOutputs {
+    /// Records of the capture programs.
+    pub ring: RingBuf<MapData>,
+    /// Log records of the kernel programs (`aya-log`), if that map could be opened.
+    pub kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// The loaded and attached kernel side. Dropping it detaches every probe.
+pub struct Capture {
+    ebpf: Ebpf,
+    tls: TlsAttacher,
+    conns: HashMap<MapData, ConnKey, ConnState>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> CaptureError {
+    move |source| CaptureError::Map { name, source }
+}
+
+impl Capture {
+    /// Loads the kernel programs, configures them, and attaches every probe: syscall and socket
+    /// tracepoints first, then the OpenSSL uprobes on every copy found on the host. Returns the
+    /// ring buffer to read records from and the kernel-side log.
+    pub fn start(settings: CaptureSettings) -> Result<(Self, CaptureOutputs), CaptureError> {
+        if settings.capture_cap == 0 || settings.capture_cap as usize > MAX_PAYLOAD {
+            return Err(CaptureError::Settings(format!(
+                "capture cap must be between 1 and {MAX_PAYLOAD} bytes, not {}",
+                settings.capture_cap
+            )));
+        }
+        let page = 4096;
+        if !settings.ring_buffer_bytes.is_power_of_two() || settings.ring_buffer_bytes < page {
+            return Err(CaptureError::Settings(format!(
+                "ring buffer size must be a power of two of at least {page} bytes, not {}",
+                settings.ring_buffer_bytes
+            )));
+        }
+        // Locked-memory limits do not apply to memcg-accounted BPF maps (Linux 5.11+); raising
+        // the limit only helps older kernels and may be refused, which is fine.
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: plain syscall with a valid pointer.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+
+        let sock = btf::sock_offsets(Path::new(btf::VMLINUX_BTF))?;
+        let kernel_btf = Btf::from_sys_fs().map_err(CaptureError::KernelBtf)?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel_btf))
+            .map_max_entries("EVENTS", settings.ring_buffer_bytes)
+            .map_max_entries("SCRATCH", scratch_slots()?)
+            .load(EBPF_OBJECT)
+            .map_err(CaptureError::Load)?;
+        let kernel_log = aya_log::EbpfLogger::init(&mut ebpf)
+            .inspect_err(|error| warn!("kernel-side log messages unavailable: {error}"))
+            .ok();
+
+        let config = CaptureConfig {
+            agent_tgid: std::process::id(),
+            capture_cap: settings.capture_cap,
+            filter_mode: FilterMode::AllExceptDenied as u32,
+            reserved: 0,
+            sock,
+        };
+        let mut config_map: Array<_, CaptureConfig> = ebpf
+            .map_mut("CONFIG")
+            .ok_or(CaptureError::Settings("no CONFIG map".into()))
+            .and_then(|map| Array::try_from(map).map_err(map_error("CONFIG")))?;
+        config_map.set(0, config, 0).map_err(map_error("CONFIG"))?;
+
+        let ring = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
+        let conns = take_map(&mut ebpf, "CONNS", HashMap::try_from)?;
+        let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
+        let mut capture = Self {
+            ebpf,
+            tls: TlsAttacher::default(),
+            conns,
+            counters,
+        };
+        capture.attach_kernel_probes(&kernel_btf)?;
+        capture.load_tls_programs()?;
+        capture.tls.scan_host(&mut capture.ebpf);
+        info!(
+            "capture attached: {} kernel probes, TLS on {} OpenSSL files",
+            KERNEL_PROBES.len(),
+            capture.tls.attached()
+        );
+        Ok((capture, CaptureOutputs { ring, kernel_log }))
+    }
+
+    fn attach_kernel_probes(&mut self, btf: &Btf) -> Result<(), CaptureError> {
+        for probe in KERNEL_PROBES {
+            let name = probe.program;
+            let program = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram(name))?;
+            let failed = |source| CaptureError::Program { name, source };
+            match probe.hook {
+                Hook::Tracepoint {
+                    category,
+                    name: tracepoint,
+                } => {
+                    let program: &mut TracePoint = program.try_into().map_err(failed)?;
+                    program.load().map_err(failed)?;
+                    program.attach(category, tracepoint).map_err(failed)?;
+                }
+                Hook::BtfTracepoint { name: tracepoint } => {
+                    let program: &mut BtfTracePoint = program.try_into().map_err(failed)?;
+                    program.load(tracepoint, btf).map_err(failed)?;
+                    program.attach().map_err(failed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load_tls_programs(&mut self) -> Result<(), CaptureError> {
+        let names = TLS_ENTRY_PROBES
+            .iter()
+            .map(|(_, program)| *program)
+            .chain([TLS_EXIT_PROGRAM]);
+        for name in names {
+            let failed = |source| CaptureError::Program { name, source };
+            let program: &mut UProbe = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram(name))?
+                .try_into()
+                .map_err(failed)?;
+            program.load().map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Looks for OpenSSL in a process that just exec'd (or loaded libraries since).
+    pub fn scan_process(&mut self, pid: u32) {
+        self.tls.scan_process(&mut self.ebpf, pid);
+    }
+
+    /// Drops the kernel-side state of a process's connections.
+    pub fn forget_connections(&mut self, keys: impl IntoIterator<Item = ConnKey>) {
+        for key in keys {
+            // Already gone (closed, or evicted from the LRU map) is fine.
+            let _ = self.conns.remove(&key);
+        }
+    }
+
+    /// Current totals of the kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|&counter| {
+                let total = self
+                    .counters
+                    .get(&(counter as u32), 0)
+                    .map(|values| values.iter().sum())
+                    .unwrap_or(0);
+                (counter, total)
+            })
+            .collect()
+    }
+}
+
+/// One scratch slot per possible CPU, as `bpf_get_smp_processor_id` can return any of them.
+fn scratch_slots() -> Result<u32, CaptureError> {
+    let cpus = aya::util::nr_cpus().map_err(|(path, error)| {
+        CaptureError::Settings(format!("cannot count CPUs from {path}: {error}"))
+    })?;
+    u32::try_from(cpus).map_err(|_| CaptureError::Settings(format!("{cpus} CPUs")))
+}
+
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, CaptureError> {
+    let map = ebpf.take_map(name).ok_or(CaptureError::Settings(format!(
+        "the kernel object has no map `{name}`"
+    )))?;
+    convert(map).map_err(map_error(name))
+}

@@ -1,0 +1,225 @@
+//! Finding every OpenSSL copy on the host and attaching the TLS uprobes once per file.
+//!
+//! Candidates: the `libssl` the dynamic loader knows (`ldconfig -p`), every `libssl` mapped by
+//! a running process (through `/proc/PID/root`, so copies inside containers count), and
+//! executables that export `SSL_write` themselves (OpenSSL linked in statically, as in Node).
+//! A uprobe on a file applies to every process that maps it, so each distinct file (device,
+//! inode) is attached once.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use aya::{
+    Ebpf,
+    programs::{UProbe, uprobe::UProbeScope},
+};
+use log::{debug, info, warn};
+use object::{Object, ObjectSymbol};
+
+use super::{
+    CaptureError,
+    probes::{TLS_ENTRY_PROBES, TLS_EXIT_PROGRAM},
+};
+
+/// What is known of one file (by device and inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileVerdict {
+    /// The uprobes are attached to it.
+    Attached,
+    /// It exports none of the OpenSSL functions, or attaching failed; not tried again.
+    Skipped,
+}
+
+/// Attaches the TLS uprobes to OpenSSL copies as they are found.
+#[derive(Debug, Default)]
+pub struct TlsAttacher {
+    files: HashMap<(u64, u64), FileVerdict>,
+}
+
+impl TlsAttacher {
+    /// Number of distinct files the uprobes are attached to.
+    pub fn attached(&self) -> usize {
+        self.files
+            .values()
+            .filter(|verdict| **verdict == FileVerdict::Attached)
+            .count()
+    }
+
+    /// Scans the loader cache and every running process.
+    pub fn scan_host(&mut self, ebpf: &mut Ebpf) {
+        for path in loader_cache_libssl() {
+            self.consider(ebpf, &path);
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                self.scan_process(ebpf, pid);
+            }
+        }
+    }
+
+    /// Scans one process: its executable and the libraries it maps.
+    pub fn scan_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        self.consider(ebpf, Path::new(&format!("/proc/{pid}/exe")));
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return;
+        };
+        for path in mapped_libssl(&maps) {
+            let inside = root.join(path.strip_prefix("/").unwrap_or(path));
+            self.consider(ebpf, &inside);
+        }
+    }
+
+    /// Attaches to `path` unless this file was seen already.
+    fn consider(&mut self, ebpf: &mut Ebpf, path: &Path) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let id = (meta.dev(), meta.ino());
+        if self.files.contains_key(&id) {
+            return;
+        }
+        let verdict = match exported_tls_functions(path) {
+            Some(symbols) if !symbols.is_empty() => match attach(ebpf, path, &symbols) {
+                Ok(()) => {
+                    info!(
+                        "TLS capture attached to {} ({})",
+                        path.display(),
+                        symbols.join(", ")
+                    );
+                    FileVerdict::Attached
+                }
+                Err(error) => {
+                    warn!("TLS capture not attached to {}: {error}", path.display());
+                    FileVerdict::Skipped
+                }
+            },
+            _ => FileVerdict::Skipped,
+        };
+        self.files.insert(id, verdict);
+    }
+}
+
+/// The OpenSSL functions `path` exports, in probe-table order; `None` if it is not a readable
+/// ELF file.
+fn exported_tls_functions(path: &Path) -> Option<Vec<&'static str>> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: read-only private mapping. A file truncated under us could fault; executables in
+    // use cannot be written (ETXTBSY) and libraries are replaced by rename, not rewritten. Mapping
+    // instead of reading keeps start-up cheap: only the symbol tables are paged in.
+    let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let exported: Vec<&'static str> = TLS_ENTRY_PROBES
+        .iter()
+        .map(|(symbol, _)| *symbol)
+        .filter(|wanted| {
+            file.dynamic_symbols()
+                .any(|s| s.is_definition() && s.name() == Ok(*wanted))
+        })
+        .collect();
+    Some(exported)
+}
+
+fn attach(ebpf: &mut Ebpf, path: &Path, symbols: &[&str]) -> Result<(), CaptureError> {
+    for (symbol, program) in TLS_ENTRY_PROBES {
+        if !symbols.contains(symbol) {
+            continue;
+        }
+        for name in [*program, TLS_EXIT_PROGRAM] {
+            let uprobe: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| CaptureError::Program { name, source })?;
+            uprobe
+                .attach(*symbol, path, UProbeScope::AllProcesses)
+                .map_err(|source| CaptureError::Program { name, source })?;
+            debug!("{name} attached to {symbol} in {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// `libssl` paths from the dynamic loader's cache.
+fn loader_cache_libssl() -> Vec<PathBuf> {
+    let Ok(output) = Command::new("ldconfig").arg("-p").output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("libssl.so"))
+        .filter_map(|line| line.rsplit(" => ").next())
+        .map(|path| PathBuf::from(path.trim()))
+        .collect()
+}
+
+/// Distinct `libssl` paths in the text of a `/proc/PID/maps` file.
+fn mapped_libssl(maps: &str) -> Vec<&Path> {
+    let mut paths: Vec<&Path> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| {
+            Path::new(path)
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("libssl.so") || name.starts_with("libssl-"))
+        })
+        .map(Path::new)
+        .collect();
+    paths.dedup();
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_libssl_in_maps_once() {
+        let maps = "\
+7f00-7f10 r--p 00000000 fe:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f10-7f20 r-xp 00010000 fe:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f20-7f30 r-xp 00000000 fe:01 124 /usr/lib/x86_64-linux-gnu/libcrypto.so.3
+7f30-7f40 rw-p 00000000 00:00 0
+7f40-7f50 r-xp 00000000 fe:01 125 /opt/app/lib/libssl-abc123.so.1.1";
+        assert_eq!(
+            mapped_libssl(maps),
+            vec![
+                Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+                Path::new("/opt/app/lib/libssl-abc123.so.1.1")
+            ]
+        );
+    }
+
+    #[test]
+    fn system_libssl_exports_all_four_functions() {
+        let libs = loader_cache_libssl();
+        let lib = libs
+            .first()
+            .expect("the host has a libssl in the loader cache");
+        let exported = exported_tls_functions(lib).expect("libssl is an ELF file");
+        assert_eq!(
+            exported,
+            ["SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"]
+        );
+    }
+
+    #[test]
+    fn a_plain_file_exports_nothing() {
+        assert_eq!(exported_tls_functions(Path::new("/etc/hostname")), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! Export: where the agent's results leave the process.
+
+pub mod dump;

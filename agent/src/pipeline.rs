@@ -1,0 +1,198 @@
+//! The running agent, wired in one place: capture -> streams -> export.
+//!
+//! - the ring-buffer reader (a tokio task) decodes records and sends them in batches over a
+//!   bounded channel, so a slow consumer makes the kernel count drops instead of the agent
+//!   growing;
+//! - the stream stage (its own thread: it writes to stdout, which may block) assembles streams
+//!   and hands chunks to the exporter;
+//! - the control loop (this task) owns the kernel object: it attaches OpenSSL probes to new
+//!   processes, forgets kernel state of dead ones, logs loss counters, and stops on a signal.
+
+use std::{
+    io::{self, Write},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use log::{info, warn};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    capture::{
+        Capture, CaptureError, CaptureEvent, CaptureSettings, ReaderStats, forward_kernel_log,
+        read_events,
+    },
+    clock::WallClock,
+    export::dump::DumpWriter,
+    streams::{CaptureRequest, StreamSettings, StreamTable},
+};
+
+/// Batches of capture events waiting for the stream stage.
+const EVENT_QUEUE: usize = 256;
+/// Requests waiting for the control loop; more are dropped (a missed rescan is retried at the
+/// next exec).
+const REQUEST_QUEUE: usize = 1024;
+/// A process may load OpenSSL after exec (Python imports `ssl` later): scan it again then.
+const RESCAN_AFTER_EXEC: Duration = Duration::from_secs(1);
+/// How often loss counters are logged.
+const STATS_INTERVAL: Duration = Duration::from_secs(60);
+/// How often idle connections are looked for.
+const RECLAIM_INTERVAL_NS: u64 = 10_000_000_000;
+
+/// What `apiscope run` was asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Capture settings.
+    pub capture: CaptureSettings,
+    /// Stream settings.
+    pub streams: StreamSettings,
+    /// Print every chunk as a JSON line on stdout.
+    pub dump: bool,
+}
+
+/// Why the agent stopped other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Capture could not start.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Signal handlers or the ring-buffer reader failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The stream stage stopped (e.g. stdout was closed under `--dump`).
+    #[error("stream stage stopped: {0}")]
+    Streams(String),
+}
+
+/// Runs until SIGINT or SIGTERM; returns after every probe is detached.
+pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let (mut capture, outputs) = Capture::start(options.capture)?;
+
+    let stats = Arc::new(ReaderStats::default());
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let (request_tx, mut request_rx) = mpsc::channel(REQUEST_QUEUE);
+    let mut reader = tokio::spawn(read_events(outputs.ring, event_tx, Arc::clone(&stats)));
+    let kernel_log = outputs
+        .kernel_log
+        .map(|logger| tokio::spawn(forward_kernel_log(logger)));
+
+    let (streams_done_tx, mut streams_done) = oneshot::channel();
+    let stream_requests = request_tx.clone();
+    let streams = std::thread::Builder::new()
+        .name("streams".into())
+        .spawn(move || {
+            let result = stream_stage(event_rx, stream_requests, options);
+            let _ = streams_done_tx.send(result);
+        })?;
+
+    info!(
+        "ready: capturing socket and TLS traffic (pid {})",
+        std::process::id()
+    );
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+    stats_tick.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
+            Some(request) = request_rx.recv() => match request {
+                CaptureRequest::ScanProcess(pid) => {
+                    capture.scan_process(pid);
+                    let again = request_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RESCAN_AFTER_EXEC).await;
+                        let _ = again.try_send(CaptureRequest::RescanProcess(pid));
+                    });
+                }
+                CaptureRequest::RescanProcess(pid) => capture.scan_process(pid),
+                CaptureRequest::ForgetConnections(keys) => capture.forget_connections(keys),
+            },
+            _ = stats_tick.tick() => log_stats(&capture, &stats),
+            result = &mut reader => break match result {
+                Ok(Ok(())) => Err(RunError::Streams("ring-buffer reader ended".into())),
+                Ok(Err(error)) => Err(RunError::Io(error)),
+                Err(error) => Err(RunError::Streams(format!("ring-buffer reader failed: {error}"))),
+            },
+            result = &mut streams_done => break Err(RunError::Streams(match result {
+                Ok(Err(error)) => error.to_string(),
+                _ => "ended".into(),
+            })),
+        }
+    };
+    log_stats(&capture, &stats);
+    // Detach first so nothing new is captured while the stages drain.
+    drop(capture);
+    reader.abort();
+    if let Some(task) = kernel_log {
+        task.abort();
+    }
+    let _ = reader.await;
+    if streams.join().is_err() {
+        warn!("stream stage panicked");
+    }
+    info!("stopped: every probe detached");
+    outcome
+}
+
+fn log_stats(capture: &Capture, stats: &ReaderStats) {
+    let kernel: Vec<String> = capture
+        .counters()
+        .into_iter()
+        .map(|(counter, value)| format!("{}={value}", counter.name()))
+        .collect();
+    info!(
+        "capture totals: {}, records_read={}, records_malformed={}",
+        kernel.join(", "),
+        stats.records.load(Ordering::Relaxed),
+        stats.malformed.load(Ordering::Relaxed),
+    );
+}
+
+/// The stream stage: assembles chunks from capture events and exports them, until the event
+/// channel closes.
+fn stream_stage(
+    mut events: mpsc::Receiver<Vec<CaptureEvent>>,
+    requests: mpsc::Sender<CaptureRequest>,
+    options: RunOptions,
+) -> io::Result<()> {
+    let mut table = StreamTable::new(options.streams);
+    let mut dump = options.dump.then(|| {
+        DumpWriter::new(
+            io::BufWriter::new(io::stdout().lock()),
+            WallClock::measure(),
+        )
+    });
+    let mut chunks = Vec::new();
+    let mut pending = Vec::new();
+    let mut last_reclaim_ns = WallClock::monotonic_now_ns();
+    while let Some(batch) = events.blocking_recv() {
+        for event in batch {
+            table.apply(event, &mut chunks, &mut pending);
+        }
+        if let Some(dump) = dump.as_mut() {
+            dump.write_batch(&chunks)?;
+        }
+        chunks.clear();
+        let now = WallClock::monotonic_now_ns();
+        if now.saturating_sub(last_reclaim_ns) > RECLAIM_INTERVAL_NS {
+            last_reclaim_ns = now;
+            let idle = table.reclaim_idle(now);
+            if !idle.is_empty() {
+                pending.push(CaptureRequest::ForgetConnections(idle));
+            }
+        }
+        for request in pending.drain(..) {
+            // Full means the control loop is behind; a dropped scan is retried at the next exec.
+            let _ = requests.try_send(request);
+        }
+    }
+    if let Some(mut dump) = dump {
+        dump.write_batch(&[])?;
+    }
+    io::stdout().flush()
+}

@@ -1,0 +1,297 @@
+//! Streams: capture events turned into ordered per-connection, per-direction byte streams.
+//!
+//! A connection is one socket in one process, identified by (pid, fd, generation): the
+//! generation changes whenever the fd starts holding another socket. Each direction keeps a
+//! byte offset; a chunk says where it starts, how many bytes the call moved and how many were
+//! captured, so a gap or a truncation is always visible and never glued over. The stage keeps
+//! no payload: its memory is a fixed record per connection, bounded by `max_connections`.
+
+pub mod procfs;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use agent_common::{ConnKey, Direction, Role, data_flags};
+use bytes::Bytes;
+
+use crate::capture::{CaptureEvent, ConnectionSeen, DataChunk};
+
+/// Limits of the connection table.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    /// Connections tracked at once; the least recently active one is evicted beyond that.
+    pub max_connections: usize,
+    /// A connection with no traffic for this long is forgotten.
+    pub idle_timeout_ns: u64,
+}
+
+/// What is known of one connection, shared by all its chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// Unique within this agent run.
+    pub id: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Socket fd in `pid`.
+    pub fd: i32,
+    /// Which end the process is.
+    pub role: Role,
+    /// This process's end, when known.
+    pub local: Option<SocketAddr>,
+    /// The other end, when known.
+    pub peer: Option<SocketAddr>,
+}
+
+/// A piece of one direction of one connection.
+#[derive(Debug, Clone)]
+pub struct StreamChunk {
+    /// The connection.
+    pub connection: Arc<Connection>,
+    /// Which way the bytes went.
+    pub direction: Direction,
+    /// Position of the first byte in this direction of the connection.
+    pub offset: u64,
+    /// Bytes the call moved.
+    pub len: u64,
+    /// The first of those bytes, as captured (fewer than `len` when truncated).
+    pub data: Bytes,
+    /// Plaintext from an OpenSSL call.
+    pub tls: bool,
+    /// The bytes moved inside the kernel and none were captured (`sendfile`, `splice`).
+    pub gap: bool,
+    /// `CLOCK_MONOTONIC` time at the end of the call.
+    pub ts_ns: u64,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: String,
+}
+
+/// Work the stream stage asks of the capture stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureRequest {
+    /// A process exec'd: look for OpenSSL in it.
+    ScanProcess(u32),
+    /// Look again a little later, for libraries loaded after exec.
+    RescanProcess(u32),
+    /// Drop the kernel-side state of these fds.
+    ForgetConnections(Vec<ConnKey>),
+}
+
+struct ConnectionState {
+    connection: Arc<Connection>,
+    sock: u64,
+    next_offset: [u64; 2],
+    last_seen_ns: u64,
+}
+
+/// Per-connection stream assembly.
+pub struct StreamTable {
+    settings: StreamSettings,
+    connections: HashMap<ConnKey, ConnectionState>,
+    next_id: u64,
+    evicted: u64,
+}
+
+impl StreamTable {
+    /// An empty table.
+    pub fn new(settings: StreamSettings) -> Self {
+        Self {
+            settings,
+            connections: HashMap::new(),
+            next_id: 1,
+            evicted: 0,
+        }
+    }
+
+    /// Connections tracked now.
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// True when no connection is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// Connections evicted because the table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Applies one capture event, appending the chunks and capture requests it gives.
+    pub fn apply(
+        &mut self,
+        event: CaptureEvent,
+        chunks: &mut Vec<StreamChunk>,
+        requests: &mut Vec<CaptureRequest>,
+    ) {
+        match event {
+            CaptureEvent::Data(data) => chunks.extend(self.chunk(data)),
+            CaptureEvent::Connection(seen) => self.open(seen),
+            CaptureEvent::Closed { tgid, fd, sock } => {
+                let key = ConnKey { tgid, fd };
+                if self
+                    .connections
+                    .get(&key)
+                    .is_some_and(|state| state.sock == sock)
+                {
+                    self.connections.remove(&key);
+                }
+            }
+            CaptureEvent::Exec { tgid } => requests.push(CaptureRequest::ScanProcess(tgid)),
+            CaptureEvent::Exit { tgid } => {
+                let keys: Vec<ConnKey> = self
+                    .connections
+                    .keys()
+                    .filter(|key| key.tgid == tgid)
+                    .copied()
+                    .collect();
+                for key in &keys {
+                    self.connections.remove(key);
+                }
+                if !keys.is_empty() {
+                    requests.push(CaptureRequest::ForgetConnections(keys));
+                }
+            }
+        }
+    }
+
+    /// Forgets connections idle since before `now_ns - idle_timeout`; returns their keys so the
+    /// kernel side can forget them too.
+    pub fn reclaim_idle(&mut self, now_ns: u64) -> Vec<ConnKey> {
+        let cutoff = now_ns.saturating_sub(self.settings.idle_timeout_ns);
+        let idle: Vec<ConnKey> = self
+            .connections
+            .iter()
+            .filter(|(_, state)| state.last_seen_ns < cutoff)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &idle {
+            self.connections.remove(key);
+        }
+        idle
+    }
+
+    fn open(&mut self, seen: ConnectionSeen) {
+        let key = ConnKey {
+            tgid: seen.tgid,
+            fd: seen.fd,
+        };
+        let role = match seen.role {
+            Role::Unknown => infer_role(seen.tgid, seen.local),
+            known => known,
+        };
+        let connection = Connection {
+            id: 0,
+            pid: seen.tgid,
+            fd: seen.fd,
+            role,
+            local: Some(seen.local),
+            peer: Some(seen.peer),
+        };
+        self.insert(key, seen.sock, connection, seen.ts_ns);
+    }
+
+    fn insert(&mut self, key: ConnKey, sock: u64, mut connection: Connection, now_ns: u64) {
+        if self.connections.len() >= self.settings.max_connections
+            && !self.connections.contains_key(&key)
+        {
+            self.evict_oldest();
+        }
+        connection.id = self.next_id;
+        self.next_id += 1;
+        self.connections.insert(
+            key,
+            ConnectionState {
+                connection: Arc::new(connection),
+                sock,
+                next_offset: [0, 0],
+                last_seen_ns: now_ns,
+            },
+        );
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .connections
+            .iter()
+            .min_by_key(|(_, state)| state.last_seen_ns)
+            .map(|(key, _)| *key);
+        if let Some(key) = oldest {
+            self.connections.remove(&key);
+            self.evicted += 1;
+        }
+    }
+
+    fn chunk(&mut self, data: DataChunk) -> Option<StreamChunk> {
+        let key = ConnKey {
+            tgid: data.tgid,
+            fd: data.fd,
+        };
+        // OpenSSL records carry sock 0 when the kernel side did not know the socket yet: they
+        // belong to whatever the fd holds now.
+        let known = self
+            .connections
+            .get(&key)
+            .is_some_and(|state| data.sock == 0 || state.sock == data.sock);
+        if !known {
+            // The connection record was lost (ring buffer full) or the state was reclaimed:
+            // rebuild what /proc still knows.
+            let connection = resolve_from_proc(data.tgid, data.fd);
+            self.insert(key, data.sock, connection, data.ts_ns);
+        }
+        let state = self.connections.get_mut(&key)?;
+        let slot = data.direction as usize;
+        let offset = state.next_offset[slot];
+        state.next_offset[slot] = offset.saturating_add(data.len);
+        state.last_seen_ns = state.last_seen_ns.max(data.ts_ns);
+        Some(StreamChunk {
+            connection: Arc::clone(&state.connection),
+            direction: data.direction,
+            offset,
+            len: data.len,
+            data: data.payload,
+            tls: data.flags & data_flags::TLS != 0,
+            gap: data.flags & data_flags::GAP != 0,
+            ts_ns: data.ts_ns,
+            tid: data.tid,
+            comm: data.comm,
+        })
+    }
+}
+
+/// Role of a connection opened before the agent started: the serving end is the one whose
+/// local port has a listener.
+fn infer_role(pid: u32, local: SocketAddr) -> Role {
+    let table = procfs::tcp_table(pid);
+    if table.is_empty() {
+        Role::Unknown
+    } else if procfs::is_served_locally(&table, local) {
+        Role::Server
+    } else {
+        Role::Client
+    }
+}
+
+/// A connection rebuilt from `/proc` when its connection record is missing.
+fn resolve_from_proc(pid: u32, fd: i32) -> Connection {
+    let table = procfs::tcp_table(pid);
+    let entry = procfs::socket_inode(pid, fd)
+        .and_then(|inode| table.iter().find(|entry| entry.inode == inode));
+    let role = match entry {
+        Some(entry) if procfs::is_served_locally(&table, entry.local) => Role::Server,
+        Some(_) => Role::Client,
+        None => Role::Unknown,
+    };
+    Connection {
+        id: 0,
+        pid,
+        fd,
+        role,
+        local: entry.map(|entry| entry.local),
+        peer: entry.map(|entry| entry.remote),
+    }
+}
+
+#[cfg(test)]
+mod tests;

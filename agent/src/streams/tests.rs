@@ -1,0 +1,160 @@
+use super::*;
+
+fn table() -> StreamTable {
+    StreamTable::new(StreamSettings {
+        max_connections: 2,
+        idle_timeout_ns: 1_000,
+    })
+}
+
+fn seen(fd: i32, sock: u64, ts_ns: u64) -> CaptureEvent {
+    CaptureEvent::Connection(ConnectionSeen {
+        tgid: u32::MAX,
+        fd,
+        sock,
+        role: Role::Client,
+        local: "127.0.0.1:50000".parse().unwrap(),
+        peer: "127.0.0.1:8080".parse().unwrap(),
+        comm: "curl".into(),
+        ts_ns,
+    })
+}
+
+fn data(
+    fd: i32,
+    sock: u64,
+    direction: Direction,
+    len: u64,
+    payload: &'static [u8],
+) -> CaptureEvent {
+    CaptureEvent::Data(DataChunk {
+        tgid: u32::MAX,
+        tid: 1,
+        fd,
+        sock,
+        direction,
+        flags: 0,
+        len,
+        payload: Bytes::from_static(payload),
+        ts_ns: 10,
+        comm: "curl".into(),
+    })
+}
+
+fn apply(
+    table: &mut StreamTable,
+    events: Vec<CaptureEvent>,
+) -> (Vec<StreamChunk>, Vec<CaptureRequest>) {
+    let mut chunks = Vec::new();
+    let mut requests = Vec::new();
+    for event in events {
+        table.apply(event, &mut chunks, &mut requests);
+    }
+    (chunks, requests)
+}
+
+#[test]
+fn offsets_advance_per_direction_by_original_length() {
+    let mut table = table();
+    let (chunks, _) = apply(
+        &mut table,
+        vec![
+            seen(3, 7, 1),
+            data(3, 7, Direction::Egress, 4, b"GET "),
+            data(3, 7, Direction::Egress, 100, b"trunc"),
+            data(3, 7, Direction::Ingress, 8, b"HTTP/1.1"),
+            data(3, 7, Direction::Egress, 2, b"\r\n"),
+        ],
+    );
+    let offsets: Vec<(Direction, u64)> = chunks.iter().map(|c| (c.direction, c.offset)).collect();
+    assert_eq!(
+        offsets,
+        [
+            (Direction::Egress, 0),
+            (Direction::Egress, 4),
+            (Direction::Ingress, 0),
+            (Direction::Egress, 104),
+        ]
+    );
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.connection.id == chunks[0].connection.id)
+    );
+    assert_eq!(chunks[0].connection.role, Role::Client);
+    assert_eq!(
+        chunks[0].connection.peer,
+        Some("127.0.0.1:8080".parse().unwrap())
+    );
+}
+
+#[test]
+fn a_new_socket_on_the_same_fd_is_a_new_connection() {
+    let mut table = table();
+    let (chunks, _) = apply(
+        &mut table,
+        vec![
+            seen(3, 7, 1),
+            data(3, 7, Direction::Egress, 4, b"GET "),
+            seen(3, 8, 2),
+            data(3, 8, Direction::Egress, 4, b"GET "),
+        ],
+    );
+    assert_ne!(chunks[0].connection.id, chunks[1].connection.id);
+    assert_eq!(chunks[1].offset, 0);
+}
+
+#[test]
+fn close_and_exit_forget_connections() {
+    let mut table = table();
+    let (_, requests) = apply(
+        &mut table,
+        vec![
+            seen(3, 7, 1),
+            seen(4, 9, 1),
+            CaptureEvent::Closed {
+                tgid: u32::MAX,
+                fd: 3,
+                sock: 7,
+            },
+        ],
+    );
+    assert!(requests.is_empty());
+    assert_eq!(table.len(), 1);
+    let (_, requests) = apply(&mut table, vec![CaptureEvent::Exit { tgid: u32::MAX }]);
+    assert!(table.is_empty());
+    assert_eq!(
+        requests,
+        [CaptureRequest::ForgetConnections(vec![ConnKey {
+            tgid: u32::MAX,
+            fd: 4
+        }])]
+    );
+}
+
+#[test]
+fn table_is_bounded_and_idle_connections_are_reclaimed() {
+    let mut table = table();
+    apply(
+        &mut table,
+        vec![seen(3, 7, 1), seen(4, 8, 2), seen(5, 9, 3)],
+    );
+    assert_eq!(table.len(), 2);
+    assert_eq!(table.evicted(), 1);
+    let reclaimed = table.reclaim_idle(1_002);
+    assert_eq!(
+        reclaimed,
+        [ConnKey {
+            tgid: u32::MAX,
+            fd: 4
+        }]
+    );
+    assert_eq!(table.len(), 1);
+}
+
+#[test]
+fn exec_asks_for_a_tls_scan() {
+    let mut table = table();
+    let (_, requests) = apply(&mut table, vec![CaptureEvent::Exec { tgid: 42 }]);
+    assert_eq!(requests, [CaptureRequest::ScanProcess(42)]);
+}

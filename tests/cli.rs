@@ -1,0 +1,105 @@
+//! End-to-end tests of the agent's command line: errors, `check`, and
+//! shutdown on SIGTERM / SIGINT.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Agent, COMMAND_TIMEOUT, agent_bin, random_hex, require_root, run};
+
+/// The agent binary, with no backtrace settings inherited, so that error
+/// output is what a user sees by default.
+fn apiscope() -> Command {
+    let mut cmd = Command::new(agent_bin());
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
+    cmd
+}
+
+#[test]
+fn unknown_flag_is_a_clean_usage_error() {
+    let flag = format!("--no-such-flag-{}", random_hex(4));
+    let out = run(apiscope().arg(&flag), COMMAND_TIMEOUT);
+    assert!(
+        !out.status.success(),
+        "an unknown flag was accepted: {}",
+        out.describe()
+    );
+    let stderr = out.stderr_text();
+    let lower = stderr.to_lowercase();
+    assert!(
+        !lower.contains("panicked") && !lower.contains("backtrace"),
+        "an unknown flag made the agent panic: {}",
+        out.describe()
+    );
+    assert!(
+        stderr.contains(&flag),
+        "stderr does not name the flag {flag}: {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn missing_config_file_is_reported_with_its_path() {
+    // `run` is the command that loads eBPF; as root it must fail on the
+    // config before it gets that far, and not run on without one.
+    if !require_root() {
+        return;
+    }
+    let path = format!("/nonexistent-apiscope-{}.yaml", random_hex(4));
+    let out = run(apiscope().args(["run", "--config", &path]), COMMAND_TIMEOUT);
+    assert!(
+        !out.status.success(),
+        "a missing config file was accepted: {}",
+        out.describe()
+    );
+    let stderr = out.stderr_text();
+    assert!(
+        stderr.contains(&path),
+        "stderr does not name {path}: {}",
+        out.describe()
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "a missing config file made the agent panic: {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn check_reports_every_requirement_and_passes_as_root() {
+    if !require_root() {
+        return;
+    }
+    let out = run(apiscope().arg("check"), COMMAND_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "`apiscope check` failed: {}",
+        out.describe()
+    );
+    let stdout = out.stdout_text();
+    for item in ["BTF", "tracefs", "uprobe", "ring buffer"] {
+        let needle = item.to_lowercase();
+        assert!(
+            stdout.lines().any(|l| l.to_lowercase().contains(&needle)),
+            "`apiscope check` printed no line about {item}: {}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    if !require_root() {
+        return;
+    }
+    Agent::start(&[]).stop_with(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_exits_zero() {
+    if !require_root() {
+        return;
+    }
+    Agent::start(&[]).stop_with(libc::SIGINT);
+}
