@@ -22,6 +22,20 @@ pub enum IoShape {
     Gap = 4,
     /// Not I/O: a `connect` whose fd becomes a client connection on success.
     Connect = 5,
+    /// The entry was missed (the call was already blocked when the agent attached); the socket
+    /// tracepoint rebuilt the arguments from the saved user registers. Matches any data shape.
+    Recovered = 6,
+}
+
+impl IoShape {
+    /// True for the shapes whose bytes are read from user memory at exit.
+    #[inline(always)]
+    pub fn carries_user_data(self) -> bool {
+        matches!(
+            self,
+            Self::Buffer | Self::Iovec | Self::Msghdr | Self::Mmsghdr
+        )
+    }
 }
 
 /// A socket syscall between its entry and its exit, keyed by thread.

@@ -74,7 +74,8 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
         return;
     };
     let _ = PENDING_IO.remove(&pid_tgid);
-    if pending.shape != shape as u32 {
+    let recovered = pending.shape == IoShape::Recovered as u32;
+    if pending.shape != shape as u32 && !(recovered && shape.carries_user_data()) {
         // Left over from a call whose exit we never saw.
         return;
     }

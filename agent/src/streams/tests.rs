@@ -141,7 +141,7 @@ fn table_is_bounded_and_idle_connections_are_reclaimed() {
     );
     assert_eq!(table.len(), 2);
     assert_eq!(table.evicted(), 1);
-    let reclaimed = table.reclaim_idle(1_002);
+    let reclaimed = table.reclaim_idle(1_003);
     assert_eq!(
         reclaimed,
         [ConnKey {
