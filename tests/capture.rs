@@ -662,3 +662,97 @@ fn capture_cap_option_limits_captured_bytes() {
     assert_contiguous(&stream, "curl egress");
     drop(dir);
 }
+
+#[test]
+fn sendfile_body_is_a_counted_gap_that_keeps_the_stream_aligned() {
+    if !require_root() {
+        return;
+    }
+    let marker = marker("sendfile");
+    let dir = TempDir::new("sendfile");
+    let body_path = dir.join("body.bin");
+    let body = pattern_body(&marker, 100_000);
+    fs::write(&body_path, &body).expect("write the body file");
+    let port = support::free_port();
+    let server_addr = format!("127.0.0.1:{port}");
+    let body_arg = body_path.to_str().expect("UTF-8 temp path");
+    let mut server = start_python_server("sendfile_server.py", port, &["--body", body_arg]);
+    let mut agent = Agent::start(&[]);
+
+    // Two requests on one keep-alive connection: the second head must sit right after the
+    // first body in the server's egress stream, although no body byte was captured.
+    let urls = [1, 2].map(|n| format!("http://{server_addr}/{marker}/{n}"));
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        &urls[0],
+        &urls[1],
+    ]);
+    let mut heads = Vec::new();
+    let mut client_addr = String::new();
+    for _ in 0..2 {
+        let line = server.wait_stdout_line("a `sent` event", FIXTURE_READY_TIMEOUT, |l| {
+            l.starts_with('{')
+        });
+        let event: Value = serde_json::from_str(&line).expect("sendfile_server.py event is JSON");
+        assert_eq!(event["body_len"], body.len(), "{}", out.describe());
+        client_addr = event["peer"].as_str().expect("peer").to_owned();
+        heads.push(
+            base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                event["head_b64"].as_str().expect("head_b64"),
+            )
+            .expect("head_b64 is base64"),
+        );
+    }
+    let server_pid = server.pid();
+    let is_ours = |c: &Chunk| {
+        c.pid == server_pid
+            && c.direction == Egress
+            && c.local == server_addr
+            && c.peer == client_addr
+    };
+    let total = (heads[0].len() + heads[1].len() + 2 * body.len()) as u64;
+    agent.wait_for_chunks(
+        |cs| cs.iter().filter(|c| is_ours(c)).map(|c| c.len).sum::<u64>() >= total,
+        CHUNK_TIMEOUT,
+    );
+    let chunks = agent.stop();
+    let mine: Vec<&Chunk> = chunks.iter().filter(|c| is_ours(c)).collect();
+    let conn = mine.first().expect("server egress captured").conn();
+    let stream = stream_chunks(&chunks, conn, Egress);
+    assert_contiguous(&stream, "server egress");
+    assert_eq!(
+        stream.iter().map(|c| c.len).sum::<u64>(),
+        total,
+        "{}",
+        summarize(&chunks)
+    );
+
+    let body_len = body.len() as u64;
+    let mut offset = 0;
+    for head in &heads {
+        let head_chunks: Vec<&Chunk> = stream
+            .iter()
+            .copied()
+            .filter(|c| c.offset >= offset && c.offset < offset + head.len() as u64)
+            .collect();
+        assert_eq!(concat(&head_chunks), *head, "response head in the stream");
+        assert!(head_chunks.iter().all(|c| !c.gap), "head marked as a gap");
+        offset += head.len() as u64;
+        let gap: u64 = stream
+            .iter()
+            .filter(|c| c.offset >= offset && c.offset < offset + body_len)
+            .inspect(|c| {
+                assert!(c.gap, "body bytes not marked as a gap: {c}");
+                assert_eq!(c.captured, 0, "gap chunk with data: {c}");
+            })
+            .map(|c| c.len)
+            .sum();
+        assert_eq!(gap, body_len, "the sendfile gap must count every body byte");
+        offset += body_len;
+    }
+}

@@ -636,6 +636,8 @@ pub struct Chunk {
     pub conn_id: u64,
     pub direction: Direction,
     pub tls: bool,
+    /// The bytes moved inside the kernel (sendfile/splice); none captured.
+    pub gap: bool,
     /// Bytes the call really moved.
     pub len: u64,
     /// Bytes in `data` (< `len` when truncated by the capture cap).
@@ -693,6 +695,7 @@ impl Chunk {
             conn_id: uint("conn_id")?,
             direction,
             tls: field("tls")?.as_bool().ok_or("`tls` is not a bool")?,
+            gap: field("gap")?.as_bool().ok_or("`gap` is not a bool")?,
             len: uint("len")?,
             captured: uint("captured")?,
             offset: uint("offset")?,

@@ -47,16 +47,20 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// Payload as text where it is UTF-8, else `b64:` and its base64.
+/// Payload as text where it is UTF-8, else `b64:` and its base64. Text that itself starts with
+/// `b64:` is encoded too, so the two forms can always be told apart.
 fn printable(data: &[u8]) -> String {
     match std::str::from_utf8(data) {
-        Ok(text) => text.to_owned(),
-        Err(_) => format!(
-            "b64:{}",
+        Ok(text) if !text.starts_with(BASE64_PREFIX) => text.to_owned(),
+        _ => format!(
+            "{BASE64_PREFIX}{}",
             base64::engine::general_purpose::STANDARD.encode(data)
         ),
     }
 }
+
+/// Marks a `data` field holding base64.
+const BASE64_PREFIX: &str = "b64:";
 
 /// Writes chunks as JSON lines.
 pub struct DumpWriter<W: Write> {
@@ -162,5 +166,11 @@ mod tests {
     fn binary_payload_is_base64() {
         let line = &dump(&[chunk(b"\x16\x03\x01\xff")])[0];
         assert_eq!(line["data"], "b64:FgMB/w==");
+    }
+
+    #[test]
+    fn text_that_looks_like_base64_is_encoded() {
+        let line = &dump(&[chunk(b"b64:abc")])[0];
+        assert_eq!(line["data"], "b64:YjY0OmFiYw==");
     }
 }
