@@ -13,9 +13,9 @@ use std::fs;
 use serde_json::Value;
 use support::{
     Agent, CHUNK_TIMEOUT, Chunk, DEFAULT_CAPTURE_CAP, Direction, FIXTURE_READY_TIMEOUT, Role,
-    TempDir, assert_contiguous, assert_same_addresses, concat, count_occurrences, curl, find,
-    make_cert, marker, one_conn_with, require_root, spawn_python, start_python_server,
-    stream_chunks, summarize,
+    TempDir, assert_contiguous, assert_same_addresses, base64_field, concat, count_occurrences,
+    curl, find, make_cert, marker, next_json_event, one_conn_with, require_root, spawn_python,
+    start_python_server, stream_chunks, summarize,
 };
 
 use Direction::{Egress, Ingress};
@@ -308,19 +308,13 @@ fn vectored_io_server_response_captured_whole() {
     let out = curl(&["-s", &urls[0], &urls[1]]);
 
     // What the server really sent, as it reports it.
-    let mut sent = Vec::new();
-    for _ in 0..2 {
-        let line = server.wait_stdout_line("a `sent` event", FIXTURE_READY_TIMEOUT, |l| {
-            l.starts_with('{')
-        });
-        let event: Value = serde_json::from_str(&line).expect("vectored_server.py event is JSON");
-        let data = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            event["data_b64"].as_str().expect("data_b64"),
-        )
-        .expect("data_b64 is base64");
-        sent.push((event, data));
-    }
+    let sent: Vec<(Value, Vec<u8>)> = (0..2)
+        .map(|_| {
+            let event = next_json_event(&mut server, "a `sent` event");
+            let data = base64_field(&event, "data_b64");
+            (event, data)
+        })
+        .collect();
     assert_eq!(sent[0].0["via"], "sendmsg", "1st event: {}", sent[0].0);
     assert_eq!(sent[1].0["via"], "writev", "2nd event: {}", sent[1].0);
     assert_eq!(
@@ -691,23 +685,14 @@ fn sendfile_body_is_a_counted_gap_that_keeps_the_stream_aligned() {
         &urls[0],
         &urls[1],
     ]);
-    let mut heads = Vec::new();
-    let mut client_addr = String::new();
-    for _ in 0..2 {
-        let line = server.wait_stdout_line("a `sent` event", FIXTURE_READY_TIMEOUT, |l| {
-            l.starts_with('{')
-        });
-        let event: Value = serde_json::from_str(&line).expect("sendfile_server.py event is JSON");
+    let events: Vec<Value> = (0..2)
+        .map(|_| next_json_event(&mut server, "a `sent` event"))
+        .collect();
+    for event in &events {
         assert_eq!(event["body_len"], body.len(), "{}", out.describe());
-        client_addr = event["peer"].as_str().expect("peer").to_owned();
-        heads.push(
-            base64::Engine::decode(
-                &base64::engine::general_purpose::STANDARD,
-                event["head_b64"].as_str().expect("head_b64"),
-            )
-            .expect("head_b64 is base64"),
-        );
     }
+    let client_addr = events[0]["peer"].as_str().expect("peer").to_owned();
+    let heads: Vec<Vec<u8>> = events.iter().map(|e| base64_field(e, "head_b64")).collect();
     let server_pid = server.pid();
     let is_ours = |c: &Chunk| {
         c.pid == server_pid

@@ -596,6 +596,22 @@ pub fn spawn_python(script: &str, args: &[&str]) -> Proc {
 
 /// Starts `python3 tests/fixtures/<script> --port <port> <args>` and waits
 /// until it prints READY (it listens from then on).
+/// The next JSON event a fixture prints on stdout (a line starting with `{`).
+pub fn next_json_event(fixture: &mut Proc, what: &str) -> Value {
+    let line = fixture.wait_stdout_line(what, FIXTURE_READY_TIMEOUT, |l| l.starts_with('{'));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
+}
+
+/// Decodes the base64 string field `name` of a fixture event.
+pub fn base64_field(event: &Value, name: &str) -> Vec<u8> {
+    let text = event[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string field `{name}` in {event}"));
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_else(|e| panic!("`{name}` is not base64 ({e}) in {event}"))
+}
+
 pub fn start_python_server(script: &str, port: u16, args: &[&str]) -> Proc {
     let port = port.to_string();
     let mut all = vec!["--port", port.as_str()];
