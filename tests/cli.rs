@@ -103,3 +103,37 @@ fn sigint_exits_zero() {
     }
     Agent::start(&[]).stop_with(libc::SIGINT);
 }
+
+#[test]
+fn missing_privileges_are_one_clear_error() {
+    if !require_root() {
+        return;
+    }
+    // Root without the capabilities that load and attach eBPF programs.
+    let out = run(
+        Command::new("capsh")
+            .env_remove("RUST_BACKTRACE")
+            .arg("--drop=cap_sys_admin,cap_bpf,cap_perfmon")
+            .arg("--")
+            .arg("-c")
+            .arg(format!("exec {} run --dump", agent_bin().display())),
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        !out.status.success(),
+        "the agent ran without CAP_BPF/CAP_PERFMON: {}",
+        out.describe()
+    );
+    let stderr = out.stderr_text();
+    assert!(
+        stderr.contains("CAP_BPF") && !stderr.to_lowercase().contains("panicked"),
+        "no clear privileges error: {}",
+        out.describe()
+    );
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "more than one line: {}",
+        out.describe()
+    );
+}

@@ -34,6 +34,14 @@ pub struct SockOffsets {
     pub protocol: u32,
 }
 
+/// Bits of [`CaptureConfig::filters`].
+pub mod filter_maps {
+    /// `PID_FILTER` has entries.
+    pub const PIDS: u32 = 1 << 0;
+    /// `CGROUP_FILTER` has entries.
+    pub const CGROUPS: u32 = 1 << 1;
+}
+
 /// The single value of the `CONFIG` array map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,8 +52,9 @@ pub struct CaptureConfig {
     pub capture_cap: u32,
     /// [`FilterMode`] as `u32`.
     pub filter_mode: u32,
-    /// Keeps the struct free of implicit padding.
-    pub reserved: u32,
+    /// [`filter_maps`] bits: which filter maps hold entries. The probes skip the lookups (and
+    /// the cgroup id helper) for empty maps, since they run on every read and write of the host.
+    pub filters: u32,
     /// Where the socket fields are.
     pub sock: SockOffsets,
 }

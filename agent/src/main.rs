@@ -101,10 +101,8 @@ fn check() -> anyhow::Result<bool> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    if geteuid_is_not_root() {
-        anyhow::bail!(
-            "apiscope run needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE): rerun it with sudo"
-        );
+    if let Err(reason) = features::privileges() {
+        anyhow::bail!("apiscope run {reason}");
     }
     match features::ensure_tracefs() {
         Ok((Status::Fixed, detail)) => info!("tracefs {detail}"),
@@ -131,11 +129,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(pipeline::run(options))?;
     Ok(())
-}
-
-fn geteuid_is_not_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() != 0 }
 }
 
 fn main() -> ExitCode {

@@ -83,7 +83,8 @@ fn effective_capabilities() -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
-fn privileges() -> Result<(Status, String), String> {
+/// Whether this process may load and attach the probes.
+pub fn privileges() -> Result<(Status, String), String> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;

@@ -140,7 +140,7 @@ impl Capture {
             agent_tgid: std::process::id(),
             capture_cap: settings.capture_cap,
             filter_mode: FilterMode::AllExceptDenied as u32,
-            reserved: 0,
+            filters: 0,
             sock,
         };
         let mut config_map: Array<_, CaptureConfig> = ebpf
