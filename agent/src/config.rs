@@ -2,9 +2,14 @@
 //! environment variable (see `main.rs`). Unknown keys are errors, so a typo never silently
 //! falls back to a default.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
+
+use crate::export::otlp::OtlpProtocol;
 
 /// Everything `apiscope run` can be configured with.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -14,6 +19,91 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// Per-connection stream assembly.
     pub streams: StreamsConfig,
+    /// Protocol decoding.
+    pub decode: DecodeConfig,
+    /// Route templating.
+    pub routes: RoutesConfig,
+    /// Where results go.
+    pub export: ExportConfig,
+}
+
+/// `decode:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Body bytes kept per message for analysis; never exported.
+    pub body_cap: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self { body_cap: 4096 }
+    }
+}
+
+/// `routes:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Route patterns tried before the heuristic, e.g. `/users/{id}/orders`.
+    pub patterns: Vec<String>,
+    /// Distinct routes per service before new ones collapse into one.
+    pub max_routes_per_service: usize,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            patterns: Vec::new(),
+            max_routes_per_service: 100,
+        }
+    }
+}
+
+/// `export:` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// OTLP export; without an endpoint, calls are printed on stdout.
+    pub otlp: OtlpConfig,
+}
+
+/// Compression of OTLP exports.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpCompression {
+    /// gzip.
+    Gzip,
+    /// None.
+    None,
+}
+
+/// `export.otlp:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Collector endpoint, e.g. `http://collector:4317` (gRPC) or `http://collector:4318`.
+    pub endpoint: Option<String>,
+    /// Transport.
+    pub protocol: OtlpProtocol,
+    /// Headers sent with every export (e.g. an API key for a SaaS backend).
+    pub headers: BTreeMap<String, String>,
+    /// Compression.
+    pub compression: OtlpCompression,
+    /// Time allowed per export, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: OtlpProtocol::Grpc,
+            headers: BTreeMap::new(),
+            compression: OtlpCompression::Gzip,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `capture:` section.
@@ -154,6 +244,24 @@ mod tests {
             .to_string();
         assert!(message.starts_with("agent.yaml:2:"), "{message}");
         assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn export_section() {
+        let config = parse(
+            "export:\n  otlp:\n    endpoint: http://c:4318\n    protocol: http/protobuf\n    headers:\n      x-key: k\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.export.otlp.endpoint.as_deref(),
+            Some("http://c:4318")
+        );
+        assert_eq!(config.export.otlp.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(config.export.otlp.headers["x-key"], "k");
+        let message = parse("export:\n  otlp:\n    protocol: carrier-pigeon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("agent.yaml:3:"), "{message}");
     }
 
     #[test]

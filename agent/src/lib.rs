@@ -3,11 +3,18 @@
 //! Data flows one way through the stages, each owning its types:
 //! [`capture`] (kernel programs, their loader and ring-buffer reader) ->
 //! [`streams`] (per-connection, per-direction byte streams) ->
-//! [`export`] (where results leave the process). [`pipeline`] wires them.
+//! [`protocols`] (one decoder per protocol) -> [`calls`] (the decoded API exchanges) ->
+//! [`enrich`] (who made or served each call) -> [`analysis`] (routes, later inventory and
+//! detectors) -> [`export`] (OTLP, stdout). [`pipeline`] wires them.
 
+pub mod analysis;
+pub mod calls;
 pub mod capture;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod enrich;
 pub mod export;
 pub mod pipeline;
+pub mod protocols;
 pub mod streams;

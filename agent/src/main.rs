@@ -1,15 +1,14 @@
 //! The `apiscope` command.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use agent::{
     capture::{
         Capture, CaptureSettings,
         features::{self, Status},
     },
-    config::Config,
-    pipeline::{self, RunOptions},
-    streams::StreamSettings,
+    cli::RunArgs,
+    pipeline,
 };
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -29,51 +28,6 @@ enum Command {
     Check,
     /// Capture until SIGINT or SIGTERM.
     Run(RunArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// Print every captured chunk as one JSON line on stdout.
-    #[arg(long)]
-    dump: bool,
-    /// YAML configuration file; flags and environment variables override its keys.
-    #[arg(long, env = "APISCOPE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Payload bytes captured per call (capture.capture_cap).
-    #[arg(long, env = "APISCOPE_CAPTURE_CAP")]
-    capture_cap: Option<u32>,
-    /// Ring-buffer size in bytes, a power of two (capture.ring_buffer_bytes).
-    #[arg(long, env = "APISCOPE_RING_BUFFER_BYTES")]
-    ring_buffer_bytes: Option<u32>,
-    /// Connections tracked at once (streams.max_connections).
-    #[arg(long, env = "APISCOPE_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// Seconds of silence before a connection's state is dropped (streams.idle_timeout_secs).
-    #[arg(long, env = "APISCOPE_IDLE_TIMEOUT_SECS")]
-    idle_timeout_secs: Option<u64>,
-}
-
-impl RunArgs {
-    /// The file's configuration with flags and environment variables applied on top.
-    fn config(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
-        if let Some(value) = self.capture_cap {
-            config.capture.capture_cap = value;
-        }
-        if let Some(value) = self.ring_buffer_bytes {
-            config.capture.ring_buffer_bytes = value;
-        }
-        if let Some(value) = self.max_connections {
-            config.streams.max_connections = value;
-        }
-        if let Some(value) = self.idle_timeout_secs {
-            config.streams.idle_timeout_secs = value;
-        }
-        Ok(config)
-    }
 }
 
 fn check() -> anyhow::Result<bool> {
@@ -100,7 +54,7 @@ fn check() -> anyhow::Result<bool> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+    let options = args.run_options()?;
     if let Err(reason) = features::privileges() {
         anyhow::bail!("apiscope run {reason}");
     }
@@ -109,21 +63,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(detail) => anyhow::bail!("tracefs {detail}"),
     }
-    let options = RunOptions {
-        capture: CaptureSettings {
-            capture_cap: config.capture.capture_cap,
-            ring_buffer_bytes: config.capture.ring_buffer_bytes,
-        },
-        streams: StreamSettings {
-            max_connections: config.streams.max_connections.max(1),
-            idle_timeout_ns: config
-                .streams
-                .idle_timeout_secs
-                .saturating_mul(1_000_000_000),
-        },
-        dump: args.dump,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: the ring-buffer reader and control loop on one, export on the other, so a
+    // slow collector never delays reading the ring buffer.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("apiscope-rt")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -21,13 +21,21 @@ use tokio::{
 };
 
 use crate::{
+    analysis::{AnalyzedCall, Analyzer, routes::RouteSettings},
     capture::{
         Capture, CaptureError, CaptureEvent, CaptureSettings, ReaderStats, forward_kernel_log,
         read_events,
     },
     clock::WallClock,
-    export::dump::DumpWriter,
-    streams::{CaptureRequest, StreamSettings, StreamTable},
+    enrich::Enricher,
+    export::{
+        dump::DumpWriter,
+        otlp::{self, OtlpError, OtlpRecorder, OtlpSettings},
+        semconv,
+        stdout::CallPrinter,
+    },
+    protocols::{DecoderSettings, ProtocolStage},
+    streams::{CaptureRequest, StreamOutput, StreamSettings, StreamTable},
 };
 
 /// Batches of capture events waiting for the stream stage.
@@ -42,15 +50,32 @@ const STATS_INTERVAL: Duration = Duration::from_secs(60);
 /// How often idle connections are looked for.
 const RECLAIM_INTERVAL_NS: u64 = 10_000_000_000;
 
+/// Where calls go.
+#[derive(Debug, Clone)]
+pub enum CallOutput {
+    /// Spans and metrics to an OpenTelemetry collector.
+    Otlp(OtlpSettings),
+    /// One readable line per call on stdout.
+    Lines,
+    /// Calls are not decoded (`--dump` alone: stdout carries chunks).
+    None,
+}
+
 /// What `apiscope run` was asked to do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Capture settings.
     pub capture: CaptureSettings,
     /// Stream settings.
     pub streams: StreamSettings,
+    /// Decoder settings.
+    pub decoders: DecoderSettings,
+    /// Route templating.
+    pub routes: RouteSettings,
     /// Print every chunk as a JSON line on stdout.
     pub dump: bool,
+    /// Where calls go.
+    pub calls: CallOutput,
 }
 
 /// Why the agent stopped other than by a signal.
@@ -65,12 +90,22 @@ pub enum RunError {
     /// The stream stage stopped (e.g. stdout was closed under `--dump`).
     #[error("stream stage stopped: {0}")]
     Streams(String),
+    /// The OTLP exporter could not be built.
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
 }
 
 /// Runs until SIGINT or SIGTERM; returns after every probe is detached.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let (otlp, otlp_tasks) = match &options.calls {
+        CallOutput::Otlp(settings) => {
+            let (recorder, tasks) = otlp::start(settings)?;
+            (Some(recorder), Some(tasks))
+        }
+        _ => (None, None),
+    };
     let (mut capture, outputs) = Capture::start(options.capture)?;
 
     let stats = Arc::new(ReaderStats::default());
@@ -86,7 +121,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let streams = std::thread::Builder::new()
         .name("streams".into())
         .spawn(move || {
-            let result = stream_stage(event_rx, stream_requests, options);
+            let result = stream_stage(event_rx, stream_requests, &options, otlp);
             let _ = streams_done_tx.send(result);
         })?;
 
@@ -135,6 +170,17 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     if streams.join().is_err() {
         warn!("stream stage panicked");
     }
+    if let Some(tasks) = otlp_tasks {
+        let stats = Arc::clone(&tasks.stats);
+        tasks.finish().await;
+        info!(
+            "OTLP totals: spans_exported={}, spans_dropped={}, spans_failed={}, metric_exports_failed={}",
+            stats.spans_exported.load(Ordering::Relaxed),
+            stats.spans_dropped.load(Ordering::Relaxed),
+            stats.spans_failed.load(Ordering::Relaxed),
+            stats.metric_exports_failed.load(Ordering::Relaxed),
+        );
+    }
     info!("stopped: every probe detached");
     outcome
 }
@@ -153,46 +199,86 @@ fn log_stats(capture: &Capture, stats: &ReaderStats) {
     );
 }
 
-/// The stream stage: assembles chunks from capture events and exports them, until the event
-/// channel closes.
+/// Where decoded calls are written.
+enum CallSink {
+    Otlp(OtlpRecorder),
+    Lines(CallPrinter<io::StdoutLock<'static>>),
+}
+
+impl CallSink {
+    fn write(&mut self, analyzed: &AnalyzedCall) -> io::Result<()> {
+        let description = semconv::describe(analyzed);
+        match self {
+            Self::Otlp(recorder) => {
+                recorder.record(analyzed, &description);
+                Ok(())
+            }
+            Self::Lines(printer) => printer.print(analyzed, &description),
+        }
+    }
+}
+
+/// The stages after capture, on one thread: streams -> protocols -> calls -> enrichment ->
+/// analysis -> export. Runs until the event channel closes.
 fn stream_stage(
     mut events: mpsc::Receiver<Vec<CaptureEvent>>,
     requests: mpsc::Sender<CaptureRequest>,
-    options: RunOptions,
+    options: &RunOptions,
+    otlp: Option<OtlpRecorder>,
 ) -> io::Result<()> {
+    let clock = WallClock::measure();
     let mut table = StreamTable::new(options.streams);
-    let mut dump = options.dump.then(|| {
-        DumpWriter::new(
-            io::BufWriter::new(io::stdout().lock()),
-            WallClock::measure(),
-        )
-    });
-    let mut chunks = Vec::new();
-    let mut pending = Vec::new();
+    let mut dump = options
+        .dump
+        .then(|| DumpWriter::new(io::BufWriter::new(io::stdout().lock()), clock));
+    let mut sink = match (otlp, &options.calls) {
+        (Some(recorder), _) => Some(CallSink::Otlp(recorder)),
+        (None, CallOutput::Lines) => Some(CallSink::Lines(CallPrinter::new(
+            io::stdout().lock(),
+            clock,
+        ))),
+        _ => None,
+    };
+    let mut protocols = ProtocolStage::new(options.decoders);
+    let mut enricher = Enricher::new();
+    let mut analyzer = Analyzer::new(&options.routes);
+    let mut out = StreamOutput::default();
+    let mut calls = Vec::new();
     let mut last_reclaim_ns = WallClock::monotonic_now_ns();
     while let Some(batch) = events.blocking_recv() {
         for event in batch {
-            table.apply(event, &mut chunks, &mut pending);
+            table.apply(event, &mut out);
         }
-        if let Some(dump) = dump.as_mut() {
-            dump.write_batch(&chunks)?;
-        }
-        chunks.clear();
         let now = WallClock::monotonic_now_ns();
         if now.saturating_sub(last_reclaim_ns) > RECLAIM_INTERVAL_NS {
             last_reclaim_ns = now;
-            let idle = table.reclaim_idle(now);
+            let idle = table.reclaim_idle(now, &mut out.ended);
             if !idle.is_empty() {
-                pending.push(CaptureRequest::ForgetConnections(idle));
+                out.requests.push(CaptureRequest::ForgetConnections(idle));
             }
         }
-        for request in pending.drain(..) {
+        if let Some(dump) = dump.as_mut() {
+            dump.write_batch(&out.chunks)?;
+        }
+        if let Some(sink) = sink.as_mut() {
+            for pid in &out.execs {
+                enricher.forget(*pid);
+            }
+            for chunk in &out.chunks {
+                protocols.on_chunk(chunk, &mut calls);
+            }
+            for (id, ts_ns) in &out.ended {
+                protocols.on_end(*id, *ts_ns, &mut calls);
+            }
+            for call in calls.drain(..) {
+                sink.write(&analyzer.analyze(enricher.enrich(call)))?;
+            }
+        }
+        for request in out.requests.drain(..) {
             // Full means the control loop is behind; a dropped scan is retried at the next exec.
             let _ = requests.try_send(request);
         }
-    }
-    if let Some(mut dump) = dump {
-        dump.write_batch(&[])?;
+        out.clear();
     }
     io::stdout().flush()
 }

@@ -9,6 +9,9 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod otlp;
+pub mod rotel;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
@@ -836,22 +839,51 @@ pub fn summarize(chunks: &[Chunk]) -> String {
     out
 }
 
-/// The agent under test, running `apiscope run --dump`.
+/// The agent under test: `apiscope run --dump` ([`Agent::start`]), or
+/// `apiscope run` exporting elsewhere ([`Agent::start_exporting`]).
 pub struct Agent {
     proc: Proc,
     chunks: Vec<Chunk>,
+    /// Whether stdout carries `--dump` chunks (else its lines are only kept).
+    dump: bool,
 }
 
 impl Agent {
     /// Starts `apiscope run --dump <extra_args>` and waits until it logs
     /// that every probe is attached (a stderr line with the word "ready").
     pub fn start(extra_args: &[&str]) -> Agent {
+        let mut args = vec!["run", "--dump"];
+        args.extend_from_slice(extra_args);
+        Agent::launch(&args, &[], true)
+    }
+
+    /// Starts `apiscope run <args>` WITHOUT `--dump` (e.g. with
+    /// `--otlp-endpoint`), with `env` added to the environment, and waits
+    /// until it logs `ready`. Its stdout is kept, not parsed, and
+    /// [`Agent::stop`] returns no chunks.
+    pub fn start_exporting(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        Agent::launch(&all, env, false)
+    }
+
+    fn launch(args: &[&str], env: &[(&str, &str)], dump: bool) -> Agent {
         let mut cmd = Command::new(agent_bin());
-        cmd.args(["run", "--dump"]).args(extra_args);
+        cmd.args(args);
         if std::env::var_os("RUST_LOG").is_none() {
             // The ready line must not be filtered out by a default log level.
             cmd.env("RUST_LOG", "info");
         }
+        if !dump {
+            // Only what the test sets: no OTLP settings inherited from the
+            // developer's shell.
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("OTEL_") {
+                    cmd.env_remove(key);
+                }
+            }
+        }
+        cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("apiscope", &mut cmd);
         let deadline = Instant::now() + AGENT_READY_TIMEOUT;
         loop {
@@ -892,7 +924,18 @@ impl Agent {
         Agent {
             proc,
             chunks: Vec::new(),
+            dump,
         }
+    }
+
+    /// Panics with `msg`, the agent's stdout so far and its stderr tail.
+    pub fn fail(&mut self, msg: &str) -> ! {
+        self.proc.fail(msg)
+    }
+
+    /// The tail of the agent's stderr (its log), for messages.
+    pub fn stderr_tail(&mut self) -> String {
+        self.proc.stderr_tail()
     }
 
     pub fn pid(&self) -> u32 {
@@ -922,6 +965,10 @@ impl Agent {
     }
 
     fn push_line(&mut self, line: String) {
+        if !self.dump {
+            self.proc.stdout_log.push(line);
+            return;
+        }
         match Chunk::parse(&line) {
             Ok(chunk) => self.chunks.push(chunk),
             Err(e) => self.proc.fail(&format!(

@@ -20,6 +20,8 @@ pub enum CaptureEvent {
         fd: i32,
         /// The kernel socket it held.
         sock: u64,
+        /// `CLOCK_MONOTONIC` time of the close.
+        ts_ns: u64,
     },
     /// A process called `execve`.
     Exec {
@@ -30,6 +32,8 @@ pub enum CaptureEvent {
     Exit {
         /// Process id.
         tgid: u32,
+        /// `CLOCK_MONOTONIC` time of the exit.
+        ts_ns: u64,
     },
 }
 
@@ -174,9 +178,13 @@ impl CaptureEvent {
                         tgid: event.tgid,
                         fd: event.fd,
                         sock: event.sock,
+                        ts_ns: event.ts_ns,
                     },
                     EventKind::ProcessExec => Self::Exec { tgid: event.tgid },
-                    _ => Self::Exit { tgid: event.tgid },
+                    _ => Self::Exit {
+                        tgid: event.tgid,
+                        ts_ns: event.ts_ns,
+                    },
                 })
             }
             None => Err(DecodeError::UnknownKind(kind)),

@@ -121,6 +121,7 @@ mod tests {
                 role: Role::Server,
                 local: Some("127.0.0.1:8080".parse().unwrap()),
                 peer: Some("[::1]:5000".parse().unwrap()),
+                comm: "python3".into(),
             }),
             direction: Direction::Ingress,
             offset: 12,

@@ -1,3 +1,6 @@
 //! Export: where the agent's results leave the process.
 
 pub mod dump;
+pub mod otlp;
+pub mod semconv;
+pub mod stdout;

@@ -39,6 +39,8 @@ pub struct Connection {
     pub local: Option<SocketAddr>,
     /// The other end, when known.
     pub peer: Option<SocketAddr>,
+    /// Thread name of the process when the connection was first seen.
+    pub comm: String,
 }
 
 /// A piece of one direction of one connection.
@@ -64,6 +66,29 @@ pub struct StreamChunk {
     pub tid: u32,
     /// Thread name.
     pub comm: String,
+}
+
+/// What applying capture events produced, appended to by [`StreamTable::apply`].
+#[derive(Debug, Default)]
+pub struct StreamOutput {
+    /// New chunks, in capture order.
+    pub chunks: Vec<StreamChunk>,
+    /// Connections that ended: (connection id, `CLOCK_MONOTONIC` time of the end).
+    pub ended: Vec<(u64, u64)>,
+    /// Work for the capture stage.
+    pub requests: Vec<CaptureRequest>,
+    /// Processes that exec'd: their identity may have changed.
+    pub execs: Vec<u32>,
+}
+
+impl StreamOutput {
+    /// Empties every list, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.ended.clear();
+        self.requests.clear();
+        self.execs.clear();
+    }
 }
 
 /// Work the stream stage asks of the capture stage.
@@ -118,28 +143,31 @@ impl StreamTable {
         self.evicted
     }
 
-    /// Applies one capture event, appending the chunks and capture requests it gives.
-    pub fn apply(
-        &mut self,
-        event: CaptureEvent,
-        chunks: &mut Vec<StreamChunk>,
-        requests: &mut Vec<CaptureRequest>,
-    ) {
+    /// Applies one capture event, appending what it produces to `out`.
+    pub fn apply(&mut self, event: CaptureEvent, out: &mut StreamOutput) {
         match event {
-            CaptureEvent::Data(data) => chunks.extend(self.chunk(data)),
-            CaptureEvent::Connection(seen) => self.open(seen),
-            CaptureEvent::Closed { tgid, fd, sock } => {
+            CaptureEvent::Data(data) => out.chunks.extend(self.chunk(data, &mut out.ended)),
+            CaptureEvent::Connection(seen) => self.open(seen, &mut out.ended),
+            CaptureEvent::Closed {
+                tgid,
+                fd,
+                sock,
+                ts_ns,
+            } => {
                 let key = ConnKey { tgid, fd };
                 if self
                     .connections
                     .get(&key)
                     .is_some_and(|state| state.sock == sock)
                 {
-                    self.connections.remove(&key);
+                    self.end(key, ts_ns, &mut out.ended);
                 }
             }
-            CaptureEvent::Exec { tgid } => requests.push(CaptureRequest::ScanProcess(tgid)),
-            CaptureEvent::Exit { tgid } => {
+            CaptureEvent::Exec { tgid } => {
+                out.requests.push(CaptureRequest::ScanProcess(tgid));
+                out.execs.push(tgid);
+            }
+            CaptureEvent::Exit { tgid, ts_ns } => {
                 let keys: Vec<ConnKey> = self
                     .connections
                     .keys()
@@ -147,18 +175,25 @@ impl StreamTable {
                     .copied()
                     .collect();
                 for key in &keys {
-                    self.connections.remove(key);
+                    self.end(*key, ts_ns, &mut out.ended);
                 }
                 if !keys.is_empty() {
-                    requests.push(CaptureRequest::ForgetConnections(keys));
+                    out.requests.push(CaptureRequest::ForgetConnections(keys));
                 }
             }
         }
     }
 
-    /// Forgets connections idle since before `now_ns - idle_timeout`; returns their keys so the
-    /// kernel side can forget them too.
-    pub fn reclaim_idle(&mut self, now_ns: u64) -> Vec<ConnKey> {
+    /// Removes a connection, reporting its end.
+    fn end(&mut self, key: ConnKey, ts_ns: u64, ended: &mut Vec<(u64, u64)>) {
+        if let Some(state) = self.connections.remove(&key) {
+            ended.push((state.connection.id, ts_ns.max(state.last_seen_ns)));
+        }
+    }
+
+    /// Forgets connections idle since before `now_ns - idle_timeout`, reporting their end;
+    /// returns their keys so the kernel side can forget them too.
+    pub fn reclaim_idle(&mut self, now_ns: u64, ended: &mut Vec<(u64, u64)>) -> Vec<ConnKey> {
         let cutoff = now_ns.saturating_sub(self.settings.idle_timeout_ns);
         let idle: Vec<ConnKey> = self
             .connections
@@ -167,12 +202,12 @@ impl StreamTable {
             .map(|(key, _)| *key)
             .collect();
         for key in &idle {
-            self.connections.remove(key);
+            self.end(*key, now_ns, ended);
         }
         idle
     }
 
-    fn open(&mut self, seen: ConnectionSeen) {
+    fn open(&mut self, seen: ConnectionSeen, ended: &mut Vec<(u64, u64)>) {
         let key = ConnKey {
             tgid: seen.tgid,
             fd: seen.fd,
@@ -188,15 +223,25 @@ impl StreamTable {
             role,
             local: Some(seen.local),
             peer: Some(seen.peer),
+            comm: seen.comm,
         };
-        self.insert(key, seen.sock, connection, seen.ts_ns);
+        self.insert(key, seen.sock, connection, seen.ts_ns, ended);
     }
 
-    fn insert(&mut self, key: ConnKey, sock: u64, mut connection: Connection, now_ns: u64) {
-        if self.connections.len() >= self.settings.max_connections
-            && !self.connections.contains_key(&key)
-        {
-            self.evict_oldest();
+    /// Starts tracking a connection on `key`, ending the one it replaces (the fd now holds
+    /// another socket) or the least recently active one when the table is full.
+    fn insert(
+        &mut self,
+        key: ConnKey,
+        sock: u64,
+        mut connection: Connection,
+        now_ns: u64,
+        ended: &mut Vec<(u64, u64)>,
+    ) {
+        if self.connections.contains_key(&key) {
+            self.end(key, now_ns, ended);
+        } else if self.connections.len() >= self.settings.max_connections {
+            self.evict_oldest(now_ns, ended);
         }
         connection.id = self.next_id;
         self.next_id += 1;
@@ -211,19 +256,19 @@ impl StreamTable {
         );
     }
 
-    fn evict_oldest(&mut self) {
+    fn evict_oldest(&mut self, now_ns: u64, ended: &mut Vec<(u64, u64)>) {
         let oldest = self
             .connections
             .iter()
             .min_by_key(|(_, state)| state.last_seen_ns)
             .map(|(key, _)| *key);
         if let Some(key) = oldest {
-            self.connections.remove(&key);
+            self.end(key, now_ns, ended);
             self.evicted += 1;
         }
     }
 
-    fn chunk(&mut self, data: DataChunk) -> Option<StreamChunk> {
+    fn chunk(&mut self, data: DataChunk, ended: &mut Vec<(u64, u64)>) -> Option<StreamChunk> {
         let key = ConnKey {
             tgid: data.tgid,
             fd: data.fd,
@@ -237,8 +282,8 @@ impl StreamTable {
         if !known {
             // The connection record was lost (ring buffer full) or the state was reclaimed:
             // rebuild what /proc still knows.
-            let connection = resolve_from_proc(data.tgid, data.fd);
-            self.insert(key, data.sock, connection, data.ts_ns);
+            let connection = resolve_from_proc(data.tgid, data.fd, &data.comm);
+            self.insert(key, data.sock, connection, data.ts_ns, ended);
         }
         let state = self.connections.get_mut(&key)?;
         let slot = data.direction as usize;
@@ -274,7 +319,7 @@ fn infer_role(pid: u32, local: SocketAddr) -> Role {
 }
 
 /// A connection rebuilt from `/proc` when its connection record is missing.
-fn resolve_from_proc(pid: u32, fd: i32) -> Connection {
+fn resolve_from_proc(pid: u32, fd: i32, comm: &str) -> Connection {
     let table = procfs::tcp_table(pid);
     let entry = procfs::socket_inode(pid, fd)
         .and_then(|inode| table.iter().find(|entry| entry.inode == inode));
@@ -290,6 +335,7 @@ fn resolve_from_proc(pid: u32, fd: i32) -> Connection {
         role,
         local: entry.map(|entry| entry.local),
         peer: entry.map(|entry| entry.remote),
+        comm: comm.to_owned(),
     }
 }
 

@@ -41,22 +41,18 @@ fn data(
     })
 }
 
-fn apply(
-    table: &mut StreamTable,
-    events: Vec<CaptureEvent>,
-) -> (Vec<StreamChunk>, Vec<CaptureRequest>) {
-    let mut chunks = Vec::new();
-    let mut requests = Vec::new();
+fn apply(table: &mut StreamTable, events: Vec<CaptureEvent>) -> StreamOutput {
+    let mut out = StreamOutput::default();
     for event in events {
-        table.apply(event, &mut chunks, &mut requests);
+        table.apply(event, &mut out);
     }
-    (chunks, requests)
+    out
 }
 
 #[test]
 fn offsets_advance_per_direction_by_original_length() {
     let mut table = table();
-    let (chunks, _) = apply(
+    let StreamOutput { chunks, .. } = apply(
         &mut table,
         vec![
             seen(3, 7, 1),
@@ -91,7 +87,7 @@ fn offsets_advance_per_direction_by_original_length() {
 #[test]
 fn a_new_socket_on_the_same_fd_is_a_new_connection() {
     let mut table = table();
-    let (chunks, _) = apply(
+    let out = apply(
         &mut table,
         vec![
             seen(3, 7, 1),
@@ -100,14 +96,17 @@ fn a_new_socket_on_the_same_fd_is_a_new_connection() {
             data(3, 8, Direction::Egress, 4, b"GET "),
         ],
     );
+    let chunks = &out.chunks;
     assert_ne!(chunks[0].connection.id, chunks[1].connection.id);
     assert_eq!(chunks[1].offset, 0);
+    // The first socket's connection ended when the fd got a new one.
+    assert_eq!(out.ended, [(chunks[0].connection.id, 10)]);
 }
 
 #[test]
 fn close_and_exit_forget_connections() {
     let mut table = table();
-    let (_, requests) = apply(
+    let out = apply(
         &mut table,
         vec![
             seen(3, 7, 1),
@@ -116,15 +115,24 @@ fn close_and_exit_forget_connections() {
                 tgid: u32::MAX,
                 fd: 3,
                 sock: 7,
+                ts_ns: 5,
             },
         ],
     );
-    assert!(requests.is_empty());
+    assert!(out.requests.is_empty());
+    assert_eq!(out.ended, [(1, 5)]);
     assert_eq!(table.len(), 1);
-    let (_, requests) = apply(&mut table, vec![CaptureEvent::Exit { tgid: u32::MAX }]);
+    let out = apply(
+        &mut table,
+        vec![CaptureEvent::Exit {
+            tgid: u32::MAX,
+            ts_ns: 6,
+        }],
+    );
     assert!(table.is_empty());
+    assert_eq!(out.ended, [(2, 6)]);
     assert_eq!(
-        requests,
+        out.requests,
         [CaptureRequest::ForgetConnections(vec![ConnKey {
             tgid: u32::MAX,
             fd: 4
@@ -135,13 +143,15 @@ fn close_and_exit_forget_connections() {
 #[test]
 fn table_is_bounded_and_idle_connections_are_reclaimed() {
     let mut table = table();
-    apply(
+    let out = apply(
         &mut table,
         vec![seen(3, 7, 1), seen(4, 8, 2), seen(5, 9, 3)],
     );
     assert_eq!(table.len(), 2);
     assert_eq!(table.evicted(), 1);
-    let reclaimed = table.reclaim_idle(1_003);
+    assert_eq!(out.ended, [(1, 3)]);
+    let mut ended = Vec::new();
+    let reclaimed = table.reclaim_idle(1_003, &mut ended);
     assert_eq!(
         reclaimed,
         [ConnKey {
@@ -149,12 +159,14 @@ fn table_is_bounded_and_idle_connections_are_reclaimed() {
             fd: 4
         }]
     );
+    assert_eq!(ended, [(2, 1_003)]);
     assert_eq!(table.len(), 1);
 }
 
 #[test]
 fn exec_asks_for_a_tls_scan() {
     let mut table = table();
-    let (_, requests) = apply(&mut table, vec![CaptureEvent::Exec { tgid: 42 }]);
-    assert_eq!(requests, [CaptureRequest::ScanProcess(42)]);
+    let out = apply(&mut table, vec![CaptureEvent::Exec { tgid: 42 }]);
+    assert_eq!(out.requests, [CaptureRequest::ScanProcess(42)]);
+    assert_eq!(out.execs, [42]);
 }

@@ -1,0 +1,173 @@
+//! HTTP exchanges, as decoded from the wire. Header values and bodies stay in the process for
+//! analysis; exporters take only what their allowlists name.
+
+use bytes::Bytes;
+
+/// One header line. Names are lowercased; values are the raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Lowercased header name.
+    pub name: String,
+    /// Raw value bytes.
+    pub value: Bytes,
+}
+
+/// A message body: how large it was and the first bytes of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpBody {
+    /// Payload bytes of the body (after removing chunked framing), as far as they were seen.
+    pub size: u64,
+    /// The first body bytes, at most the configured body cap, for later analysis.
+    pub captured: Bytes,
+    /// Some body bytes fell in a capture gap or past the capture cap.
+    pub incomplete: bool,
+}
+
+/// A request as sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Method token, e.g. `GET`.
+    pub method: String,
+    /// The request-target exactly as sent (origin form `/path?query`, or absolute form).
+    pub target: String,
+    /// Minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version_minor: u8,
+    /// Header lines in order.
+    pub headers: Vec<Header>,
+    /// Trailer lines of a chunked body.
+    pub trailers: Vec<Header>,
+    /// The body.
+    pub body: HttpBody,
+}
+
+/// A final response (1xx interim responses are not kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Minor HTTP version.
+    pub version_minor: u8,
+    /// Status code.
+    pub status: u16,
+    /// Header lines in order.
+    pub headers: Vec<Header>,
+    /// Trailer lines of a chunked body.
+    pub trailers: Vec<Header>,
+    /// The body.
+    pub body: HttpBody,
+}
+
+/// A request and, when seen, its final response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpExchange {
+    /// The request.
+    pub request: HttpRequest,
+    /// The final response.
+    pub response: Option<HttpResponse>,
+    /// The connection switched protocols after this exchange (`101`, or a `CONNECT` tunnel):
+    /// nothing after it is parsed as HTTP.
+    pub upgraded: bool,
+}
+
+/// Finds a header by lowercase name.
+pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a Header> {
+    headers.iter().find(|header| header.name == name)
+}
+
+impl HttpRequest {
+    /// The path of the request-target, without query or fragment; for an absolute-form target
+    /// (`http://host/path`, sent to proxies) the path part.
+    pub fn path(&self) -> &str {
+        let target = self.target.as_str();
+        let target = match target.find("://") {
+            Some(scheme_end) => {
+                let rest = &target[scheme_end + 3..];
+                rest.find('/').map_or("/", |start| &rest[start..])
+            }
+            None => target,
+        };
+        let end = target.find(['?', '#']).unwrap_or(target.len());
+        &target[..end]
+    }
+
+    /// The query string of the request-target, without the `?`, when there is one.
+    pub fn query(&self) -> Option<&str> {
+        let (_, query) = self.target.split_once('?')?;
+        Some(query.split('#').next().unwrap_or(query))
+    }
+
+    /// The `Host` header split into host and port (the port when it names one).
+    pub fn host(&self) -> Option<(&str, Option<u16>)> {
+        let value = std::str::from_utf8(&header(&self.headers, "host")?.value).ok()?;
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        // `[v6]:port`, `name:port`, or a bare host.
+        if let Some(rest) = value.strip_prefix('[') {
+            let (host, after) = rest.split_once(']')?;
+            let port = after.strip_prefix(':').and_then(|port| port.parse().ok());
+            return Some((host, port));
+        }
+        match value.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => Some((host, port.parse().ok())),
+            _ => Some((value, None)),
+        }
+    }
+
+    /// A header's value as text, when present and valid UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        std::str::from_utf8(&header(&self.headers, name)?.value).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, host: Option<&str>) -> HttpRequest {
+        HttpRequest {
+            method: "GET".into(),
+            target: target.into(),
+            version_minor: 1,
+            headers: host
+                .map(|host| Header {
+                    name: "host".into(),
+                    value: Bytes::copy_from_slice(host.as_bytes()),
+                })
+                .into_iter()
+                .collect(),
+            trailers: Vec::new(),
+            body: HttpBody::default(),
+        }
+    }
+
+    #[test]
+    fn path_and_query() {
+        let r = request("/a/b?x=1&y=2#frag", None);
+        assert_eq!(r.path(), "/a/b");
+        assert_eq!(r.query(), Some("x=1&y=2"));
+        let r = request("http://example.com:8080/p?q", None);
+        assert_eq!(r.path(), "/p");
+        assert_eq!(r.query(), Some("q"));
+        assert_eq!(request("http://example.com", None).path(), "/");
+        assert_eq!(request("*", None).path(), "*");
+        assert_eq!(request("/plain", None).query(), None);
+    }
+
+    #[test]
+    fn host_header_forms() {
+        assert_eq!(
+            request("/", Some("api.local:8443")).host(),
+            Some(("api.local", Some(8443)))
+        );
+        assert_eq!(
+            request("/", Some("api.local")).host(),
+            Some(("api.local", None))
+        );
+        assert_eq!(
+            request("/", Some("[::1]:80")).host(),
+            Some(("::1", Some(80)))
+        );
+        assert_eq!(request("/", Some("")).host(), None);
+        assert_eq!(request("/", None).host(), None);
+    }
+}

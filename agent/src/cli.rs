@@ -1,0 +1,226 @@
+//! The `apiscope run` command line: flags, environment variables and the configuration file,
+//! resolved into [`RunOptions`]. Flags and variables win over the file.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    analysis::routes::RouteSettings,
+    capture::CaptureSettings,
+    config::{Config, ConfigError, OtlpCompression},
+    export::otlp::{OtlpProtocol, OtlpSettings},
+    pipeline::{CallOutput, RunOptions},
+    protocols::DecoderSettings,
+    streams::StreamSettings,
+};
+
+/// Flags of `apiscope run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Print every captured chunk as one JSON line on stdout.
+    #[arg(long)]
+    pub dump: bool,
+    /// YAML configuration file; flags and environment variables override its keys.
+    #[arg(long, env = "APISCOPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Payload bytes captured per call (capture.capture_cap).
+    #[arg(long, env = "APISCOPE_CAPTURE_CAP")]
+    pub capture_cap: Option<u32>,
+    /// Ring-buffer size in bytes, a power of two (capture.ring_buffer_bytes).
+    #[arg(long, env = "APISCOPE_RING_BUFFER_BYTES")]
+    pub ring_buffer_bytes: Option<u32>,
+    /// Connections tracked at once (streams.max_connections).
+    #[arg(long, env = "APISCOPE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds of silence before a connection's state is dropped (streams.idle_timeout_secs).
+    #[arg(long, env = "APISCOPE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Body bytes kept per message for analysis, never exported (decode.body_cap).
+    #[arg(long, env = "APISCOPE_BODY_CAP")]
+    pub body_cap: Option<usize>,
+    /// OTLP collector endpoint (export.otlp.endpoint); without one, calls are printed.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: `grpc` or `http/protobuf` (export.otlp.protocol).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_parser = parse_protocol)]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// Extra OTLP header `NAME=VALUE`, repeatable (export.otlp.headers).
+    #[arg(long = "otlp-header", value_parser = parse_header)]
+    pub otlp_headers: Vec<(String, String)>,
+    /// OTLP compression: `gzip` or `none` (export.otlp.compression).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_COMPRESSION", value_parser = parse_compression)]
+    pub otlp_compression: Option<OtlpCompression>,
+}
+
+/// A flag, variable or file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An environment variable.
+    #[error("environment variable {name}={value:?}: {reason}")]
+    Environment {
+        /// Variable name.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+fn parse_protocol(text: &str) -> Result<OtlpProtocol, String> {
+    match text.trim() {
+        "grpc" => Ok(OtlpProtocol::Grpc),
+        "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+        other => Err(format!("`{other}` is not `grpc` or `http/protobuf`")),
+    }
+}
+
+fn parse_compression(text: &str) -> Result<OtlpCompression, String> {
+    match text.trim() {
+        "gzip" => Ok(OtlpCompression::Gzip),
+        "none" | "" => Ok(OtlpCompression::None),
+        other => Err(format!("`{other}` is not `gzip` or `none`")),
+    }
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("`{text}` is not NAME=VALUE")),
+    }
+}
+
+/// Reads a duration in milliseconds from an `OTEL_*` variable.
+fn env_millis(name: &'static str, default: u64) -> Result<Duration, SettingsError> {
+    env_number(name, default).map(Duration::from_millis)
+}
+
+fn env_number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, SettingsError> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| SettingsError::Environment {
+                    name,
+                    value,
+                    reason: "not a whole number",
+                })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`: `name=value` pairs separated by commas.
+fn env_headers() -> Result<Vec<(String, String)>, SettingsError> {
+    const NAME: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+    let Ok(value) = std::env::var(NAME) else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            parse_header(pair).map_err(|_| SettingsError::Environment {
+                name: NAME,
+                value: value.clone(),
+                reason: "expected name=value pairs separated by commas",
+            })
+        })
+        .collect()
+}
+
+impl RunArgs {
+    /// The configuration file (or defaults) with flags and environment variables applied.
+    pub fn config(&self) -> Result<Config, SettingsError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let capture = &mut config.capture;
+        capture.capture_cap = self.capture_cap.unwrap_or(capture.capture_cap);
+        capture.ring_buffer_bytes = self.ring_buffer_bytes.unwrap_or(capture.ring_buffer_bytes);
+        let streams = &mut config.streams;
+        streams.max_connections = self.max_connections.unwrap_or(streams.max_connections);
+        streams.idle_timeout_secs = self.idle_timeout_secs.unwrap_or(streams.idle_timeout_secs);
+        config.decode.body_cap = self.body_cap.unwrap_or(config.decode.body_cap);
+        let otlp = &mut config.export.otlp;
+        if self.otlp_endpoint.is_some() {
+            otlp.endpoint.clone_from(&self.otlp_endpoint);
+        }
+        otlp.protocol = self.otlp_protocol.unwrap_or(otlp.protocol);
+        otlp.compression = self.otlp_compression.unwrap_or(otlp.compression);
+        otlp.headers.extend(env_headers()?);
+        otlp.headers.extend(self.otlp_headers.iter().cloned());
+        Ok(config)
+    }
+
+    /// Everything `apiscope run` needs.
+    pub fn run_options(&self) -> Result<RunOptions, SettingsError> {
+        let config = self.config()?;
+        let otlp = &config.export.otlp;
+        let calls = match &otlp.endpoint {
+            Some(endpoint) if !endpoint.trim().is_empty() => CallOutput::Otlp(OtlpSettings {
+                endpoint: endpoint.trim().to_owned(),
+                protocol: otlp.protocol,
+                headers: otlp.headers.clone().into_iter().collect(),
+                gzip: otlp.compression == OtlpCompression::Gzip,
+                timeout: env_millis("OTEL_EXPORTER_OTLP_TIMEOUT", otlp.timeout_ms)?,
+                max_queue_size: env_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?.max(1),
+                max_export_batch_size: env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1),
+                schedule_delay: env_millis("OTEL_BSP_SCHEDULE_DELAY", 5_000)?
+                    .max(Duration::from_millis(1)),
+                metric_interval: env_millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000)?
+                    .max(Duration::from_millis(1)),
+            }),
+            _ if self.dump => CallOutput::None,
+            _ => CallOutput::Lines,
+        };
+        Ok(RunOptions {
+            capture: CaptureSettings {
+                capture_cap: config.capture.capture_cap,
+                ring_buffer_bytes: config.capture.ring_buffer_bytes,
+            },
+            streams: StreamSettings {
+                max_connections: config.streams.max_connections.max(1),
+                idle_timeout_ns: config
+                    .streams
+                    .idle_timeout_secs
+                    .saturating_mul(1_000_000_000),
+            },
+            decoders: DecoderSettings {
+                body_cap: config.decode.body_cap,
+            },
+            routes: RouteSettings {
+                patterns: config.routes.patterns.clone(),
+                max_routes_per_service: config.routes.max_routes_per_service.max(1),
+            },
+            dump: self.dump,
+            calls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_protocols_parse() {
+        assert_eq!(
+            parse_header("x-api-key = abc=def").unwrap(),
+            ("x-api-key".into(), "abc=def".into())
+        );
+        assert!(parse_header("=v").is_err());
+        assert_eq!(
+            parse_protocol("http/protobuf").unwrap(),
+            OtlpProtocol::HttpProtobuf
+        );
+        assert!(parse_protocol("http/json").is_err());
+        assert_eq!(parse_compression("none").unwrap(), OtlpCompression::None);
+    }
+}

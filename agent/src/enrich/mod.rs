@@ -1,0 +1,141 @@
+//! Enrichment: who made or served a call. For now the process (executable, pid) and the host;
+//! the workload issue adds containers and Kubernetes.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::calls::ApiCall;
+
+/// A call with the identity of the process that made or served it.
+#[derive(Debug, Clone)]
+pub struct EnrichedCall {
+    /// The call.
+    pub call: ApiCall,
+    /// The process on this host.
+    pub process: Arc<ProcessIdentity>,
+    /// This host's name.
+    pub host_name: Arc<str>,
+}
+
+/// Identity of one traced process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// Process id.
+    pub pid: u32,
+    /// Executable file name (`/proc/PID/exe`), or the thread name when the process is gone.
+    pub executable_name: String,
+    /// Full executable path, when it could be read.
+    pub executable_path: Option<String>,
+    /// The name calls are reported under (`service.name`): the executable name for now.
+    pub service_name: String,
+}
+
+/// Processes remembered at once; beyond it the cache starts over (identities are cheap to read
+/// again).
+const MAX_PROCESSES: usize = 16_384;
+
+/// Looks up and caches process identities.
+#[derive(Debug)]
+pub struct Enricher {
+    host_name: Arc<str>,
+    processes: HashMap<u32, Arc<ProcessIdentity>>,
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Enricher {
+    /// An enricher for this host.
+    pub fn new() -> Self {
+        Self {
+            host_name: host_name().into(),
+            processes: HashMap::new(),
+        }
+    }
+
+    /// This host's name (`host.name`).
+    pub fn host_name(&self) -> &Arc<str> {
+        &self.host_name
+    }
+
+    /// The identity of `pid`; `comm` names it if its executable can no longer be read.
+    pub fn process(&mut self, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
+        if let Some(identity) = self.processes.get(&pid) {
+            return Arc::clone(identity);
+        }
+        if self.processes.len() >= MAX_PROCESSES {
+            self.processes.clear();
+        }
+        let identity = Arc::new(read_identity(pid, comm));
+        self.processes.insert(pid, Arc::clone(&identity));
+        identity
+    }
+
+    /// Attaches the identity of the call's process.
+    pub fn enrich(&mut self, call: ApiCall) -> EnrichedCall {
+        let process = self.process(call.connection.pid, &call.connection.comm);
+        EnrichedCall {
+            call,
+            process,
+            host_name: Arc::clone(&self.host_name),
+        }
+    }
+
+    /// `pid` exec'd: its identity is read again at its next call.
+    pub fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+}
+
+fn read_identity(pid: u32, comm: &str) -> ProcessIdentity {
+    let path = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|path| path.to_str().map(str::to_owned));
+    let executable_name = path
+        .as_deref()
+        .and_then(|path| path.rsplit('/').next())
+        .filter(|name| !name.is_empty())
+        .unwrap_or(comm)
+        .to_owned();
+    ProcessIdentity {
+        pid,
+        service_name: executable_name.clone(),
+        executable_name,
+        executable_path: path,
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_named_after_its_executable() {
+        let mut enricher = Enricher::new();
+        let identity = enricher.process(std::process::id(), "ignored");
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(
+            identity.executable_name,
+            exe.file_name().unwrap().to_str().unwrap()
+        );
+        assert_eq!(identity.service_name, identity.executable_name);
+        assert!(!enricher.host_name().is_empty());
+    }
+
+    #[test]
+    fn a_gone_process_falls_back_to_its_thread_name() {
+        let identity = Enricher::new().process(u32::MAX, "curl");
+        assert_eq!(identity.executable_name, "curl");
+        assert_eq!(identity.executable_path, None);
+    }
+}

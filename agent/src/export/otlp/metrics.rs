@@ -1,0 +1,212 @@
+//! Metrics: the HTTP duration and body-size histograms, aggregated by one SDK meter provider
+//! per process (its resource) and collected for all of them on one timer.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak, atomic::Ordering},
+    time::Duration,
+};
+
+use log::warn;
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    metrics::{
+        InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+        data::ResourceMetrics, exporter::PushMetricExporter, reader::MetricReader,
+    },
+};
+use tokio::sync::oneshot;
+
+use super::{ExportStats, ResourceKey};
+use crate::export::semconv::{CallDescription, Kind};
+
+/// Bucket boundaries of the duration histograms, in seconds, as the HTTP conventions advise.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Bucket boundaries of the body-size histograms, in bytes.
+const SIZE_BUCKETS: [f64; 12] = [
+    0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+
+/// Processes with metrics at once; beyond it new processes are not measured (and counted).
+const MAX_PROCESSES: usize = 4_096;
+
+/// A manual reader the provider and the collection loop share.
+#[derive(Debug, Clone)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// The instruments of one side of HTTP.
+struct HttpInstruments {
+    duration: Histogram<f64>,
+    request_size: Histogram<u64>,
+    response_size: Histogram<u64>,
+}
+
+impl HttpInstruments {
+    fn new(provider: &SdkMeterProvider, side: &str) -> Self {
+        let meter = provider.meter("apiscope");
+        Self {
+            duration: meter
+                .f64_histogram(format!("http.{side}.request.duration"))
+                .with_unit("s")
+                .with_description(format!("Duration of HTTP {side} requests."))
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            request_size: meter
+                .u64_histogram(format!("http.{side}.request.body.size"))
+                .with_unit("By")
+                .with_description(format!("Size of HTTP {side} request bodies."))
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build(),
+            response_size: meter
+                .u64_histogram(format!("http.{side}.response.body.size"))
+                .with_unit("By")
+                .with_description(format!("Size of HTTP {side} response bodies."))
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build(),
+        }
+    }
+}
+
+/// One process's aggregations.
+struct ProcessMetrics {
+    provider: SdkMeterProvider,
+    reader: SharedReader,
+    server: HttpInstruments,
+    client: HttpInstruments,
+    recorded_since_collect: bool,
+}
+
+impl ProcessMetrics {
+    fn new(resource: &Resource) -> Self {
+        let reader = SharedReader(Arc::new(ManualReader::builder().build()));
+        let provider = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(reader.clone())
+            .build();
+        Self {
+            server: HttpInstruments::new(&provider, "server"),
+            client: HttpInstruments::new(&provider, "client"),
+            provider,
+            reader,
+            recorded_since_collect: false,
+        }
+    }
+}
+
+/// Every process's aggregations.
+#[derive(Default)]
+pub(super) struct MetricsRegistry {
+    processes: Mutex<HashMap<ResourceKey, ProcessMetrics>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl MetricsRegistry {
+    /// Records one call of the process `key`.
+    pub fn record(&self, key: ResourceKey, resource: &Resource, description: &CallDescription) {
+        let Ok(mut processes) = self.processes.lock() else {
+            return;
+        };
+        if processes.len() >= MAX_PROCESSES && !processes.contains_key(&key) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let metrics = processes
+            .entry(key)
+            .or_insert_with(|| ProcessMetrics::new(resource));
+        let instruments = match description.kind {
+            Kind::Server => &metrics.server,
+            Kind::Client => &metrics.client,
+        };
+        let attributes = &description.metric_attributes;
+        instruments
+            .duration
+            .record(description.duration_seconds, attributes);
+        if let Some(size) = description.request_body_size {
+            instruments.request_size.record(size, attributes);
+        }
+        if let Some(size) = description.response_body_size {
+            instruments.response_size.record(size, attributes);
+        }
+        metrics.recorded_since_collect = true;
+    }
+
+    /// Collects every process's metrics. Processes with nothing recorded since the previous
+    /// collection are collected one last time and forgotten, so exited processes do not stay.
+    fn collect(&self) -> Vec<ResourceMetrics> {
+        let Ok(mut processes) = self.processes.lock() else {
+            return Vec::new();
+        };
+        let mut collected = Vec::with_capacity(processes.len());
+        processes.retain(|_, metrics| {
+            let mut rm = ResourceMetrics::default();
+            if metrics.reader.collect(&mut rm).is_ok() {
+                collected.push(rm);
+            }
+            let keep = metrics.recorded_since_collect;
+            metrics.recorded_since_collect = false;
+            if !keep {
+                let _ = metrics.provider.shutdown();
+            }
+            keep
+        });
+        collected
+    }
+}
+
+/// Collects and exports on every tick, and once more when told to stop.
+pub(super) async fn export_loop(
+    exporter: opentelemetry_otlp::MetricExporter,
+    registry: Arc<MetricsRegistry>,
+    interval: Duration,
+    mut stop: oneshot::Receiver<()>,
+    stats: Arc<ExportStats>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = &mut stop => true,
+        };
+        for metrics in registry.collect() {
+            if let Err(error) = exporter.export(&metrics).await
+                && stats.metric_exports_failed.fetch_add(1, Ordering::Relaxed) == 0
+            {
+                warn!("OTLP metric export failed (further failures are only counted): {error}");
+            }
+        }
+        if stopping {
+            let _ = exporter.shutdown();
+            return;
+        }
+    }
+}

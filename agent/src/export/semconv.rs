@@ -1,0 +1,396 @@
+//! The OpenTelemetry semantic conventions for what apiscope reports: attribute names, and the
+//! mapping from an analyzed HTTP call to span and metric attributes (stable HTTP conventions).
+//! Shared by every exporter so that a span, its metrics and its stdout line agree.
+
+use opentelemetry::{KeyValue, Value};
+
+use crate::{
+    analysis::AnalyzedCall,
+    calls::{HttpExchange, Payload, Side},
+};
+
+/// `http.request.method`.
+pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+/// `http.request.method_original`: the method as sent when it is not a known one.
+pub const HTTP_REQUEST_METHOD_ORIGINAL: &str = "http.request.method_original";
+/// `http.response.status_code`.
+pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+/// `http.route`.
+pub const HTTP_ROUTE: &str = "http.route";
+/// `http.request.body.size`.
+pub const HTTP_REQUEST_BODY_SIZE: &str = "http.request.body.size";
+/// `http.response.body.size`.
+pub const HTTP_RESPONSE_BODY_SIZE: &str = "http.response.body.size";
+/// `url.path`.
+pub const URL_PATH: &str = "url.path";
+/// `url.query`, values redacted.
+pub const URL_QUERY: &str = "url.query";
+/// `url.scheme`.
+pub const URL_SCHEME: &str = "url.scheme";
+/// `server.address`.
+pub const SERVER_ADDRESS: &str = "server.address";
+/// `server.port`.
+pub const SERVER_PORT: &str = "server.port";
+/// `client.address`.
+pub const CLIENT_ADDRESS: &str = "client.address";
+/// `network.peer.address`.
+pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+/// `network.peer.port`.
+pub const NETWORK_PEER_PORT: &str = "network.peer.port";
+/// `network.protocol.version`.
+pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+/// `user_agent.original`.
+pub const USER_AGENT_ORIGINAL: &str = "user_agent.original";
+/// `error.type`.
+pub const ERROR_TYPE: &str = "error.type";
+/// apiscope's own: which parts of the call were not captured (see `calls::CallGaps`).
+pub const APISCOPE_CALL_INCOMPLETE: &str = "apiscope.call.incomplete";
+
+/// What replaces every query-string value: values may carry keys and tokens.
+pub const REDACTED: &str = "REDACTED";
+
+/// Methods the conventions know; anything else is reported as `_OTHER`, which keeps a scanner
+/// sending random verbs from creating new metric series.
+const KNOWN_METHODS: [&str; 9] = [
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+];
+
+/// Span kind of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The process served the call.
+    Server,
+    /// The process made the call.
+    Client,
+}
+
+/// A call described in convention terms, computed once per call.
+#[derive(Debug, Clone)]
+pub struct CallDescription {
+    /// Span kind.
+    pub kind: Kind,
+    /// Span name: `{method} {route}` or `{method}`.
+    pub name: String,
+    /// Span attributes.
+    pub span_attributes: Vec<KeyValue>,
+    /// Metric attributes: low cardinality only.
+    pub metric_attributes: Vec<KeyValue>,
+    /// The error type when the call failed by the conventions' rules.
+    pub error: Option<String>,
+    /// Request body bytes, when there was a body.
+    pub request_body_size: Option<u64>,
+    /// Response body bytes, when there was a body.
+    pub response_body_size: Option<u64>,
+    /// Duration in seconds.
+    pub duration_seconds: f64,
+    /// The incoming `traceparent` header, if any.
+    pub traceparent: Option<String>,
+    /// The incoming `tracestate` header, if any.
+    pub tracestate: Option<String>,
+}
+
+/// Describes an analyzed call for export.
+pub fn describe(analyzed: &AnalyzedCall) -> CallDescription {
+    match &analyzed.call.call.payload {
+        Payload::Http(http) => describe_http(analyzed, http),
+    }
+}
+
+fn int(value: u64) -> Value {
+    Value::I64(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// Replaces every value of a query string, keeping the parameter names.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}={REDACTED}"),
+            None if pair.is_empty() => String::new(),
+            None => format!("{pair}={REDACTED}"),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescription {
+    let enriched = &analyzed.call;
+    let call = &enriched.call;
+    let connection = &call.connection;
+    let request = &http.request;
+    let kind = match call.side {
+        Side::Server => Kind::Server,
+        Side::Client => Kind::Client,
+    };
+    let (method, original) = if KNOWN_METHODS.contains(&request.method.as_str()) {
+        (request.method.clone(), None)
+    } else {
+        ("_OTHER".to_owned(), Some(request.method.clone()))
+    };
+    let scheme = if call.tls { "https" } else { "http" };
+    let version = format!("1.{}", request.version_minor);
+    let status = http.response.as_ref().map(|response| response.status);
+    let error = status
+        .filter(|status| match kind {
+            Kind::Server => *status >= 500,
+            Kind::Client => *status >= 400,
+        })
+        .map(|status| status.to_string());
+
+    // The server end of the socket: ours for a server span, the peer's for a client span.
+    let server_socket = match kind {
+        Kind::Server => connection.local,
+        Kind::Client => connection.peer,
+    };
+    let (server_address, server_port) = match request.host() {
+        Some((host, port)) => (
+            Some(host.to_owned()),
+            port.or_else(|| server_socket.map(|addr| addr.port())),
+        ),
+        None => (
+            server_socket.map(|addr| addr.ip().to_string()),
+            server_socket.map(|addr| addr.port()),
+        ),
+    };
+
+    let mut span_attributes = vec![
+        KeyValue::new(HTTP_REQUEST_METHOD, method.clone()),
+        KeyValue::new(URL_PATH, request.path().to_owned()),
+        KeyValue::new(URL_SCHEME, scheme),
+        KeyValue::new(NETWORK_PROTOCOL_VERSION, version.clone()),
+    ];
+    let mut metric_attributes = vec![
+        KeyValue::new(HTTP_REQUEST_METHOD, method.clone()),
+        KeyValue::new(URL_SCHEME, scheme),
+        KeyValue::new(NETWORK_PROTOCOL_VERSION, version),
+    ];
+    if let Some(original) = original {
+        span_attributes.push(KeyValue::new(HTTP_REQUEST_METHOD_ORIGINAL, original));
+    }
+    if let Some(query) = request.query() {
+        span_attributes.push(KeyValue::new(URL_QUERY, redact_query(query)));
+    }
+    if let Some(route) = &analyzed.route {
+        span_attributes.push(KeyValue::new(HTTP_ROUTE, route.clone()));
+        metric_attributes.push(KeyValue::new(HTTP_ROUTE, route.clone()));
+    }
+    if let Some(status) = status {
+        span_attributes.push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
+        metric_attributes.push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
+    }
+    if let Some(error) = &error {
+        span_attributes.push(KeyValue::new(ERROR_TYPE, error.clone()));
+        metric_attributes.push(KeyValue::new(ERROR_TYPE, error.clone()));
+    }
+    if let Some(address) = server_address {
+        span_attributes.push(KeyValue::new(SERVER_ADDRESS, address));
+    }
+    if let Some(port) = server_port {
+        span_attributes.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+    }
+    if let Some(peer) = connection.peer {
+        span_attributes.push(KeyValue::new(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
+        span_attributes.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
+        if kind == Kind::Server {
+            span_attributes.push(KeyValue::new(CLIENT_ADDRESS, peer.ip().to_string()));
+        }
+    }
+    if let Some(agent) = request.header_str("user-agent") {
+        span_attributes.push(KeyValue::new(USER_AGENT_ORIGINAL, agent.to_owned()));
+    }
+    let request_body_size = (request.body.size > 0).then_some(request.body.size);
+    let response_body_size = http
+        .response
+        .as_ref()
+        .map(|response| response.body.size)
+        .filter(|size| *size > 0);
+    if let Some(size) = request_body_size {
+        span_attributes.push(KeyValue::new(HTTP_REQUEST_BODY_SIZE, int(size)));
+    }
+    if let Some(size) = response_body_size {
+        span_attributes.push(KeyValue::new(HTTP_RESPONSE_BODY_SIZE, int(size)));
+    }
+    let gaps = incomplete_parts(call);
+    if !gaps.is_empty() {
+        span_attributes.push(KeyValue::new(
+            APISCOPE_CALL_INCOMPLETE,
+            Value::Array(
+                gaps.into_iter()
+                    .map(opentelemetry::StringValue::from)
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+        ));
+    }
+
+    let name = match &analyzed.route {
+        Some(route) => format!("{method} {route}"),
+        None => method,
+    };
+    CallDescription {
+        kind,
+        name,
+        span_attributes,
+        metric_attributes,
+        error,
+        request_body_size,
+        response_body_size,
+        duration_seconds: call.end_ns.saturating_sub(call.start_ns) as f64 / 1e9,
+        traceparent: request.header_str("traceparent").map(str::to_owned),
+        tracestate: request.header_str("tracestate").map(str::to_owned),
+    }
+}
+
+/// Names of the parts of a call that were not captured.
+fn incomplete_parts(call: &crate::calls::ApiCall) -> Vec<&'static str> {
+    let gaps = call.gaps;
+    [
+        (gaps.request_incomplete, "request"),
+        (gaps.response_missing, "response_missing"),
+        (gaps.response_incomplete, "response"),
+        (gaps.after_resync, "resync"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{
+        calls::{ApiCall, CallGaps, Header, HttpBody, HttpRequest, HttpResponse},
+        enrich::{EnrichedCall, ProcessIdentity},
+        streams::Connection,
+    };
+
+    fn header(name: &str, value: &str) -> Header {
+        Header {
+            name: name.into(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        }
+    }
+
+    fn call(side: Side, status: u16, headers: Vec<Header>) -> AnalyzedCall {
+        let body = |size| HttpBody {
+            size,
+            ..HttpBody::default()
+        };
+        let exchange = HttpExchange {
+            request: HttpRequest {
+                method: "POST".into(),
+                target: "/users/42?api_key=s3cret".into(),
+                version_minor: 1,
+                headers,
+                trailers: Vec::new(),
+                body: body(12),
+            },
+            response: Some(HttpResponse {
+                version_minor: 1,
+                status,
+                headers: Vec::new(),
+                trailers: Vec::new(),
+                body: body(0),
+            }),
+            upgraded: false,
+        };
+        AnalyzedCall {
+            call: EnrichedCall {
+                call: ApiCall {
+                    connection: Arc::new(Connection {
+                        id: 1,
+                        pid: 10,
+                        fd: 3,
+                        role: agent_common::Role::Server,
+                        local: Some("127.0.0.1:8080".parse().unwrap()),
+                        peer: Some("127.0.0.1:50000".parse().unwrap()),
+                        comm: "srv".into(),
+                    }),
+                    side,
+                    start_ns: 1_000_000,
+                    end_ns: 3_500_000,
+                    tls: false,
+                    gaps: CallGaps::default(),
+                    payload: Payload::Http(exchange),
+                },
+                process: Arc::new(ProcessIdentity {
+                    pid: 10,
+                    executable_name: "srv".into(),
+                    executable_path: None,
+                    service_name: "srv".into(),
+                }),
+                host_name: "host".into(),
+            },
+            route: Some("/users/{id}".into()),
+        }
+    }
+
+    fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+        attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn server_span_attributes_follow_the_http_conventions() {
+        let described = describe(&call(
+            Side::Server,
+            503,
+            vec![header("host", "api.local:8443"), header("user-agent", "curl/8")],
+        ));
+        let a = &described.span_attributes;
+        assert_eq!(described.name, "POST /users/{id}");
+        assert_eq!(described.kind, Kind::Server);
+        assert_eq!(attribute(a, HTTP_REQUEST_METHOD), Some(&Value::from("POST")));
+        assert_eq!(attribute(a, URL_PATH), Some(&Value::from("/users/42")));
+        assert_eq!(attribute(a, URL_QUERY), Some(&Value::from("api_key=REDACTED")));
+        assert_eq!(attribute(a, HTTP_RESPONSE_STATUS_CODE), Some(&Value::I64(503)));
+        assert_eq!(attribute(a, SERVER_ADDRESS), Some(&Value::from("api.local")));
+        assert_eq!(attribute(a, SERVER_PORT), Some(&Value::I64(8443)));
+        assert_eq!(attribute(a, CLIENT_ADDRESS), Some(&Value::from("127.0.0.1")));
+        assert_eq!(attribute(a, NETWORK_PEER_PORT), Some(&Value::I64(50000)));
+        assert_eq!(attribute(a, USER_AGENT_ORIGINAL), Some(&Value::from("curl/8")));
+        assert_eq!(attribute(a, HTTP_REQUEST_BODY_SIZE), Some(&Value::I64(12)));
+        assert_eq!(attribute(a, HTTP_RESPONSE_BODY_SIZE), None);
+        assert_eq!(described.error.as_deref(), Some("503"));
+        assert!((described.duration_seconds - 0.0025).abs() < 1e-12);
+        // Metrics carry no per-request values.
+        assert!(attribute(&described.metric_attributes, URL_PATH).is_none());
+        assert!(attribute(&described.metric_attributes, SERVER_PORT).is_none());
+    }
+
+    #[test]
+    fn client_errors_start_at_400_and_server_address_falls_back_to_the_socket() {
+        let described = describe(&call(Side::Client, 404, Vec::new()));
+        assert_eq!(described.kind, Kind::Client);
+        assert_eq!(described.error.as_deref(), Some("404"));
+        let a = &described.span_attributes;
+        assert_eq!(attribute(a, SERVER_ADDRESS), Some(&Value::from("127.0.0.1")));
+        assert_eq!(attribute(a, SERVER_PORT), Some(&Value::I64(50000)));
+        assert!(attribute(a, CLIENT_ADDRESS).is_none());
+        assert!(describe(&call(Side::Server, 404, Vec::new())).error.is_none());
+    }
+
+    #[test]
+    fn unknown_methods_are_other() {
+        let mut analyzed = call(Side::Server, 200, Vec::new());
+        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        http.request.method = "PURGE".into();
+        analyzed.route = None;
+        let described = describe(&analyzed);
+        assert_eq!(described.name, "_OTHER");
+        let a = &described.span_attributes;
+        assert_eq!(attribute(a, HTTP_REQUEST_METHOD_ORIGINAL), Some(&Value::from("PURGE")));
+    }
+
+    #[test]
+    fn query_values_are_redacted_names_kept() {
+        assert_eq!(
+            redact_query("api_key=s3cr3t&page=2&flag&x="),
+            "api_key=REDACTED&page=REDACTED&flag=REDACTED&x=REDACTED"
+        );
+        assert_eq!(redact_query(""), "");
+    }
+}

@@ -1,0 +1,80 @@
+//! The body of the message being parsed: its size, counted in full, and its first bytes, kept
+//! up to the body cap.
+
+use bytes::Bytes;
+
+use crate::calls::HttpBody;
+
+/// Collects one message body at a time.
+pub(super) struct BodyCollector {
+    cap: usize,
+    size: u64,
+    captured: Vec<u8>,
+    incomplete: bool,
+}
+
+impl BodyCollector {
+    /// A collector keeping at most `cap` bytes of each body.
+    pub(super) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            size: 0,
+            captured: Vec::new(),
+            incomplete: false,
+        }
+    }
+
+    /// Payload bytes seen.
+    pub(super) fn push(&mut self, data: &[u8]) {
+        self.size = self.size.saturating_add(data.len() as u64);
+        // Once a byte was lost the captured bytes stop: they are the body's first bytes, never
+        // pieces glued across a hole.
+        if self.incomplete {
+            return;
+        }
+        let room = self.cap.saturating_sub(self.captured.len());
+        let keep = data.get(..room).unwrap_or(data);
+        if keep.is_empty() {
+            return;
+        }
+        // Grow by doubling but never past the cap, so a body retains at most `cap` bytes.
+        let len = self.captured.len();
+        let wanted = len
+            .saturating_add(keep.len())
+            .max(len.saturating_mul(2))
+            .min(self.cap);
+        if wanted > self.captured.capacity() {
+            self.captured.reserve_exact(wanted.saturating_sub(len));
+        }
+        self.captured.extend_from_slice(keep);
+    }
+
+    /// `count` payload bytes were not captured.
+    pub(super) fn lose(&mut self, count: u64) {
+        self.size = self.size.saturating_add(count);
+        self.incomplete = true;
+    }
+
+    /// Some of the body was never seen (its framing was lost).
+    pub(super) fn mark_incomplete(&mut self) {
+        self.incomplete = true;
+    }
+
+    /// The finished body; the collector is ready for the next message.
+    pub(super) fn take(&mut self) -> HttpBody {
+        let body = HttpBody {
+            size: self.size,
+            captured: Bytes::from(std::mem::take(&mut self.captured)),
+            incomplete: self.incomplete,
+        };
+        self.size = 0;
+        self.incomplete = false;
+        body
+    }
+
+    /// Bytes held for the body in progress.
+    #[cfg(test)]
+    pub(super) fn retained(&self) -> usize {
+        self.captured.capacity()
+    }
+}

@@ -1,0 +1,93 @@
+//! Protocols: one module per protocol, each turning a connection's two byte streams into
+//! [`ApiCall`]s behind the [`Decoder`] trait. [`ProtocolStage`] detects the protocol of each
+//! connection from its first bytes and feeds the matching decoder.
+
+pub mod http1;
+
+use std::collections::HashMap;
+
+use crate::{calls::ApiCall, streams::StreamChunk};
+
+/// A protocol decoder for one connection. Chunks arrive in offset order per direction; a chunk
+/// whose offset is past the end of the previous one, or whose `data` is shorter than its `len`,
+/// carries a gap the decoder must account for.
+pub trait Decoder: Send {
+    /// Consumes one chunk, appending every call it completes.
+    fn on_chunk(&mut self, chunk: &StreamChunk, calls: &mut Vec<ApiCall>);
+
+    /// The connection ended at `ts_ns` (closed, its process exited, or it went idle): completes
+    /// what the end completes (a body delimited by the close) and reports what is left as
+    /// incomplete calls.
+    fn on_end(&mut self, ts_ns: u64, calls: &mut Vec<ApiCall>);
+
+    /// False once the connection carries something this decoder no longer parses (after an
+    /// upgrade, or bytes that are not its protocol): the stage then stops feeding it.
+    fn wants_more(&self) -> bool;
+}
+
+/// Settings shared by the decoders.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderSettings {
+    /// Body bytes kept per message for analysis (never exported by default).
+    pub body_cap: usize,
+}
+
+/// Per-connection protocol detection and decoding.
+pub struct ProtocolStage {
+    settings: DecoderSettings,
+    connections: HashMap<u64, Option<Box<dyn Decoder>>>,
+}
+
+impl ProtocolStage {
+    /// A stage with no connection yet.
+    pub fn new(settings: DecoderSettings) -> Self {
+        Self {
+            settings,
+            connections: HashMap::new(),
+        }
+    }
+
+    /// Connections with decoder state now.
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// True when no connection has decoder state.
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// Feeds one chunk to its connection's decoder, detecting the protocol on the connection's
+    /// first data. Connections of no known protocol are remembered as such and cost nothing
+    /// further.
+    pub fn on_chunk(&mut self, chunk: &StreamChunk, calls: &mut Vec<ApiCall>) {
+        if chunk.data.is_empty() && !self.connections.contains_key(&chunk.connection.id) {
+            // Nothing to detect a protocol from yet.
+            return;
+        }
+        let settings = self.settings;
+        let slot = self
+            .connections
+            .entry(chunk.connection.id)
+            .or_insert_with(|| detect(chunk, settings));
+        if let Some(decoder) = slot {
+            decoder.on_chunk(chunk, calls);
+            if !decoder.wants_more() {
+                *slot = None;
+            }
+        }
+    }
+
+    /// The connection `id` ended at `ts_ns`.
+    pub fn on_end(&mut self, id: u64, ts_ns: u64, calls: &mut Vec<ApiCall>) {
+        if let Some(Some(mut decoder)) = self.connections.remove(&id) {
+            decoder.on_end(ts_ns, calls);
+        }
+    }
+}
+
+/// Picks the decoder for a connection from its first captured bytes.
+fn detect(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>> {
+    http1::detect(chunk)
+        .map(|detected| Box::new(http1::Http1Decoder::new(detected, settings)) as Box<dyn Decoder>)
+}
