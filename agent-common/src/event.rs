@@ -25,7 +25,7 @@ pub enum EventKind {
     Connection = 2,
     /// A [`LifecycleEvent`]: a tracked socket was closed.
     Close = 3,
-    /// A [`LifecycleEvent`]: a process called `execve`.
+    /// An [`ExecEvent`]: a process called `execve`.
     ProcessExec = 4,
     /// A [`LifecycleEvent`]: a process exited.
     ProcessExit = 5,
@@ -155,11 +155,33 @@ pub struct ConnectionEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-/// A lifecycle record: a tracked socket closed, or a process exec'd or exited.
+/// Longest executable path an [`ExecEvent`] carries, NUL included.
+pub const EXEC_PATH_LEN: usize = 256;
+
+/// A process called `execve`: which file it runs now. Read in the kernel because short-lived
+/// processes are often gone before userspace could look at `/proc/PID/exe`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    /// Always [`EventKind::ProcessExec`].
+    pub kind: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// `CLOCK_MONOTONIC` time of the exec.
+    pub ts_ns: u64,
+    /// Bytes of `path` used, NUL excluded.
+    pub path_len: u32,
+    /// Keeps the struct free of implicit padding.
+    pub reserved: u32,
+    /// The path given to `execve`, NUL terminated.
+    pub path: [u8; EXEC_PATH_LEN],
+}
+
+/// A lifecycle record: a tracked socket closed, or a process exited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LifecycleEvent {
-    /// [`EventKind::Close`], [`EventKind::ProcessExec`] or [`EventKind::ProcessExit`].
+    /// [`EventKind::Close`] or [`EventKind::ProcessExit`].
     pub kind: u32,
     /// Process id.
     pub tgid: u32,
@@ -181,8 +203,11 @@ mod pod {
     unsafe impl aya::Pod for super::ConnectionEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LifecycleEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecEvent {}
 }
 
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 72);
 const _: () = assert!(core::mem::size_of::<ConnectionEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<LifecycleEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + EXEC_PATH_LEN);

@@ -283,16 +283,22 @@ pub fn submit_lifecycle(kind: EventKind, tgid: u32, fd: i32, sock: u64) {
     output(bytes);
 }
 
-/// Writes one record to `EVENTS`, counting it or its loss.
+/// Ring-buffer flags for a new record: wake the reader only once enough is waiting.
 #[inline(always)]
-pub fn output(bytes: &[u8]) {
+pub fn wakeup_flags() -> u64 {
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let flags = if pending >= WAKEUP_THRESHOLD {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    match EVENTS.output::<[u8]>(bytes, flags as u64) {
+    flags as u64
+}
+
+/// Writes one record to `EVENTS`, counting it or its loss.
+#[inline(always)]
+pub fn output(bytes: &[u8]) {
+    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
         Ok(()) => count(Counter::EventsSent),
         Err(_) => count(Counter::RingBufferFull),
     }

@@ -96,7 +96,10 @@ fn response(body: &str) -> Vec<u8> {
 fn keep_alive(calls: u64) -> Recording {
     let mut recorder = Recorder::new();
     for index in 0..calls {
-        recorder.push(Direction::Ingress, request(&format!("/users/{index}?fields=name")));
+        recorder.push(
+            Direction::Ingress,
+            request(&format!("/users/{index}?fields=name")),
+        );
         recorder.push(
             Direction::Egress,
             response(&format!("{{\"id\":{index},\"name\":\"user\"}}")),
@@ -161,7 +164,12 @@ fn decode(recording: &Recording) -> usize {
 fn bench(criterion: &mut Criterion) {
     let recordings = recordings();
     for recording in &recordings {
-        assert_eq!(decode(recording) as u64, recording.calls, "{}", recording.name);
+        assert_eq!(
+            decode(recording) as u64,
+            recording.calls,
+            "{}",
+            recording.name
+        );
     }
     let mut bytes = criterion.benchmark_group("http1_bytes");
     for recording in &recordings {

@@ -261,8 +261,8 @@ fn stream_stage(
             dump.write_batch(&out.chunks)?;
         }
         if let Some(sink) = sink.as_mut() {
-            for pid in &out.execs {
-                enricher.forget(*pid);
+            for (pid, path) in &out.execs {
+                enricher.exec(*pid, path.as_deref());
             }
             for chunk in &out.chunks {
                 protocols.on_chunk(chunk, &mut calls);

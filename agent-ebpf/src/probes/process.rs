@@ -1,20 +1,56 @@
-//! Process lifecycle: exec (userspace looks for OpenSSL in the new image) and exit (userspace
-//! drops the process's connection state).
+//! Process lifecycle: exec (userspace names the process and looks for OpenSSL in the new image)
+//! and exit (userspace drops the process's connection state).
 
-use agent_common::EventKind;
+use agent_common::{Counter, EventKind, ExecEvent};
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    EbpfContext,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, generated::bpf_ktime_get_ns,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
 };
 
-use crate::{filter::is_traced, record::submit_lifecycle};
+use crate::{
+    filter::is_traced,
+    maps::{EVENTS, count},
+    record::{submit_lifecycle, wakeup_flags},
+};
 
-/// `sched:sched_process_exec`.
+/// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
+const FILENAME_LOC: usize = 8;
+
+/// `sched:sched_process_exec`: sends the executed file's path. Read here because short-lived
+/// processes are often gone before userspace could read `/proc/PID/exe`.
 #[tracepoint]
-pub fn process_enter_exec(_ctx: TracePointContext) -> u32 {
+pub fn process_enter_exec(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if is_traced(tgid) {
-        submit_lifecycle(EventKind::ProcessExec, tgid, -1, 0);
+    if !is_traced(tgid) {
+        return 0;
     }
+    // SAFETY: offset of a field in the record, as its format file lists it.
+    let location: u32 = unsafe { ctx.read_at(FILENAME_LOC) }.unwrap_or(0);
+    // A __data_loc holds the field's offset from the record start in its low 16 bits.
+    let offset = (location & 0xffff) as usize;
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(Counter::RingBufferFull);
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at the reserved record, written whole before submit; the path is
+    // read through the helper, which tolerates bad addresses.
+    unsafe {
+        (*event).kind = EventKind::ProcessExec as u32;
+        (*event).tgid = tgid;
+        (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).reserved = 0;
+        let source = (ctx.as_ptr() as *const u8).add(offset);
+        (*event).path_len = bpf_probe_read_kernel_str_bytes(source, &mut (*event).path)
+            .map(|path| path.len() as u32)
+            .unwrap_or(0);
+    }
+    entry.submit(wakeup_flags());
+    count(Counter::EventsSent);
     0
 }
 

@@ -2,7 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use agent_common::{ConnectionEvent, DataHeader, Direction, EventKind, LifecycleEvent, Role};
+use agent_common::{
+    ConnectionEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role,
+};
 use bytes::Bytes;
 
 /// What the kernel reported, decoded and owned.
@@ -27,6 +29,8 @@ pub enum CaptureEvent {
     Exec {
         /// Process id.
         tgid: u32,
+        /// The path it executed, as given to `execve` (may be relative or a symlink).
+        path: Option<String>,
     },
     /// A process exited.
     Exit {
@@ -171,7 +175,16 @@ impl CaptureEvent {
                     ts_ns: event.ts_ns,
                 }))
             }
-            Some(kind @ (EventKind::Close | EventKind::ProcessExec | EventKind::ProcessExit)) => {
+            Some(EventKind::ProcessExec) => {
+                let event: ExecEvent = read_record(bytes)?;
+                let used = (event.path_len as usize).min(event.path.len());
+                let path = event.path.get(..used).unwrap_or_default();
+                Ok(Self::Exec {
+                    tgid: event.tgid,
+                    path: (!path.is_empty()).then(|| String::from_utf8_lossy(path).into_owned()),
+                })
+            }
+            Some(kind @ (EventKind::Close | EventKind::ProcessExit)) => {
                 let event: LifecycleEvent = read_record(bytes)?;
                 Ok(match kind {
                     EventKind::Close => Self::Closed {
@@ -180,7 +193,6 @@ impl CaptureEvent {
                         sock: event.sock,
                         ts_ns: event.ts_ns,
                     },
-                    EventKind::ProcessExec => Self::Exec { tgid: event.tgid },
                     _ => Self::Exit {
                         tgid: event.tgid,
                         ts_ns: event.ts_ns,

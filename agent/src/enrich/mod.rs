@@ -65,12 +65,7 @@ impl Enricher {
         if let Some(identity) = self.processes.get(&pid) {
             return Arc::clone(identity);
         }
-        if self.processes.len() >= MAX_PROCESSES {
-            self.processes.clear();
-        }
-        let identity = Arc::new(read_identity(pid, comm));
-        self.processes.insert(pid, Arc::clone(&identity));
-        identity
+        self.remember(pid, read_identity(pid, comm))
     }
 
     /// Attaches the identity of the call's process.
@@ -83,16 +78,42 @@ impl Enricher {
         }
     }
 
-    /// `pid` exec'd: its identity is read again at its next call.
-    pub fn forget(&mut self, pid: u32) {
+    /// `pid` exec'd `path`: its identity is read now, while the process most likely still
+    /// runs, so that a short-lived client is still named after its executable.
+    pub fn exec(&mut self, pid: u32, path: Option<&str>) {
         self.processes.remove(&pid);
+        let fallback = path.and_then(|path| path.rsplit('/').next()).unwrap_or("");
+        let mut identity = read_identity(pid, fallback);
+        if identity.executable_path.is_none() {
+            // Gone already: resolve the path it exec'd (symlinks such as python3 -> python3.11)
+            // as seen from this host.
+            if let Some(resolved) = path.and_then(|path| std::fs::canonicalize(path).ok()) {
+                identity = identity_from_path(pid, resolved.to_str(), fallback);
+            }
+        }
+        log::debug!("process {pid} exec'd {path:?}: named {:?}", identity.executable_name);
+        if !identity.executable_name.is_empty() {
+            self.remember(pid, identity);
+        }
+    }
+
+    fn remember(&mut self, pid: u32, identity: ProcessIdentity) -> Arc<ProcessIdentity> {
+        if self.processes.len() >= MAX_PROCESSES {
+            self.processes.clear();
+        }
+        let identity = Arc::new(identity);
+        self.processes.insert(pid, Arc::clone(&identity));
+        identity
     }
 }
 
 fn read_identity(pid: u32, comm: &str) -> ProcessIdentity {
-    let path = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .and_then(|path| path.to_str().map(str::to_owned));
+    let path = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    identity_from_path(pid, path.as_deref().and_then(|path| path.to_str()), comm)
+}
+
+fn identity_from_path(pid: u32, path: Option<&str>, comm: &str) -> ProcessIdentity {
+    let path = path.map(str::to_owned);
     let executable_name = path
         .as_deref()
         .and_then(|path| path.rsplit('/').next())
@@ -130,6 +151,19 @@ mod tests {
         );
         assert_eq!(identity.service_name, identity.executable_name);
         assert!(!enricher.host_name().is_empty());
+    }
+
+    #[test]
+    fn exec_of_a_gone_process_resolves_the_path_it_ran() {
+        let mut enricher = Enricher::new();
+        let exe = std::env::current_exe().unwrap();
+        enricher.exec(u32::MAX, exe.to_str());
+        let identity = enricher.process(u32::MAX, "comm");
+        assert_eq!(identity.executable_path.as_deref(), exe.to_str());
+        assert_eq!(
+            identity.executable_name,
+            exe.file_name().unwrap().to_str().unwrap()
+        );
     }
 
     #[test]

@@ -77,8 +77,8 @@ pub struct StreamOutput {
     pub ended: Vec<(u64, u64)>,
     /// Work for the capture stage.
     pub requests: Vec<CaptureRequest>,
-    /// Processes that exec'd: their identity may have changed.
-    pub execs: Vec<u32>,
+    /// Processes that exec'd, with the path they executed: their identity changed.
+    pub execs: Vec<(u32, Option<String>)>,
 }
 
 impl StreamOutput {
@@ -163,9 +163,9 @@ impl StreamTable {
                     self.end(key, ts_ns, &mut out.ended);
                 }
             }
-            CaptureEvent::Exec { tgid } => {
+            CaptureEvent::Exec { tgid, path } => {
                 out.requests.push(CaptureRequest::ScanProcess(tgid));
-                out.execs.push(tgid);
+                out.execs.push((tgid, path));
             }
             CaptureEvent::Exit { tgid, ts_ns } => {
                 let keys: Vec<ConnKey> = self

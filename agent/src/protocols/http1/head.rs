@@ -62,7 +62,10 @@ impl Kind for RequestKind {
     fn parse(head: &Bytes) -> Option<HttpRequest> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut slots);
-        if !matches!(config().parse_request(&mut request, head), Ok(Status::Complete(_))) {
+        if !matches!(
+            config().parse_request(&mut request, head),
+            Ok(Status::Complete(_))
+        ) {
             return None;
         }
         Some(HttpRequest {
@@ -90,7 +93,10 @@ impl Kind for ResponseKind {
     fn parse(head: &Bytes) -> Option<HttpResponse> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut slots);
-        if !matches!(config().parse_response(&mut response, head), Ok(Status::Complete(_))) {
+        if !matches!(
+            config().parse_response(&mut response, head),
+            Ok(Status::Complete(_))
+        ) {
             return None;
         }
         Some(HttpResponse {
@@ -290,7 +296,11 @@ fn transfer_chunked(headers: &[Header]) -> Option<bool> {
         .iter()
         .rev()
         .find(|header| header.name == "transfer-encoding")?;
-    let coding = last.value.rsplit(|byte| *byte == b',').next().unwrap_or(&[]);
+    let coding = last
+        .value
+        .rsplit(|byte| *byte == b',')
+        .next()
+        .unwrap_or(&[]);
     Some(coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
@@ -328,8 +338,6 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
         if !digit.is_ascii_digit() {
             return None;
         }
-        value
-            .checked_mul(10)?
-            .checked_add(u64::from(digit - b'0'))
+        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
     })
 }

@@ -153,8 +153,12 @@ impl<K: Kind> MessageParser<K> {
         let expected = match self.expected {
             Some(expected) => expected,
             None => {
-                // Joining mid-stream: what came before was never ours to see.
-                self.unseen_before = chunk.offset > 0;
+                if chunk.offset > 0 {
+                    // Joined mid-stream: not a loss of sync, as nothing before was expected,
+                    // but whole messages may have gone by unseen.
+                    self.unseen_before = true;
+                    sink.desync();
+                }
                 chunk.offset
             }
         };
@@ -257,7 +261,11 @@ impl<K: Kind> MessageParser<K> {
             };
             // A state consumes nothing only when it hands the bytes to another state; the guard
             // makes progress certain regardless.
-            let used = if used == 0 && self.state == before { 1 } else { used };
+            let used = if used == 0 && self.state == before {
+                1
+            } else {
+                used
+            };
             data = data.get(used..).unwrap_or_default();
         }
     }
@@ -285,7 +293,14 @@ impl<K: Kind> MessageParser<K> {
         let (line, complete) = split_line(data);
         let too_long = self.buf.len().saturating_add(line.len()) > MAX_HEAD;
         if too_long || head::prefix(K::STARTS, &self.buf, line) == Prefix::No {
-            self.fail(if complete { State::FirstLine } else { State::SkipLine }, sink);
+            self.fail(
+                if complete {
+                    State::FirstLine
+                } else {
+                    State::SkipLine
+                },
+                sink,
+            );
             return line.len();
         }
         self.buf.extend_from_slice(line);

@@ -42,10 +42,11 @@
 //!   `response_incomplete`), and the direction resynchronises.
 //!
 //! A framing error (a start line or head `httparse` rejects, a bad chunk-size line, a head too
-//! large, contradictory `Content-Length`) loses the boundaries the same way.
+//! large, contradictory `Content-Length`, a request transfer coding other than chunked) loses
+//! the boundaries the same way.
 //!
-//! Resynchronising, a direction looks at the start of each line (and at the byte right after a
-//! gap) for a start line: a known method and a request line `httparse` accepts on the request
+//! Resynchronising, a direction looks at the start of each line, of each chunk (programs
+//! usually write a message with calls of its own) and right after a gap for a start line: a known method and a request line `httparse` accepts on the request
 //! side, `HTTP/1.x NNN` on the response side. Bytes skipped meanwhile are dropped. The first
 //! message found carries `gaps.after_resync` into its call (for a response, the first final
 //! response kept).
@@ -64,9 +65,12 @@
 //! 3. A response arriving while no request waits (e.g. the capture joined the connection in
 //!    the middle, or it answers a request reported without response) is parsed to find its end
 //!    and dropped.
-//! 4. A direction whose first chunk does not start at offset 0 joined mid-stream: it starts by
-//!    resynchronising when its first bytes are not a message start, and its first request gets
-//!    a barrier as in 1 (pipelined responses to earlier requests may still be on the way).
+//! 4. A direction whose first chunk does not start at offset 0 joined mid-stream: nothing
+//!    before was expected, so this is no loss of sync (no `after_resync`), but whole messages
+//!    went by unseen. On the request side the first request gets a barrier as in 1; on the
+//!    response side the requests already waiting go out with `response_missing` and the next
+//!    request gets a barrier, as in 2. Either direction starts by resynchronising when its
+//!    first bytes are not a message start.
 //!
 //! Limitation: with pipelining, a response to a lost request that started after the next
 //! visible request was sent passes the barrier and is paired with that request. Without
@@ -194,7 +198,8 @@ impl Decoder for Http1Decoder {
         if chunk.direction == self.requests_direction {
             self.requests.feed(chunk, &mut Requests { pairing, calls });
         } else {
-            self.responses.feed(chunk, &mut Responses { pairing, calls });
+            self.responses
+                .feed(chunk, &mut Responses { pairing, calls });
         }
         if self.pairing.upgraded() {
             self.requests.stop();

@@ -240,7 +240,8 @@ impl Pairing {
     /// Every unanswered request is reported without response; responses that started before
     /// the next request are dropped, as they answer those.
     fn give_up_waiting(&mut self, calls: &mut Vec<ApiCall>) {
-        self.queue.retain(|entry| entry.answered || entry.call.is_some());
+        self.queue
+            .retain(|entry| entry.answered || entry.call.is_some());
         for entry in self.queue.iter_mut().filter(|entry| !entry.answered) {
             entry.answered = true;
             if let Some(call) = entry.call.as_mut() {

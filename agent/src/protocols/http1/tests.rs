@@ -130,7 +130,14 @@ impl Wire {
     fn gap_chunk(&mut self, direction: Direction, len: u64) {
         self.ts += 10;
         let slot = direction as usize;
-        let mut chunk = chunk(&self.connection, direction, self.offsets[slot], &[], len, self.ts);
+        let mut chunk = chunk(
+            &self.connection,
+            direction,
+            self.offsets[slot],
+            &[],
+            len,
+            self.ts,
+        );
         chunk.gap = true;
         self.offsets[slot] += len;
         self.feed(chunk);
@@ -217,9 +224,15 @@ fn get_keep_alive_three() {
 #[test]
 fn pipelined_requests_pair_in_order() {
     let mut wire = Wire::new(Role::Client, Direction::Egress);
-    let requests: Vec<u8> = ["/1", "/2", "/3"].iter().flat_map(|path| get(path)).collect();
+    let requests: Vec<u8> = ["/1", "/2", "/3"]
+        .iter()
+        .flat_map(|path| get(path))
+        .collect();
     wire.request(&requests);
-    let responses: Vec<u8> = ["/1", "/2", "/3"].iter().flat_map(|path| ok(path)).collect();
+    let responses: Vec<u8> = ["/1", "/2", "/3"]
+        .iter()
+        .flat_map(|path| ok(path))
+        .collect();
     wire.response(&responses);
     let calls = wire.take();
     assert_eq!(calls.len(), 3);
@@ -248,7 +261,10 @@ fn chunked_response_with_extensions_and_trailers() {
     assert_eq!(&response.body.captured[..], b"hello, world");
     assert!(!response.body.incomplete);
     assert_eq!(response.trailers.len(), 2);
-    assert_eq!(header(&response.trailers, "x-checksum").unwrap().value, "abc");
+    assert_eq!(
+        header(&response.trailers, "x-checksum").unwrap().value,
+        "abc"
+    );
     assert_eq!(calls[0].gaps, complete());
     assert_eq!(response_body(&calls[1]), b"/next");
 }
@@ -443,7 +459,11 @@ fn gap_inside_content_length_body_keeps_sync() {
     wire.gap_chunk(Direction::Egress, 4096);
     // And a response whose body is truncated by the capture cap.
     wire.request(&get("/c"));
-    wire.send_len(Direction::Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 49);
+    wire.send_len(
+        Direction::Egress,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        49,
+    );
     let calls = wire.take();
     assert_eq!(calls.len(), 3);
     let request = &http(&calls[0]).request;
@@ -527,8 +547,14 @@ fn response_gap_reports_waiting_requests_missing() {
     let calls = wire.take();
     assert_eq!(calls.len(), 4);
     assert_eq!(calls[0].gaps, complete());
-    assert_eq!((target(&calls[1]), calls[1].gaps.response_missing), ("/1", true));
-    assert_eq!((target(&calls[2]), calls[2].gaps.response_missing), ("/2", true));
+    assert_eq!(
+        (target(&calls[1]), calls[1].gaps.response_missing),
+        ("/1", true)
+    );
+    assert_eq!(
+        (target(&calls[2]), calls[2].gaps.response_missing),
+        ("/2", true)
+    );
     assert_eq!(target(&calls[3]), "/3");
     assert_eq!(response_body(&calls[3]), b"/3");
     assert!(calls[3].gaps.after_resync);
@@ -696,7 +722,14 @@ fn detect_rejects_what_is_not_http1() {
         b"SSH-2.0-OpenSSH_9.6\r\n",
     ];
     for data in rejected {
-        let candidate = chunk(&connection, Direction::Egress, 0, data, data.len() as u64, 1);
+        let candidate = chunk(
+            &connection,
+            Direction::Egress,
+            0,
+            data,
+            data.len() as u64,
+            1,
+        );
         assert!(detect(&candidate).is_none(), "{data:?}");
     }
     let accepted: [&[u8]; 4] = [
@@ -706,7 +739,14 @@ fn detect_rejects_what_is_not_http1() {
         b"HTTP/1.0 404 Not Found\r\n",
     ];
     for data in accepted {
-        let candidate = chunk(&connection, Direction::Egress, 0, data, data.len() as u64, 1);
+        let candidate = chunk(
+            &connection,
+            Direction::Egress,
+            0,
+            data,
+            data.len() as u64,
+            1,
+        );
         assert!(detect(&candidate).is_some(), "{data:?}");
     }
 }
@@ -745,7 +785,15 @@ type Summary = (Side, u64, u64, CallGaps, Payload);
 fn summarize(calls: &[ApiCall]) -> Vec<Summary> {
     calls
         .iter()
-        .map(|call| (call.side, call.start_ns, call.end_ns, call.gaps, call.payload.clone()))
+        .map(|call| {
+            (
+                call.side,
+                call.start_ns,
+                call.end_ns,
+                call.gaps,
+                call.payload.clone(),
+            )
+        })
         .collect()
 }
 
@@ -788,7 +836,10 @@ fn every_split_gives_the_same_calls() {
             let mut pieces = whole.clone();
             pieces.splice(
                 index..=index,
-                [(*direction, &data[..split], *ts), (*direction, &data[split..], *ts)],
+                [
+                    (*direction, &data[..split], *ts),
+                    (*direction, &data[split..], *ts),
+                ],
             );
             assert_eq!(run(&pieces), expected, "message {index} split at {split}");
         }
@@ -803,7 +854,10 @@ fn every_split_gives_the_same_calls() {
             .collect()
     };
     let (requests, responses) = (stream(Direction::Ingress), stream(Direction::Egress));
-    let pipelined = run(&[(Direction::Ingress, &requests, 1), (Direction::Egress, &responses, 2)]);
+    let pipelined = run(&[
+        (Direction::Ingress, &requests, 1),
+        (Direction::Egress, &responses, 2),
+    ]);
     assert_eq!(pipelined.len(), 5);
     for split in 0..=requests.len() {
         let pieces = [
@@ -867,11 +921,17 @@ fn random_message(rng: &mut XorShift, request: bool) -> Vec<u8> {
         let status = STATUSES[rng.below(STATUSES.len())];
         format!("HTTP/1.{} {status} X\r\n", rng.below(2)).into_bytes()
     };
-    let body: Vec<u8> = (0..rng.below(40)).map(|_| b'a' + rng.below(26) as u8).collect();
+    let body: Vec<u8> = (0..rng.below(40))
+        .map(|_| b'a' + rng.below(26) as u8)
+        .collect();
     match rng.below(4) {
         0 => {}
         1 => {
-            let length = if rng.below(8) == 0 { rng.below(50) } else { body.len() };
+            let length = if rng.below(8) == 0 {
+                rng.below(50)
+            } else {
+                body.len()
+            };
             message.extend(format!("Content-Length: {length}\r\n\r\n").bytes());
             message.extend(&body);
             return message;
@@ -918,15 +978,26 @@ fn random_input_never_panics_and_stays_bounded() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let connection = connection(Role::Unknown);
     for _ in 0..3000 {
-        let requests = if rng.below(2) == 0 { Direction::Egress } else { Direction::Ingress };
+        let requests = if rng.below(2) == 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
         // Slot 0 is egress.
         let egress_requests = requests == Direction::Egress;
         let streams = [
             random_stream(&mut rng, egress_requests),
             random_stream(&mut rng, !egress_requests),
         ];
-        let detected = detect(&chunk(&connection, requests, 0, b"GET / HTTP/1.1\r\n", 16, 0))
-            .expect("a request line");
+        let detected = detect(&chunk(
+            &connection,
+            requests,
+            0,
+            b"GET / HTTP/1.1\r\n",
+            16,
+            0,
+        ))
+        .expect("a request line");
         let body_cap = rng.below(64);
         let mut decoder = Http1Decoder::new(detected, DecoderSettings { body_cap });
         let mut positions = [0usize, 0usize];
@@ -943,8 +1014,19 @@ fn random_input_never_panics_and_stays_bounded() {
             let end = (start + 1 + rng.below(40)).min(stream.len());
             positions[slot] = end;
             ts += 1 + rng.below(3) as u64;
-            let direction = if slot == 0 { Direction::Egress } else { Direction::Ingress };
-            let mut piece = chunk(&connection, direction, offsets[slot], &stream[start..end], 0, ts);
+            let direction = if slot == 0 {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            };
+            let mut piece = chunk(
+                &connection,
+                direction,
+                offsets[slot],
+                &stream[start..end],
+                0,
+                ts,
+            );
             piece.len = (end - start) as u64;
             match rng.below(30) {
                 // Bytes lost before this chunk.
@@ -961,25 +1043,102 @@ fn random_input_never_panics_and_stays_bounded() {
             offsets[slot] = piece.offset + piece.len;
             decoder.on_chunk(&piece, &mut calls);
             let (bytes, entries) = decoder.retained();
-            assert!(bytes <= 4 * MAX_HEAD + 2 * body_cap, "{bytes} bytes retained");
+            assert!(
+                bytes <= 4 * MAX_HEAD + 2 * body_cap,
+                "{bytes} bytes retained"
+            );
             assert!(entries <= MAX_WAITING + 1100, "{entries} entries queued");
             for call in &calls {
                 let exchange = http(call);
                 assert!(exchange.request.body.captured.len() <= body_cap);
                 assert!(call.start_ns <= call.end_ns);
             }
-            TOTAL.fetch_add(calls.len(), std::sync::atomic::Ordering::Relaxed);
-            for c in &calls { if http(c).response.is_some() { PAIRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed); } if c.gaps.after_resync { RES.fetch_add(1, std::sync::atomic::Ordering::Relaxed); } if http(c).upgraded { UP.fetch_add(1, std::sync::atomic::Ordering::Relaxed); } if !http(c).request.trailers.is_empty() || http(c).response.as_ref().is_some_and(|r| !r.trailers.is_empty()) { TR.fetch_add(1, std::sync::atomic::Ordering::Relaxed); } }
             calls.clear();
         }
         decoder.on_end(ts + 1, &mut calls);
         assert_eq!(decoder.retained(), (0, 0));
         assert!(!decoder.wants_more());
     }
-    eprintln!("total {:?} paired {:?} resync {:?} up {:?} trailers {:?}", TOTAL, PAIRED, RES, UP, TR);
 }
-static TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static PAIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static RES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static UP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static TR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A message of the keep-alive property test: a request naming `id` in its target, or a
+/// response naming it in a header, with a body of either framing.
+fn tagged_message(rng: &mut XorShift, id: usize, request: bool) -> Vec<u8> {
+    let body: Vec<u8> = (0..rng.below(300))
+        .map(|_| b'a' + rng.below(26) as u8)
+        .collect();
+    let mut message = if request {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        format!("{method} /{id} HTTP/1.1\r\nHost: a\r\n").into_bytes()
+    } else {
+        format!("HTTP/1.1 200 OK\r\nX-Id: {id}\r\n").into_bytes()
+    };
+    if rng.below(2) == 0 {
+        message.extend(format!("Content-Length: {}\r\n\r\n", body.len()).bytes());
+        message.extend(&body);
+    } else {
+        message.extend(b"Transfer-Encoding: chunked\r\n\r\n");
+        for piece in body.chunks(1 + rng.below(64)) {
+            message.extend(format!("{:x}\r\n", piece.len()).bytes());
+            message.extend(piece);
+            message.extend(b"\r\n");
+        }
+        message.extend(b"0\r\n\r\n");
+    }
+    message
+}
+
+#[test]
+fn random_gaps_never_mispair_keep_alive_calls() {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let (mut paired, mut lost) = (0, 0);
+    for _ in 0..300 {
+        let mut wire = Wire::server();
+        for id in 0..20 {
+            for request in [true, false] {
+                let message = tagged_message(&mut rng, id, request);
+                let direction = if request {
+                    wire.requests
+                } else {
+                    wire.responses()
+                };
+                // Each message in one to three writes, some of them lost or cut.
+                let mut rest = &message[..];
+                while !rest.is_empty() {
+                    let take = if rng.below(2) == 0 {
+                        rest.len()
+                    } else {
+                        1 + rng.below(rest.len())
+                    };
+                    let (piece, after) = rest.split_at(take);
+                    rest = after;
+                    match rng.below(25) {
+                        0 => wire.lose(direction, piece.len() as u64),
+                        1 => wire.send_len(
+                            direction,
+                            &piece[..rng.below(piece.len())],
+                            piece.len() as u64,
+                        ),
+                        2 => wire.gap_chunk(direction, piece.len() as u64),
+                        _ => wire.send_len(direction, piece, piece.len() as u64),
+                    }
+                }
+            }
+        }
+        wire.end();
+        for call in wire.take() {
+            let Some(response) = &http(&call).response else {
+                lost += 1;
+                continue;
+            };
+            let id = header(&response.headers, "x-id").unwrap();
+            assert_eq!(&target(&call).as_bytes()[1..], &id.value[..], "{call:?}");
+            paired += 1;
+        }
+    }
+    // Most calls survive the losses.
+    assert!(
+        paired > 4 * lost,
+        "{paired} paired, {lost} without response"
+    );
+}
