@@ -301,11 +301,20 @@ impl Drop for NoServiceStarts {
 fn ensure_pip_packages() -> Result<()> {
     let mut missing = Vec::new();
     for package in PIP_PACKAGES {
-        let known = Command::new("python3")
-            .args(["-m", "pip", "show", "--quiet", package])
+        // `pip show` takes a bare name; a pin (`name==version`) is compared with its answer.
+        let (name, version) = package.split_once("==").unwrap_or((package, ""));
+        let shown = Command::new("python3")
+            .args(["-m", "pip", "show", name])
             .output()
             .context("cannot start python3")?;
-        if !known.status.success() {
+        let installed = String::from_utf8_lossy(&shown.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("Version:").map(|v| v.trim().to_owned()));
+        let wanted = match installed {
+            Some(installed) => !version.is_empty() && installed != version,
+            None => true,
+        };
+        if wanted {
             missing.push(*package);
         }
     }
