@@ -12,6 +12,9 @@ pub const MAX_PAYLOAD: usize = 32 * 1024;
 /// inside the buffer while iovecs are copied one after another.
 pub const SCRATCH_PAYLOAD: usize = 2 * MAX_PAYLOAD;
 
+/// [`DataHeader::offset`] when the kernel side did not count the connection's bytes.
+pub const UNKNOWN_OFFSET: u64 = u64::MAX;
+
 /// Length of a task's `comm`, as the kernel defines it.
 pub const COMM_LEN: usize = 16;
 
@@ -106,6 +109,9 @@ pub struct DataHeader {
     pub captured: u32,
     /// Keeps `ts_ns` 8-byte aligned without implicit padding.
     pub reserved: u32,
+    /// Position of the first byte in this direction of the connection, counted by the kernel;
+    /// [`UNKNOWN_OFFSET`] when the kernel side has no state for the connection.
+    pub offset: u64,
     /// `CLOCK_MONOTONIC` time at the end of the call, in nanoseconds.
     pub ts_ns: u64,
     /// The thread's `comm`, NUL padded.
@@ -207,7 +213,7 @@ mod pod {
     unsafe impl aya::Pod for super::ExecEvent {}
 }
 
-const _: () = assert!(core::mem::size_of::<DataHeader>() == 72);
+const _: () = assert!(core::mem::size_of::<DataHeader>() == 80);
 const _: () = assert!(core::mem::size_of::<ConnectionEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<LifecycleEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + EXEC_PATH_LEN);

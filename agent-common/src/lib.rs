@@ -12,6 +12,7 @@ pub mod maps;
 pub use config::{CaptureConfig, FilterMode, SockOffsets, filter_maps};
 pub use counters::Counter;
 pub use event::{
-    ConnectionEvent, DataEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role, data_flags,
+    ConnectionEvent, DataEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role,
+    data_flags,
 };
 pub use maps::{ConnKey, ConnState, conn_flags};

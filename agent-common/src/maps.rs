@@ -33,6 +33,9 @@ pub struct ConnState {
     pub role: u32,
     /// [`conn_flags`] bits.
     pub flags: u32,
+    /// Bytes moved so far in each direction (indexed by `Direction`), counted whether or not
+    /// their records reached userspace: a lost record shows there as a jump in offsets.
+    pub offsets: [u64; 2],
 }
 
 #[cfg(feature = "user")]

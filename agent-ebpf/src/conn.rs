@@ -20,6 +20,7 @@ pub fn set_role(tgid: u32, fd: i32, role: Role) {
         sock: 0,
         role: role as u32,
         flags: 0,
+        offsets: [0; 2],
     };
     let _ = CONNS.insert(&ConnKey { tgid, fd }, &state, 0);
 }
@@ -55,10 +56,27 @@ pub fn current(tgid: u32, fd: i32, sock: u64) -> Option<*mut ConnState> {
         Some(()) => conn_flags::ANNOUNCED,
         None => conn_flags::IGNORED,
     };
-    let state = ConnState { sock, role, flags };
+    let state = ConnState {
+        sock,
+        role,
+        flags,
+        offsets: [0; 2],
+    };
     let _ = CONNS.insert(&key, &state, 0);
     let state = CONNS.get_ptr_mut(&key)?;
     (flags & conn_flags::IGNORED == 0).then_some(state)
+}
+
+/// Counts `len` more bytes in `direction` of the connection; returns where they start.
+#[inline(always)]
+pub fn advance(state: *mut ConnState, direction: u32, len: u64) -> u64 {
+    let slot = (direction & 1) as usize;
+    // SAFETY: map value pointer, valid for the program's run; `slot` is 0 or 1.
+    unsafe {
+        let offset = (*state).offsets[slot];
+        (*state).offsets[slot] = offset.wrapping_add(len);
+        offset
+    }
 }
 
 /// Reads a field of the kernel socket at a BTF-derived offset.

@@ -37,6 +37,8 @@ pub struct DataSource {
     pub direction: u32,
     /// [`data_flags`] known before copying.
     pub flags: u32,
+    /// Stream offset of the first byte (`agent_common::event::UNKNOWN_OFFSET` when not counted).
+    pub offset: u64,
 }
 
 /// A data record being assembled in the per-CPU scratch buffer.
@@ -73,6 +75,7 @@ impl DataRecord {
             header.len = len;
             header.captured = 0;
             header.reserved = 0;
+            header.offset = source.offset;
             header.ts_ns = bpf_ktime_get_ns();
             header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
         }
@@ -140,6 +143,13 @@ impl DataRecord {
             let p = (*self.event).payload.as_ptr();
             Some([*p, *p.add(1), *p.add(2)])
         }
+    }
+
+    /// Sets the stream offset of the record's first byte.
+    #[inline(always)]
+    pub fn set_offset(&mut self, offset: u64) {
+        // SAFETY: `event` points into this CPU's scratch slot.
+        unsafe { (*self.event).header.offset = offset };
     }
 
     /// Adds a [`data_flags`] bit.

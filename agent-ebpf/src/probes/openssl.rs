@@ -5,7 +5,7 @@
 //! transferred. Reads served from OpenSSL's own buffer make no syscall: the last fd of that
 //! `SSL *` is used then.
 
-use agent_common::{ConnKey, Counter, Direction, data_flags};
+use agent_common::{ConnKey, Counter, Direction, data_flags, event::UNKNOWN_OFFSET};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
@@ -14,6 +14,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 
 use crate::{
+    conn::advance,
     filter::is_traced,
     maps::{CONNS, PENDING_TLS, PendingTls, TLS_FDS, TlsKey, count},
     record::{DataRecord, DataSource},
@@ -94,16 +95,23 @@ fn exit(ctx: &RetProbeContext) {
         tgid: tgid as u32,
         fd,
     };
-    // SAFETY: plain value read.
-    let sock = unsafe { CONNS.get(&conn) }
-        .map(|state| state.sock)
-        .unwrap_or(0);
+    // The plaintext is counted on the connection's own offsets: on a TLS connection the
+    // syscall bytes (ciphertext) are never counted.
+    let (sock, offset) = match CONNS.get_ptr_mut(&conn) {
+        // SAFETY: map value pointer, valid for the program's run.
+        Some(state) => (
+            unsafe { (*state).sock },
+            advance(state, pending.direction, len),
+        ),
+        None => (0, UNKNOWN_OFFSET),
+    };
     let source = DataSource {
         pid_tgid,
         fd,
         sock,
         direction: pending.direction,
         flags: data_flags::TLS,
+        offset,
     };
     if let Some(mut record) = DataRecord::start(source, len) {
         record.append_user(pending.buf, len);

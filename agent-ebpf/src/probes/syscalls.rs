@@ -4,7 +4,7 @@
 //! between only when the fd is a socket and fill in the kernel socket; exit programs then copy
 //! the bytes actually moved. Files and pipes never get a socket and are dropped at exit.
 
-use agent_common::{Direction, EventKind, Role, conn_flags, data_flags};
+use agent_common::{ConnState, Direction, EventKind, Role, conn_flags, data_flags};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
@@ -110,21 +110,23 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
     if result <= 0 || pending.peek != 0 || flags & conn_flags::TLS != 0 {
         return;
     }
-    let source = DataSource {
+    let mut source = DataSource {
         pid_tgid,
         fd: pending.fd,
         sock: pending.sock,
         direction: pending.direction,
         flags: 0,
+        offset: 0,
     };
     let len = result as u64;
     if shape == IoShape::Gap {
+        source.offset = conn::advance(state, pending.direction, len);
         submit_gap(source, len);
         return;
     }
     if shape == IoShape::Mmsghdr {
         // `result` counts messages here, each with its own length.
-        emit_messages(source, pending.buf, len);
+        emit_messages(source, state, pending.buf, len);
         return;
     }
     let Some(mut record) = DataRecord::start(source, len) else {
@@ -156,12 +158,13 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
             return;
         }
     }
+    record.set_offset(conn::advance(state, pending.direction, len));
     record.submit();
 }
 
 /// One record per message of a `recvmmsg`/`sendmmsg`, walking at most [`MAX_MESSAGES`].
 #[inline(always)]
-fn emit_messages(source: DataSource, messages: u64, message_count: u64) {
+fn emit_messages(mut source: DataSource, state: *mut ConnState, messages: u64, message_count: u64) {
     for i in 0..MAX_MESSAGES {
         if i >= message_count {
             return;
@@ -174,6 +177,7 @@ fn emit_messages(source: DataSource, messages: u64, message_count: u64) {
         // SAFETY: as above.
         let iov_count =
             unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
+        source.offset = conn::advance(state, source.direction, len as u64);
         let Some(mut record) = DataRecord::start(source, len as u64) else {
             return;
         };

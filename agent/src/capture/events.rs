@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use agent_common::{
     ConnectionEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role,
+    event::UNKNOWN_OFFSET,
 };
 use bytes::Bytes;
 
@@ -59,6 +60,9 @@ pub struct DataChunk {
     pub flags: u32,
     /// Bytes the call really moved.
     pub len: u64,
+    /// Where the bytes start in this direction of the connection, as the kernel counted them
+    /// (records lost on the way show as jumps); `None` when the kernel did not count.
+    pub offset: Option<u64>,
     /// The first bytes of it, at most the capture cap.
     pub payload: Bytes,
     /// `CLOCK_MONOTONIC` time at the end of the call.
@@ -157,6 +161,7 @@ impl CaptureEvent {
                     },
                     flags: header.flags,
                     len: header.len,
+                    offset: (header.offset != UNKNOWN_OFFSET).then_some(header.offset),
                     payload: Bytes::copy_from_slice(payload),
                     ts_ns: header.ts_ns,
                     comm: comm_string(&header.comm),
@@ -226,6 +231,7 @@ mod tests {
             len: 1000,
             captured,
             reserved: 0,
+            offset: 7,
             ts_ns: 5,
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
         }
@@ -239,6 +245,7 @@ mod tests {
             panic!("not a data record");
         };
         assert_eq!(chunk.len, 1000);
+        assert_eq!(chunk.offset, Some(7));
         assert_eq!(&chunk.payload[..], b"GET ");
         assert_eq!(chunk.comm, "curl");
         assert_eq!(chunk.direction, Direction::Ingress);

@@ -91,7 +91,10 @@ impl Enricher {
                 identity = identity_from_path(pid, resolved.to_str(), fallback);
             }
         }
-        log::debug!("process {pid} exec'd {path:?}: named {:?}", identity.executable_name);
+        log::debug!(
+            "process {pid} exec'd {path:?}: named {:?}",
+            identity.executable_name
+        );
         if !identity.executable_name.is_empty() {
             self.remember(pid, identity);
         }

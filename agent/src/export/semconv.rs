@@ -330,7 +330,10 @@ mod tests {
     }
 
     fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-        attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+        attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
     }
 
     #[test]
@@ -338,20 +341,41 @@ mod tests {
         let described = describe(&call(
             Side::Server,
             503,
-            vec![header("host", "api.local:8443"), header("user-agent", "curl/8")],
+            vec![
+                header("host", "api.local:8443"),
+                header("user-agent", "curl/8"),
+            ],
         ));
         let a = &described.span_attributes;
         assert_eq!(described.name, "POST /users/{id}");
         assert_eq!(described.kind, Kind::Server);
-        assert_eq!(attribute(a, HTTP_REQUEST_METHOD), Some(&Value::from("POST")));
+        assert_eq!(
+            attribute(a, HTTP_REQUEST_METHOD),
+            Some(&Value::from("POST"))
+        );
         assert_eq!(attribute(a, URL_PATH), Some(&Value::from("/users/42")));
-        assert_eq!(attribute(a, URL_QUERY), Some(&Value::from("api_key=REDACTED")));
-        assert_eq!(attribute(a, HTTP_RESPONSE_STATUS_CODE), Some(&Value::I64(503)));
-        assert_eq!(attribute(a, SERVER_ADDRESS), Some(&Value::from("api.local")));
+        assert_eq!(
+            attribute(a, URL_QUERY),
+            Some(&Value::from("api_key=REDACTED"))
+        );
+        assert_eq!(
+            attribute(a, HTTP_RESPONSE_STATUS_CODE),
+            Some(&Value::I64(503))
+        );
+        assert_eq!(
+            attribute(a, SERVER_ADDRESS),
+            Some(&Value::from("api.local"))
+        );
         assert_eq!(attribute(a, SERVER_PORT), Some(&Value::I64(8443)));
-        assert_eq!(attribute(a, CLIENT_ADDRESS), Some(&Value::from("127.0.0.1")));
+        assert_eq!(
+            attribute(a, CLIENT_ADDRESS),
+            Some(&Value::from("127.0.0.1"))
+        );
         assert_eq!(attribute(a, NETWORK_PEER_PORT), Some(&Value::I64(50000)));
-        assert_eq!(attribute(a, USER_AGENT_ORIGINAL), Some(&Value::from("curl/8")));
+        assert_eq!(
+            attribute(a, USER_AGENT_ORIGINAL),
+            Some(&Value::from("curl/8"))
+        );
         assert_eq!(attribute(a, HTTP_REQUEST_BODY_SIZE), Some(&Value::I64(12)));
         assert_eq!(attribute(a, HTTP_RESPONSE_BODY_SIZE), None);
         assert_eq!(described.error.as_deref(), Some("503"));
@@ -367,10 +391,17 @@ mod tests {
         assert_eq!(described.kind, Kind::Client);
         assert_eq!(described.error.as_deref(), Some("404"));
         let a = &described.span_attributes;
-        assert_eq!(attribute(a, SERVER_ADDRESS), Some(&Value::from("127.0.0.1")));
+        assert_eq!(
+            attribute(a, SERVER_ADDRESS),
+            Some(&Value::from("127.0.0.1"))
+        );
         assert_eq!(attribute(a, SERVER_PORT), Some(&Value::I64(50000)));
         assert!(attribute(a, CLIENT_ADDRESS).is_none());
-        assert!(describe(&call(Side::Server, 404, Vec::new())).error.is_none());
+        assert!(
+            describe(&call(Side::Server, 404, Vec::new()))
+                .error
+                .is_none()
+        );
     }
 
     #[test]
@@ -382,7 +413,10 @@ mod tests {
         let described = describe(&analyzed);
         assert_eq!(described.name, "_OTHER");
         let a = &described.span_attributes;
-        assert_eq!(attribute(a, HTTP_REQUEST_METHOD_ORIGINAL), Some(&Value::from("PURGE")));
+        assert_eq!(
+            attribute(a, HTTP_REQUEST_METHOD_ORIGINAL),
+            Some(&Value::from("PURGE"))
+        );
     }
 
     #[test]

@@ -286,8 +286,13 @@ impl StreamTable {
             self.insert(key, data.sock, connection, data.ts_ns, ended);
         }
         let state = self.connections.get_mut(&key)?;
-        let slot = data.direction as usize;
-        let offset = state.next_offset[slot];
+        let slot = data.direction as usize & 1;
+        // The kernel's count sees records lost on the way; it restarts when the kernel side
+        // forgot the connection, so it is trusted only while it does not go backwards.
+        let offset = match data.offset {
+            Some(kernel) if kernel >= state.next_offset[slot] => kernel,
+            _ => state.next_offset[slot],
+        };
         state.next_offset[slot] = offset.saturating_add(data.len);
         state.last_seen_ns = state.last_seen_ns.max(data.ts_ns);
         Some(StreamChunk {

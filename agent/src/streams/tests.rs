@@ -35,6 +35,7 @@ fn data(
         direction,
         flags: 0,
         len,
+        offset: None,
         payload: Bytes::from_static(payload),
         ts_ns: 10,
         comm: "curl".into(),
@@ -82,6 +83,30 @@ fn offsets_advance_per_direction_by_original_length() {
         chunks[0].connection.peer,
         Some("127.0.0.1:8080".parse().unwrap())
     );
+}
+
+#[test]
+fn kernel_offsets_reveal_lost_records() {
+    let mut table = table();
+    let with_offset = |offset, len| {
+        let CaptureEvent::Data(mut chunk) = data(3, 7, Direction::Ingress, len, b"x") else {
+            unreachable!()
+        };
+        chunk.offset = Some(offset);
+        CaptureEvent::Data(chunk)
+    };
+    let out = apply(
+        &mut table,
+        vec![
+            seen(3, 7, 1),
+            with_offset(0, 10),
+            with_offset(25, 5),
+            with_offset(3, 5),
+        ],
+    );
+    let offsets: Vec<u64> = out.chunks.iter().map(|c| c.offset).collect();
+    // 10..25 was in a lost record; the backwards count (kernel state reset) is not trusted.
+    assert_eq!(offsets, [0, 25, 30]);
 }
 
 #[test]
