@@ -137,3 +137,22 @@ fn missing_privileges_are_one_clear_error() {
         out.describe()
     );
 }
+
+#[test]
+fn exporting_a_credential_header_is_refused() {
+    let out = run(
+        apiscope().args(["run", "--export-header", "Authorization"]),
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        !out.status.success(),
+        "the agent agreed to export Authorization: {}",
+        out.describe()
+    );
+    let stderr = out.stderr_text();
+    assert!(
+        stderr.contains("authorization") && stderr.contains("credentials"),
+        "no clear refusal: {}",
+        out.describe()
+    );
+}

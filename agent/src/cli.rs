@@ -7,7 +7,10 @@ use crate::{
     analysis::routes::RouteSettings,
     capture::CaptureSettings,
     config::{Config, ConfigError, OtlpCompression},
-    export::otlp::{OtlpProtocol, OtlpSettings},
+    export::{
+        otlp::{OtlpProtocol, OtlpSettings},
+        semconv::{Describer, HeaderAllowlist},
+    },
     pipeline::{CallOutput, RunOptions},
     protocols::DecoderSettings,
     streams::StreamSettings,
@@ -49,6 +52,10 @@ pub struct RunArgs {
     /// OTLP compression: `gzip` or `none` (export.otlp.compression).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_COMPRESSION", value_parser = parse_compression)]
     pub otlp_compression: Option<OtlpCompression>,
+    /// Export this HTTP header's values too, repeatable (export.http_headers); names that may
+    /// carry credentials are refused.
+    #[arg(long = "export-header")]
+    pub export_headers: Vec<String>,
 }
 
 /// A flag, variable or file that cannot be used.
@@ -57,6 +64,9 @@ pub enum SettingsError {
     /// The configuration file.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A header that may not be exported.
+    #[error("export.http_headers: {0}")]
+    Header(String),
     /// An environment variable.
     #[error("environment variable {name}={value:?}: {reason}")]
     Environment {
@@ -156,6 +166,10 @@ impl RunArgs {
         otlp.compression = self.otlp_compression.unwrap_or(otlp.compression);
         otlp.headers.extend(env_headers()?);
         otlp.headers.extend(self.otlp_headers.iter().cloned());
+        config
+            .export
+            .http_headers
+            .extend(self.export_headers.iter().cloned());
         Ok(config)
     }
 
@@ -201,6 +215,9 @@ impl RunArgs {
             },
             dump: self.dump,
             calls,
+            describer: Describer::new(
+                HeaderAllowlist::new(&config.export.http_headers).map_err(SettingsError::Header)?,
+            ),
         })
     }
 }

@@ -66,6 +66,9 @@ impl Default for RoutesConfig {
 pub struct ExportConfig {
     /// OTLP export; without an endpoint, calls are printed on stdout.
     pub otlp: OtlpConfig,
+    /// HTTP headers exported as `http.request.header.<name>` / `http.response.header.<name>`,
+    /// beyond the conventions' own. Names that may carry credentials are refused.
+    pub http_headers: Vec<String>,
 }
 
 /// Compression of OTLP exports.

@@ -31,7 +31,7 @@ use crate::{
     export::{
         dump::DumpWriter,
         otlp::{self, OtlpError, OtlpRecorder, OtlpSettings},
-        semconv,
+        semconv::Describer,
         stdout::CallPrinter,
     },
     protocols::{DecoderSettings, ProtocolStage},
@@ -76,6 +76,8 @@ pub struct RunOptions {
     pub dump: bool,
     /// Where calls go.
     pub calls: CallOutput,
+    /// How calls are described for export (header allowlist).
+    pub describer: Describer,
 }
 
 /// Why the agent stopped other than by a signal.
@@ -206,8 +208,8 @@ enum CallSink {
 }
 
 impl CallSink {
-    fn write(&mut self, analyzed: &AnalyzedCall) -> io::Result<()> {
-        let description = semconv::describe(analyzed);
+    fn write(&mut self, describer: &Describer, analyzed: &AnalyzedCall) -> io::Result<()> {
+        let description = describer.describe(analyzed);
         match self {
             Self::Otlp(recorder) => {
                 recorder.record(analyzed, &description);
@@ -271,7 +273,7 @@ fn stream_stage(
                 protocols.on_end(*id, *ts_ns, &mut calls);
             }
             for call in calls.drain(..) {
-                sink.write(&analyzer.analyze(enricher.enrich(call)))?;
+                sink.write(&options.describer, &analyzer.analyze(enricher.enrich(call)))?;
             }
         }
         for request in out.requests.drain(..) {

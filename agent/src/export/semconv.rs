@@ -89,10 +89,99 @@ pub struct CallDescription {
     pub tracestate: Option<String>,
 }
 
-/// Describes an analyzed call for export.
-pub fn describe(analyzed: &AnalyzedCall) -> CallDescription {
-    match &analyzed.call.call.payload {
-        Payload::Http(http) => describe_http(analyzed, http),
+/// Header names whose values may carry credentials: never exported, even when listed.
+const SECRET_HEADER_WORDS: [&str; 9] = [
+    "authorization",
+    "cookie",
+    "key",
+    "token",
+    "secret",
+    "password",
+    "session",
+    "signature",
+    "credential",
+];
+
+/// True for header names whose values must never leave the host.
+pub fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_HEADER_WORDS.iter().any(|word| name.contains(word))
+}
+
+/// Headers exported beyond the conventions' own, as `http.request.header.<name>` and
+/// `http.response.header.<name>`: an explicit allowlist, empty by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderAllowlist {
+    names: Vec<String>,
+}
+
+impl HeaderAllowlist {
+    /// An allowlist of these header names; refuses names that may carry credentials.
+    pub fn new(names: &[String]) -> Result<Self, String> {
+        let names: Vec<String> = names
+            .iter()
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect();
+        match names
+            .iter()
+            .find(|name| is_secret_header(name) || name.is_empty())
+        {
+            Some(name) => Err(format!(
+                "header `{name}` cannot be exported: its values may carry credentials"
+            )),
+            None => Ok(Self { names }),
+        }
+    }
+
+    fn attributes(&self, prefix: &str, headers: &[crate::calls::Header], out: &mut Vec<KeyValue>) {
+        for name in &self.names {
+            let values: Vec<opentelemetry::StringValue> = headers
+                .iter()
+                .filter(|header| &header.name == name)
+                .map(|header| String::from_utf8_lossy(&header.value).into_owned().into())
+                .collect();
+            if !values.is_empty() {
+                out.push(KeyValue::new(
+                    format!("{prefix}.{name}"),
+                    Value::Array(values.into()),
+                ));
+            }
+        }
+    }
+}
+
+/// Turns analyzed calls into convention terms.
+#[derive(Debug, Clone, Default)]
+pub struct Describer {
+    headers: HeaderAllowlist,
+}
+
+impl Describer {
+    /// A describer exporting the allowlisted headers.
+    pub fn new(headers: HeaderAllowlist) -> Self {
+        Self { headers }
+    }
+
+    /// Describes an analyzed call for export.
+    pub fn describe(&self, analyzed: &AnalyzedCall) -> CallDescription {
+        match &analyzed.call.call.payload {
+            Payload::Http(http) => {
+                let mut description = describe_http(analyzed, http);
+                self.headers.attributes(
+                    "http.request.header",
+                    &http.request.headers,
+                    &mut description.span_attributes,
+                );
+                if let Some(response) = &http.response {
+                    self.headers.attributes(
+                        "http.response.header",
+                        &response.headers,
+                        &mut description.span_attributes,
+                    );
+                }
+                description
+            }
+        }
     }
 }
 
@@ -338,7 +427,7 @@ mod tests {
 
     #[test]
     fn server_span_attributes_follow_the_http_conventions() {
-        let described = describe(&call(
+        let described = Describer::default().describe(&call(
             Side::Server,
             503,
             vec![
@@ -387,7 +476,7 @@ mod tests {
 
     #[test]
     fn client_errors_start_at_400_and_server_address_falls_back_to_the_socket() {
-        let described = describe(&call(Side::Client, 404, Vec::new()));
+        let described = Describer::default().describe(&call(Side::Client, 404, Vec::new()));
         assert_eq!(described.kind, Kind::Client);
         assert_eq!(described.error.as_deref(), Some("404"));
         let a = &described.span_attributes;
@@ -398,10 +487,49 @@ mod tests {
         assert_eq!(attribute(a, SERVER_PORT), Some(&Value::I64(50000)));
         assert!(attribute(a, CLIENT_ADDRESS).is_none());
         assert!(
-            describe(&call(Side::Server, 404, Vec::new()))
+            Describer::default()
+                .describe(&call(Side::Server, 404, Vec::new()))
                 .error
                 .is_none()
         );
+    }
+
+    #[test]
+    fn allowlisted_headers_are_exported_and_secret_ones_refused() {
+        let allowlist = HeaderAllowlist::new(&["X-Request-Id".into()]).unwrap();
+        let described = Describer::new(allowlist).describe(&call(
+            Side::Server,
+            200,
+            vec![
+                header("x-request-id", "abc"),
+                header("authorization", "Bearer s3cret"),
+            ],
+        ));
+        assert_eq!(
+            attribute(
+                &described.span_attributes,
+                "http.request.header.x-request-id"
+            ),
+            Some(&Value::Array(
+                vec![opentelemetry::StringValue::from("abc")].into()
+            ))
+        );
+        assert!(
+            !format!("{:?}", described.span_attributes).contains("s3cret"),
+            "a secret was exported"
+        );
+        for secret in [
+            "Authorization",
+            "Cookie",
+            "Set-Cookie",
+            "X-API-Key",
+            "X-Auth-Token",
+        ] {
+            assert!(
+                HeaderAllowlist::new(&[secret.into()]).is_err(),
+                "{secret} accepted"
+            );
+        }
     }
 
     #[test]
@@ -410,7 +538,7 @@ mod tests {
         let Payload::Http(http) = &mut analyzed.call.call.payload;
         http.request.method = "PURGE".into();
         analyzed.route = None;
-        let described = describe(&analyzed);
+        let described = Describer::default().describe(&analyzed);
         assert_eq!(described.name, "_OTHER");
         let a = &described.span_attributes;
         assert_eq!(
