@@ -158,57 +158,58 @@ fn build_exporters(settings: &OtlpSettings) -> Result<(SpanExporter, MetricExpor
     match settings.protocol {
         OtlpProtocol::Grpc => {
             let metadata = settings::metadata(&settings.headers)?;
-            let spans = SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(settings.endpoint.clone())
-                .with_timeout(settings.timeout)
-                .with_metadata(metadata.clone());
-            let spans = match settings.gzip {
-                true => spans.with_compression(opentelemetry_otlp::Compression::Gzip),
-                false => spans,
-            };
-            let spans = settings::with_grpc_tls(spans, &settings.endpoint)
+            let spans = grpc(SpanExporter::builder().with_tonic(), settings, &metadata)
                 .build()
                 .map_err(failed("traces"))?;
-            let metrics = MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(settings.endpoint.clone())
-                .with_timeout(settings.timeout)
-                .with_metadata(metadata);
-            let metrics = match settings.gzip {
-                true => metrics.with_compression(opentelemetry_otlp::Compression::Gzip),
-                false => metrics,
-            };
-            let metrics = settings::with_grpc_tls(metrics, &settings.endpoint)
+            let metrics = grpc(MetricExporter::builder().with_tonic(), settings, &metadata)
                 .build()
                 .map_err(failed("metrics"))?;
             Ok((spans, metrics))
         }
         OtlpProtocol::HttpProtobuf => {
-            let headers = settings.headers.iter().cloned().collect();
-            let spans = SpanExporter::builder()
-                .with_http()
-                .with_endpoint(settings.signal_url("traces"))
-                .with_timeout(settings.timeout)
-                .with_headers(headers);
-            let spans = match settings.gzip {
-                true => spans.with_compression(opentelemetry_otlp::Compression::Gzip),
-                false => spans,
-            };
-            let spans = spans.build().map_err(failed("traces"))?;
-            let headers = settings.headers.iter().cloned().collect();
-            let metrics = MetricExporter::builder()
-                .with_http()
-                .with_endpoint(settings.signal_url("metrics"))
-                .with_timeout(settings.timeout)
-                .with_headers(headers);
-            let metrics = match settings.gzip {
-                true => metrics.with_compression(opentelemetry_otlp::Compression::Gzip),
-                false => metrics,
-            };
-            let metrics = metrics.build().map_err(failed("metrics"))?;
+            let spans = http(SpanExporter::builder().with_http(), settings, "traces")
+                .build()
+                .map_err(failed("traces"))?;
+            let metrics = http(MetricExporter::builder().with_http(), settings, "metrics")
+                .build()
+                .map_err(failed("metrics"))?;
             Ok((spans, metrics))
         }
+    }
+}
+
+/// Applies the settings to a gRPC exporter builder of either signal.
+fn grpc<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    settings: &OtlpSettings,
+    metadata: &tonic::metadata::MetadataMap,
+) -> B {
+    let builder = builder
+        .with_endpoint(settings.endpoint.clone())
+        .with_timeout(settings.timeout)
+        .with_metadata(metadata.clone());
+    let builder = if settings.gzip {
+        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+    } else {
+        builder
+    };
+    settings::with_grpc_tls(builder, &settings.endpoint)
+}
+
+/// Applies the settings to an HTTP exporter builder of `signal` (`traces`, `metrics`).
+fn http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    settings: &OtlpSettings,
+    signal: &str,
+) -> B {
+    let builder = builder
+        .with_endpoint(settings.signal_url(signal))
+        .with_timeout(settings.timeout)
+        .with_headers(settings.headers.iter().cloned().collect());
+    if settings.gzip {
+        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+    } else {
+        builder
     }
 }
 
