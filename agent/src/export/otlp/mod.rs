@@ -31,6 +31,7 @@ use tokio::{
 };
 
 pub use settings::{OtlpProtocol, OtlpSettings};
+pub use spans::span_data;
 
 use self::{metrics::MetricsRegistry, spans::QueuedSpan};
 use crate::{analysis::AnalyzedCall, enrich::ProcessIdentity, export::semconv::CallDescription};

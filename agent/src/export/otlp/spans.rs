@@ -62,15 +62,25 @@ fn system_time(clock: &WallClock, monotonic_ns: u64) -> SystemTime {
 
 thread_local! {
     static CLOCK: WallClock = WallClock::measure();
+    /// Built once: every span carries the same scope.
+    static SCOPE: InstrumentationScope = InstrumentationScope::builder("apiscope")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
 }
 
 /// The span of a call: a child of the request's `traceparent` when it has a valid one, else the
 /// root of a new trace.
-pub(super) fn span_data(call: &ApiCall, description: &CallDescription) -> SpanData {
+pub fn span_data(call: &ApiCall, description: &CallDescription) -> SpanData {
     let ids = RandomIdGenerator::default();
-    let parent = TraceContextPropagator::new()
-        .extract_with_context(&Context::new(), &TraceHeaders(description));
-    let parent = parent.span().span_context().clone();
+    // Most requests carry no traceparent: skip the propagator for them.
+    let parent = match description.traceparent {
+        Some(_) => TraceContextPropagator::new()
+            .extract_with_context(&Context::new(), &TraceHeaders(description))
+            .span()
+            .span_context()
+            .clone(),
+        None => SpanContext::empty_context(),
+    };
     let (trace_id, parent_span_id, trace_state, remote) = if parent.is_valid() {
         (
             parent.trace_id(),
@@ -117,9 +127,7 @@ pub(super) fn span_data(call: &ApiCall, description: &CallDescription) -> SpanDa
             Some(_) => Status::error(""),
             None => Status::Unset,
         },
-        instrumentation_scope: InstrumentationScope::builder("apiscope")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
+        instrumentation_scope: SCOPE.with(Clone::clone),
     }
 }
 

@@ -1,0 +1,176 @@
+//! The per-event and per-call userspace paths: ring-buffer record decoding with stream
+//! assembly, and turning a decoded call into its convention attributes and span.
+
+use std::{hint::black_box, sync::Arc};
+
+use agent::{
+    analysis::AnalyzedCall,
+    calls::{
+        ApiCall, CallGaps, Header, HttpBody, HttpExchange, HttpRequest, HttpResponse, Payload, Side,
+    },
+    capture::CaptureEvent,
+    enrich::{EnrichedCall, ProcessIdentity},
+    export::{otlp::span_data, semconv::Describer},
+    streams::{Connection, StreamOutput, StreamSettings, StreamTable},
+};
+use agent_common::{ConnectionEvent, DataHeader, Direction, EventKind, Role};
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const REQUEST: &[u8] = b"GET /users/42 HTTP/1.1\r\nHost: api.local\r\nUser-Agent: bench\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+
+fn as_bytes<T: Copy>(value: &T) -> Vec<u8> {
+    // SAFETY: the record types are plain repr(C) data.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
+fn data_record(direction: Direction, payload: &[u8], offset: u64) -> Vec<u8> {
+    let header = DataHeader {
+        kind: EventKind::Data as u32,
+        direction: direction as u32,
+        flags: 0,
+        tgid: u32::MAX,
+        tid: 1,
+        fd: 3,
+        sock: 7,
+        len: payload.len() as u64,
+        captured: payload.len() as u32,
+        reserved: 0,
+        offset,
+        ts_ns: 1,
+        comm: *b"bench\0\0\0\0\0\0\0\0\0\0\0",
+    };
+    let mut record = as_bytes(&header);
+    record.extend_from_slice(payload);
+    record
+}
+
+/// A connection record then 1,000 request/response records, as the kernel writes them.
+fn recorded_connection() -> Vec<Vec<u8>> {
+    let connection = ConnectionEvent {
+        kind: EventKind::Connection as u32,
+        role: Role::Server as u32,
+        tgid: u32::MAX,
+        fd: 3,
+        sock: 7,
+        family: 2,
+        local_port: 8080,
+        peer_port: 50000,
+        reserved: 0,
+        local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        peer_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ts_ns: 1,
+        comm: *b"bench\0\0\0\0\0\0\0\0\0\0\0",
+    };
+    let mut records = vec![as_bytes(&connection)];
+    for i in 0..1_000u64 {
+        records.push(data_record(
+            Direction::Ingress,
+            REQUEST,
+            i * REQUEST.len() as u64,
+        ));
+        records.push(data_record(
+            Direction::Egress,
+            RESPONSE,
+            i * RESPONSE.len() as u64,
+        ));
+    }
+    records
+}
+
+fn decode_and_assemble(c: &mut Criterion) {
+    let records = recorded_connection();
+    let mut group = c.benchmark_group("records");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("decode_and_assemble", |b| {
+        b.iter(|| {
+            let mut table = StreamTable::new(StreamSettings {
+                max_connections: 1024,
+                idle_timeout_ns: u64::MAX,
+            });
+            let mut out = StreamOutput::default();
+            for record in &records {
+                if let Ok(event) = CaptureEvent::decode(record) {
+                    table.apply(event, &mut out);
+                }
+            }
+            black_box(out.chunks.len())
+        })
+    });
+    group.finish();
+}
+
+fn analyzed_call() -> AnalyzedCall {
+    let header = |name: &str, value: &'static str| Header {
+        name: name.into(),
+        value: Bytes::from_static(value.as_bytes()),
+    };
+    let body = |size| HttpBody {
+        size,
+        ..HttpBody::default()
+    };
+    AnalyzedCall {
+        call: EnrichedCall {
+            call: ApiCall {
+                connection: Arc::new(Connection {
+                    id: 1,
+                    pid: 10,
+                    fd: 3,
+                    role: Role::Server,
+                    local: Some("127.0.0.1:8080".parse().unwrap()),
+                    peer: Some("127.0.0.1:50000".parse().unwrap()),
+                    comm: "bench".into(),
+                }),
+                side: Side::Server,
+                start_ns: 1_000,
+                end_ns: 2_000,
+                tls: false,
+                gaps: CallGaps::default(),
+                payload: Payload::Http(HttpExchange {
+                    request: HttpRequest {
+                        method: "GET".into(),
+                        target: "/users/42?page=2".into(),
+                        version_minor: 1,
+                        headers: vec![header("host", "api.local"), header("user-agent", "bench")],
+                        trailers: Vec::new(),
+                        body: body(0),
+                    },
+                    response: Some(HttpResponse {
+                        version_minor: 1,
+                        status: 200,
+                        headers: Vec::new(),
+                        trailers: Vec::new(),
+                        body: body(2),
+                    }),
+                    upgraded: false,
+                }),
+            },
+            process: Arc::new(ProcessIdentity {
+                pid: 10,
+                executable_name: "bench".into(),
+                executable_path: None,
+                service_name: "bench".into(),
+            }),
+            host_name: "host".into(),
+        },
+        route: Some("/users/{id}".into()),
+    }
+}
+
+fn describe_and_build_span(c: &mut Criterion) {
+    let call = analyzed_call();
+    let describer = Describer::default();
+    let mut group = c.benchmark_group("calls");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("describe_and_build_span", |b| {
+        b.iter(|| {
+            let description = describer.describe(black_box(&call));
+            black_box(span_data(&call.call.call, &description))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode_and_assemble, describe_and_build_span);
+criterion_main!(benches);
