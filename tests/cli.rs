@@ -156,3 +156,44 @@ fn exporting_a_credential_header_is_refused() {
         out.describe()
     );
 }
+
+#[test]
+fn without_a_collector_each_call_is_one_readable_line() {
+    if !require_root() {
+        return;
+    }
+    let port = support::free_port();
+    let _server = support::start_python_server("http_server.py", port, &[]);
+    let agent = Agent::start_exporting(&[], &[]);
+    // The literal last segment tells this test's calls from others; the id must show templated.
+    let url = format!("http://127.0.0.1:{port}/orders/42/lines");
+    let out = support::curl(&["-s", "-o", "/dev/null", &url]);
+    assert!(out.status.success(), "curl failed: {}", out.describe());
+    let lines = agent.stop_for_lines();
+    // `<time> <service> <side> <method> <route> <status> <duration> <arrow> <peer>`
+    let of_call = |side: &str| -> Vec<&String> {
+        lines
+            .iter()
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(2) == Some(&side)
+                    && fields.get(3) == Some(&"GET")
+                    && fields.get(4) == Some(&"/orders/{id}/lines")
+                    && fields.get(5) == Some(&"200")
+                    && fields.get(6).is_some_and(|d| d.ends_with("ms"))
+            })
+            .collect()
+    };
+    assert_eq!(
+        of_call("server").len(),
+        1,
+        "server line; stdout: {lines:#?}"
+    );
+    let client = of_call("client");
+    assert_eq!(client.len(), 1, "client line; stdout: {lines:#?}");
+    assert!(
+        client[0].contains(&format!("-> 127.0.0.1:{port}")) && client[0].contains(" curl "),
+        "client line names the service and peer: {}",
+        client[0]
+    );
+}

@@ -1023,6 +1023,18 @@ impl Agent {
 
     /// Like [`Agent::stop`], with another signal (SIGINT).
     pub fn stop_with(mut self, signal: libc::c_int) -> Vec<Chunk> {
+        self.finish(signal);
+        std::mem::take(&mut self.chunks)
+    }
+
+    /// Stops an agent started without `--dump` and returns every line it printed on stdout.
+    pub fn stop_for_lines(mut self) -> Vec<String> {
+        self.finish(libc::SIGTERM);
+        std::mem::take(&mut self.proc.stdout_log)
+    }
+
+    /// Sends `signal`, asserts exit 0 and reads stdout to its end.
+    fn finish(&mut self, signal: libc::c_int) {
         self.proc.guard.signal(signal);
         let status = self.proc.wait_exit(STOP_TIMEOUT);
         if !status.success() {
@@ -1039,7 +1051,6 @@ impl Agent {
                     .fail("stdout still open 10 s after the agent exited (inherited by a child?)");
             }
         }
-        std::mem::take(&mut self.chunks)
     }
 }
 
