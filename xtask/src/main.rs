@@ -4,7 +4,9 @@
 //! * `build`: setup, then build the agent in release mode (`target/release/apiscope`).
 //! * `run [-- ARGS...]`: build, then replace this process with `apiscope run ARGS...`.
 //! * `test [-- ARGS...]`: setup for tests, then fmt, clippy, build and `cargo test` (ARGS go to it).
-//! * `bench [-- ARGS...]`: setup, then the criterion benchmarks (`cargo bench -p agent ARGS...`).
+//! * `bench [--quick]`: the end-to-end overhead and completeness benchmark (nginx, wrk, the agent
+//!   exporting to a counting OTLP sink); `bench --micro [-- ARGS...]`: setup, then the criterion
+//!   benchmarks (`cargo bench -p agent ARGS...`).
 
 mod bench;
 mod build;
@@ -54,12 +56,8 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Set up, then run the criterion benchmarks of the agent's hot paths.
-    Bench {
-        /// Extra arguments for `cargo bench` after `--`, e.g. `--bench http1`.
-        #[arg(last = true)]
-        args: Vec<OsString>,
-    },
+    /// End-to-end overhead and completeness benchmark (`--micro`: the criterion benchmarks).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,7 +66,7 @@ fn main() -> ExitCode {
         Task::Build => build::build(),
         Task::Run { args } => run::exec_agent(&args),
         Task::Test { args } => test::test(&args),
-        Task::Bench { args } => bench::bench(&args),
+        Task::Bench(args) => bench::bench(&args),
     };
     // The error chain on one line, without the backtrace `RUST_BACKTRACE` would add.
     if let Err(error) = result {

@@ -1,0 +1,114 @@
+//! What the end-to-end benchmark measures: one load shape per scenario, and which of the
+//! issue's targets apply to it.
+
+use std::time::Duration;
+
+use super::{nginx, nginx::Nginx, wrk::Load};
+
+/// One load shape against nginx.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Short name, used in tables, file names and `--scenario`.
+    pub name: &'static str,
+    /// One line for people.
+    pub about: &'static str,
+    /// Over TLS (the agent reads plaintext at OpenSSL's `SSL_read`/`SSL_write`).
+    pub tls: bool,
+    /// The URL path.
+    pub path: &'static str,
+    /// wrk threads.
+    pub threads: u32,
+    /// Open connections.
+    pub connections: u32,
+    /// Requests per second per connection, or `None` for saturation.
+    pub rate_per_connection: Option<u32>,
+    /// The peak-RSS target applies (the small-response scenarios at saturation).
+    pub rss_target: bool,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they run.
+    pub fn all() -> Vec<Self> {
+        let small = |name, about, tls| Self {
+            name,
+            about,
+            tls,
+            path: nginx::SMALL_PATH,
+            threads: 2,
+            connections: 64,
+            rate_per_connection: None,
+            rss_target: true,
+        };
+        vec![
+            small(
+                "plain-small",
+                "plain HTTP, 100-byte responses, 64 connections, saturation",
+                false,
+            ),
+            small(
+                "tls-small",
+                "TLS, 100-byte responses, 64 connections, saturation",
+                true,
+            ),
+            Self {
+                connections: 1_000,
+                rss_target: false,
+                ..small(
+                    "plain-1000conn",
+                    "plain HTTP, 100-byte responses, 1,000 connections, saturation",
+                    false,
+                )
+            },
+            Self {
+                path: nginx::LARGE_PATH,
+                rss_target: false,
+                ..small(
+                    "plain-64k",
+                    "plain HTTP, 64 KiB responses (sendfile off), 64 connections, saturation",
+                    false,
+                )
+            },
+            Self {
+                connections: 20,
+                rate_per_connection: Some(50),
+                rss_target: false,
+                ..small(
+                    "plain-1k-rps",
+                    "plain HTTP, 100-byte responses, 20 connections x 50 req/s = 1,000 req/s",
+                    false,
+                )
+            },
+            Self {
+                connections: 20,
+                rate_per_connection: Some(50),
+                rss_target: false,
+                ..small(
+                    "tls-1k-rps",
+                    "TLS, 100-byte responses, 20 connections x 50 req/s = 1,000 req/s",
+                    true,
+                )
+            },
+        ]
+    }
+
+    /// At saturation (no fixed rate).
+    pub fn saturating(&self) -> bool {
+        self.rate_per_connection.is_none()
+    }
+
+    /// The wrk run of this scenario against `nginx`, lasting `duration`.
+    pub fn load(&self, nginx: &Nginx, duration: Duration) -> Load {
+        let (scheme, port) = if self.tls {
+            ("https", nginx.https_port)
+        } else {
+            ("http", nginx.http_port)
+        };
+        Load {
+            url: format!("{scheme}://127.0.0.1:{port}{}", self.path),
+            threads: self.threads,
+            connections: self.connections,
+            duration,
+            rate_per_connection: self.rate_per_connection,
+        }
+    }
+}
