@@ -161,8 +161,12 @@ impl Agent {
 }
 
 /// The summed `run_time_ns` and `run_cnt` of the eBPF programs process `pid` holds, from
-/// `/proc/PID/fdinfo` (present only while `kernel.bpf_stats_enabled` is 1; `None` if none is).
+/// `/proc/PID/fdinfo`; `None` unless `kernel.bpf_stats_enabled` is 1 (the kernel only counts
+/// then, though fdinfo always shows the fields) or no program is found.
 fn bpf_program_stats(pid: libc::pid_t) -> Option<(u64, u64)> {
+    if fs::read_to_string(BPF_STATS_SYSCTL).ok()?.trim() != "1" {
+        return None;
+    }
     let mut seen = std::collections::BTreeSet::new();
     let (mut run_time_ns, mut run_count, mut any) = (0, 0, false);
     for entry in fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()? {

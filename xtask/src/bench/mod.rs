@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the end-to-end overhead and completeness benchmark (issue 4), and
-//! `cargo xtask bench --micro [-- ARGS...]`: the criterion micro-benchmarks.
+//! `cargo xtask bench --micro [-- ARGS...]`: the criterion micro-benchmarks (arguments after
+//! `--` imply `--micro`).
 //!
 //! The end-to-end benchmark serves a small static response (and a 64 KiB one) from nginx over
 //! plain HTTP and TLS on 127.0.0.1, drives it with wrk at saturation and at a fixed rate, first
@@ -76,19 +77,18 @@ pub struct BenchArgs {
     /// Only the scenarios whose name contains this text (repeatable).
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// With --micro: extra arguments for `cargo bench` after `--`, e.g. `--bench http1`.
+    /// Extra arguments for `cargo bench` after `--`, e.g. `--bench http1` (implies --micro).
     #[arg(last = true)]
     args: Vec<OsString>,
 }
 
 /// Runs the benchmark `args` asks for.
 pub fn bench(args: &BenchArgs) -> Result<()> {
-    if args.micro {
+    // Arguments after `--` only mean something to `cargo bench`, so they imply --micro (and
+    // `cargo xtask bench -- --bench http1` keeps working).
+    if args.micro || !args.args.is_empty() {
         setup::setup(false)?;
         return micro::criterion(&args.args);
-    }
-    if !args.args.is_empty() {
-        bail!("arguments after `--` are for `cargo bench`: use them with --micro");
     }
     if cfg!(debug_assertions) {
         return hand_over_to_release();
