@@ -47,16 +47,6 @@ impl ProtocolStage {
         }
     }
 
-    /// Connections with decoder state now.
-    pub fn len(&self) -> usize {
-        self.connections.len()
-    }
-
-    /// True when no connection has decoder state.
-    pub fn is_empty(&self) -> bool {
-        self.connections.is_empty()
-    }
-
     /// Feeds one chunk to its connection's decoder, detecting the protocol on the connection's
     /// first data. Connections of no known protocol are remembered as such and cost nothing
     /// further.
