@@ -14,6 +14,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use log::info;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// See every API call this host makes or serves, TLS included, from the kernel.
 #[derive(Debug, Parser)]
 #[command(name = "apiscope", version)]
