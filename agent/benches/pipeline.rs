@@ -10,7 +10,7 @@ use agent::{
     },
     capture::CaptureEvent,
     enrich::{EnrichedCall, ProcessIdentity},
-    export::{otlp::span_data, semconv::Describer},
+    export::{otlp::encode_span, semconv::Describer},
     streams::{Connection, StreamOutput, StreamSettings, StreamTable},
 };
 use agent_common::{ConnectionEvent, DataHeader, Direction, EventKind, Role};
@@ -166,7 +166,7 @@ fn describe_and_build_span(c: &mut Criterion) {
     group.bench_function("describe_and_build_span", |b| {
         b.iter(|| {
             let description = describer.describe(black_box(&call));
-            black_box(span_data(&call.call.call, &description))
+            black_box(encode_span(&call.call.call, description))
         })
     });
     group.finish();

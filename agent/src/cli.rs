@@ -52,6 +52,9 @@ pub struct RunArgs {
     /// OTLP compression: `gzip` or `none` (export.otlp.compression).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_COMPRESSION", value_parser = parse_compression)]
     pub otlp_compression: Option<OtlpCompression>,
+    /// Encoded span bytes waiting for export at most (export.otlp.max_queue_bytes).
+    #[arg(long, env = "APISCOPE_OTLP_MAX_QUEUE_BYTES")]
+    pub otlp_max_queue_bytes: Option<usize>,
     /// Export this HTTP header's values too, repeatable (export.http_headers); names that may
     /// carry credentials are refused.
     #[arg(long = "export-header")]
@@ -164,6 +167,7 @@ impl RunArgs {
         }
         otlp.protocol = self.otlp_protocol.unwrap_or(otlp.protocol);
         otlp.compression = self.otlp_compression.unwrap_or(otlp.compression);
+        otlp.max_queue_bytes = self.otlp_max_queue_bytes.unwrap_or(otlp.max_queue_bytes);
         otlp.headers.extend(env_headers()?);
         otlp.headers.extend(self.otlp_headers.iter().cloned());
         config
@@ -185,6 +189,7 @@ impl RunArgs {
                 gzip: otlp.compression == OtlpCompression::Gzip,
                 timeout: env_millis("OTEL_EXPORTER_OTLP_TIMEOUT", otlp.timeout_ms)?,
                 max_queue_size: env_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?.max(1),
+                max_queue_bytes: otlp.max_queue_bytes.max(1),
                 max_export_batch_size: env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1),
                 schedule_delay: env_millis("OTEL_BSP_SCHEDULE_DELAY", 5_000)?
                     .max(Duration::from_millis(1)),

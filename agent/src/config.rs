@@ -95,6 +95,8 @@ pub struct OtlpConfig {
     pub compression: OtlpCompression,
     /// Time allowed per export, in milliseconds.
     pub timeout_ms: u64,
+    /// Encoded span bytes waiting for export at most; spans beyond are dropped and counted.
+    pub max_queue_bytes: usize,
 }
 
 impl Default for OtlpConfig {
@@ -105,6 +107,7 @@ impl Default for OtlpConfig {
             headers: BTreeMap::new(),
             compression: OtlpCompression::Gzip,
             timeout_ms: 10_000,
+            max_queue_bytes: 32 * 1024 * 1024,
         }
     }
 }

@@ -212,7 +212,7 @@ impl CallSink {
         let description = describer.describe(analyzed);
         match self {
             Self::Otlp(recorder) => {
-                recorder.record(analyzed, &description);
+                recorder.record(analyzed, description);
                 Ok(())
             }
             Self::Lines(printer) => printer.print(analyzed, &description),

@@ -1,15 +1,17 @@
 //! OTLP export: spans and metrics of every call to an OpenTelemetry collector, over gRPC or
-//! HTTP/protobuf, with the official `opentelemetry-otlp` exporters.
+//! HTTP/protobuf.
 //!
-//! Every traced process is its own OpenTelemetry resource (`service.name`, `process.pid`, ...),
-//! while the SDK ties one resource to an exporter. So spans are batched here, per resource, and
-//! handed to one exporter whose resource is set before each group; metrics are aggregated by
-//! one lightweight SDK meter provider per process and collected on one timer. One connection
-//! to the collector serves everything.
+//! Every traced process is its own OpenTelemetry resource (`service.name`, `process.pid`, ...).
+//! Spans are the volume: each is encoded into the protocol's bytes once, when its call is
+//! recorded, queued under a byte bound, and sent in batches grouped by resource (see
+//! [`spans`]). Metrics are aggregated by one lightweight SDK meter provider per process and
+//! exported with the official `opentelemetry-otlp` exporter on one timer.
 
+mod batch;
 mod metrics;
 mod settings;
 mod spans;
+mod transport;
 
 use std::{
     collections::HashMap,
@@ -21,19 +23,20 @@ use std::{
 
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{
-    ExporterBuildError, MetricExporter, SpanExporter, WithExportConfig, WithHttpConfig,
-    WithTonicConfig,
+    ExporterBuildError, MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
 use opentelemetry_sdk::Resource;
-use tokio::{
-    sync::{mpsc, oneshot},
-    task::JoinHandle,
-};
+use prost::Message as _;
+use tokio::{sync::oneshot, task::JoinHandle};
 
 pub use settings::{OtlpProtocol, OtlpSettings};
-pub use spans::span_data;
+pub use spans::encode_span;
 
-use self::{metrics::MetricsRegistry, spans::QueuedSpan};
+use self::{
+    metrics::MetricsRegistry,
+    spans::{QueuedSpan, SpanQueue},
+    transport::TraceClient,
+};
 use crate::{analysis::AnalyzedCall, enrich::ProcessIdentity, export::semconv::CallDescription};
 
 /// Why the exporters could not be built.
@@ -50,9 +53,17 @@ pub enum OtlpError {
         #[source]
         source: ExporterBuildError,
     },
-    /// A header could not be used as gRPC metadata.
-    #[error("OTLP header `{0}` is not valid gRPC metadata")]
+    /// A header could not be used as gRPC metadata or an HTTP header.
+    #[error("OTLP header `{0}` is not a valid header name or value")]
     Header(String),
+    /// The trace client could not be built.
+    #[error("cannot use the OTLP endpoint {endpoint}: {reason}")]
+    Client {
+        /// The configured endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Counts kept by the exporter, for the agent's own logs.
@@ -60,7 +71,7 @@ pub enum OtlpError {
 pub struct ExportStats {
     /// Spans handed to the exporter.
     pub spans_exported: AtomicU64,
-    /// Spans dropped because the queue was full.
+    /// Spans dropped because the queue was full (by count or by bytes).
     pub spans_dropped: AtomicU64,
     /// Spans in batches the collector did not accept.
     pub spans_failed: AtomicU64,
@@ -78,10 +89,16 @@ type ResourceKey = (u32, usize);
 /// The handle the pipeline records calls through, from the stream thread. Cheap: spans go
 /// into a bounded queue (counted when full), metrics into in-memory aggregations.
 pub struct OtlpRecorder {
-    spans: mpsc::Sender<QueuedSpan>,
+    spans: SpanQueue,
     metrics: Arc<MetricsRegistry>,
     stats: Arc<ExportStats>,
-    resources: HashMap<ResourceKey, Resource>,
+    resources: HashMap<ResourceKey, ProcessResource>,
+}
+
+/// A process's resource, as the metrics SDK wants it and encoded for spans.
+struct ProcessResource {
+    sdk: Resource,
+    encoded: Arc<[u8]>,
 }
 
 /// The export tasks, to be finished at shutdown once the recorder is dropped.
@@ -94,7 +111,7 @@ pub struct OtlpTasks {
 }
 
 /// Resource attributes of a process.
-fn resource(process: &ProcessIdentity, host_name: &str) -> Resource {
+fn resource(process: &ProcessIdentity, host_name: &str) -> ProcessResource {
     let mut attributes = vec![
         KeyValue::new("service.name", process.service_name.clone()),
         KeyValue::new("host.name", host_name.to_owned()),
@@ -106,22 +123,38 @@ fn resource(process: &ProcessIdentity, host_name: &str) -> Resource {
     if let Some(path) = &process.executable_path {
         attributes.push(KeyValue::new("process.executable.path", path.clone()));
     }
-    Resource::builder_empty()
-        .with_attributes(attributes)
-        .build()
+    let encoded = opentelemetry_proto::tonic::resource::v1::Resource {
+        attributes: attributes
+            .iter()
+            .cloned()
+            .map(spans::proto_attribute)
+            .collect(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    ProcessResource {
+        sdk: Resource::builder_empty()
+            .with_attributes(attributes)
+            .build(),
+        encoded: encoded.into(),
+    }
 }
 
 /// Builds the exporters and starts the export tasks on the current tokio runtime.
 pub fn start(settings: &OtlpSettings) -> Result<(OtlpRecorder, OtlpTasks), OtlpError> {
-    let (span_exporter, metric_exporter) = build_exporters(settings)?;
+    let trace_client = TraceClient::new(settings)?;
+    let metric_exporter = build_metric_exporter(settings)?;
     let stats = Arc::new(ExportStats::default());
-    let (span_tx, span_rx) = mpsc::channel(settings.max_queue_size);
+    let (span_queue, span_rx, queued_bytes) =
+        SpanQueue::new(settings.max_queue_size, settings.max_queue_bytes);
     let registry = Arc::new(MetricsRegistry::default());
     let (stop_metrics, metrics_stopped) = oneshot::channel();
     let spans = tokio::spawn(spans::export_loop(
-        span_exporter,
+        trace_client,
         span_rx,
-        settings.clone(),
+        queued_bytes,
+        settings.max_export_batch_size,
+        settings.schedule_delay,
         Arc::clone(&stats),
     ));
     let metrics = tokio::spawn(metrics::export_loop(
@@ -133,7 +166,7 @@ pub fn start(settings: &OtlpSettings) -> Result<(OtlpRecorder, OtlpTasks), OtlpE
     ));
     Ok((
         OtlpRecorder {
-            spans: span_tx,
+            spans: span_queue,
             metrics: registry,
             stats: Arc::clone(&stats),
             resources: HashMap::new(),
@@ -147,76 +180,48 @@ pub fn start(settings: &OtlpSettings) -> Result<(OtlpRecorder, OtlpTasks), OtlpE
     ))
 }
 
-fn build_exporters(settings: &OtlpSettings) -> Result<(SpanExporter, MetricExporter), OtlpError> {
-    let failed = |signal| {
-        let endpoint = settings.endpoint.clone();
-        move |source| OtlpError::Build {
-            signal,
-            endpoint,
-            source,
-        }
+fn build_metric_exporter(settings: &OtlpSettings) -> Result<MetricExporter, OtlpError> {
+    let failed = |source| OtlpError::Build {
+        signal: "metrics",
+        endpoint: settings.endpoint.clone(),
+        source,
     };
+    let compression = settings
+        .gzip
+        .then_some(opentelemetry_otlp::Compression::Gzip);
     match settings.protocol {
         OtlpProtocol::Grpc => {
-            let metadata = settings::metadata(&settings.headers)?;
-            let spans = grpc(SpanExporter::builder().with_tonic(), settings, &metadata)
+            let builder = MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(settings.timeout)
+                .with_metadata(settings::metadata(&settings.headers)?);
+            let builder = match compression {
+                Some(compression) => builder.with_compression(compression),
+                None => builder,
+            };
+            settings::with_grpc_tls(builder, &settings.endpoint)
                 .build()
-                .map_err(failed("traces"))?;
-            let metrics = grpc(MetricExporter::builder().with_tonic(), settings, &metadata)
-                .build()
-                .map_err(failed("metrics"))?;
-            Ok((spans, metrics))
+                .map_err(failed)
         }
         OtlpProtocol::HttpProtobuf => {
-            let spans = http(SpanExporter::builder().with_http(), settings, "traces")
-                .build()
-                .map_err(failed("traces"))?;
-            let metrics = http(MetricExporter::builder().with_http(), settings, "metrics")
-                .build()
-                .map_err(failed("metrics"))?;
-            Ok((spans, metrics))
+            let builder = MetricExporter::builder()
+                .with_http()
+                .with_endpoint(settings.signal_url("metrics"))
+                .with_timeout(settings.timeout)
+                .with_headers(settings.headers.iter().cloned().collect());
+            let builder = match compression {
+                Some(compression) => builder.with_compression(compression),
+                None => builder,
+            };
+            builder.build().map_err(failed)
         }
-    }
-}
-
-/// Applies the settings to a gRPC exporter builder of either signal.
-fn grpc<B: WithExportConfig + WithTonicConfig>(
-    builder: B,
-    settings: &OtlpSettings,
-    metadata: &tonic::metadata::MetadataMap,
-) -> B {
-    let builder = builder
-        .with_endpoint(settings.endpoint.clone())
-        .with_timeout(settings.timeout)
-        .with_metadata(metadata.clone());
-    let builder = if settings.gzip {
-        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
-    } else {
-        builder
-    };
-    settings::with_grpc_tls(builder, &settings.endpoint)
-}
-
-/// Applies the settings to an HTTP exporter builder of `signal` (`traces`, `metrics`).
-fn http<B: WithExportConfig + WithHttpConfig>(
-    builder: B,
-    settings: &OtlpSettings,
-    signal: &str,
-) -> B {
-    let builder = builder
-        .with_endpoint(settings.signal_url(signal))
-        .with_timeout(settings.timeout)
-        .with_headers(settings.headers.iter().cloned().collect());
-    if settings.gzip {
-        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
-    } else {
-        builder
     }
 }
 
 impl OtlpRecorder {
     /// Records one call: its span (queued for the next batch) and its metrics.
-    pub fn record(&mut self, analyzed: &AnalyzedCall, description: &CallDescription) {
+    pub fn record(&mut self, analyzed: &AnalyzedCall, description: CallDescription) {
         let enriched = &analyzed.call;
         let key = (
             enriched.process.pid,
@@ -228,15 +233,14 @@ impl OtlpRecorder {
         let resource = self
             .resources
             .entry(key)
-            .or_insert_with(|| resource(&enriched.process, &enriched.host_name))
-            .clone();
-        self.metrics.record(key, &resource, description);
+            .or_insert_with(|| resource(&enriched.process, &enriched.host_name));
+        self.metrics.record(key, &resource.sdk, &description);
         let span = QueuedSpan {
             key,
-            resource,
-            span: spans::span_data(&enriched.call, description),
+            resource: Arc::clone(&resource.encoded),
+            span: spans::encode_span(&enriched.call, description),
         };
-        if self.spans.try_send(span).is_err() {
+        if !self.spans.push(span) {
             self.stats.spans_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -46,6 +46,8 @@ pub struct OtlpSettings {
     pub timeout: Duration,
     /// Spans waiting for export at most; more are dropped and counted.
     pub max_queue_size: usize,
+    /// Encoded bytes of the spans waiting for export at most; more are dropped and counted.
+    pub max_queue_bytes: usize,
     /// Spans per export at most.
     pub max_export_batch_size: usize,
     /// Longest a span waits before its batch is sent.

@@ -1,42 +1,90 @@
-//! Spans: one per call, built directly as SDK span data (the call already happened, with kernel
-//! timestamps), batched per resource and exported.
+//! Spans: one per call, encoded straight into OTLP protobuf on the stream thread (the call
+//! already happened, with kernel timestamps), queued as bytes under a count and a byte bound,
+//! and sent in batches grouped by resource.
+//!
+//! The SDK's span pipeline is not used: it would build `SpanData`, convert it to the protocol
+//! types and encode it, three copies of every attribute, and it keeps one resource per
+//! exporter while every traced process here is its own resource.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
-    sync::{Arc, atomic::Ordering},
-    time::{Duration, SystemTime},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use log::warn;
-use opentelemetry::InstrumentationScope;
 use opentelemetry::{
-    Context,
+    Context, KeyValue,
     propagation::{Extractor, TextMapPropagator},
-    trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceState},
+    trace::{SpanContext, TraceContextExt, TraceFlags},
+};
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, InstrumentationScope, KeyValue as ProtoKeyValue},
+    trace::v1::{Span, SpanFlags, Status, span::SpanKind, status::StatusCode},
 };
 use opentelemetry_sdk::{
-    Resource,
     propagation::TraceContextPropagator,
-    trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks},
+    trace::{IdGenerator, RandomIdGenerator},
 };
+use prost::Message;
 use tokio::sync::mpsc;
 
-use super::{ExportStats, OtlpSettings, ResourceKey};
+use super::{ExportStats, ResourceKey, batch::TraceRequest, transport::TraceClient};
 use crate::{
     calls::ApiCall,
     clock::WallClock,
     export::semconv::{CallDescription, Kind},
 };
 
-/// A span waiting for its batch.
+/// A span waiting for its batch, already encoded.
 pub(super) struct QueuedSpan {
     /// Which resource it belongs to.
     pub key: ResourceKey,
-    /// That resource.
-    pub resource: Resource,
-    /// The span.
-    pub span: SpanData,
+    /// That resource, encoded (shared by every span of the process).
+    pub resource: Arc<[u8]>,
+    /// The encoded `Span` message.
+    pub span: Vec<u8>,
+}
+
+/// The producer side of the span queue: bounded by count (the channel) and by encoded bytes.
+pub(super) struct SpanQueue {
+    sender: mpsc::Sender<QueuedSpan>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl SpanQueue {
+    /// A queue of at most `max_spans` spans and `max_bytes` encoded bytes.
+    pub fn new(
+        max_spans: usize,
+        max_bytes: usize,
+    ) -> (Self, mpsc::Receiver<QueuedSpan>, Arc<AtomicUsize>) {
+        let (sender, receiver) = mpsc::channel(max_spans);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let queue = Self {
+            sender,
+            bytes: Arc::clone(&bytes),
+            max_bytes,
+        };
+        (queue, receiver, bytes)
+    }
+
+    /// Queues a span; false when the queue is full (the span is dropped).
+    pub fn push(&self, span: QueuedSpan) -> bool {
+        let size = span.span.len();
+        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+            return false;
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        if self.sender.try_send(span).is_err() {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 /// The `traceparent`/`tracestate` of a request, for the W3C propagator.
@@ -56,132 +104,168 @@ impl Extractor for TraceHeaders<'_> {
     }
 }
 
-fn system_time(clock: &WallClock, monotonic_ns: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_nanos(clock.unix_ns(monotonic_ns))
-}
-
 thread_local! {
     static CLOCK: WallClock = WallClock::measure();
-    /// Built once: every span carries the same scope.
-    static SCOPE: InstrumentationScope = InstrumentationScope::builder("apiscope")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
 }
 
-/// The span of a call: a child of the request's `traceparent` when it has a valid one, else the
-/// root of a new trace.
-pub fn span_data(call: &ApiCall, description: &CallDescription) -> SpanData {
+/// The instrumentation scope every span carries, encoded.
+pub(super) fn encoded_scope() -> Vec<u8> {
+    InstrumentationScope {
+        name: "apiscope".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..InstrumentationScope::default()
+    }
+    .encode_to_vec()
+}
+
+/// An attribute in protocol form.
+pub(super) fn proto_attribute(attribute: KeyValue) -> ProtoKeyValue {
+    ProtoKeyValue {
+        key: attribute.key.as_str().to_owned(),
+        value: Some(AnyValue::from(attribute.value)),
+        ..ProtoKeyValue::default()
+    }
+}
+
+/// The span of a call, encoded as an OTLP `Span` message: a child of the request's
+/// `traceparent` when it has a valid one, else the root of a new trace.
+pub fn encode_span(call: &ApiCall, description: CallDescription) -> Vec<u8> {
     let ids = RandomIdGenerator::default();
     // Most requests carry no traceparent: skip the propagator for them.
     let parent = match description.traceparent {
         Some(_) => TraceContextPropagator::new()
-            .extract_with_context(&Context::new(), &TraceHeaders(description))
+            .extract_with_context(&Context::new(), &TraceHeaders(&description))
             .span()
             .span_context()
             .clone(),
         None => SpanContext::empty_context(),
     };
-    let (trace_id, parent_span_id, trace_state, remote) = if parent.is_valid() {
+    let mut flags = TraceFlags::SAMPLED.to_u8() as u32 | SpanFlags::ContextHasIsRemoteMask as u32;
+    let (trace_id, parent_span_id, trace_state) = if parent.is_valid() {
+        flags |= SpanFlags::ContextIsRemoteMask as u32;
         (
-            parent.trace_id(),
-            parent.span_id(),
-            parent.trace_state().clone(),
-            true,
+            parent.trace_id().to_bytes().to_vec(),
+            parent.span_id().to_bytes().to_vec(),
+            parent.trace_state().header(),
         )
     } else {
         (
-            ids.new_trace_id(),
-            SpanId::INVALID,
-            TraceState::default(),
-            false,
+            ids.new_trace_id().to_bytes().to_vec(),
+            Vec::new(),
+            String::new(),
         )
     };
-    let (start_time, end_time) = CLOCK.with(|clock| {
-        (
-            system_time(clock, call.start_ns),
-            system_time(clock, call.end_ns),
-        )
-    });
-    SpanData {
-        span_context: SpanContext::new(
-            trace_id,
-            ids.new_span_id(),
-            TraceFlags::SAMPLED,
-            false,
-            trace_state,
-        ),
+    let (start, end) =
+        CLOCK.with(|clock| (clock.unix_ns(call.start_ns), clock.unix_ns(call.end_ns)));
+    Span {
+        trace_id,
+        span_id: ids.new_span_id().to_bytes().to_vec(),
+        trace_state,
         parent_span_id,
-        parent_span_is_remote: remote,
-        span_kind: match description.kind {
+        flags,
+        name: description.name,
+        kind: match description.kind {
             Kind::Server => SpanKind::Server,
             Kind::Client => SpanKind::Client,
-        },
-        name: Cow::Owned(description.name.clone()),
-        start_time,
-        end_time,
-        attributes: description.span_attributes.clone(),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: match &description.error {
-            Some(_) => Status::error(""),
-            None => Status::Unset,
-        },
-        instrumentation_scope: SCOPE.with(Clone::clone),
+        } as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        attributes: description
+            .span_attributes
+            .into_iter()
+            .map(proto_attribute)
+            .collect(),
+        status: description.error.map(|_| Status {
+            code: StatusCode::Error as i32,
+            ..Status::default()
+        }),
+        ..Span::default()
     }
+    .encode_to_vec()
 }
 
 /// Collects spans into batches and exports each batch, one group per resource, until the queue
 /// closes; then exports what is left.
 pub(super) async fn export_loop(
-    mut exporter: opentelemetry_otlp::SpanExporter,
+    mut client: TraceClient,
     mut queue: mpsc::Receiver<QueuedSpan>,
-    settings: OtlpSettings,
+    queued_bytes: Arc<AtomicUsize>,
+    max_batch: usize,
+    schedule_delay: Duration,
     stats: Arc<ExportStats>,
 ) {
-    let mut batch = Vec::with_capacity(settings.max_export_batch_size);
-    let mut tick = tokio::time::interval(settings.schedule_delay);
+    let mut batch = Batch::new(encoded_scope());
+    let mut tick = tokio::time::interval(schedule_delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             span = queue.recv() => match span {
                 Some(span) => {
+                    queued_bytes.fetch_sub(span.span.len(), Ordering::Relaxed);
                     batch.push(span);
-                    if batch.len() >= settings.max_export_batch_size {
-                        export_batch(&mut exporter, &mut batch, &stats).await;
+                    if batch.spans >= max_batch {
+                        batch.export(&mut client, &stats).await;
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => export_batch(&mut exporter, &mut batch, &stats).await,
+            _ = tick.tick() => batch.export(&mut client, &stats).await,
         }
     }
-    export_batch(&mut exporter, &mut batch, &stats).await;
-    let _ = exporter.shutdown();
+    batch.export(&mut client, &stats).await;
 }
 
-async fn export_batch(
-    exporter: &mut opentelemetry_otlp::SpanExporter,
-    batch: &mut Vec<QueuedSpan>,
-    stats: &ExportStats,
-) {
-    if batch.is_empty() {
-        return;
+/// Spans collected for the next export, grouped by resource.
+struct Batch {
+    scope: Vec<u8>,
+    groups: HashMap<ResourceKey, ResourceGroup>,
+    spans: usize,
+}
+
+/// One process's spans in a batch.
+struct ResourceGroup {
+    resource: Arc<[u8]>,
+    spans: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    fn new(scope: Vec<u8>) -> Self {
+        Self {
+            scope,
+            groups: HashMap::new(),
+            spans: 0,
+        }
     }
-    let mut groups: HashMap<ResourceKey, (Resource, Vec<SpanData>)> = HashMap::new();
-    for queued in batch.drain(..) {
-        groups
+
+    fn push(&mut self, queued: QueuedSpan) {
+        self.groups
             .entry(queued.key)
-            .or_insert_with(|| (queued.resource, Vec::new()))
-            .1
+            .or_insert_with(|| ResourceGroup {
+                resource: queued.resource,
+                spans: Vec::new(),
+            })
+            .spans
             .push(queued.span);
+        self.spans += 1;
     }
-    for (resource, spans) in groups.into_values() {
-        let count = spans.len() as u64;
-        exporter.set_resource(&resource);
-        match exporter.export(spans).await {
-            Ok(()) => {
-                stats.spans_exported.fetch_add(count, Ordering::Relaxed);
+
+    async fn export(&mut self, client: &mut TraceClient, stats: &ExportStats) {
+        if self.spans == 0 {
+            return;
+        }
+        let count = std::mem::take(&mut self.spans) as u64;
+        let mut request = TraceRequest::default();
+        for group in self.groups.values() {
+            request.add_resource(&group.resource, &self.scope, &group.spans);
+        }
+        self.groups.clear();
+        match client.export(request.finish()).await {
+            Ok(rejected) => {
+                let rejected = rejected.min(count);
+                stats
+                    .spans_exported
+                    .fetch_add(count - rejected, Ordering::Relaxed);
+                stats.spans_failed.fetch_add(rejected, Ordering::Relaxed);
             }
             Err(error) => {
                 if stats.spans_failed.fetch_add(count, Ordering::Relaxed) == 0 {

@@ -1,0 +1,200 @@
+//! Sending encoded trace export requests to the collector, over gRPC (tonic) or HTTP/protobuf
+//! (reqwest), the same transports and settings the metric exporter uses.
+
+use std::io::Write as _;
+
+use bytes::{BufMut as _, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message as _;
+use tonic::{
+    Status,
+    codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    metadata::MetadataMap,
+    transport::{Channel, ClientTlsConfig, Endpoint},
+};
+
+use super::{OtlpError, OtlpProtocol, OtlpSettings, settings};
+
+/// The gRPC method of the OTLP trace service.
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// A client of the collector's trace service.
+pub(super) enum TraceClient {
+    /// OTLP/gRPC.
+    Grpc {
+        /// The gRPC client on a lazily connected channel (it reconnects by itself).
+        grpc: tonic::client::Grpc<Channel>,
+        /// Headers sent with every export.
+        metadata: MetadataMap,
+    },
+    /// OTLP/HTTP with protobuf bodies.
+    Http {
+        /// The HTTP client (connection pool).
+        client: reqwest::Client,
+        /// `{endpoint}/v1/traces`.
+        url: String,
+        /// Headers sent with every export.
+        headers: reqwest::header::HeaderMap,
+        /// Compress bodies with gzip.
+        gzip: bool,
+    },
+}
+
+impl TraceClient {
+    /// A client for the configured collector; connects on first use.
+    pub fn new(settings: &OtlpSettings) -> Result<Self, OtlpError> {
+        let failed = |reason: String| OtlpError::Client {
+            endpoint: settings.endpoint.clone(),
+            reason,
+        };
+        match settings.protocol {
+            OtlpProtocol::Grpc => {
+                let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
+                    .map_err(|error| failed(error.to_string()))?
+                    .timeout(settings.timeout)
+                    .connect_timeout(settings.timeout);
+                if settings.endpoint.starts_with("https://") {
+                    endpoint = endpoint
+                        .tls_config(ClientTlsConfig::new().with_native_roots())
+                        .map_err(|error| failed(error.to_string()))?;
+                }
+                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
+                if settings.gzip {
+                    grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                }
+                Ok(Self::Grpc {
+                    grpc,
+                    metadata: settings::metadata(&settings.headers)?,
+                })
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (name, value) in &settings.headers {
+                    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| OtlpError::Header(name.clone()))?;
+                    let value = reqwest::header::HeaderValue::from_str(value)
+                        .map_err(|_| OtlpError::Header(name.to_string()))?;
+                    headers.insert(name, value);
+                }
+                let client = reqwest::Client::builder()
+                    .timeout(settings.timeout)
+                    .build()
+                    .map_err(|error| failed(error.to_string()))?;
+                Ok(Self::Http {
+                    client,
+                    url: settings.signal_url("traces"),
+                    headers,
+                    gzip: settings.gzip,
+                })
+            }
+        }
+    }
+
+    /// Sends one encoded `ExportTraceServiceRequest`; returns how many spans the collector
+    /// said it rejected (partial success), or why the export failed.
+    pub async fn export(&mut self, request: Vec<u8>) -> Result<u64, String> {
+        let response = match self {
+            Self::Grpc { grpc, metadata } => {
+                grpc.ready()
+                    .await
+                    .map_err(|error| format!("collector unreachable: {error}"))?;
+                let mut request = tonic::Request::new(Bytes::from(request));
+                *request.metadata_mut() = metadata.clone();
+                grpc.unary(
+                    request,
+                    tonic::codegen::http::uri::PathAndQuery::from_static(GRPC_EXPORT),
+                    EncodedCodec,
+                )
+                .await
+                .map_err(|status| format!("{}: {}", status.code(), status.message()))?
+                .into_inner()
+            }
+            Self::Http {
+                client,
+                url,
+                headers,
+                gzip,
+            } => {
+                let mut post = client
+                    .post(url.as_str())
+                    .headers(headers.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+                let body = if *gzip {
+                    post = post.header(reqwest::header::CONTENT_ENCODING, "gzip");
+                    gzip_bytes(&request).map_err(|error| error.to_string())?
+                } else {
+                    request
+                };
+                let response = post
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let status = response.status();
+                if !status.is_success() {
+                    return Err(format!("HTTP {status}"));
+                }
+                let body = response.bytes().await.map_err(|error| error.to_string())?;
+                // An empty or unreadable body still means the collector accepted the batch.
+                ExportTraceServiceResponse::decode(body).unwrap_or_default()
+            }
+        };
+        Ok(response.partial_success.map_or(0, |partial| {
+            u64::try_from(partial.rejected_spans).unwrap_or(0)
+        }))
+    }
+}
+
+fn gzip_bytes(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(bytes)?;
+    encoder.finish()
+}
+
+/// A gRPC codec that sends an already-encoded request and decodes the official response.
+struct EncodedCodec;
+
+impl Codec for EncodedCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = EncodedRequest;
+    type Decoder = ExportResponse;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedRequest
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ExportResponse
+    }
+}
+
+/// Writes the encoded request as the gRPC message.
+struct EncodedRequest;
+
+impl Encoder for EncodedRequest {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+/// Decodes the collector's answer.
+struct ExportResponse;
+
+impl Decoder for ExportResponse {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|error| Status::internal(error.to_string()))
+    }
+}
