@@ -20,11 +20,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The environment of every agent run: short batch delays so that little is in flight at
-/// SIGTERM, a span queue large enough for a second of saturation, metrics every second.
+/// SIGTERM, metrics every second; everything else the defaults.
 pub const ENV: &[(&str, &str)] = &[
     ("RUST_LOG", "info"),
     ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-    ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
     ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
 ];
 
@@ -79,9 +78,9 @@ impl AgentReport {
 }
 
 impl Agent {
-    /// Starts `apiscope run --otlp-endpoint ENDPOINT --otlp-protocol grpc` with [`ENV`], its
-    /// stderr in `log`, and waits (bounded) for its `ready` line.
-    pub fn start(bin: &Path, endpoint: &str, log: &Path) -> Result<Self> {
+    /// Starts `apiscope run --otlp-endpoint ENDPOINT --otlp-protocol grpc ARGS...` with [`ENV`],
+    /// its stderr in `log`, and waits (bounded) for its `ready` line.
+    pub fn start(bin: &Path, endpoint: &str, log: &Path, args: &[&str]) -> Result<Self> {
         let file = fs::File::create(log)?;
         let mut cmd = Command::new(bin);
         cmd.args([
@@ -91,6 +90,7 @@ impl Agent {
             "--otlp-protocol",
             "grpc",
         ])
+        .args(args)
         .envs(ENV.iter().copied())
         .stdout(Stdio::null())
         .stderr(file);

@@ -179,7 +179,7 @@ fn measure(
         "\n== idle: the agent for {} s without load",
         plan.duration_s
     );
-    let agent = Agent::start(bin, &sink.endpoint(), &dir.join("agent-idle.log"))?;
+    let agent = Agent::start(bin, &sink.endpoint(), &dir.join("agent-idle.log"), &[])?;
     process::sleep(Duration::from_secs(plan.duration_s))?;
     let idle = agent.stop()?;
     println!(
@@ -224,7 +224,8 @@ fn run_scenario(
                 scenario.name,
                 if with_agent { "with" } else { "without" }
             );
-            let record = one_run(bin, dir, &load, nginx, sink, with_agent, &tag)
+            let agent_args = with_agent.then_some(scenario.agent_args);
+            let record = one_run(bin, dir, &load, nginx, sink, agent_args, &tag)
                 .with_context(|| format!("run {tag}"))?;
             let record = RunRecord {
                 scenario: scenario.name.to_owned(),
@@ -238,27 +239,30 @@ fn run_scenario(
     Ok(runs)
 }
 
-/// One wrk run, with a fresh agent around it if `with_agent`.
+/// One wrk run, with a fresh agent (with these extra flags) around it if `agent_args` is given.
 fn one_run(
     bin: &Path,
     dir: &Path,
     load: &wrk::Load,
     nginx: &Nginx,
     sink: &Sink,
-    with_agent: bool,
+    agent_args: Option<&[&str]>,
     tag: &str,
 ) -> Result<RunRecord> {
+    let with_agent = agent_args.is_some();
     let handled_before = nginx.requests_handled()?;
     let workers = nginx.worker_pids()?;
-    let agent = if with_agent {
-        let _stale = sink.take();
-        Some(Agent::start(
-            bin,
-            &sink.endpoint(),
-            &dir.join(format!("agent-{tag}.log")),
-        )?)
-    } else {
-        None
+    let agent = match agent_args {
+        Some(args) => {
+            let _stale = sink.take();
+            Some(Agent::start(
+                bin,
+                &sink.endpoint(),
+                &dir.join(format!("agent-{tag}.log")),
+                args,
+            )?)
+        }
+        None => None,
     };
     let cpu_before = process::own_cpu();
     let wrk = load.run(dir, tag)?;

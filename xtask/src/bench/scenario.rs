@@ -24,6 +24,8 @@ pub struct Scenario {
     pub rate_per_connection: Option<u32>,
     /// The peak-RSS target applies (the small-response scenarios at saturation).
     pub rss_target: bool,
+    /// Flags added to the agent's command line (the defaults otherwise).
+    pub agent_args: &'static [&'static str],
 }
 
 impl Scenario {
@@ -38,6 +40,7 @@ impl Scenario {
             connections: 64,
             rate_per_connection: None,
             rss_target: true,
+            agent_args: &[],
         };
         vec![
             small(
@@ -50,6 +53,14 @@ impl Scenario {
                 "TLS, 100-byte responses, 64 connections, saturation",
                 true,
             ),
+            Self {
+                agent_args: &["--otlp-compression", "none"],
+                ..small(
+                    "plain-small-nogzip",
+                    "plain-small with the agent's OTLP exports uncompressed (the default is gzip)",
+                    false,
+                )
+            },
             Self {
                 connections: 1_000,
                 rss_target: false,
