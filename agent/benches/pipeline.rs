@@ -17,6 +17,10 @@ use agent_common::{ConnectionEvent, DataHeader, Direction, EventKind, Role};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// The agent's allocator, so the numbers are the agent's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REQUEST: &[u8] = b"GET /users/42 HTTP/1.1\r\nHost: api.local\r\nUser-Agent: bench\r\n\r\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
 

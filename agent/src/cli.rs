@@ -188,7 +188,9 @@ impl RunArgs {
                 headers: otlp.headers.clone().into_iter().collect(),
                 gzip: otlp.compression == OtlpCompression::Gzip,
                 timeout: env_millis("OTEL_EXPORTER_OTLP_TIMEOUT", otlp.timeout_ms)?,
-                max_queue_size: env_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?.max(1),
+                // The SDKs' default of 2,048 suits one application; an agent exports the whole
+                // host's calls, and the byte bound below is what limits memory.
+                max_queue_size: env_number("OTEL_BSP_MAX_QUEUE_SIZE", 65_536)?.max(1),
                 max_queue_bytes: otlp.max_queue_bytes.max(1),
                 max_export_batch_size: env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1),
                 schedule_delay: env_millis("OTEL_BSP_SCHEDULE_DELAY", 5_000)?

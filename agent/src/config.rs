@@ -107,7 +107,7 @@ impl Default for OtlpConfig {
             headers: BTreeMap::new(),
             compression: OtlpCompression::Gzip,
             timeout_ms: 10_000,
-            max_queue_bytes: 32 * 1024 * 1024,
+            max_queue_bytes: 16 * 1024 * 1024,
         }
     }
 }

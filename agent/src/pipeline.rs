@@ -38,8 +38,9 @@ use crate::{
     streams::{CaptureRequest, StreamOutput, StreamSettings, StreamTable},
 };
 
-/// Batches of capture events waiting for the stream stage.
-const EVENT_QUEUE: usize = 256;
+/// Batches of capture events waiting for the stream stage (each at most 4,096 records and
+/// 512 KiB): the ring buffer, not this queue, absorbs bursts.
+const EVENT_QUEUE: usize = 8;
 /// Requests waiting for the control loop; more are dropped (a missed rescan is retried at the
 /// next exec).
 const REQUEST_QUEUE: usize = 1024;

@@ -27,6 +27,11 @@ const DRAIN_TICK: Duration = Duration::from_millis(10);
 /// Most records handed downstream in one batch.
 const MAX_BATCH: usize = 4096;
 
+/// Most record bytes in one batch: with a short queue of batches, this bounds what waits in
+/// userspace, so a slow stream stage leaves the data in the ring buffer (whose size the user
+/// chose) and the kernel counts what does not fit.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
 /// Counts kept by the reader, readable from other tasks.
 #[derive(Debug, Default)]
 pub struct ReaderStats {
@@ -56,9 +61,11 @@ pub async fn read_events(
         }
         loop {
             let mut batch = Vec::new();
+            let mut batch_bytes = 0;
             let ring = ring.get_mut();
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && batch_bytes < MAX_BATCH_BYTES {
                 let Some(record) = ring.next() else { break };
+                batch_bytes += record.len();
                 stats.records.fetch_add(1, Ordering::Relaxed);
                 match CaptureEvent::decode(&record) {
                     Ok(event) => batch.push(event),
@@ -69,7 +76,7 @@ pub async fn read_events(
                     }
                 }
             }
-            let full = batch.len() == MAX_BATCH;
+            let full = batch.len() == MAX_BATCH || batch_bytes >= MAX_BATCH_BYTES;
             if !batch.is_empty() && events.send(batch).await.is_err() {
                 return Ok(());
             }
