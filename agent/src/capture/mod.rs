@@ -4,6 +4,7 @@
 mod btf;
 pub mod events;
 pub mod features;
+mod links;
 mod openssl;
 mod probes;
 mod reader;
@@ -23,6 +24,7 @@ pub use events::{CaptureEvent, ConnectionSeen, DataChunk};
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
 
 use self::{
+    links::ProbeLink,
     openssl::TlsAttacher,
     probes::{Hook, KERNEL_PROBES, TLS_ENTRY_PROBES, TLS_EXIT_PROGRAM},
 };
@@ -85,10 +87,14 @@ pub struct CaptureOutputs {
     pub kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
-/// The loaded and attached kernel side. Dropping it detaches every probe.
+/// The loaded and attached kernel side. Dropping it detaches every probe, all at once (see
+/// `capture::links`), and returns when they are detached.
 pub struct Capture {
     ebpf: Ebpf,
     tls: TlsAttacher,
+    /// The kernel probes' links, owned here rather than by their programs so that they can be
+    /// detached concurrently.
+    links: Vec<ProbeLink>,
     conns: HashMap<MapData, ConnKey, ConnState>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -164,6 +170,7 @@ impl Capture {
         let mut capture = Self {
             ebpf,
             tls: TlsAttacher::default(),
+            links: Vec::new(),
             conns,
             counters,
         };
@@ -195,11 +202,15 @@ impl Capture {
                 } => {
                     let program: &mut TracePoint = program.try_into().map_err(failed)?;
                     program.load().map_err(failed)?;
-                    program.attach(category, tracepoint).map_err(failed)?;
+                    let link = program.attach(category, tracepoint).map_err(failed)?;
+                    let link = program.take_link(link).map_err(failed)?;
+                    self.links.push(ProbeLink::Tracepoint(link));
                 }
                 Hook::BtfTracepoint { .. } => {
                     let program: &mut BtfTracePoint = program.try_into().map_err(failed)?;
-                    program.attach().map_err(failed)?;
+                    let link = program.attach().map_err(failed)?;
+                    let link = program.take_link(link).map_err(failed)?;
+                    self.links.push(ProbeLink::BtfTracepoint(link));
                 }
             }
         }
@@ -271,6 +282,14 @@ fn load_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
         program.load(tracepoint, &kernel_btf).map_err(failed)?;
     }
     Ok(())
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let mut links = std::mem::take(&mut self.links);
+        links.append(&mut self.tls.take_links());
+        links::detach_all(links);
+    }
 }
 
 /// Hands the memory freed by the start-up work back to the kernel now. The agent's allocator

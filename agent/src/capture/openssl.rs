@@ -22,6 +22,7 @@ use object::{Object, ObjectSymbol};
 
 use super::{
     CaptureError,
+    links::ProbeLink,
     probes::{TLS_ENTRY_PROBES, TLS_EXIT_PROGRAM},
 };
 
@@ -38,6 +39,8 @@ enum FileVerdict {
 #[derive(Debug, Default)]
 pub struct TlsAttacher {
     files: HashMap<(u64, u64), FileVerdict>,
+    /// Every uprobe attached, owned here so that stopping can detach them all at once.
+    links: Vec<ProbeLink>,
 }
 
 impl TlsAttacher {
@@ -47,6 +50,11 @@ impl TlsAttacher {
             .values()
             .filter(|verdict| **verdict == FileVerdict::Attached)
             .count()
+    }
+
+    /// Hands over the links of every uprobe attached so far, for detaching.
+    pub fn take_links(&mut self) -> Vec<ProbeLink> {
+        std::mem::take(&mut self.links)
     }
 
     /// Scans the loader cache and every running process.
@@ -94,20 +102,22 @@ impl TlsAttacher {
             return;
         }
         let verdict = match exported_tls_functions(path) {
-            Some(symbols) if !symbols.is_empty() => match attach(ebpf, path, &symbols) {
-                Ok(()) => {
-                    info!(
-                        "TLS capture attached to {} ({})",
-                        path.display(),
-                        symbols.join(", ")
-                    );
-                    FileVerdict::Attached
+            Some(symbols) if !symbols.is_empty() => {
+                match attach(ebpf, path, &symbols, &mut self.links) {
+                    Ok(()) => {
+                        info!(
+                            "TLS capture attached to {} ({})",
+                            path.display(),
+                            symbols.join(", ")
+                        );
+                        FileVerdict::Attached
+                    }
+                    Err(error) => {
+                        warn!("TLS capture not attached to {}: {error}", path.display());
+                        FileVerdict::Skipped
+                    }
                 }
-                Err(error) => {
-                    warn!("TLS capture not attached to {}: {error}", path.display());
-                    FileVerdict::Skipped
-                }
-            },
+            }
             _ => FileVerdict::Skipped,
         };
         self.files.insert(id, verdict);
@@ -134,7 +144,15 @@ fn exported_tls_functions(path: &Path) -> Option<Vec<&'static str>> {
     Some(exported)
 }
 
-fn attach(ebpf: &mut Ebpf, path: &Path, symbols: &[&str]) -> Result<(), CaptureError> {
+/// Attaches the entry and return programs to each of `symbols` in `path`, adding their links to
+/// `links`; on failure the links made so far stay there (attached) until the agent stops, as
+/// they would with aya keeping them.
+fn attach(
+    ebpf: &mut Ebpf,
+    path: &Path,
+    symbols: &[&str],
+    links: &mut Vec<ProbeLink>,
+) -> Result<(), CaptureError> {
     for (symbol, program) in TLS_ENTRY_PROBES {
         if !symbols.contains(symbol) {
             continue;
@@ -145,9 +163,11 @@ fn attach(ebpf: &mut Ebpf, path: &Path, symbols: &[&str]) -> Result<(), CaptureE
                 .ok_or(CaptureError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| CaptureError::Program { name, source })?;
-            uprobe
+            let failed = |source| CaptureError::Program { name, source };
+            let link = uprobe
                 .attach(*symbol, path, UProbeScope::AllProcesses)
-                .map_err(|source| CaptureError::Program { name, source })?;
+                .map_err(failed)?;
+            links.push(ProbeLink::UProbe(uprobe.take_link(link).map_err(failed)?));
             debug!("{name} attached to {symbol} in {}", path.display());
         }
     }
