@@ -79,6 +79,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Transparent huge pages would back the allocator's arenas with 2 MiB pages that stay
+    // resident when mostly free: measured 55 -> 37 MiB peak RSS at idle without them.
+    // SAFETY: prctl with integer arguments only; failure leaves THP as it was.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
