@@ -7,9 +7,112 @@ use bytes::Bytes;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// Lowercased header name.
-    pub name: String,
+    pub name: HeaderName,
     /// Raw value bytes.
     pub value: Bytes,
+}
+
+/// A lowercased header name. Decoding a call must not cost an allocation per header line, so
+/// well-known names are static and names received in lowercase share the received bytes; only
+/// other names hold a lowercased copy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HeaderName(Bytes);
+
+impl HeaderName {
+    /// A name already in lowercase, kept as it is (typically a slice of the received bytes);
+    /// `None` when it holds an uppercase letter.
+    pub fn from_lowercase(name: Bytes) -> Option<Self> {
+        (!name.iter().any(u8::is_ascii_uppercase)).then_some(Self(name))
+    }
+}
+
+impl From<&str> for HeaderName {
+    /// Lowercases `name`.
+    fn from(name: &str) -> Self {
+        match well_known(name) {
+            Some(known) => Self(Bytes::from_static(known)),
+            None => Self(Bytes::from(name.to_ascii_lowercase())),
+        }
+    }
+}
+
+impl PartialEq<&str> for HeaderName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<String> for HeaderName {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for HeaderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&String::from_utf8_lossy(&self.0), f)
+    }
+}
+
+/// The static lowercase spelling of `name` when it is one of the names most calls carry.
+fn well_known(name: &str) -> Option<&'static [u8]> {
+    // Lowercased on the stack: a longer name is none of these.
+    let mut buffer = [0u8; 32];
+    let lowered = buffer.get_mut(..name.len())?;
+    lowered.copy_from_slice(name.as_bytes());
+    lowered.make_ascii_lowercase();
+    let lowered: &[u8] = lowered;
+    // `match` on literals compiles to a switch on the length and a few comparisons.
+    macro_rules! one_of {
+        ($($known:literal),* $(,)?) => {
+            match lowered {
+                $($known => Some($known.as_slice()),)*
+                _ => None,
+            }
+        };
+    }
+    one_of!(
+        b"accept",
+        b"accept-encoding",
+        b"accept-language",
+        b"accept-ranges",
+        b"access-control-allow-origin",
+        b"age",
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-type",
+        b"cookie",
+        b"date",
+        b"etag",
+        b"expires",
+        b"host",
+        b"if-modified-since",
+        b"if-none-match",
+        b"keep-alive",
+        b"last-modified",
+        b"location",
+        b"origin",
+        b"pragma",
+        b"referer",
+        b"server",
+        b"set-cookie",
+        b"strict-transport-security",
+        b"traceparent",
+        b"tracestate",
+        b"transfer-encoding",
+        b"upgrade",
+        b"user-agent",
+        b"vary",
+        b"via",
+        b"x-content-type-options",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-frame-options",
+        b"x-request-id",
+    )
 }
 
 /// A message body: how large it was and the first bytes of it.

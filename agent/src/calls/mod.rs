@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::streams::Connection;
 
-pub use http::{Header, HttpBody, HttpExchange, HttpRequest, HttpResponse};
+pub use http::{Header, HeaderName, HttpBody, HttpExchange, HttpRequest, HttpResponse};
 
 /// Which end of the exchange the traced process was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

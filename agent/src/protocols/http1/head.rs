@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use httparse::{ParserConfig, Status};
 
-use crate::calls::{Header, HttpBody, HttpRequest, HttpResponse};
+use crate::calls::{Header, HeaderName, HttpBody, HttpRequest, HttpResponse};
 
 /// Header lines parsed per head or trailer section; more is a parse failure.
 const MAX_HEADERS: usize = 128;
@@ -148,19 +148,28 @@ pub(super) fn parse_chunk_size(line: &mut Vec<u8>) -> Option<u64> {
     }
 }
 
-/// Converts parsed headers, sharing the head's one allocation for the values.
+/// Converts parsed headers, sharing the head's buffer for the values.
 fn headers(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Vec<Header> {
     parsed
         .iter()
         .map(|header| Header {
-            name: header.name.to_ascii_lowercase(),
+            name: header_name(head, header.name),
             value: sub_bytes(head, header.value),
         })
         .collect()
 }
 
+/// A parsed header name, sharing the head's buffer when it was sent in lowercase.
+fn header_name(head: &Bytes, name: &str) -> HeaderName {
+    if name.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        return HeaderName::from(name);
+    }
+    HeaderName::from_lowercase(sub_bytes(head, name.as_bytes()))
+        .unwrap_or_else(|| HeaderName::from(name))
+}
+
 /// `part`, a slice of `whole`, as a `Bytes` sharing `whole`'s buffer (a copy if it is not one).
-fn sub_bytes(whole: &Bytes, part: &[u8]) -> Bytes {
+pub(super) fn sub_bytes(whole: &Bytes, part: &[u8]) -> Bytes {
     let start = part.as_ptr().addr().wrapping_sub(whole.as_ptr().addr());
     match start.checked_add(part.len()) {
         Some(end) if end <= whole.len() => whole.slice(start..end),
