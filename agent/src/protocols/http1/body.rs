@@ -3,13 +3,18 @@
 
 use bytes::Bytes;
 
+use super::head::sub_bytes;
 use crate::calls::HttpBody;
 
 /// Collects one message body at a time.
 pub(super) struct BodyCollector {
     cap: usize,
     size: u64,
-    captured: Vec<u8>,
+    /// The kept bytes while they are one piece of a received chunk: most bodies arrive whole,
+    /// and sharing the chunk's buffer spares a copy.
+    shared: Bytes,
+    /// The kept bytes once they come from more than one piece (`shared` is empty then).
+    owned: Vec<u8>,
     incomplete: bool,
 }
 
@@ -19,34 +24,42 @@ impl BodyCollector {
         Self {
             cap,
             size: 0,
-            captured: Vec::new(),
+            shared: Bytes::new(),
+            owned: Vec::new(),
             incomplete: false,
         }
     }
 
-    /// Payload bytes seen.
-    pub(super) fn push(&mut self, data: &[u8]) {
+    /// Payload bytes seen: `data`, a slice of the received bytes `source`.
+    pub(super) fn push(&mut self, source: &Bytes, data: &[u8]) {
         self.size = self.size.saturating_add(data.len() as u64);
         // Once a byte was lost the captured bytes stop: they are the body's first bytes, never
         // pieces glued across a hole.
         if self.incomplete {
             return;
         }
-        let room = self.cap.saturating_sub(self.captured.len());
+        let len = self.shared.len().saturating_add(self.owned.len());
+        let room = self.cap.saturating_sub(len);
         let keep = data.get(..room).unwrap_or(data);
         if keep.is_empty() {
             return;
         }
+        if len == 0 {
+            self.shared = sub_bytes(source, keep);
+            return;
+        }
         // Grow by doubling but never past the cap, so a body retains at most `cap` bytes.
-        let len = self.captured.len();
         let wanted = len
             .saturating_add(keep.len())
             .max(len.saturating_mul(2))
             .min(self.cap);
-        if wanted > self.captured.capacity() {
-            self.captured.reserve_exact(wanted.saturating_sub(len));
+        if wanted > self.owned.capacity() {
+            self.owned
+                .reserve_exact(wanted.saturating_sub(self.owned.len()));
         }
-        self.captured.extend_from_slice(keep);
+        self.owned
+            .extend_from_slice(&std::mem::take(&mut self.shared));
+        self.owned.extend_from_slice(keep);
     }
 
     /// `count` payload bytes were not captured.
@@ -62,9 +75,14 @@ impl BodyCollector {
 
     /// The finished body; the collector is ready for the next message.
     pub(super) fn take(&mut self) -> HttpBody {
+        let captured = if self.owned.is_empty() {
+            std::mem::take(&mut self.shared)
+        } else {
+            Bytes::from(std::mem::take(&mut self.owned))
+        };
         let body = HttpBody {
             size: self.size,
-            captured: Bytes::from(std::mem::take(&mut self.captured)),
+            captured,
             incomplete: self.incomplete,
         };
         self.size = 0;
@@ -75,6 +93,6 @@ impl BodyCollector {
     /// Bytes held for the body in progress.
     #[cfg(test)]
     pub(super) fn retained(&self) -> usize {
-        self.captured.capacity()
+        self.owned.capacity().saturating_add(self.shared.len())
     }
 }

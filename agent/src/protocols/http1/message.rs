@@ -180,7 +180,7 @@ impl<K: Kind> MessageParser<K> {
         }
         let skip = usize::try_from(seen).unwrap_or(usize::MAX);
         if let Some(data) = chunk.data.get(skip..) {
-            self.data(data, chunk.ts_ns, chunk.tls, sink);
+            self.data(&chunk.data, data, chunk.ts_ns, chunk.tls, sink);
         }
         self.lost(len.saturating_sub(captured.max(seen)), sink);
     }
@@ -248,15 +248,23 @@ impl<K: Kind> MessageParser<K> {
         }
     }
 
-    /// Captured bytes, in order.
-    fn data(&mut self, mut data: &[u8], ts_ns: u64, tls: bool, sink: &mut impl Sink<K::Head>) {
+    /// Captured bytes, in order: `data`, a slice of the received bytes `source`, which what is
+    /// kept of them shares.
+    fn data(
+        &mut self,
+        source: &Bytes,
+        mut data: &[u8],
+        ts_ns: u64,
+        tls: bool,
+        sink: &mut impl Sink<K::Head>,
+    ) {
         while !data.is_empty() {
             let before = self.state;
             let used = match self.state {
-                State::FirstLine => self.first_line(data, ts_ns, tls, sink),
+                State::FirstLine => self.first_line(source, data, ts_ns, tls, sink),
                 State::SkipLine => self.skip_line(data),
                 State::Headers => self.headers(data, ts_ns, sink),
-                State::Body(body) => self.body(body, data, ts_ns, sink),
+                State::Body(body) => self.body(body, source, data, ts_ns, sink),
                 State::Stopped => data.len(),
             };
             // A state consumes nothing only when it hands the bytes to another state; the guard
@@ -273,6 +281,7 @@ impl<K: Kind> MessageParser<K> {
     /// At a line start: accumulates a possible start line and checks it.
     fn first_line(
         &mut self,
+        source: &Bytes,
         data: &[u8],
         ts_ns: u64,
         tls: bool,
@@ -289,6 +298,13 @@ impl<K: Kind> MessageParser<K> {
             }
             self.start_ns = ts_ns;
             self.tls = tls;
+            // Only while in sync: a failed attempt then loses sync or leaves the rest of the
+            // chunk to the head being accumulated, so no byte is scanned by more than one.
+            if self.synced
+                && let Some(used) = self.whole_head(source, data, ts_ns, sink)
+            {
+                return used;
+            }
         }
         let (line, complete) = split_line(data);
         let too_long = self.buf.len().saturating_add(line.len()) > MAX_HEAD;
@@ -323,6 +339,28 @@ impl<K: Kind> MessageParser<K> {
         line.len()
     }
 
+    /// A whole valid head at the start of `data`, parsed in place: the usual head, sent in one
+    /// piece, then costs no copy and one parse. Returns the head's length, or `None`, having
+    /// done nothing, for anything else, which the line-by-line path handles (its outcome for a
+    /// head this accepts is the same).
+    fn whole_head(
+        &mut self,
+        source: &Bytes,
+        data: &[u8],
+        ts_ns: u64,
+        sink: &mut impl Sink<K::Head>,
+    ) -> Option<usize> {
+        if head::prefix(K::STARTS, data, &[]) != Prefix::Full {
+            return None;
+        }
+        // A head starts at a line start, so a line feed comes before it.
+        let len = find_blank_line(&[0, b'\n'], data).filter(|len| *len <= MAX_HEAD)?;
+        let head = data.get(..len)?;
+        let parsed = K::parse(&head::sub_bytes(source, head))?;
+        self.parsed(parsed, ts_ns, sink);
+        Some(len)
+    }
+
     /// After the start line: accumulates header lines up to the blank line, then parses.
     fn headers(&mut self, data: &[u8], ts_ns: u64, sink: &mut impl Sink<K::Head>) -> usize {
         let Some((used, complete)) = self.accumulate_section(data) else {
@@ -334,10 +372,15 @@ impl<K: Kind> MessageParser<K> {
         }
         let head = Bytes::copy_from_slice(&self.buf);
         self.clear_buffer();
-        let Some(parsed) = K::parse(&head) else {
-            self.fail(State::FirstLine, sink);
-            return used;
-        };
+        match K::parse(&head) {
+            Some(parsed) => self.parsed(parsed, ts_ns, sink),
+            None => self.fail(State::FirstLine, sink),
+        }
+        used
+    }
+
+    /// A head was parsed from bytes ending in a chunk of time `ts_ns`.
+    fn parsed(&mut self, parsed: K::Head, ts_ns: u64, sink: &mut impl Sink<K::Head>) {
         let meta = HeadMeta {
             start_ns: self.start_ns,
             end_ns: ts_ns,
@@ -358,20 +401,20 @@ impl<K: Kind> MessageParser<K> {
                 self.lose_sync(State::FirstLine, sink);
             }
         }
-        used
     }
 
     /// In a body.
     fn body(
         &mut self,
         body: Body,
+        source: &Bytes,
         data: &[u8],
         ts_ns: u64,
         sink: &mut impl Sink<K::Head>,
     ) -> usize {
         match body {
             Body::Length(remaining) => {
-                let used = self.body_bytes(data, remaining);
+                let used = self.body_bytes(source, data, remaining);
                 match remaining.checked_sub(used as u64).filter(|left| *left > 0) {
                     Some(left) => self.state = State::Body(Body::Length(left)),
                     None => self.finish(ts_ns, sink),
@@ -379,12 +422,12 @@ impl<K: Kind> MessageParser<K> {
                 used
             }
             Body::UntilClose => {
-                self.body.push(data);
+                self.body.push(source, data);
                 data.len()
             }
             Body::ChunkSize => self.chunk_size(data, sink),
             Body::ChunkData(remaining) => {
-                let used = self.body_bytes(data, remaining);
+                let used = self.body_bytes(source, data, remaining);
                 self.state = match remaining.checked_sub(used as u64).filter(|left| *left > 0) {
                     Some(left) => State::Body(Body::ChunkData(left)),
                     None => State::Body(Body::ChunkEnd { cr: false }),
@@ -407,11 +450,11 @@ impl<K: Kind> MessageParser<K> {
         }
     }
 
-    /// Pushes up to `remaining` body bytes from `data`, returning how many.
-    fn body_bytes(&mut self, data: &[u8], remaining: u64) -> usize {
+    /// Pushes up to `remaining` body bytes from `data`, a slice of `source`, returning how many.
+    fn body_bytes(&mut self, source: &Bytes, data: &[u8], remaining: u64) -> usize {
         let take = usize::try_from(remaining).map_or(data.len(), |left| left.min(data.len()));
         let taken = data.get(..take).unwrap_or(data);
-        self.body.push(taken);
+        self.body.push(source, taken);
         taken.len()
     }
 
@@ -537,7 +580,7 @@ impl<K: Kind> MessageParser<K> {
 
 /// `data` up to and including its first line feed (`true`), or all of it (`false`).
 fn split_line(data: &[u8]) -> (&[u8], bool) {
-    match data.iter().position(|byte| *byte == b'\n') {
+    match memchr::memchr(b'\n', data) {
         Some(end) => (data.get(..=end).unwrap_or(data), true),
         None => (data, false),
     }
@@ -555,12 +598,10 @@ fn find_blank_line(tail: &[u8], data: &[u8]) -> Option<usize> {
                 .and_then(|at| tail.get(at).copied()),
         }
     };
-    data.iter()
-        .enumerate()
-        .filter(|(_, byte)| **byte == b'\n')
-        .find(|(index, _)| {
+    memchr::memchr_iter(b'\n', data)
+        .find(|index| {
             before(*index, 1) == Some(b'\n')
                 || (before(*index, 1) == Some(b'\r') && before(*index, 2) == Some(b'\n'))
         })
-        .map(|(index, _)| index.saturating_add(1))
+        .map(|index| index.saturating_add(1))
 }

@@ -1142,3 +1142,54 @@ fn random_gaps_never_mispair_keep_alive_calls() {
         "{paired} paired, {lost} without response"
     );
 }
+
+/// Whether `part` lies in the buffer of `whole`.
+fn shares(whole: &Bytes, part: &[u8]) -> bool {
+    let start = whole.as_ptr().addr();
+    let part_start = part.as_ptr().addr();
+    part_start >= start && part_start + part.len() <= start + whole.len()
+}
+
+#[test]
+fn heads_and_bodies_in_one_chunk_share_its_bytes() {
+    let connection = connection(Role::Server);
+    let request = b"GET / HTTP/1.1\r\nhost: a\r\nX-Custom: b\r\n\r\n";
+    let request = chunk(
+        &connection,
+        Direction::Ingress,
+        0,
+        request,
+        request.len() as u64,
+        1,
+    );
+    let response = ok("body");
+    let response = chunk(
+        &connection,
+        Direction::Egress,
+        0,
+        &response,
+        response.len() as u64,
+        2,
+    );
+    let mut decoder =
+        Http1Decoder::new(detect(&request).unwrap(), DecoderSettings { body_cap: CAP });
+    let mut calls = Vec::new();
+    decoder.on_chunk(&request, &mut calls);
+    decoder.on_chunk(&response, &mut calls);
+    assert_eq!(calls.len(), 1);
+    let exchange = http(&calls[0]);
+    let headers = &exchange.request.headers;
+    assert_eq!(
+        (&headers[0].name, &headers[1].name),
+        (&"host".into(), &"x-custom".into())
+    );
+    assert!(
+        headers
+            .iter()
+            .all(|header| shares(&request.data, &header.value))
+    );
+    let answer = exchange.response.as_ref().unwrap();
+    assert!(shares(&response.data, &answer.headers[0].value));
+    assert_eq!(&answer.body.captured[..], b"body");
+    assert!(shares(&response.data, &answer.body.captured));
+}
