@@ -4,7 +4,7 @@
 
 pub mod http1;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::{calls::ApiCall, streams::StreamChunk};
 
@@ -35,6 +35,8 @@ pub struct DecoderSettings {
 /// Per-connection protocol detection and decoding.
 pub struct ProtocolStage {
     settings: DecoderSettings,
+    /// Keyed by our own connection ids, looked up for every chunk: a seeded fast hash is
+    /// enough.
     connections: HashMap<u64, Option<Box<dyn Decoder>>>,
 }
 
@@ -43,7 +45,7 @@ impl ProtocolStage {
     pub fn new(settings: DecoderSettings) -> Self {
         Self {
             settings,
-            connections: HashMap::new(),
+            connections: HashMap::default(),
         }
     }
 

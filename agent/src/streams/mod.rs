@@ -8,10 +8,11 @@
 
 pub mod procfs;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use agent_common::{ConnKey, Direction, Role, data_flags};
 use bytes::Bytes;
+use foldhash::HashMap;
 
 use crate::capture::{CaptureEvent, ConnectionSeen, DataChunk};
 
@@ -112,6 +113,8 @@ struct ConnectionState {
 /// Per-connection stream assembly.
 pub struct StreamTable {
     settings: StreamSettings,
+    /// Looked up for every event. Processes pick their fds, so the hash is seeded at random,
+    /// and fast: SipHash was a measurable part of the stream thread.
     connections: HashMap<ConnKey, ConnectionState>,
     next_id: u64,
     evicted: u64,
@@ -122,7 +125,7 @@ impl StreamTable {
     pub fn new(settings: StreamSettings) -> Self {
         Self {
             settings,
-            connections: HashMap::new(),
+            connections: HashMap::default(),
             next_id: 1,
             evicted: 0,
         }
@@ -273,19 +276,18 @@ impl StreamTable {
             tgid: data.tgid,
             fd: data.fd,
         };
-        // OpenSSL records carry sock 0 when the kernel side did not know the socket yet: they
-        // belong to whatever the fd holds now.
-        let known = self
-            .connections
-            .get(&key)
-            .is_some_and(|state| data.sock == 0 || state.sock == data.sock);
-        if !known {
-            // The connection record was lost (ring buffer full) or the state was reclaimed:
-            // rebuild what /proc still knows.
-            let connection = resolve_from_proc(data.tgid, data.fd, &data.comm);
-            self.insert(key, data.sock, connection, data.ts_ns, ended);
-        }
-        let state = self.connections.get_mut(&key)?;
+        let state = match self.connections.get_mut(&key) {
+            // OpenSSL records carry sock 0 when the kernel side did not know the socket yet:
+            // they belong to whatever the fd holds now.
+            Some(state) if data.sock == 0 || state.sock == data.sock => state,
+            _ => {
+                // The connection record was lost (ring buffer full) or the state was
+                // reclaimed: rebuild what /proc still knows.
+                let connection = resolve_from_proc(data.tgid, data.fd, &data.comm);
+                self.insert(key, data.sock, connection, data.ts_ns, ended);
+                self.connections.get_mut(&key)?
+            }
+        };
         let slot = data.direction as usize & 1;
         // The kernel's count sees records lost on the way; it restarts when the kernel side
         // forgot the connection, so it is trusted only while it does not go backwards.
