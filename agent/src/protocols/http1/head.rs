@@ -37,8 +37,9 @@ pub(super) trait Kind {
     /// Whether a complete first line (ending in its line feed) is a valid start line.
     fn first_line_valid(line: &[u8]) -> bool;
 
-    /// Parses a complete head (ending in its blank line); `None` when it is not valid.
-    fn parse(head: &Bytes) -> Option<Self::Head>;
+    /// Parses a complete head (ending in its blank line), a slice of `source`, which the head's
+    /// parts share; `None` when it is not valid.
+    fn parse(source: &Bytes, head: &[u8]) -> Option<Self::Head>;
 }
 
 /// Requests (the request line starts with a method).
@@ -59,7 +60,7 @@ impl Kind for RequestKind {
         config().parse_request(&mut request, line).is_ok()
     }
 
-    fn parse(head: &Bytes) -> Option<HttpRequest> {
+    fn parse(source: &Bytes, head: &[u8]) -> Option<HttpRequest> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut slots);
         if !matches!(
@@ -72,7 +73,7 @@ impl Kind for RequestKind {
             method: request.method?.to_owned(),
             target: request.path?.to_owned(),
             version_minor: request.version?,
-            headers: headers(head, request.headers),
+            headers: headers(source, request.headers),
             trailers: Vec::new(),
             body: HttpBody::default(),
         })
@@ -90,7 +91,7 @@ impl Kind for ResponseKind {
         config().parse_response(&mut response, line).is_ok()
     }
 
-    fn parse(head: &Bytes) -> Option<HttpResponse> {
+    fn parse(source: &Bytes, head: &[u8]) -> Option<HttpResponse> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut slots);
         if !matches!(
@@ -102,7 +103,7 @@ impl Kind for ResponseKind {
         Some(HttpResponse {
             version_minor: response.version?,
             status: response.code?,
-            headers: headers(head, response.headers),
+            headers: headers(source, response.headers),
             trailers: Vec::new(),
             body: HttpBody::default(),
         })
@@ -148,23 +149,23 @@ pub(super) fn parse_chunk_size(line: &mut Vec<u8>) -> Option<u64> {
     }
 }
 
-/// Converts parsed headers, sharing the head's buffer for the values.
-fn headers(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Vec<Header> {
+/// Converts parsed headers, sharing `source`, the buffer they were parsed from, for the values.
+fn headers(source: &Bytes, parsed: &[httparse::Header<'_>]) -> Vec<Header> {
     parsed
         .iter()
         .map(|header| Header {
-            name: header_name(head, header.name),
-            value: sub_bytes(head, header.value),
+            name: header_name(source, header.name),
+            value: sub_bytes(source, header.value),
         })
         .collect()
 }
 
-/// A parsed header name, sharing the head's buffer when it was sent in lowercase.
-fn header_name(head: &Bytes, name: &str) -> HeaderName {
+/// A parsed header name, sharing `source` when it was sent in lowercase.
+fn header_name(source: &Bytes, name: &str) -> HeaderName {
     if name.bytes().any(|byte| byte.is_ascii_uppercase()) {
         return HeaderName::from(name);
     }
-    HeaderName::from_lowercase(sub_bytes(head, name.as_bytes()))
+    HeaderName::from_lowercase(sub_bytes(source, name.as_bytes()))
         .unwrap_or_else(|| HeaderName::from(name))
 }
 

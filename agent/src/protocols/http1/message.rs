@@ -356,7 +356,7 @@ impl<K: Kind> MessageParser<K> {
         // A head starts at a line start, so a line feed comes before it.
         let len = find_blank_line(&[0, b'\n'], data).filter(|len| *len <= MAX_HEAD)?;
         let head = data.get(..len)?;
-        let parsed = K::parse(&head::sub_bytes(source, head))?;
+        let parsed = K::parse(source, head)?;
         self.parsed(parsed, ts_ns, sink);
         Some(len)
     }
@@ -372,7 +372,7 @@ impl<K: Kind> MessageParser<K> {
         }
         let head = Bytes::copy_from_slice(&self.buf);
         self.clear_buffer();
-        match K::parse(&head) {
+        match K::parse(&head, &head) {
             Some(parsed) => self.parsed(parsed, ts_ns, sink),
             None => self.fail(State::FirstLine, sink),
         }
