@@ -11,6 +11,10 @@ use agent_common::{Direction, Role};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// The agent's allocator, so the numbers are the agent's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Body bytes kept per message, as a typical configuration would.
 const BODY_CAP: usize = 4096;
 
