@@ -2,9 +2,12 @@
 //! heads and ends, tracking gaps, and resynchronises on the next start line when it loses the
 //! message boundaries.
 //!
-//! Work is linear in the bytes fed: a partial head is parsed with `httparse` only once its blank
-//! line has arrived, and the blank line is searched for in the new bytes only (with the last two
-//! buffered bytes for context). Buffers are bounded by [`MAX_HEAD`] and the body cap.
+//! Work is linear in the bytes fed. A head whole in one chunk, the usual case, is parsed in
+//! place, once. Otherwise it is buffered line by line and parsed with `httparse` only once its
+//! blank line has arrived, the blank line being searched for in the new bytes only (with the last
+//! two buffered bytes for context). Buffers are bounded by [`MAX_HEAD`] and the body cap; what is
+//! kept of a message (header values, first body bytes) shares the chunk it arrived in when it
+//! arrived in one, so a message retains at most the two chunks its head and body start in.
 
 use std::marker::PhantomData;
 
