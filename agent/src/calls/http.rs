@@ -180,7 +180,14 @@ impl HttpRequest {
     /// (`http://host/path`, sent to proxies) the path part.
     pub fn path(&self) -> &str {
         let target = self.target.as_str();
-        let target = match target.find("://") {
+        // Only a target that does not start with `/` can be absolute-form: `://` later in an
+        // origin-form target is part of its query (`/a?next=http://b/c`).
+        let absolute = if target.starts_with('/') {
+            None
+        } else {
+            target.find("://")
+        };
+        let target = match absolute {
             Some(scheme_end) => {
                 let rest = &target[scheme_end + 3..];
                 rest.find('/').map_or("/", |start| &rest[start..])
@@ -254,6 +261,9 @@ mod tests {
         assert_eq!(request("http://example.com", None).path(), "/");
         assert_eq!(request("*", None).path(), "*");
         assert_eq!(request("/plain", None).query(), None);
+        let r = request("/login?next=http://evil.example/x", None);
+        assert_eq!(r.path(), "/login");
+        assert_eq!(r.query(), Some("next=http://evil.example/x"));
     }
 
     #[test]
