@@ -741,3 +741,64 @@ fn sendfile_body_is_a_counted_gap_that_keeps_the_stream_aligned() {
         offset += body_len;
     }
 }
+
+/// Bytes no decoder wants are not copied at all: once the agent has seen the first message of
+/// a binary protocol, it mutes the connection in the kernel map, and the kernel then only
+/// counts its calls (`payload_muted`), while HTTP is still decoded.
+#[test]
+fn connections_no_decoder_wants_are_muted_in_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    const MESSAGES: u64 = 300;
+    let port = support::free_port();
+    let _server = start_python_server("http_server.py", port, &[]);
+    let mut agent = Agent::start_exporting(&[], &[("RUST_LOG", "info,agent::pipeline=debug")]);
+    let mut peers = spawn_python("binary_peer.py", &[]);
+    peers.wait_stdout_line("ready", FIXTURE_READY_TIMEOUT, |line| {
+        line.contains("ready")
+    });
+    peers.write_line("send 1");
+    peers.wait_stdout_line("sent 1", FIXTURE_READY_TIMEOUT, |line| {
+        line.contains("sent")
+    });
+    let peer_pid = format!("tgid: {},", peers.pid());
+    agent.wait_log_line("the peers' connection muted", CHUNK_TIMEOUT, |line| {
+        line.contains("muting") && line.contains(&peer_pid)
+    });
+    peers.write_line(&format!("send {MESSAGES}"));
+    peers.wait_stdout_line("sent", FIXTURE_READY_TIMEOUT, |line| {
+        line.contains(&format!("\"sent\": {MESSAGES}"))
+    });
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}/still-decoded"),
+    ]);
+    assert!(out.status.success(), "curl failed: {}", out.describe());
+
+    let (lines, log) = agent.stop_for_lines_and_log();
+    let totals = log
+        .iter()
+        .rev()
+        .find_map(|line| line.split_once("capture totals: ").map(|(_, list)| list))
+        .unwrap_or_else(|| panic!("no capture totals in the log: {log:#?}"));
+    let muted: u64 = totals
+        .split(", ")
+        .find_map(|pair| pair.strip_prefix("payload_muted="))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no payload_muted counter in `{totals}`"));
+    // Each message is a send and a receive on the client's fd: both muted once it is.
+    assert!(
+        muted >= 2 * MESSAGES,
+        "payload_muted={muted}, expected at least {} (totals: {totals})",
+        2 * MESSAGES
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains(" server ") && line.contains("/still-decoded")),
+        "HTTP is still decoded after muting; stdout: {lines:#?}"
+    );
+}

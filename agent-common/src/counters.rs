@@ -16,17 +16,21 @@ pub enum Counter {
     TlsFdMismatch = 4,
     /// Data records whose iovecs or messages were not all walked.
     IovecTruncated = 5,
+    /// Socket or OpenSSL calls whose payload was not copied because userspace muted the
+    /// connection (no decoder wants it). Not a loss.
+    PayloadMuted = 6,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 7] = [
         Counter::EventsSent,
         Counter::RingBufferFull,
         Counter::UserReadFailed,
         Counter::TlsCallWithoutFd,
         Counter::TlsFdMismatch,
         Counter::IovecTruncated,
+        Counter::PayloadMuted,
     ];
 
     /// Number of slots the `COUNTERS` map needs.
@@ -41,6 +45,7 @@ impl Counter {
             Counter::TlsCallWithoutFd => "tls_call_without_fd",
             Counter::TlsFdMismatch => "tls_fd_mismatch",
             Counter::IovecTruncated => "iovec_truncated",
+            Counter::PayloadMuted => "payload_muted",
         }
     }
 }

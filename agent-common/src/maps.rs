@@ -21,6 +21,8 @@ pub mod conn_flags {
     pub const TLS: u32 = 1 << 2;
     /// Some payload has been seen, so the TLS-record sniff of the first bytes is done.
     pub const SNIFFED: u32 = 1 << 3;
+    /// Userspace muted the socket (its `MUTED` entry names it): bytes are counted, not copied.
+    pub const MUTED: u32 = 1 << 4;
 }
 
 /// Value of the `CONNS` map: what the kernel side knows about one socket fd.

@@ -4,7 +4,7 @@ use agent_common::{ConnKey, ConnState, ConnectionEvent, EventKind, Role, SockOff
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_probe_read_kernel, generated::bpf_ktime_get_ns};
 
 use crate::{
-    maps::{CONFIG, CONNS},
+    maps::{CONFIG, CONNS, MUTED},
     record::output,
 };
 
@@ -32,6 +32,9 @@ pub fn forget(tgid: u32, fd: i32) -> Option<u64> {
     // SAFETY: value copied out before the entry is removed.
     let state = unsafe { *CONNS.get(&key)? };
     let _ = CONNS.remove(&key);
+    if state.flags & conn_flags::MUTED != 0 || MUTED.get_ptr(&key).is_some() {
+        let _ = MUTED.remove(&key);
+    }
     (state.flags & conn_flags::ANNOUNCED != 0).then_some(state.sock)
 }
 
@@ -65,6 +68,26 @@ pub fn current(tgid: u32, fd: i32, sock: u64) -> Option<*mut ConnState> {
     let _ = CONNS.insert(&key, &state, 0);
     let state = CONNS.get_ptr_mut(&key)?;
     (flags & conn_flags::IGNORED == 0).then_some(state)
+}
+
+/// True when userspace muted this connection: its payload is not to be copied. The map is read
+/// until the connection is found muted; the state's flag answers from then on.
+#[inline(always)]
+pub fn muted(tgid: u32, fd: i32, state: *mut ConnState) -> bool {
+    // SAFETY: map value pointer, valid for the program's run.
+    let (flags, sock) = unsafe { ((*state).flags, (*state).sock) };
+    if flags & conn_flags::MUTED != 0 {
+        return true;
+    }
+    // SAFETY: plain value read.
+    match unsafe { MUTED.get(&ConnKey { tgid, fd }) } {
+        Some(muted_sock) if *muted_sock == sock => {
+            // SAFETY: as above.
+            unsafe { (*state).flags |= conn_flags::MUTED };
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Counts `len` more bytes in `direction` of the connection; returns where they start.

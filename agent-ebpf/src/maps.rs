@@ -119,6 +119,12 @@ pub static TLS_FDS: LruHashMap<TlsKey, i32> = LruHashMap::with_max_entries(65536
 #[map]
 pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65536, 0);
 
+/// Sockets whose payload no decoder wants, written by userspace: fd -> the socket it held when
+/// muted (a reused fd holds another socket and is not muted). The kernel side deletes entries
+/// at `close`.
+#[map]
+pub static MUTED: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
 /// Process ids listed by the selection rules; what "listed" means is `CaptureConfig::filter_mode`.
 #[map]
 pub static PID_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);

@@ -38,6 +38,7 @@ impl Recorder {
         Self {
             connection: Arc::new(Connection {
                 id: 1,
+                sock: 0,
                 pid: 1,
                 fd: 3,
                 role: Role::Server,

@@ -119,6 +119,7 @@ fn analyzed_call() -> AnalyzedCall {
             call: ApiCall {
                 connection: Arc::new(Connection {
                     id: 1,
+                    sock: 0,
                     pid: 10,
                     fd: 3,
                     role: Role::Server,

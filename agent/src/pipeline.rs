@@ -14,7 +14,8 @@ use std::{
     time::Duration,
 };
 
-use log::{info, warn};
+use agent_common::ConnKey;
+use log::{debug, info, warn};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, oneshot},
@@ -149,6 +150,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 }
                 CaptureRequest::RescanProcess(pid) => capture.scan_process(pid),
                 CaptureRequest::ForgetConnections(keys) => capture.forget_connections(keys),
+                CaptureRequest::MuteConnections(sockets) => {
+                    debug!("muting {} connections no decoder wants: {:?}", sockets.len(), sockets);
+                    capture.mute_connections(sockets);
+                }
             },
             _ = stats_tick.tick() => log_stats(&capture, &stats),
             result = &mut reader => break match result {
@@ -221,6 +226,22 @@ impl CallSink {
     }
 }
 
+/// Asks capture to stop copying the bytes of the connections no decoder wants.
+fn mute_request(protocols: &mut ProtocolStage) -> Option<CaptureRequest> {
+    let sockets: Vec<(ConnKey, u64)> = protocols
+        .take_undecodable()
+        .filter(|connection| connection.sock != 0)
+        .map(|connection| {
+            let key = ConnKey {
+                tgid: connection.pid,
+                fd: connection.fd,
+            };
+            (key, connection.sock)
+        })
+        .collect();
+    (!sockets.is_empty()).then_some(CaptureRequest::MuteConnections(sockets))
+}
+
 /// The stages after capture, on one thread: streams -> protocols -> calls -> enrichment ->
 /// analysis -> export. Runs until the event channel closes.
 fn stream_stage(
@@ -272,6 +293,12 @@ fn stream_stage(
             }
             for (id, ts_ns) in &out.ended {
                 protocols.on_end(*id, *ts_ns, &mut calls);
+            }
+            // `--dump` shows every byte, so nothing is muted then.
+            if !options.dump
+                && let Some(request) = mute_request(&mut protocols)
+            {
+                out.requests.push(request);
             }
             for call in calls.drain(..) {
                 sink.write(&options.describer, &analyzer.analyze(enricher.enrich(call)))?;

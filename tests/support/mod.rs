@@ -521,29 +521,57 @@ impl Proc {
         &mut self,
         what: &str,
         timeout: Duration,
+        pred: impl FnMut(&str) -> bool,
+    ) -> String {
+        self.wait_line(Pipe::Stdout, what, timeout, pred)
+    }
+
+    /// As [`Proc::wait_stdout_line`], on stderr.
+    pub fn wait_stderr_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl FnMut(&str) -> bool,
+    ) -> String {
+        self.wait_line(Pipe::Stderr, what, timeout, pred)
+    }
+
+    fn wait_line(
+        &mut self,
+        pipe: Pipe,
+        what: &str,
+        timeout: Duration,
         mut pred: impl FnMut(&str) -> bool,
     ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .stdout
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
+            let (lines, log) = match pipe {
+                Pipe::Stdout => (&self.stdout, &mut self.stdout_log),
+                Pipe::Stderr => (&self.stderr, &mut self.stderr_log),
+            };
+            match lines.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
-                    self.stdout_log.push(line.clone());
-                    if pred(&line) {
+                    let found = pred(&line);
+                    log.push(line.clone());
+                    if found {
                         return line;
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.guard.wait_timeout(Duration::from_secs(5));
                     self.fail(&format!(
-                        "closed stdout ({}) before printing {what}",
+                        "closed {pipe:?} ({}) before printing {what}",
                         status.map_or("still running".to_owned(), |s| describe_status(&s))
                     ));
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    if let Some(status) = self.guard.try_wait() {
+                        self.fail(&format!(
+                            "exited ({}) before printing {what}",
+                            describe_status(&status)
+                        ));
+                    }
                     if Instant::now() >= deadline {
                         self.fail(&format!("did not print {what} within {timeout:?}"));
                     }
@@ -583,6 +611,13 @@ impl Proc {
             self.pid()
         );
     }
+}
+
+/// One of a child's output pipes.
+#[derive(Debug, Clone, Copy)]
+enum Pipe {
+    Stdout,
+    Stderr,
 }
 
 /// Starts `python3 tests/fixtures/<script> <args>`, without waiting for
@@ -885,42 +920,9 @@ impl Agent {
         }
         cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("apiscope", &mut cmd);
-        let deadline = Instant::now() + AGENT_READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match proc
-                .stderr
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(line) => {
-                    let ready = has_word(&line, "ready");
-                    proc.stderr_log.push(line);
-                    if ready {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = proc.guard.wait_timeout(Duration::from_secs(5));
-                    proc.fail(&format!(
-                        "exited ({}) before logging `ready`",
-                        status.map_or("status unknown".to_owned(), |s| describe_status(&s))
-                    ));
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Some(status) = proc.guard.try_wait() {
-                        proc.fail(&format!(
-                            "exited ({}) before logging `ready`",
-                            describe_status(&status)
-                        ));
-                    }
-                    if Instant::now() >= deadline {
-                        proc.fail(&format!(
-                            "did not log `ready` within {AGENT_READY_TIMEOUT:?}"
-                        ));
-                    }
-                }
-            }
-        }
+        proc.wait_stderr_line("`ready`", AGENT_READY_TIMEOUT, |line| {
+            has_word(line, "ready")
+        });
         Agent {
             proc,
             chunks: Vec::new(),
@@ -1028,9 +1030,28 @@ impl Agent {
     }
 
     /// Stops an agent started without `--dump` and returns every line it printed on stdout.
-    pub fn stop_for_lines(mut self) -> Vec<String> {
+    pub fn stop_for_lines(self) -> Vec<String> {
+        self.stop_for_lines_and_log().0
+    }
+
+    /// Stops an agent started without `--dump`; returns its stdout lines and its log (stderr).
+    pub fn stop_for_lines_and_log(mut self) -> (Vec<String>, Vec<String>) {
         self.finish(libc::SIGTERM);
-        std::mem::take(&mut self.proc.stdout_log)
+        self.proc.stderr_lines();
+        (
+            std::mem::take(&mut self.proc.stdout_log),
+            std::mem::take(&mut self.proc.stderr_log),
+        )
+    }
+
+    /// Waits for a log line matching `pred`; panics with the log on timeout.
+    pub fn wait_log_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl FnMut(&str) -> bool,
+    ) -> String {
+        self.proc.wait_stderr_line(what, timeout, pred)
     }
 
     /// Sends `signal`, asserts exit 0 and reads stdout to its end.

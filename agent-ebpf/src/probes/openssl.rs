@@ -14,7 +14,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 
 use crate::{
-    conn::advance,
+    conn::{advance, muted},
     filter::is_traced,
     maps::{CONNS, PENDING_TLS, PendingTls, TLS_FDS, TlsKey, count},
     record::{DataRecord, DataSource},
@@ -98,6 +98,10 @@ fn exit(ctx: &RetProbeContext) {
     // The plaintext is counted on the connection's own offsets: on a TLS connection the
     // syscall bytes (ciphertext) are never counted.
     let (sock, offset) = match CONNS.get_ptr_mut(&conn) {
+        Some(state) if muted(conn.tgid, fd, state) => {
+            count(Counter::PayloadMuted);
+            return;
+        }
         // SAFETY: map value pointer, valid for the program's run.
         Some(state) => (
             unsafe { (*state).sock },

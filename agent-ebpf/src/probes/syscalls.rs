@@ -4,7 +4,7 @@
 //! between only when the fd is a socket and fill in the kernel socket; exit programs then copy
 //! the bytes actually moved. Files and pipes never get a socket and are dropped at exit.
 
-use agent_common::{ConnState, Direction, EventKind, Role, conn_flags, data_flags};
+use agent_common::{ConnState, Counter, Direction, EventKind, Role, conn_flags, data_flags};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
@@ -14,7 +14,7 @@ use aya_ebpf::{
 use crate::{
     conn,
     filter::is_traced,
-    maps::{IoShape, PENDING_IO, PENDING_TLS, PendingIo},
+    maps::{IoShape, PENDING_IO, PENDING_TLS, PendingIo, count},
     record::{DataRecord, DataSource, submit_gap, submit_lifecycle},
 };
 
@@ -108,6 +108,10 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
     // SAFETY: as above.
     let flags = unsafe { (*state).flags };
     if result <= 0 || pending.peek != 0 || flags & conn_flags::TLS != 0 {
+        return;
+    }
+    if conn::muted(tgid, pending.fd, state) {
+        count(Counter::PayloadMuted);
         return;
     }
     let mut source = DataSource {

@@ -96,6 +96,7 @@ pub struct Capture {
     /// detached concurrently.
     links: Vec<ProbeLink>,
     conns: HashMap<MapData, ConnKey, ConnState>,
+    muted: HashMap<MapData, ConnKey, u64>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -166,12 +167,14 @@ impl Capture {
 
         let ring = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let conns = take_map(&mut ebpf, "CONNS", HashMap::try_from)?;
+        let muted = take_map(&mut ebpf, "MUTED", HashMap::try_from)?;
         let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         let mut capture = Self {
             ebpf,
             tls: TlsAttacher::default(),
             links: Vec::new(),
             conns,
+            muted,
             counters,
         };
         capture.attach_kernel_probes()?;
@@ -245,6 +248,16 @@ impl Capture {
         for key in keys {
             // Already gone (closed, or evicted from the LRU map) is fine.
             let _ = self.conns.remove(&key);
+            let _ = self.muted.remove(&key);
+        }
+    }
+
+    /// Stops copying the payload of these sockets (fd and the socket it holds): no decoder
+    /// wants them. Their bytes are still counted; the kernel side forgets them at `close`.
+    pub fn mute_connections(&mut self, sockets: impl IntoIterator<Item = (ConnKey, u64)>) {
+        for (key, sock) in sockets {
+            // The map is an LRU: when full, the oldest mute is what goes.
+            let _ = self.muted.insert(key, sock, 0);
         }
     }
 

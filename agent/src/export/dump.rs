@@ -116,6 +116,7 @@ mod tests {
         StreamChunk {
             connection: Arc::new(Connection {
                 id: 9,
+                sock: 0,
                 pid: 100,
                 fd: 5,
                 role: Role::Server,

@@ -392,6 +392,7 @@ mod tests {
                 call: ApiCall {
                     connection: Arc::new(Connection {
                         id: 1,
+                        sock: 0,
                         pid: 10,
                         fd: 3,
                         role: agent_common::Role::Server,

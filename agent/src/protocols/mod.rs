@@ -4,9 +4,14 @@
 
 pub mod http1;
 
+use std::sync::Arc;
+
 use foldhash::HashMap;
 
-use crate::{calls::ApiCall, streams::StreamChunk};
+use crate::{
+    calls::ApiCall,
+    streams::{Connection, StreamChunk},
+};
 
 /// A protocol decoder for one connection. Chunks arrive in offset order per direction; a chunk
 /// whose offset is past the end of the previous one, or whose `data` is shorter than its `len`,
@@ -38,6 +43,9 @@ pub struct ProtocolStage {
     /// Keyed by our own connection ids, looked up for every chunk: a seeded fast hash is
     /// enough.
     connections: HashMap<u64, Option<Box<dyn Decoder>>>,
+    /// Connections found to carry nothing any decoder parses, since the last
+    /// [`ProtocolStage::take_undecodable`].
+    undecodable: Vec<Arc<Connection>>,
 }
 
 impl ProtocolStage {
@@ -46,28 +54,40 @@ impl ProtocolStage {
         Self {
             settings,
             connections: HashMap::default(),
+            undecodable: Vec::new(),
         }
     }
 
     /// Feeds one chunk to its connection's decoder, detecting the protocol on the connection's
-    /// first data. Connections of no known protocol are remembered as such and cost nothing
-    /// further.
+    /// first data. Connections of no known protocol are remembered as such, cost nothing
+    /// further, and are reported by [`ProtocolStage::take_undecodable`] so that capture can
+    /// stop copying their bytes.
     pub fn on_chunk(&mut self, chunk: &StreamChunk, calls: &mut Vec<ApiCall>) {
-        if chunk.data.is_empty() && !self.connections.contains_key(&chunk.connection.id) {
+        let id = chunk.connection.id;
+        let slot = match self.connections.get_mut(&id) {
+            Some(slot) => slot,
             // Nothing to detect a protocol from yet.
-            return;
-        }
-        let settings = self.settings;
-        let slot = self
-            .connections
-            .entry(chunk.connection.id)
-            .or_insert_with(|| detect(chunk, settings));
+            None if chunk.data.is_empty() => return,
+            None => {
+                let detected = detect(chunk, self.settings);
+                if detected.is_none() {
+                    self.undecodable.push(Arc::clone(&chunk.connection));
+                }
+                self.connections.entry(id).or_insert(detected)
+            }
+        };
         if let Some(decoder) = slot {
             decoder.on_chunk(chunk, calls);
             if !decoder.wants_more() {
                 *slot = None;
+                self.undecodable.push(Arc::clone(&chunk.connection));
             }
         }
+    }
+
+    /// The connections found undecodable since the last call.
+    pub fn take_undecodable(&mut self) -> std::vec::Drain<'_, Arc<Connection>> {
+        self.undecodable.drain(..)
     }
 
     /// The connection `id` ended at `ts_ns`.

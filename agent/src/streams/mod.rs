@@ -34,6 +34,8 @@ pub struct Connection {
     pub pid: u32,
     /// Socket fd in `pid`.
     pub fd: i32,
+    /// The kernel socket the fd held (tells a reused fd apart); 0 when unknown.
+    pub sock: u64,
     /// Which end the process is.
     pub role: Role,
     /// This process's end, when known.
@@ -101,6 +103,9 @@ pub enum CaptureRequest {
     RescanProcess(u32),
     /// Drop the kernel-side state of these fds.
     ForgetConnections(Vec<ConnKey>),
+    /// Stop copying the payload of these sockets (fd, and the socket it held): nothing
+    /// decodes them.
+    MuteConnections(Vec<(ConnKey, u64)>),
 }
 
 struct ConnectionState {
@@ -223,6 +228,7 @@ impl StreamTable {
             id: 0,
             pid: seen.tgid,
             fd: seen.fd,
+            sock: 0,
             role,
             local: Some(seen.local),
             peer: Some(seen.peer),
@@ -247,6 +253,7 @@ impl StreamTable {
             self.evict_oldest(now_ns, ended);
         }
         connection.id = self.next_id;
+        connection.sock = sock;
         self.next_id += 1;
         self.connections.insert(
             key,
@@ -339,6 +346,7 @@ fn resolve_from_proc(pid: u32, fd: i32, comm: &str) -> Connection {
         id: 0,
         pid,
         fd,
+        sock: 0,
         role,
         local: entry.map(|entry| entry.local),
         peer: entry.map(|entry| entry.remote),

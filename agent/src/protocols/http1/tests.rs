@@ -17,6 +17,7 @@ const CAP: usize = 1024;
 fn connection(role: Role) -> Arc<Connection> {
     Arc::new(Connection {
         id: 7,
+        sock: 0,
         pid: 100,
         fd: 5,
         role,
