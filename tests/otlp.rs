@@ -1812,3 +1812,118 @@ fn rotel_starts_and_forwards() {
     let status = rotel.stop();
     assert!(status.success(), "rotel exited with {status:?} on SIGTERM");
 }
+
+// ---------------------------------------------------------------------------
+// The collector's side of the agent's own exports
+// ---------------------------------------------------------------------------
+
+/// The receiver runs in this test process, which the agent traces like any other: the agent's
+/// own exports must not come back as spans of it (each export would beget another).
+#[test]
+fn the_collector_side_of_the_agents_exports_is_never_traced() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let server = Server::plain();
+    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut client_pids = Vec::new();
+    // Three rounds, each awaited at the receiver: the exports of the earlier rounds have
+    // reached it, and anything they begot would be in the later ones.
+    for round in 1..=3 {
+        for (transfer, _) in five_calls().into_iter().take(2) {
+            client_pids.push(curl_run(&server.base(), std::slice::from_ref(&transfer)).pid);
+        }
+        wait_spans(&receiver, &mut agent, &format!("round {round}"), |spans| {
+            client_spans(spans, &client_pids).len() >= client_pids.len()
+        });
+    }
+    agent.stop();
+    // Other tests' agents run at the same time and trace this process receiving their own
+    // exports: only the connections this agent exported over are this test's.
+    let ports = receiver.client_ports();
+    assert!(!ports.is_empty(), "the receiver saw no client connection");
+    let spans = receiver.spans();
+    let own = std::process::id();
+    let begotten: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| s.pid() == Some(own))
+        .filter(|s| {
+            s.attr_int("network.peer.port")
+                .is_some_and(|port| ports.iter().any(|p| i64::from(*p) == port))
+        })
+        .collect();
+    assert!(
+        begotten.is_empty(),
+        "spans of the receiver (pid {own}) receiving from this agent's ports {ports:?}: {}",
+        summarize_spans(begotten)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The agent's own metrics
+// ---------------------------------------------------------------------------
+
+/// Every count the agent keeps of what it captured, lost and exported reaches the collector as
+/// metrics of its own resource.
+#[test]
+fn the_agent_exports_its_own_counters() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let server = Server::plain();
+    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let agent_pid = agent.pid();
+    let mut client_pids = Vec::new();
+    for (transfer, _) in five_calls() {
+        client_pids.push(curl_run(&server.base(), std::slice::from_ref(&transfer)).pid);
+    }
+    wait_spans(&receiver, &mut agent, "5 calls", |spans| {
+        client_spans(spans, &client_pids).len() >= 5
+    });
+    // Stopping flushes the last collection, after the last spans were exported.
+    agent.stop();
+    let metrics = receiver.metrics();
+    let own: Vec<&FlatMetric> = metrics
+        .iter()
+        .filter(|m| {
+            m.resource_str("service.name") == Some("apiscope") && m.pid() == Some(agent_pid)
+        })
+        .collect();
+    let last = |name: &str, attribute: Option<(&str, &str)>| -> i64 {
+        own.iter()
+            .filter(|m| m.name == name)
+            .filter(|m| attribute.is_none_or(|(key, value)| m.attr_str(key) == Some(value)))
+            .filter_map(|m| m.value_int)
+            .max()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name} {attribute:?} from the agent (pid {agent_pid}): {}",
+                    summarize_metrics(own.iter().copied())
+                )
+            })
+    };
+    // Each call is at least a request and a response record on each of its two sides.
+    assert!(last("apiscope.capture.records", None) >= 20);
+    assert_eq!(
+        last(
+            "apiscope.capture.lost",
+            Some(("reason", "ring_buffer_full"))
+        ),
+        0
+    );
+    assert!(last("apiscope.export.spans", Some(("outcome", "exported"))) >= 10);
+    assert_eq!(
+        last("apiscope.export.spans", Some(("outcome", "dropped"))),
+        0
+    );
+    for metric in &own {
+        assert!(
+            metric.is_monotonic,
+            "{} is a cumulative counter: {}",
+            metric.name,
+            summarize_metrics([*metric])
+        );
+    }
+}

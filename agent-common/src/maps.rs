@@ -40,6 +40,25 @@ pub struct ConnState {
     pub offsets: [u64; 2],
 }
 
+/// Key of the `OWN_TUPLES` map: one of the agent's own TCP connections, from the agent's end.
+/// Addresses are in network byte order (IPv4 in the first four bytes), ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OwnTuple {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// The agent's port.
+    pub local_port: u32,
+    /// The peer's port.
+    pub peer_port: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The agent's address.
+    pub local_addr: [u8; 16],
+    /// The peer's address.
+    pub peer_addr: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers, no padding, every bit pattern valid.

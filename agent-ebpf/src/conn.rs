@@ -1,10 +1,12 @@
 //! Per-socket state: first sight (with addresses read from the kernel socket), roles, TLS.
 
-use agent_common::{ConnKey, ConnState, ConnectionEvent, EventKind, Role, SockOffsets, conn_flags};
+use agent_common::{
+    ConnKey, ConnState, ConnectionEvent, EventKind, OwnTuple, Role, SockOffsets, conn_flags,
+};
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_probe_read_kernel, generated::bpf_ktime_get_ns};
 
 use crate::{
-    maps::{CONFIG, CONNS, MUTED},
+    maps::{CONFIG, CONNS, MUTED, OWN_TUPLES},
     record::output,
 };
 
@@ -134,6 +136,20 @@ fn announce(tgid: u32, fd: i32, sock: u64, role: u32) -> Option<()> {
         local_addr = field(sock, offsets.local_addr6)?;
         peer_addr = field(sock, offsets.peer_addr6)?;
     }
+    let peer_port = u16::from_be(peer_port);
+    let from_agent_side = OwnTuple {
+        family: family as u32,
+        local_port: peer_port as u32,
+        peer_port: local_port as u32,
+        reserved: 0,
+        local_addr: peer_addr,
+        peer_addr: local_addr,
+    };
+    // SAFETY: plain value read.
+    if unsafe { OWN_TUPLES.get(&from_agent_side) }.is_some() {
+        // The far end of one of the agent's own connections (its exports): never traced.
+        return None;
+    }
     let event = ConnectionEvent {
         kind: EventKind::Connection as u32,
         role,
@@ -142,7 +158,7 @@ fn announce(tgid: u32, fd: i32, sock: u64, role: u32) -> Option<()> {
         sock,
         family: family as u32,
         local_port: local_port as u32,
-        peer_port: u16::from_be(peer_port) as u32,
+        peer_port: peer_port as u32,
         reserved: 0,
         local_addr,
         peer_addr,

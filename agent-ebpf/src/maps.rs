@@ -1,6 +1,6 @@
 //! Every map of the kernel side, defined once.
 
-use agent_common::{CaptureConfig, ConnKey, ConnState, Counter, DataEvent};
+use agent_common::{CaptureConfig, ConnKey, ConnState, Counter, DataEvent, OwnTuple};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -124,6 +124,15 @@ pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(
 /// at `close`.
 #[map]
 pub static MUTED: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// The agent's outgoing sockets between `connect` and the end of the handshake, by kernel
+/// socket address (see `probes::own_traffic`).
+#[map]
+pub static OWN_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1024, 0);
+
+/// The agent's established outgoing connections, from its end: the other end is never traced.
+#[map]
+pub static OWN_TUPLES: LruHashMap<OwnTuple, u8> = LruHashMap::with_max_entries(1024, 0);
 
 /// Process ids listed by the selection rules; what "listed" means is `CaptureConfig::filter_mode`.
 #[map]

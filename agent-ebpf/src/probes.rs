@@ -2,6 +2,7 @@
 //! userspace probe table (`agent/src/capture/probes.rs`) attaches each by that name.
 
 mod openssl;
+mod own_traffic;
 mod process;
 mod sock;
 mod syscalls;

@@ -28,10 +28,10 @@ use crate::{
         read_events,
     },
     clock::WallClock,
-    enrich::Enricher,
+    enrich::{self, Enricher},
     export::{
         dump::DumpWriter,
-        otlp::{self, OtlpError, OtlpRecorder, OtlpSettings},
+        otlp::{self, AgentHealth, OtlpError, OtlpRecorder, OtlpSettings},
         semconv::Describer,
         stdout::CallPrinter,
     },
@@ -49,6 +49,8 @@ const REQUEST_QUEUE: usize = 1024;
 const RESCAN_AFTER_EXEC: Duration = Duration::from_secs(1);
 /// How often loss counters are logged.
 const STATS_INTERVAL: Duration = Duration::from_secs(60);
+/// How often loss counters are handed to the agent's own metrics.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often idle connections are looked for.
 const RECLAIM_INTERVAL_NS: u64 = 10_000_000_000;
 
@@ -103,9 +105,10 @@ pub enum RunError {
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let health = Arc::new(AgentHealth::default());
     let (otlp, otlp_tasks) = match &options.calls {
         CallOutput::Otlp(settings) => {
-            let (recorder, tasks) = otlp::start(settings)?;
+            let (recorder, tasks) = otlp::start(settings, &health, &enrich::host_name())?;
             (Some(recorder), Some(tasks))
         }
         _ => (None, None),
@@ -122,10 +125,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 
     let (streams_done_tx, mut streams_done) = oneshot::channel();
     let stream_requests = request_tx.clone();
+    let stream_health = Arc::clone(&health);
     let streams = std::thread::Builder::new()
         .name("streams".into())
         .spawn(move || {
-            let result = stream_stage(event_rx, stream_requests, &options, otlp);
+            let result = stream_stage(event_rx, stream_requests, &options, otlp, &stream_health);
             let _ = streams_done_tx.send(result);
         })?;
 
@@ -135,6 +139,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     );
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.tick().await;
+    let mut health_tick = tokio::time::interval(HEALTH_INTERVAL);
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok(()),
@@ -156,6 +161,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 }
             },
             _ = stats_tick.tick() => log_stats(&capture, &stats),
+            _ = health_tick.tick() => publish_health(&capture, &stats, &health),
             result = &mut reader => break match result {
                 Ok(Ok(())) => Err(RunError::Streams("ring-buffer reader ended".into())),
                 Ok(Err(error)) => Err(RunError::Io(error)),
@@ -168,6 +174,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
     };
     log_stats(&capture, &stats);
+    publish_health(&capture, &stats, &health);
     // Detach first so nothing new is captured while the stages drain.
     drop(capture);
     reader.abort();
@@ -191,6 +198,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     info!("stopped: every probe detached");
     outcome
+}
+
+/// Hands the loss counters to the agent's own metrics.
+fn publish_health(capture: &Capture, stats: &ReaderStats, health: &AgentHealth) {
+    health.set_kernel(&capture.counters());
+    health.set_records_malformed(stats.malformed.load(Ordering::Relaxed));
 }
 
 fn log_stats(capture: &Capture, stats: &ReaderStats) {
@@ -249,6 +262,7 @@ fn stream_stage(
     requests: mpsc::Sender<CaptureRequest>,
     options: &RunOptions,
     otlp: Option<OtlpRecorder>,
+    health: &AgentHealth,
 ) -> io::Result<()> {
     let clock = WallClock::measure();
     let mut table = StreamTable::new(options.streams);
@@ -304,6 +318,7 @@ fn stream_stage(
                 sink.write(&options.describer, &analyzer.analyze(enricher.enrich(call)))?;
             }
         }
+        health.set_connections_evicted(table.evicted());
         for request in out.requests.drain(..) {
             // Full means the control loop is behind; a dropped scan is retried at the next exec.
             let _ = requests.try_send(request);

@@ -638,6 +638,8 @@ struct Store {
     bytes: Vec<Vec<u8>>,
     spans: Vec<FlatSpan>,
     points: Vec<FlatMetric>,
+    /// The client ports that sent requests (this receiver's exporters' connections).
+    client_ports: BTreeSet<u16>,
 }
 
 #[derive(Default)]
@@ -652,8 +654,12 @@ impl Shared {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, f: impl FnOnce(&mut Store)) {
-        f(&mut self.lock());
+    /// Records what a request brought, and who sent it.
+    fn record(&self, from: Option<SocketAddr>, f: impl FnOnce(&mut Store)) {
+        let mut store = self.lock();
+        store.client_ports.extend(from.map(|addr| addr.port()));
+        f(&mut store);
+        drop(store);
         self.changed.notify_all();
     }
 }
@@ -667,8 +673,9 @@ impl TraceService for Services {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let from = request.remote_addr();
         let request = request.into_inner();
-        self.0.record(|store| {
+        self.0.record(from, |store| {
             store.bytes.push(request.encode_to_vec());
             FlatSpan::flatten(&request, &mut store.spans);
             store.traces.push(request);
@@ -683,8 +690,9 @@ impl MetricsService for Services {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let from = request.remote_addr();
         let request = request.into_inner();
-        self.0.record(|store| {
+        self.0.record(from, |store| {
             store.bytes.push(request.encode_to_vec());
             FlatMetric::flatten(&request, &mut store.points);
             store.metrics.push(request);
@@ -699,8 +707,9 @@ impl LogsService for Services {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let from = request.remote_addr();
         let request = request.into_inner();
-        self.0.record(|store| {
+        self.0.record(from, |store| {
             store.bytes.push(request.encode_to_vec());
             store.logs.push(request);
         });
@@ -763,6 +772,11 @@ impl OtlpReceiver {
     /// Every span received so far, in arrival order.
     pub fn spans(&self) -> Vec<FlatSpan> {
         self.shared.lock().spans.clone()
+    }
+
+    /// The client ports requests came from: the connections of the exporters sending here.
+    pub fn client_ports(&self) -> Vec<u16> {
+        self.shared.lock().client_ports.iter().copied().collect()
     }
 
     /// Every metric data point received so far, in arrival order.

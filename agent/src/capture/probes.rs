@@ -53,6 +53,14 @@ pub const KERNEL_PROBES: &[Probe] = &[
             name: "sock_recv_length",
         },
     },
+    // Before any connection's first I/O can look for the agent's own connections.
+    Probe {
+        program: "sock_enter_inet_set_state",
+        hook: Hook::Tracepoint {
+            category: "sock",
+            name: "inet_sock_set_state",
+        },
+    },
     syscall("syscalls_enter_read", "sys_enter_read"),
     syscall("syscalls_exit_read", "sys_exit_read"),
     syscall("syscalls_enter_write", "sys_enter_write"),

@@ -131,7 +131,8 @@ fn identity_from_path(pid: u32, path: Option<&str>, comm: &str) -> ProcessIdenti
     }
 }
 
-fn host_name() -> String {
+/// This host's name, as the kernel has it.
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .ok()

@@ -618,8 +618,8 @@ impl Report {
     pub fn completeness_table(&self) -> String {
         let mut out = String::from(
             "| scenario | wrk requests | nginx handled | server spans | client spans | server % \
-             | client % | ring_buffer_full | spans_dropped | other capture losses \
-             | socket errors without/with |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+             | client % | ring_buffer_full | spans_dropped | other capture losses | muted calls \
+             | socket errors without/with |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
         for s in &self.scenarios {
             let other_losses: u64 = s
@@ -628,14 +628,14 @@ impl Report {
                 .filter(|(name, _)| {
                     !matches!(
                         name.as_str(),
-                        "events_sent" | "records_read" | "ring_buffer_full"
+                        "events_sent" | "records_read" | "ring_buffer_full" | "payload_muted"
                     )
                 })
                 .map(|(_, value)| value)
                 .sum();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {}/{} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {}/{} |",
                 s.scenario,
                 s.requests_with,
                 s.nginx_requests_with,
@@ -646,6 +646,7 @@ impl Report {
                 s.ring_buffer_full,
                 s.spans_dropped,
                 other_losses,
+                s.capture_totals.get("payload_muted").copied().unwrap_or(0),
                 s.socket_errors[0],
                 s.socket_errors[1],
             );

@@ -19,7 +19,7 @@ use opentelemetry_sdk::{
 };
 use tokio::sync::oneshot;
 
-use super::{ExportStats, ResourceKey};
+use super::{ExportStats, ResourceKey, health::HealthMetrics};
 use crate::export::semconv::{CallDescription, Kind};
 
 /// Bucket boundaries of the duration histograms, in seconds, as the HTTP conventions advise.
@@ -38,7 +38,14 @@ const MAX_PROCESSES: usize = 4_096;
 
 /// A manual reader the provider and the collection loop share.
 #[derive(Debug, Clone)]
-struct SharedReader(Arc<ManualReader>);
+pub(super) struct SharedReader(Arc<ManualReader>);
+
+impl SharedReader {
+    /// Shares `reader`.
+    pub fn new(reader: ManualReader) -> Self {
+        Self(Arc::new(reader))
+    }
+}
 
 impl MetricReader for SharedReader {
     fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
@@ -185,6 +192,7 @@ impl MetricsRegistry {
 pub(super) async fn export_loop(
     exporter: opentelemetry_otlp::MetricExporter,
     registry: Arc<MetricsRegistry>,
+    health: HealthMetrics,
     interval: Duration,
     mut stop: oneshot::Receiver<()>,
     stats: Arc<ExportStats>,
@@ -197,7 +205,7 @@ pub(super) async fn export_loop(
             _ = tick.tick() => false,
             _ = &mut stop => true,
         };
-        for metrics in registry.collect() {
+        for metrics in registry.collect().into_iter().chain(health.collect()) {
             if let Err(error) = exporter.export(&metrics).await
                 && stats.metric_exports_failed.fetch_add(1, Ordering::Relaxed) == 0
             {
@@ -205,6 +213,7 @@ pub(super) async fn export_loop(
             }
         }
         if stopping {
+            health.shutdown();
             let _ = exporter.shutdown();
             return;
         }

@@ -8,6 +8,7 @@
 //! exported with the official `opentelemetry-otlp` exporter on one timer.
 
 mod batch;
+mod health;
 mod metrics;
 mod settings;
 mod spans;
@@ -29,6 +30,7 @@ use opentelemetry_sdk::Resource;
 use prost::Message as _;
 use tokio::{sync::oneshot, task::JoinHandle};
 
+pub use health::AgentHealth;
 pub use settings::{OtlpProtocol, OtlpSettings};
 pub use spans::encode_span;
 
@@ -140,14 +142,20 @@ fn resource(process: &ProcessIdentity, host_name: &str) -> ProcessResource {
     }
 }
 
-/// Builds the exporters and starts the export tasks on the current tokio runtime.
-pub fn start(settings: &OtlpSettings) -> Result<(OtlpRecorder, OtlpTasks), OtlpError> {
+/// Builds the exporters and starts the export tasks on the current tokio runtime; `health` is
+/// exported as the agent's own metrics.
+pub fn start(
+    settings: &OtlpSettings,
+    health: &Arc<AgentHealth>,
+    host_name: &str,
+) -> Result<(OtlpRecorder, OtlpTasks), OtlpError> {
     let trace_client = TraceClient::new(settings)?;
     let metric_exporter = build_metric_exporter(settings)?;
     let stats = Arc::new(ExportStats::default());
     let (span_queue, span_rx, queued_bytes) =
         SpanQueue::new(settings.max_queue_size, settings.max_queue_bytes);
     let registry = Arc::new(MetricsRegistry::default());
+    let health = health::HealthMetrics::new(health, &stats, host_name);
     let (stop_metrics, metrics_stopped) = oneshot::channel();
     let spans = tokio::spawn(spans::export_loop(
         trace_client,
@@ -160,6 +168,7 @@ pub fn start(settings: &OtlpSettings) -> Result<(OtlpRecorder, OtlpTasks), OtlpE
     let metrics = tokio::spawn(metrics::export_loop(
         metric_exporter,
         Arc::clone(&registry),
+        health,
         settings.metric_interval,
         metrics_stopped,
         Arc::clone(&stats),
