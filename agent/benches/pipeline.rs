@@ -136,13 +136,13 @@ fn analyzed_call() -> AnalyzedCall {
                     request: HttpRequest {
                         method: "GET".into(),
                         target: "/users/42?page=2".into(),
-                        version_minor: 1,
+                        version: agent::calls::http::HttpVersion::Http11,
                         headers: vec![header("host", "api.local"), header("user-agent", "bench")],
                         trailers: Vec::new(),
                         body: body(0),
                     },
                     response: Some(HttpResponse {
-                        version_minor: 1,
+                        version: agent::calls::http::HttpVersion::Http11,
                         status: 200,
                         headers: Vec::new(),
                         trailers: Vec::new(),

@@ -126,6 +126,37 @@ pub struct HttpBody {
     pub incomplete: bool,
 }
 
+/// The HTTP version an exchange travelled with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.0.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+    /// HTTP/2.
+    Http2,
+}
+
+impl HttpVersion {
+    /// The HTTP/1 version of a start line's minor digit (`httparse` accepts only 0 and 1).
+    pub fn http1(minor: u8) -> Self {
+        if minor == 0 {
+            Self::Http10
+        } else {
+            Self::Http11
+        }
+    }
+
+    /// The version as the conventions' `network.protocol.version` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "1.0",
+            Self::Http11 => "1.1",
+            Self::Http2 => "2",
+        }
+    }
+}
+
 /// A request as sent on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
@@ -133,8 +164,8 @@ pub struct HttpRequest {
     pub method: String,
     /// The request-target exactly as sent (origin form `/path?query`, or absolute form).
     pub target: String,
-    /// Minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub version_minor: u8,
+    /// HTTP version.
+    pub version: HttpVersion,
     /// Header lines in order.
     pub headers: Vec<Header>,
     /// Trailer lines of a chunked body.
@@ -146,8 +177,8 @@ pub struct HttpRequest {
 /// A final response (1xx interim responses are not kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
-    /// Minor HTTP version.
-    pub version_minor: u8,
+    /// HTTP version.
+    pub version: HttpVersion,
     /// Status code.
     pub status: u16,
     /// Header lines in order.
@@ -204,9 +235,12 @@ impl HttpRequest {
         Some(query.split('#').next().unwrap_or(query))
     }
 
-    /// The `Host` header split into host and port (the port when it names one).
+    /// The `Host` header split into host and port (the port when it names one). HTTP/2's
+    /// `:authority` pseudo-header, kept among the headers, takes its place and wins over it.
     pub fn host(&self) -> Option<(&str, Option<u16>)> {
-        let value = std::str::from_utf8(&header(&self.headers, "host")?.value).ok()?;
+        let value =
+            header(&self.headers, ":authority").or_else(|| header(&self.headers, "host"))?;
+        let value = std::str::from_utf8(&value.value).ok()?;
         let value = value.trim();
         if value.is_empty() {
             return None;
@@ -237,7 +271,7 @@ mod tests {
         HttpRequest {
             method: "GET".into(),
             target: target.into(),
-            version_minor: 1,
+            version: HttpVersion::Http11,
             headers: host
                 .map(|host| Header {
                     name: "host".into(),

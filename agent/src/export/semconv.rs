@@ -217,7 +217,7 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
         ("_OTHER".to_owned(), Some(request.method.clone()))
     };
     let scheme = if call.tls { "https" } else { "http" };
-    let version = format!("1.{}", request.version_minor);
+    let version = request.version.as_str();
     let status = http.response.as_ref().map(|response| response.status);
     let error = status
         .filter(|status| match kind {
@@ -246,7 +246,7 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
         KeyValue::new(HTTP_REQUEST_METHOD, method.clone()),
         KeyValue::new(URL_PATH, request.path().to_owned()),
         KeyValue::new(URL_SCHEME, scheme),
-        KeyValue::new(NETWORK_PROTOCOL_VERSION, version.clone()),
+        KeyValue::new(NETWORK_PROTOCOL_VERSION, version),
     ];
     let mut metric_attributes = vec![
         KeyValue::new(HTTP_REQUEST_METHOD, method.clone()),
@@ -373,13 +373,13 @@ mod tests {
             request: HttpRequest {
                 method: "POST".into(),
                 target: "/users/42?api_key=s3cret".into(),
-                version_minor: 1,
+                version: crate::calls::http::HttpVersion::Http11,
                 headers,
                 trailers: Vec::new(),
                 body: body(12),
             },
             response: Some(HttpResponse {
-                version_minor: 1,
+                version: crate::calls::http::HttpVersion::Http11,
                 status,
                 headers: Vec::new(),
                 trailers: Vec::new(),

@@ -3,6 +3,7 @@
 //! connection from its first bytes and feeds the matching decoder.
 
 pub mod http1;
+pub mod http2;
 
 use std::sync::Arc;
 
@@ -100,6 +101,9 @@ impl ProtocolStage {
 
 /// Picks the decoder for a connection from its first captured bytes.
 fn detect(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>> {
+    if let Some(detected) = http2::detect(chunk) {
+        return Some(Box::new(http2::Http2Decoder::new(detected, settings)));
+    }
     http1::detect(chunk)
         .map(|detected| Box::new(http1::Http1Decoder::new(detected, settings)) as Box<dyn Decoder>)
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use httparse::{ParserConfig, Status};
 
-use crate::calls::{Header, HeaderName, HttpBody, HttpRequest, HttpResponse};
+use crate::calls::{Header, HeaderName, HttpBody, HttpRequest, HttpResponse, http::HttpVersion};
 
 /// Header lines parsed per head or trailer section; more is a parse failure.
 const MAX_HEADERS: usize = 128;
@@ -72,7 +72,7 @@ impl Kind for RequestKind {
         Some(HttpRequest {
             method: request.method?.to_owned(),
             target: request.path?.to_owned(),
-            version_minor: request.version?,
+            version: HttpVersion::http1(request.version?),
             headers: headers(source, request.headers),
             trailers: Vec::new(),
             body: HttpBody::default(),
@@ -101,7 +101,7 @@ impl Kind for ResponseKind {
             return None;
         }
         Some(HttpResponse {
-            version_minor: response.version?,
+            version: HttpVersion::http1(response.version?),
             status: response.code?,
             headers: headers(source, response.headers),
             trailers: Vec::new(),

@@ -7,7 +7,10 @@ use bytes::Bytes;
 
 use super::{Http1Decoder, detect, message::MAX_HEAD, pairing::MAX_WAITING};
 use crate::{
-    calls::{ApiCall, CallGaps, HttpExchange, Payload, Side, http::header},
+    calls::{
+        ApiCall, CallGaps, HttpExchange, Payload, Side,
+        http::{HttpVersion, header},
+    },
     protocols::{Decoder, DecoderSettings},
     streams::{Connection, StreamChunk},
 };
@@ -211,7 +214,7 @@ fn get_keep_alive_three() {
         assert_eq!(call.connection.id, 7);
         let exchange = http(call);
         assert_eq!(exchange.request.method, "GET");
-        assert_eq!(exchange.request.version_minor, 1);
+        assert_eq!(exchange.request.version, HttpVersion::Http11);
         assert_eq!(exchange.request.host(), Some(("api.local", None)));
         assert!(!exchange.upgraded);
     }
@@ -364,7 +367,7 @@ fn response_until_close_completes_at_end() {
     let calls = wire.take();
     assert_eq!(calls.len(), 1);
     let response = http(&calls[0]).response.as_ref().unwrap();
-    assert_eq!(response.version_minor, 0);
+    assert_eq!(response.version, HttpVersion::Http10);
     assert_eq!(&response.body.captured[..], b"first second");
     assert_eq!(calls[0].gaps, complete());
     // The last data, not the close.

@@ -1,0 +1,785 @@
+//! HTTP/2 (RFC 9113): an incremental decoder for one connection, turning its two byte streams
+//! into one [`ApiCall`] per request stream.
+//!
+//! # Detection
+//!
+//! A connection is HTTP/2 when its first captured bytes are the client connection preface
+//! (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, the direction requests travel in), or, at offset 0,
+//! the server's preface (a SETTINGS frame: requests travel the other way; over TLS the server
+//! often writes it before it reads the client's). With prior knowledge (h2c) and after ALPN
+//! `h2` (the TLS plaintext) alike. A role of `Unknown` is decided by direction, as HTTP/1 does.
+//! `Upgrade: h2c` (an HTTP/1 `101` then HTTP/2) is not followed: HTTP/1 reports the upgrade
+//! and leaves the connection alone.
+//!
+//! Joining a connection that was open before the agent started (its first chunk at an offset
+//! past 0) needs the process's role, and chunks that start with plausible frame headers: every
+//! complete frame header in the chunk of a known type, with the reserved bit clear, a length
+//! up to 16 KiB, flags that type defines and the stream id and length its type requires. Each
+//! direction of such a connection starts framing at its first chunk if that chunk passes the
+//! same test, and is lost otherwise. The HPACK dynamic tables are then unknown: a header block
+//! that refers to an entry added before the join fails to decode (indices are relative to the
+//! newest entries, which the decoder does see), so what decodes is right, and what does not
+//! makes that direction's headers unknown from then on (below). Calls of a joined connection
+//! carry `after_resync`.
+//!
+//! # Frames and streams
+//!
+//! Each direction is cut into frames (9-byte header, reserved bit ignored). Header blocks
+//! (HEADERS or PUSH_PROMISE and their CONTINUATIONs) go through that direction's
+//! `loona-hpack` decoder, which keeps its dynamic table for the whole connection; PUSH_PROMISE
+//! blocks update the table and make no call. DATA payloads, padding removed, are counted as
+//! body bytes and the first `body_cap` of them kept. The first HEADERS of a client-initiated
+//! stream in the request direction opens a call (`:method`, `:path`; `:authority` and other
+//! pseudo-headers stay among the headers, where `host()` finds `:authority`); a later one
+//! carries trailers. In the response direction, `1xx` headers are skipped, the first final
+//! one is the response, a later one its trailers. A call goes out when both directions ended
+//! the stream (END_STREAM), when either resets it (RST_STREAM), when the server's GOAWAY
+//! excludes it, or at the connection end; what was not seen is flagged in its `gaps`.
+//! SETTINGS, PING, WINDOW_UPDATE, PRIORITY and unknown frame types are skipped.
+//!
+//! `start_ns` is the time of the chunk holding the first byte of the request's HEADERS frame,
+//! `end_ns` that of the chunk holding the end of the frame that ended the response (or the
+//! request, when there is no response).
+//!
+//! # Bounds
+//!
+//! A header block larger than 64 KiB is dropped, and so is what a block decodes to beyond
+//! 64 KiB of names and values; the call is then incomplete, and since a dropped block's
+//! dynamic-table updates are lost, that direction's later blocks are not decoded either. At
+//! most 256 streams are open per connection; HEADERS opening more are counted and their
+//! streams ignored. Frames other than DATA and header blocks keep at most 8 bytes. The HPACK
+//! dynamic table may not grow past 64 KiB (an update beyond is a decoding error).
+//!
+//! # Gaps
+//!
+//! Each direction expects its next chunk where the last one ended. Lost bytes (a chunk
+//! starting further on, captured bytes short of the length, a `gap` chunk) inside the payload
+//! of a DATA frame whose padding length is known are counted as body bytes of that stream,
+//! whose body is marked incomplete. Anywhere else they lose the frame boundaries, which the
+//! decoder never guesses: every open stream goes out incomplete (on the side of the direction
+//! that lost them) and the decoder wants nothing more. Frames that break the protocol (a
+//! CONTINUATION out of place, padding longer than its frame, a missing preface) do the same.
+//! An HPACK decoding error makes that direction's header blocks unknown from then on (its
+//! dynamic table can no longer be trusted): requests whose headers are unknown make no call,
+//! responses whose headers are unknown leave their calls with `response_incomplete`.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use agent_common::{Direction, Role};
+
+use self::stream::{Part, Streams};
+use super::{Decoder, DecoderSettings};
+use crate::{
+    calls::{ApiCall, Side},
+    streams::{Connection, StreamChunk},
+};
+
+/// The client connection preface.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A header block (all its fragments) kept for decoding at most.
+const MAX_BLOCK: usize = 64 * 1024;
+/// Frame payload bytes kept for frames other than DATA and header blocks: RST_STREAM's error
+/// code and GOAWAY's last stream id are all that is read of them.
+const MAX_SMALL_FRAME: usize = 8;
+/// Largest frame length a plausible frame header (joining mid-way) may announce: the default
+/// SETTINGS_MAX_FRAME_SIZE, which most peers keep.
+const MAX_PLAUSIBLE_LEN: u32 = 16 * 1024;
+
+/// Frame types (RFC 9113 section 6).
+mod kind {
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const PRIORITY: u8 = 0x2;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PUSH_PROMISE: u8 = 0x5;
+    pub const PING: u8 = 0x6;
+    pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
+    pub const CONTINUATION: u8 = 0x9;
+}
+
+/// Frame flags.
+mod flag {
+    pub const END_STREAM: u8 = 0x1;
+    pub const ACK: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const PADDED: u8 = 0x8;
+    pub const PRIORITY: u8 = 0x20;
+}
+
+/// What [`detect`] found out about a connection: it carries HTTP/2, and which way.
+#[derive(Debug, Clone)]
+pub struct Detected {
+    connection: Arc<Connection>,
+    requests: Direction,
+    side: Side,
+    joined: bool,
+}
+
+impl Detected {
+    /// The direction requests travel in.
+    pub fn requests(&self) -> Direction {
+        self.requests
+    }
+
+    /// Which end of the exchanges the traced process is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+}
+
+/// Recognises HTTP/2 from the first captured bytes of a connection (see the module
+/// documentation): the client preface, the server preface at offset 0, or, past offset 0 and
+/// with a known role, plausible frame headers.
+pub fn detect(chunk: &StreamChunk) -> Option<Detected> {
+    let data: &[u8] = &chunk.data;
+    let starts_preface = {
+        let n = data.len().min(PREFACE.len());
+        // `PRI * HTTP/2.0` at least: no HTTP/1 request line or other protocol starts so.
+        n >= 14 && data.get(..n) == PREFACE.get(..n)
+    };
+    let (requests, joined) = if starts_preface {
+        (chunk.direction, false)
+    } else if chunk.offset == 0 && server_preface(data) {
+        (opposite(chunk.direction), false)
+    } else if chunk.offset > 0 && plausible_frames(data) {
+        let requests = match chunk.connection.role {
+            Role::Client => Direction::Egress,
+            Role::Server => Direction::Ingress,
+            // Both directions carry the same frame types: nothing tells which one is which.
+            Role::Unknown => return None,
+        };
+        (requests, true)
+    } else {
+        return None;
+    };
+    let side = match chunk.connection.role {
+        Role::Server => Side::Server,
+        Role::Client => Side::Client,
+        // A process sends the requests it makes and receives those it serves.
+        Role::Unknown => match requests {
+            Direction::Egress => Side::Client,
+            Direction::Ingress => Side::Server,
+        },
+    };
+    Some(Detected {
+        connection: Arc::clone(&chunk.connection),
+        requests,
+        side,
+        joined,
+    })
+}
+
+fn opposite(direction: Direction) -> Direction {
+    match direction {
+        Direction::Egress => Direction::Ingress,
+        Direction::Ingress => Direction::Egress,
+    }
+}
+
+/// A frame header.
+#[derive(Debug, Clone, Copy)]
+struct FrameHeader {
+    len: u32,
+    kind: u8,
+    flags: u8,
+    stream: u32,
+}
+
+impl FrameHeader {
+    fn parse(bytes: &[u8; 9]) -> Self {
+        let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = *bytes;
+        Self {
+            len: u32::from_be_bytes([0, l0, l1, l2]),
+            kind,
+            flags,
+            // The reserved bit means nothing.
+            stream: u32::from_be_bytes([s0, s1, s2, s3]) & 0x7fff_ffff,
+        }
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether this header looks like one a peer would send: a known type with only its own
+    /// flags, the reserved bit clear (`raw_stream`), and the stream and length its type needs.
+    fn plausible(&self, raw_stream: u32) -> bool {
+        use self::{flag::*, kind::*};
+        if raw_stream & 0x8000_0000 != 0 || self.len > MAX_PLAUSIBLE_LEN {
+            return false;
+        }
+        let on_stream = self.stream != 0;
+        let (flags, ok) = match self.kind {
+            DATA => (END_STREAM | PADDED, on_stream),
+            HEADERS => (
+                END_STREAM | END_HEADERS | PADDED | flag::PRIORITY,
+                on_stream,
+            ),
+            kind::PRIORITY => (0, on_stream && self.len == 5),
+            RST_STREAM => (0, on_stream && self.len == 4),
+            SETTINGS => (
+                ACK,
+                !on_stream && self.len.is_multiple_of(6) && (!self.has(ACK) || self.len == 0),
+            ),
+            PING => (ACK, !on_stream && self.len == 8),
+            GOAWAY => (0, !on_stream && self.len >= 8),
+            WINDOW_UPDATE => (0, self.len == 4),
+            CONTINUATION => (END_HEADERS, on_stream),
+            _ => return false,
+        };
+        ok && self.flags & !flags == 0
+    }
+}
+
+/// The first 9 bytes of `data` as a frame header, with the raw stream word.
+fn frame_header(data: &[u8]) -> Option<(FrameHeader, u32)> {
+    let bytes: &[u8; 9] = data.get(..9)?.try_into().ok()?;
+    let raw = bytes
+        .get(5..9)
+        .and_then(|word| word.try_into().ok())
+        .map_or(0, u32::from_be_bytes);
+    Some((FrameHeader::parse(bytes), raw))
+}
+
+/// A server connection preface: a SETTINGS frame (not an ACK) on stream 0.
+fn server_preface(data: &[u8]) -> bool {
+    frame_header(data).is_some_and(|(header, raw)| {
+        header.kind == kind::SETTINGS && !header.has(flag::ACK) && header.plausible(raw)
+    })
+}
+
+/// Whether `data` starts at a frame boundary, as far as it can tell: every frame header that
+/// is whole in `data` (one at least) is plausible, and the first is a frame that starts or
+/// carries traffic (PRIORITY, PUSH_PROMISE and CONTINUATION alone tell too little).
+fn plausible_frames(data: &[u8]) -> bool {
+    let Some((first, _)) = frame_header(data) else {
+        return false;
+    };
+    if !matches!(
+        first.kind,
+        kind::DATA
+            | kind::HEADERS
+            | kind::SETTINGS
+            | kind::WINDOW_UPDATE
+            | kind::PING
+            | kind::RST_STREAM
+            | kind::GOAWAY
+    ) {
+        return false;
+    }
+    let mut rest = data;
+    while let Some((header, raw)) = frame_header(rest) {
+        if !header.plausible(raw) {
+            return false;
+        }
+        let next = 9usize.saturating_add(header.len as usize);
+        match rest.get(next..) {
+            Some(after) => rest = after,
+            None => break,
+        }
+    }
+    true
+}
+
+/// Where a direction is in its byte stream.
+#[derive(Debug)]
+enum Read {
+    /// The client preface, of which this many bytes were seen.
+    Preface(usize),
+    /// A frame header, of which `header_buf` holds the bytes seen.
+    Header,
+    /// The payload of a frame other than DATA: this many bytes are left, and the first bytes
+    /// (as many as the frame keeps) go to `payload`.
+    Payload { frame: FrameHeader, left: u32 },
+    /// The padding length byte of a padded DATA frame.
+    DataPadLength { frame: FrameHeader, left: u32 },
+    /// The data of a DATA frame, then its padding.
+    Data {
+        frame: FrameHeader,
+        data_left: u32,
+        pad_left: u32,
+    },
+    /// Frame boundaries are lost.
+    Lost,
+}
+
+/// A header block waiting for its CONTINUATION frames.
+#[derive(Debug)]
+struct PendingBlock {
+    stream: u32,
+    end_stream: bool,
+    push: bool,
+    start_ns: u64,
+    fragments: Vec<u8>,
+    too_large: bool,
+}
+
+/// One direction of the connection.
+struct DirectionReader {
+    part: Part,
+    /// Where the next chunk is expected; `None` before the first.
+    expected: Option<u64>,
+    read: Read,
+    header_buf: [u8; 9],
+    header_len: usize,
+    payload: Vec<u8>,
+    /// Time of the chunk holding the current frame's first byte.
+    frame_start_ns: u64,
+    block: Option<PendingBlock>,
+    hpack: loona_hpack::Decoder<'static>,
+    /// An HPACK error, or a block that was dropped: the dynamic table is unknown.
+    hpack_lost: bool,
+    joined: bool,
+}
+
+/// What reading a direction did to the connection.
+enum Outcome {
+    Fine,
+    /// Frame boundaries are lost.
+    Lost,
+}
+
+impl DirectionReader {
+    fn new(part: Part, joined: bool) -> Self {
+        let mut hpack = loona_hpack::Decoder::new();
+        hpack.set_max_allowed_table_size(MAX_BLOCK);
+        Self {
+            part,
+            expected: None,
+            read: Read::Header,
+            header_buf: [0; 9],
+            header_len: 0,
+            payload: Vec::new(),
+            frame_start_ns: 0,
+            block: None,
+            hpack,
+            hpack_lost: false,
+            joined,
+        }
+    }
+
+    fn feed(&mut self, chunk: &StreamChunk, streams: &mut Streams) -> Outcome {
+        if matches!(self.read, Read::Lost) {
+            return Outcome::Lost;
+        }
+        let mut data: &[u8] = &chunk.data;
+        if chunk.gap {
+            data = &[];
+        }
+        match self.expected {
+            None => {
+                if chunk.offset == 0 && self.part == Part::Request {
+                    self.read = Read::Preface(0);
+                } else if chunk.offset > 0 && !plausible_frames(data) {
+                    self.read = Read::Lost;
+                    return Outcome::Lost;
+                } else if chunk.offset > 0 {
+                    self.joined = true;
+                    streams.joined = true;
+                }
+            }
+            Some(expected) if chunk.offset > expected => {
+                if let Outcome::Lost = self.lose(chunk.offset - expected, chunk.ts_ns, streams) {
+                    return Outcome::Lost;
+                }
+            }
+            Some(expected) => {
+                // Bytes already seen (an overlap): only the new ones count.
+                let seen = usize::try_from(expected - chunk.offset).unwrap_or(usize::MAX);
+                data = data.get(seen..).unwrap_or_default();
+            }
+        }
+        let end = chunk.offset.saturating_add(chunk.len);
+        self.expected = Some(end.max(self.expected.unwrap_or(0)));
+        if let Outcome::Lost = self.consume(data, chunk.ts_ns, streams) {
+            self.read = Read::Lost;
+            return Outcome::Lost;
+        }
+        let captured_end = chunk
+            .offset
+            .saturating_add(chunk.data.len() as u64)
+            .min(end);
+        let lost = if chunk.gap {
+            chunk.len
+        } else {
+            end - captured_end
+        };
+        if lost > 0 {
+            return self.lose(lost, chunk.ts_ns, streams);
+        }
+        Outcome::Fine
+    }
+
+    /// `lost` bytes were not captured: fine only inside a DATA frame's known payload.
+    fn lose(&mut self, lost: u64, ts_ns: u64, streams: &mut Streams) -> Outcome {
+        if let Read::Data {
+            frame,
+            data_left,
+            pad_left,
+        } = &mut self.read
+            && lost <= u64::from(*data_left) + u64::from(*pad_left)
+        {
+            let in_data = lost.min(u64::from(*data_left));
+            *data_left -= in_data as u32;
+            *pad_left -= (lost - in_data) as u32;
+            let frame = *frame;
+            streams.on_data(self.part, frame.stream, &[], in_data);
+            if *data_left == 0 && *pad_left == 0 {
+                self.read = Read::Header;
+                self.end_data(frame, ts_ns, streams);
+            }
+            return Outcome::Fine;
+        }
+        self.read = Read::Lost;
+        Outcome::Lost
+    }
+
+    /// Reads `data`, which follows what was read before without a hole.
+    fn consume(&mut self, mut data: &[u8], ts_ns: u64, streams: &mut Streams) -> Outcome {
+        while !data.is_empty() {
+            match &mut self.read {
+                Read::Lost => return Outcome::Lost,
+                Read::Preface(seen) => {
+                    let want = PREFACE.get(*seen..).unwrap_or_default();
+                    let n = want.len().min(data.len());
+                    if data.get(..n) != want.get(..n) {
+                        return Outcome::Lost;
+                    }
+                    *seen += n;
+                    data = data.get(n..).unwrap_or_default();
+                    if *seen == PREFACE.len() {
+                        self.read = Read::Header;
+                    }
+                }
+                Read::Header => {
+                    if self.header_len == 0 {
+                        self.frame_start_ns = ts_ns;
+                    }
+                    let n = (9 - self.header_len).min(data.len());
+                    if let (Some(to), Some(from)) = (
+                        self.header_buf
+                            .get_mut(self.header_len..self.header_len + n),
+                        data.get(..n),
+                    ) {
+                        to.copy_from_slice(from);
+                    }
+                    self.header_len += n;
+                    data = data.get(n..).unwrap_or_default();
+                    if self.header_len == 9 {
+                        self.header_len = 0;
+                        let frame = FrameHeader::parse(&self.header_buf);
+                        if let Outcome::Lost = self.start_frame(frame, ts_ns, streams) {
+                            return Outcome::Lost;
+                        }
+                    }
+                }
+                Read::Payload { frame, left } => {
+                    let frame = *frame;
+                    let n = (*left as usize).min(data.len());
+                    *left -= n as u32;
+                    let left = *left;
+                    let keep = self.keep(&frame).saturating_sub(self.payload.len()).min(n);
+                    self.payload
+                        .extend_from_slice(data.get(..keep).unwrap_or_default());
+                    data = data.get(n..).unwrap_or_default();
+                    if left == 0 {
+                        self.read = Read::Header;
+                        if let Outcome::Lost = self.end_frame(frame, ts_ns, streams) {
+                            return Outcome::Lost;
+                        }
+                    }
+                }
+                Read::DataPadLength { frame, left } => {
+                    let (frame, left) = (*frame, *left);
+                    let pad = data.first().copied().unwrap_or(0);
+                    data = data.get(1..).unwrap_or_default();
+                    let left = left - 1;
+                    if u32::from(pad) > left {
+                        return Outcome::Lost;
+                    }
+                    self.read = Read::Data {
+                        frame,
+                        data_left: left - u32::from(pad),
+                        pad_left: u32::from(pad),
+                    };
+                    self.maybe_end_data(ts_ns, streams);
+                }
+                Read::Data {
+                    frame,
+                    data_left,
+                    pad_left,
+                } => {
+                    let frame = *frame;
+                    let n = (*data_left as usize).min(data.len());
+                    *data_left -= n as u32;
+                    let pad = (*pad_left as usize).min(data.len() - n);
+                    *pad_left -= pad as u32;
+                    if n > 0 {
+                        streams.on_data(
+                            self.part,
+                            frame.stream,
+                            data.get(..n).unwrap_or_default(),
+                            0,
+                        );
+                    }
+                    data = data.get(n + pad..).unwrap_or_default();
+                    self.maybe_end_data(ts_ns, streams);
+                }
+            }
+        }
+        Outcome::Fine
+    }
+
+    /// Payload bytes kept of a frame that is not DATA.
+    fn keep(&self, frame: &FrameHeader) -> usize {
+        match frame.kind {
+            kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION => MAX_BLOCK + 256,
+            _ => MAX_SMALL_FRAME,
+        }
+    }
+
+    fn start_frame(&mut self, frame: FrameHeader, ts_ns: u64, streams: &mut Streams) -> Outcome {
+        // Between a header block's first frame and its last, only its CONTINUATIONs may come.
+        if self.block.is_some() != (frame.kind == kind::CONTINUATION) {
+            return Outcome::Lost;
+        }
+        self.payload.clear();
+        if frame.kind == kind::DATA {
+            if frame.has(flag::PADDED) {
+                if frame.len == 0 {
+                    return Outcome::Lost;
+                }
+                self.read = Read::DataPadLength {
+                    frame,
+                    left: frame.len,
+                };
+            } else {
+                self.read = Read::Data {
+                    frame,
+                    data_left: frame.len,
+                    pad_left: 0,
+                };
+                self.maybe_end_data(ts_ns, streams);
+            }
+            return Outcome::Fine;
+        }
+        if frame.len == 0 {
+            self.read = Read::Header;
+            return self.end_frame(frame, ts_ns, streams);
+        }
+        self.read = Read::Payload {
+            frame,
+            left: frame.len,
+        };
+        Outcome::Fine
+    }
+
+    fn maybe_end_data(&mut self, ts_ns: u64, streams: &mut Streams) {
+        if let Read::Data {
+            frame,
+            data_left: 0,
+            pad_left: 0,
+        } = self.read
+        {
+            self.read = Read::Header;
+            self.end_data(frame, ts_ns, streams);
+        }
+    }
+
+    fn end_data(&mut self, frame: FrameHeader, ts_ns: u64, streams: &mut Streams) {
+        streams.touch(self.part, frame.stream, ts_ns);
+        if frame.has(flag::END_STREAM) {
+            streams.end_stream(self.part, frame.stream, ts_ns);
+        }
+    }
+
+    /// A frame other than DATA ended; `self.payload` holds its first bytes.
+    fn end_frame(&mut self, frame: FrameHeader, ts_ns: u64, streams: &mut Streams) -> Outcome {
+        let kept = frame.len as usize <= self.payload.len();
+        match frame.kind {
+            kind::HEADERS | kind::PUSH_PROMISE => {
+                let push = frame.kind == kind::PUSH_PROMISE;
+                let piece = if kept {
+                    match fragment(&self.payload, &frame) {
+                        Some(piece) => Some(piece),
+                        None => return Outcome::Lost,
+                    }
+                } else {
+                    None
+                };
+                let mut block = PendingBlock {
+                    stream: frame.stream,
+                    end_stream: !push && frame.has(flag::END_STREAM),
+                    push,
+                    start_ns: self.frame_start_ns,
+                    fragments: Vec::new(),
+                    too_large: piece.is_none(),
+                };
+                if let Some(piece) = piece {
+                    block.fragments.extend_from_slice(piece);
+                }
+                self.block = Some(block);
+            }
+            kind::CONTINUATION => {
+                let Some(block) = &mut self.block else {
+                    return Outcome::Lost;
+                };
+                if block.stream != frame.stream {
+                    return Outcome::Lost;
+                }
+                let fits = block.fragments.len().saturating_add(self.payload.len()) <= MAX_BLOCK;
+                if kept && fits && !block.too_large {
+                    block.fragments.extend_from_slice(&self.payload);
+                } else {
+                    block.too_large = true;
+                    block.fragments = Vec::new();
+                }
+            }
+            kind::RST_STREAM => {
+                streams.reset(frame.stream, ts_ns);
+                return Outcome::Fine;
+            }
+            kind::GOAWAY => {
+                if self.part == Part::Response
+                    && let Some(word) = self.payload.get(..4)
+                {
+                    let last = word.try_into().map_or(u32::MAX, u32::from_be_bytes) & 0x7fff_ffff;
+                    streams.go_away(last, ts_ns);
+                }
+                return Outcome::Fine;
+            }
+            _ => return Outcome::Fine,
+        }
+        if frame.has(flag::END_HEADERS) {
+            self.end_block(ts_ns, streams);
+        }
+        Outcome::Fine
+    }
+
+    /// A header block is whole: decode it and hand it to its stream.
+    fn end_block(&mut self, ts_ns: u64, streams: &mut Streams) {
+        let Some(block) = self.block.take() else {
+            return;
+        };
+        if block.too_large {
+            self.hpack_lost = true;
+        }
+        let fields = if self.hpack_lost {
+            None
+        } else {
+            let mut fields = stream::Fields::default();
+            match self
+                .hpack
+                .decode_with_cb(&block.fragments, |name, value| fields.push(&name, &value))
+            {
+                Ok(()) => Some(fields),
+                Err(_) => {
+                    self.hpack_lost = true;
+                    None
+                }
+            }
+        };
+        if block.push {
+            return;
+        }
+        streams.on_headers(
+            self.part,
+            block.stream,
+            fields,
+            block.end_stream,
+            block.start_ns,
+            ts_ns,
+        );
+    }
+}
+
+/// The header block fragment of a whole HEADERS or PUSH_PROMISE payload: padding, priority
+/// and promised stream id removed. `None` when the padding does not fit.
+fn fragment<'a>(payload: &'a [u8], frame: &FrameHeader) -> Option<&'a [u8]> {
+    let (pad, mut rest) = if frame.has(flag::PADDED) {
+        let (&pad, rest) = payload.split_first()?;
+        (usize::from(pad), rest)
+    } else {
+        (0, payload)
+    };
+    let skip = match frame.kind {
+        kind::PUSH_PROMISE => 4,
+        _ if frame.has(flag::PRIORITY) => 5,
+        _ => 0,
+    };
+    rest = rest.get(skip..)?;
+    rest.get(..rest.len().checked_sub(pad)?)
+}
+
+/// The HTTP/2 decoder of one connection.
+pub struct Http2Decoder {
+    requests_direction: Direction,
+    requests: DirectionReader,
+    responses: DirectionReader,
+    streams: Streams,
+    ended: bool,
+}
+
+impl Http2Decoder {
+    /// A decoder for the connection `detected` describes, fed from its first chunk on.
+    pub fn new(detected: Detected, settings: DecoderSettings) -> Self {
+        Self {
+            requests_direction: detected.requests,
+            requests: DirectionReader::new(Part::Request, detected.joined),
+            responses: DirectionReader::new(Part::Response, detected.joined),
+            streams: Streams::new(
+                detected.connection,
+                detected.side,
+                settings.body_cap,
+                detected.joined,
+            ),
+            ended: false,
+        }
+    }
+
+    /// Streams open now, for the bounds tests.
+    #[cfg(test)]
+    fn open_streams(&self) -> usize {
+        self.streams.open()
+    }
+}
+
+impl Decoder for Http2Decoder {
+    fn on_chunk(&mut self, chunk: &StreamChunk, calls: &mut Vec<ApiCall>) {
+        if self.ended {
+            return;
+        }
+        self.streams.tls |= chunk.tls;
+        let reader = if chunk.direction == self.requests_direction {
+            &mut self.requests
+        } else {
+            &mut self.responses
+        };
+        let outcome = reader.feed(chunk, &mut self.streams);
+        if let Outcome::Lost = outcome {
+            let part = reader.part;
+            self.streams.lose(part, calls);
+            self.ended = true;
+        }
+        self.streams.take_finished(calls);
+    }
+
+    fn on_end(&mut self, _ts_ns: u64, calls: &mut Vec<ApiCall>) {
+        if !self.ended {
+            self.streams.finish(calls);
+        }
+        self.ended = true;
+    }
+
+    fn wants_more(&self) -> bool {
+        !self.ended
+    }
+}
