@@ -1,0 +1,238 @@
+//! End-to-end HTTP/2 tests: the real agent (`apiscope run --otlp-endpoint ...`, as root) turns
+//! real HTTP/2 calls between curl and nginx into spans, exported to an in-process OTLP
+//! receiver: h2c with prior knowledge, h2 over TLS (ALPN), and several streams multiplexed on
+//! one connection.
+//!
+//! Each test starts its own receiver, nginx and agent, and counts only the spans of its own
+//! processes (nginx's workers for the server side, its curls for the client side): other
+//! tests' traffic, and the agent's own exports to the receiver, are not its business.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use support::nginx::Nginx;
+use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
+use support::{Agent, curl, require_root};
+
+/// How long a test waits for its spans at the receiver.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Calls per test.
+const N: usize = 4;
+/// Export cadence for the agent.
+const OTEL_ENV: &[(&str, &str)] = &[
+    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+];
+
+/// The path of call `i`: even calls hit `/ok` (200), odd ones a missing page (404).
+fn path(i: usize) -> String {
+    if i.is_multiple_of(2) {
+        "/ok".to_owned()
+    } else {
+        format!("/missing/{i}")
+    }
+}
+
+fn expected_status(path: &str) -> i64 {
+    if path == "/ok" { 200 } else { 404 }
+}
+
+fn start_agent(receiver: &OtlpReceiver) -> Agent {
+    Agent::start_exporting(
+        &[
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--otlp-protocol",
+            "grpc",
+        ],
+        OTEL_ENV,
+    )
+}
+
+/// The spans of `pids` of one kind.
+fn spans_of<'a>(spans: &'a [FlatSpan], pids: &BTreeSet<u32>, server: bool) -> Vec<&'a FlatSpan> {
+    spans
+        .iter()
+        .filter(|span| span.is_server() == server && span.is_client() != server)
+        .filter(|span| span.pid().is_some_and(|pid| pids.contains(&pid)))
+        .collect()
+}
+
+/// Waits for `N` server spans from nginx's workers and `N` client spans from `curls`, stops
+/// the agent, and checks every span of those processes that was exported (so a duplicate sent
+/// late is caught): paths, statuses, the protocol version, the scheme and the peers.
+fn check_spans(
+    receiver: &OtlpReceiver,
+    agent: Agent,
+    nginx: &Nginx,
+    curls: &BTreeSet<u32>,
+    port: u16,
+    scheme: &str,
+) {
+    let workers: BTreeSet<u32> = nginx.worker_pids().into_iter().collect();
+    receiver.wait_for_spans(
+        |spans| {
+            spans_of(spans, &workers, true).len() >= N && spans_of(spans, curls, false).len() >= N
+        },
+        EXPORT_TIMEOUT,
+    );
+    agent.stop_for_lines();
+    let spans = receiver.spans();
+    let expected_paths: Vec<String> = {
+        let mut paths: Vec<String> = (0..N).map(path).collect();
+        paths.sort();
+        paths
+    };
+    for (server, pids) in [(true, &workers), (false, curls)] {
+        let mine = spans_of(&spans, pids, server);
+        let context = || summarize_spans(mine.iter().copied());
+        assert_eq!(mine.len(), N, "server={server}: {}", context());
+        let mut paths: Vec<String> = mine
+            .iter()
+            .map(|span| span.attr_str("url.path").unwrap_or_default().to_owned())
+            .collect();
+        paths.sort();
+        assert_eq!(paths, expected_paths, "server={server}: {}", context());
+        for span in &mine {
+            let path = span.attr_str("url.path").unwrap_or_default();
+            assert_eq!(
+                span.attr_int("http.response.status_code"),
+                Some(expected_status(path)),
+                "{span}"
+            );
+            assert_eq!(
+                span.attr_str("network.protocol.version"),
+                Some("2"),
+                "{span}"
+            );
+            assert_eq!(span.attr_str("http.request.method"), Some("GET"), "{span}");
+            assert_eq!(span.attr_str("url.scheme"), Some(scheme), "{span}");
+            assert_eq!(span.attr_str("server.address"), Some("127.0.0.1"), "{span}");
+            assert_eq!(
+                span.attr_int("server.port"),
+                Some(i64::from(port)),
+                "{span}"
+            );
+            assert_eq!(
+                span.attr_str("network.peer.address"),
+                Some("127.0.0.1"),
+                "{span}"
+            );
+            assert!(
+                span.attr("apiscope.call.incomplete").is_none(),
+                "a whole call reported incomplete: {span}"
+            );
+            if !server {
+                assert_eq!(
+                    span.attr_int("network.peer.port"),
+                    Some(i64::from(port)),
+                    "{span}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn h2c_prior_knowledge_calls_become_spans() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let nginx = Nginx::start("http2-h2c");
+    let agent = start_agent(&receiver);
+    let mut curls = BTreeSet::new();
+    for i in 0..N {
+        let url = format!("http://127.0.0.1:{}{}", nginx.h2c_port, path(i));
+        let out = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "--http2-prior-knowledge",
+            "-w",
+            "%{http_version} %{http_code}",
+            &url,
+        ]);
+        let code = expected_status(&path(i));
+        assert_eq!(out.stdout_text(), format!("2 {code}"), "{}", out.describe());
+        curls.insert(out.pid);
+    }
+    check_spans(&receiver, agent, &nginx, &curls, nginx.h2c_port, "http");
+}
+
+#[test]
+fn h2_over_tls_calls_become_spans() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let nginx = Nginx::start("http2-tls");
+    let agent = start_agent(&receiver);
+    let mut curls = BTreeSet::new();
+    for i in 0..N {
+        let url = format!("https://127.0.0.1:{}{}", nginx.tls_port, path(i));
+        let out = curl(&[
+            "-s",
+            "-k",
+            "-o",
+            "/dev/null",
+            "--http2",
+            "-w",
+            "%{http_version} %{http_code}",
+            &url,
+        ]);
+        let code = expected_status(&path(i));
+        // ALPN chose h2.
+        assert_eq!(out.stdout_text(), format!("2 {code}"), "{}", out.describe());
+        curls.insert(out.pid);
+    }
+    check_spans(&receiver, agent, &nginx, &curls, nginx.tls_port, "https");
+}
+
+#[test]
+fn parallel_streams_on_one_connection_become_spans() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let nginx = Nginx::start("http2-parallel");
+    let agent = start_agent(&receiver);
+    // Over TLS: curl 7.88 (Debian 12) fails `--parallel` with `--http2-prior-knowledge` by
+    // itself (exit 16, a framing error, with or without the agent), while after ALPN it waits
+    // for the first connection and multiplexes every transfer on it.
+    let urls: Vec<String> = (0..N)
+        .map(|i| format!("https://127.0.0.1:{}{}", nginx.tls_port, path(i)))
+        .collect();
+    let mut args = vec![
+        "-s",
+        "-k",
+        "--http2",
+        "--parallel",
+        "-w",
+        "%{num_connects} %{http_version}\\n",
+    ];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&args);
+    // curl waits to multiplex: every transfer after the first reuses the first connection.
+    let text = out.stdout_text();
+    assert!(
+        text.lines().all(|line| line.ends_with(" 2")),
+        "not every transfer used HTTP/2: {text}"
+    );
+    let connects: u64 = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        connects,
+        1,
+        "streams did not share one connection: {}",
+        out.describe()
+    );
+    let curls = BTreeSet::from([out.pid]);
+    check_spans(&receiver, agent, &nginx, &curls, nginx.tls_port, "https");
+}
