@@ -149,6 +149,8 @@ fn analyzed_call() -> AnalyzedCall {
                         body: body(2),
                     }),
                     upgraded: false,
+                    grpc: None,
+                    graphql: None,
                 }),
             },
             process: Arc::new(ProcessIdentity {

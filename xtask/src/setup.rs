@@ -34,8 +34,9 @@ pub const TEST_PACKAGES: &[&str] = &[
 
 /// PyPI packages the tests need, installed with `python3 -m pip`.
 /// `rotel`: a real OpenTelemetry collector (its `rotel-agent` binary ships inside the package)
-/// that the OTLP end-to-end tests put between the agent and their receiver.
-pub const PIP_PACKAGES: &[&str] = &["rotel==0.0.1a15"];
+/// that the OTLP end-to-end tests put between the agent and their receiver. `grpcio`: the real
+/// gRPC client and server of tests/grpc.rs (manylinux wheels, no compiler needed).
+pub const PIP_PACKAGES: &[&str] = &["rotel==0.0.1a15", "grpcio==1.85.1"];
 
 /// Policy file consulted by `invoke-rc.d`: while ours is there, installed services do not start.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

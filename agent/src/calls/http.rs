@@ -199,6 +199,10 @@ pub struct HttpExchange {
     /// The connection switched protocols after this exchange (`101`, or a `CONNECT` tunnel):
     /// nothing after it is parsed as HTTP.
     pub upgraded: bool,
+    /// The gRPC call, when the exchange is one (`content-type: application/grpc*`).
+    pub grpc: Option<super::GrpcCall>,
+    /// The GraphQL operation, when the request carried one.
+    pub graphql: Option<super::GraphqlOperation>,
 }
 
 /// Finds a header by lowercase name.

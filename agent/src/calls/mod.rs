@@ -1,12 +1,16 @@
 //! Calls: the decoded API exchanges every later stage works on. Each protocol fills its own
 //! payload type; the fields common to all of them live on [`ApiCall`].
 
+pub mod graphql;
+pub mod grpc;
 pub mod http;
 
 use std::sync::Arc;
 
 use crate::streams::Connection;
 
+pub use graphql::{GraphqlOperation, GraphqlOperationType};
+pub use grpc::GrpcCall;
 pub use http::{Header, HeaderName, HttpBody, HttpExchange, HttpRequest, HttpResponse};
 
 /// Which end of the exchange the traced process was.

@@ -6,7 +6,7 @@ use opentelemetry::{KeyValue, Value};
 
 use crate::{
     analysis::AnalyzedCall,
-    calls::{HttpExchange, Payload, Side},
+    calls::{GrpcCall, HttpExchange, Payload, Side, grpc::status_name},
 };
 
 /// `http.request.method`.
@@ -45,6 +45,21 @@ pub const USER_AGENT_ORIGINAL: &str = "user_agent.original";
 pub const ERROR_TYPE: &str = "error.type";
 /// apiscope's own: which parts of the call were not captured (see `calls::CallGaps`).
 pub const APISCOPE_CALL_INCOMPLETE: &str = "apiscope.call.incomplete";
+/// `rpc.system` (RPC conventions v1.37): `grpc`.
+pub const RPC_SYSTEM: &str = "rpc.system";
+/// `rpc.service`: the fully qualified service, e.g. `helloworld.Greeter`.
+pub const RPC_SERVICE: &str = "rpc.service";
+/// `rpc.method`: the method name alone, e.g. `SayHello`.
+pub const RPC_METHOD: &str = "rpc.method";
+/// `rpc.grpc.status_code`: the numeric gRPC status.
+pub const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
+/// apiscope's own (the conventions have no span attribute for it): whole messages the client
+/// sent, when the count is known.
+pub const APISCOPE_RPC_REQUEST_MESSAGE_COUNT: &str = "apiscope.rpc.request.message.count";
+/// apiscope's own: whole messages the server sent, when the count is known.
+pub const APISCOPE_RPC_RESPONSE_MESSAGE_COUNT: &str = "apiscope.rpc.response.message.count";
+/// apiscope's own: some gRPC message of the call was compressed (set only when true).
+pub const APISCOPE_GRPC_COMPRESSED: &str = "apiscope.grpc.compressed";
 
 /// What replaces every query-string value: values may carry keys and tokens.
 pub const REDACTED: &str = "REDACTED";
@@ -69,7 +84,9 @@ pub enum Kind {
 pub struct CallDescription {
     /// Span kind.
     pub kind: Kind,
-    /// Span name: `{method} {route}` or `{method}`.
+    /// The call is an RPC (gRPC): its duration goes to the RPC metrics instead of the HTTP ones.
+    pub rpc: bool,
+    /// Span name: `{method} {route}` or `{method}` (`{service}/{method}` for gRPC).
     pub name: String,
     /// Span attributes.
     pub span_attributes: Vec<KeyValue>,
@@ -166,7 +183,10 @@ impl Describer {
     pub fn describe(&self, analyzed: &AnalyzedCall) -> CallDescription {
         match &analyzed.call.call.payload {
             Payload::Http(http) => {
-                let mut description = describe_http(analyzed, http);
+                let mut description = match &http.grpc {
+                    Some(grpc) => describe_grpc(analyzed, http, grpc),
+                    None => describe_http(analyzed, http),
+                };
                 self.headers.attributes(
                     "http.request.header",
                     &http.request.headers,
@@ -318,6 +338,7 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
     };
     CallDescription {
         kind,
+        rpc: false,
         name,
         span_attributes,
         metric_attributes,
@@ -328,6 +349,81 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
         traceparent: request.header_str("traceparent").map(str::to_owned),
         tracestate: request.header_str("tracestate").map(str::to_owned),
     }
+}
+
+/// What of the HTTP description a gRPC span keeps: where the call went and what was missed.
+/// The rest (method, path, HTTP status) is the same for every gRPC call or repeats the
+/// service and method.
+const GRPC_KEPT_HTTP_ATTRIBUTES: [&str; 7] = [
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    CLIENT_ADDRESS,
+    NETWORK_PEER_ADDRESS,
+    NETWORK_PEER_PORT,
+    USER_AGENT_ORIGINAL,
+    APISCOPE_CALL_INCOMPLETE,
+];
+
+/// True when `code` makes a span an error: any non-OK status for a client; for a server only
+/// the codes that mean the server failed (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+/// UNAVAILABLE, DATA_LOSS), not those answering a bad request.
+fn is_grpc_error(kind: Kind, code: u32) -> bool {
+    match kind {
+        Kind::Client => code != 0,
+        Kind::Server => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+    }
+}
+
+/// A gRPC call in the RPC conventions (v1.37 attribute names): named `{service}/{method}`,
+/// with `rpc.*` attributes on the span and the metrics.
+fn describe_grpc(analyzed: &AnalyzedCall, http: &HttpExchange, grpc: &GrpcCall) -> CallDescription {
+    let mut description = describe_http(analyzed, http);
+    description
+        .span_attributes
+        .retain(|attribute| GRPC_KEPT_HTTP_ATTRIBUTES.contains(&attribute.key.as_str()));
+    let mut rpc = vec![KeyValue::new(RPC_SYSTEM, "grpc")];
+    // An unparsable `:path` has no service or method to name: the span is just `grpc`.
+    description.name = if grpc.service.is_empty() {
+        "grpc".to_owned()
+    } else {
+        rpc.push(KeyValue::new(RPC_SERVICE, grpc.service.clone()));
+        rpc.push(KeyValue::new(RPC_METHOD, grpc.method.clone()));
+        format!("{}/{}", grpc.service, grpc.method)
+    };
+    if let Some(code) = grpc.status_code {
+        rpc.push(KeyValue::new(RPC_GRPC_STATUS_CODE, i64::from(code)));
+    }
+    description.error = grpc
+        .status_code
+        .filter(|code| is_grpc_error(description.kind, *code))
+        .map(|code| status_name(code).map_or_else(|| code.to_string(), str::to_owned));
+    if let Some(error) = &description.error {
+        rpc.push(KeyValue::new(ERROR_TYPE, error.clone()));
+    }
+    description.span_attributes.extend(rpc.iter().cloned());
+    description.metric_attributes = rpc;
+    if let Some(count) = grpc.request_messages {
+        description.span_attributes.push(KeyValue::new(
+            APISCOPE_RPC_REQUEST_MESSAGE_COUNT,
+            int(count),
+        ));
+    }
+    if let Some(count) = grpc.response_messages {
+        description.span_attributes.push(KeyValue::new(
+            APISCOPE_RPC_RESPONSE_MESSAGE_COUNT,
+            int(count),
+        ));
+    }
+    if grpc.compressed {
+        description
+            .span_attributes
+            .push(KeyValue::new(APISCOPE_GRPC_COMPRESSED, true));
+    }
+    description.rpc = true;
+    // Message bytes are not HTTP bodies to measure.
+    description.request_body_size = None;
+    description.response_body_size = None;
+    description
 }
 
 /// Names of the parts of a call that were not captured.
@@ -352,7 +448,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        calls::{ApiCall, CallGaps, Header, HttpBody, HttpRequest, HttpResponse},
+        calls::{ApiCall, CallGaps, GrpcCall, Header, HttpBody, HttpRequest, HttpResponse},
         enrich::{EnrichedCall, ProcessIdentity},
         streams::Connection,
     };
@@ -386,6 +482,8 @@ mod tests {
                 body: body(0),
             }),
             upgraded: false,
+            grpc: None,
+            graphql: None,
         };
         AnalyzedCall {
             call: EnrichedCall {
@@ -545,6 +643,85 @@ mod tests {
         assert_eq!(
             attribute(a, HTTP_REQUEST_METHOD_ORIGINAL),
             Some(&Value::from("PURGE"))
+        );
+    }
+
+    fn grpc_call(side: Side, status_code: Option<u32>) -> AnalyzedCall {
+        let mut analyzed = call(side, 200, vec![header("user-agent", "grpc-python/1")]);
+        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        http.request.target = "/helloworld.Greeter/SayHello".into();
+        http.grpc = Some(GrpcCall {
+            service: "helloworld.Greeter".into(),
+            method: "SayHello".into(),
+            status_code,
+            request_messages: Some(4),
+            response_messages: None,
+            compressed: false,
+        });
+        analyzed
+    }
+
+    #[test]
+    fn grpc_calls_follow_the_rpc_conventions() {
+        let described = Describer::default().describe(&grpc_call(Side::Server, Some(0)));
+        assert_eq!(described.name, "helloworld.Greeter/SayHello");
+        assert!(described.rpc);
+        assert!(described.error.is_none());
+        let a = &described.span_attributes;
+        assert_eq!(attribute(a, RPC_SYSTEM), Some(&Value::from("grpc")));
+        assert_eq!(
+            attribute(a, RPC_SERVICE),
+            Some(&Value::from("helloworld.Greeter"))
+        );
+        assert_eq!(attribute(a, RPC_METHOD), Some(&Value::from("SayHello")));
+        assert_eq!(attribute(a, RPC_GRPC_STATUS_CODE), Some(&Value::I64(0)));
+        assert_eq!(
+            attribute(a, APISCOPE_RPC_REQUEST_MESSAGE_COUNT),
+            Some(&Value::I64(4))
+        );
+        // An unknown count is left out, not reported as what was seen.
+        assert_eq!(attribute(a, APISCOPE_RPC_RESPONSE_MESSAGE_COUNT), None);
+        assert_eq!(attribute(a, APISCOPE_GRPC_COMPRESSED), None);
+        assert_eq!(attribute(a, SERVER_PORT), Some(&Value::I64(8080)));
+        // The HTTP carrier's attributes say nothing a gRPC span needs.
+        assert_eq!(attribute(a, HTTP_REQUEST_METHOD), None);
+        assert_eq!(attribute(a, URL_PATH), None);
+        assert_eq!(attribute(a, HTTP_RESPONSE_STATUS_CODE), None);
+        let m = &described.metric_attributes;
+        assert_eq!(attribute(m, RPC_METHOD), Some(&Value::from("SayHello")));
+        assert_eq!(attribute(m, RPC_GRPC_STATUS_CODE), Some(&Value::I64(0)));
+        assert_eq!(attribute(m, HTTP_ROUTE), None);
+    }
+
+    #[test]
+    fn grpc_errors_depend_on_the_side() {
+        let error = |side, code| {
+            Describer::default()
+                .describe(&grpc_call(side, Some(code)))
+                .error
+        };
+        // NOT_FOUND answers the request: an error for the client only.
+        assert_eq!(error(Side::Client, 5).as_deref(), Some("NOT_FOUND"));
+        assert_eq!(error(Side::Server, 5), None);
+        for code in [2, 4, 12, 13, 14, 15] {
+            assert!(error(Side::Server, code).is_some(), "{code}");
+        }
+        for code in [0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 16] {
+            assert!(error(Side::Server, code).is_none(), "{code}");
+        }
+        assert_eq!(error(Side::Client, 99).as_deref(), Some("99"));
+        assert_eq!(error(Side::Client, 0), None);
+        let described = Describer::default().describe(&grpc_call(Side::Client, Some(14)));
+        assert_eq!(
+            attribute(&described.span_attributes, ERROR_TYPE),
+            Some(&Value::from("UNAVAILABLE"))
+        );
+        // No status seen: no code, no error.
+        let described = Describer::default().describe(&grpc_call(Side::Client, None));
+        assert!(described.error.is_none());
+        assert_eq!(
+            attribute(&described.span_attributes, RPC_GRPC_STATUS_CODE),
+            None
         );
     }
 

@@ -1,5 +1,6 @@
-//! Metrics: the HTTP duration and body-size histograms, aggregated by one SDK meter provider
-//! per process (its resource) and collected for all of them on one timer.
+//! Metrics: the HTTP duration and body-size histograms and the RPC duration histograms,
+//! aggregated by one SDK meter provider per process (its resource) and collected for all of
+//! them on one timer.
 
 use std::{
     collections::HashMap,
@@ -102,12 +103,35 @@ impl HttpInstruments {
     }
 }
 
+/// The instrument of one side of RPC (gRPC): the current RPC conventions' call duration, in
+/// seconds with the HTTP buckets (the older `rpc.{side}.duration` in milliseconds is
+/// deprecated).
+struct RpcInstruments {
+    duration: Histogram<f64>,
+}
+
+impl RpcInstruments {
+    fn new(provider: &SdkMeterProvider, side: &str) -> Self {
+        Self {
+            duration: provider
+                .meter("apiscope")
+                .f64_histogram(format!("rpc.{side}.call.duration"))
+                .with_unit("s")
+                .with_description(format!("Duration of RPC {side} calls."))
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+        }
+    }
+}
+
 /// One process's aggregations.
 struct ProcessMetrics {
     provider: SdkMeterProvider,
     reader: SharedReader,
     server: HttpInstruments,
     client: HttpInstruments,
+    rpc_server: RpcInstruments,
+    rpc_client: RpcInstruments,
     recorded_since_collect: bool,
 }
 
@@ -121,6 +145,8 @@ impl ProcessMetrics {
         Self {
             server: HttpInstruments::new(&provider, "server"),
             client: HttpInstruments::new(&provider, "client"),
+            rpc_server: RpcInstruments::new(&provider, "server"),
+            rpc_client: RpcInstruments::new(&provider, "client"),
             provider,
             reader,
             recorded_since_collect: false,
@@ -148,11 +174,24 @@ impl MetricsRegistry {
         let metrics = processes
             .entry(key)
             .or_insert_with(|| ProcessMetrics::new(resource));
+        let attributes = &description.metric_attributes;
+        metrics.recorded_since_collect = true;
+        // A gRPC call is measured as an RPC only: its HTTP/2 carrier would repeat the same
+        // duration under `POST` with the method path as route.
+        if description.rpc {
+            let instruments = match description.kind {
+                Kind::Server => &metrics.rpc_server,
+                Kind::Client => &metrics.rpc_client,
+            };
+            instruments
+                .duration
+                .record(description.duration_seconds, attributes);
+            return;
+        }
         let instruments = match description.kind {
             Kind::Server => &metrics.server,
             Kind::Client => &metrics.client,
         };
-        let attributes = &description.metric_attributes;
         instruments
             .duration
             .record(description.duration_seconds, attributes);
@@ -162,7 +201,6 @@ impl MetricsRegistry {
         if let Some(size) = description.response_body_size {
             instruments.response_size.record(size, attributes);
         }
-        metrics.recorded_since_collect = true;
     }
 
     /// Collects every process's metrics. Processes with nothing recorded since the previous

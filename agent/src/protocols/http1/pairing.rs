@@ -351,6 +351,8 @@ impl Pairing {
                 request: call.request,
                 response: call.response,
                 upgraded: call.upgraded,
+                grpc: None,
+                graphql: None,
             }),
         }
     }

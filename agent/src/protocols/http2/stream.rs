@@ -11,6 +11,7 @@ use crate::{
         ApiCall, CallGaps, Header, HeaderName, HttpBody, HttpExchange, HttpRequest, HttpResponse,
         Payload, Side, http::HttpVersion,
     },
+    protocols::grpc::GrpcTracker,
     streams::Connection,
 };
 
@@ -113,12 +114,20 @@ struct Stream {
     response_unknown: bool,
     response_ended: bool,
     gaps: CallGaps,
+    /// The gRPC call, when the request is one.
+    grpc: Option<GrpcTracker>,
 }
 
 impl Stream {
     /// The next DATA payload bytes of one direction (padding removed), and `lost` bytes that
     /// were not captured after them. Every body byte of the stream passes here.
     fn on_data(&mut self, part: Part, data: &[u8], lost: u64, body_cap: usize) {
+        if let Some(grpc) = &mut self.grpc {
+            match part {
+                Part::Request => grpc.on_request_data(data, lost),
+                Part::Response => grpc.on_response_data(data, lost),
+            }
+        }
         let body = match part {
             Part::Request => &mut self.request_body,
             Part::Response => &mut self.response_body,
@@ -292,18 +301,20 @@ impl Streams {
             after_resync: self.joined,
             ..CallGaps::default()
         };
+        let request = HttpRequest {
+            method,
+            target: target.unwrap_or_default(),
+            version: HttpVersion::Http2,
+            headers: fields.headers,
+            trailers: Vec::new(),
+            body: HttpBody::default(),
+        };
         let stream = Stream {
             start_ns,
             request_end_ns: end_ns,
             response_end_ns: 0,
-            request: HttpRequest {
-                method,
-                target: target.unwrap_or_default(),
-                version: HttpVersion::Http2,
-                headers: fields.headers,
-                trailers: Vec::new(),
-                body: HttpBody::default(),
-            },
+            grpc: GrpcTracker::start(&request),
+            request,
             request_body: Body::default(),
             request_ended: false,
             response: None,
@@ -440,6 +451,9 @@ impl Streams {
             response.body = stream.response_body.into_http();
             response
         });
+        let grpc = stream
+            .grpc
+            .map(|grpc| grpc.finish(response.as_ref(), &stream.gaps));
         let end_ns = if response.is_some() || stream.response_unknown {
             stream.response_end_ns.max(stream.start_ns)
         } else {
@@ -456,7 +470,7 @@ impl Streams {
                 request,
                 response,
                 upgraded: false,
-                grpc: None,
+                grpc,
                 graphql: None,
             }),
         }

@@ -1,0 +1,264 @@
+//! End-to-end gRPC tests: the real agent (`apiscope run --otlp-endpoint ...`, as root) turns
+//! plaintext gRPC calls between a real grpcio client and a real grpcio server (generic
+//! handlers over raw bytes, no generated code: tests/fixtures/grpc_*.py) into RPC spans and
+//! metrics, exported over OTLP to an in-process receiver (support/otlp.rs).
+//!
+//! The agent sees every HTTP/2 connection on the host, its own OTLP exports to the receiver
+//! among them, so spans are picked by the pids of the fixture processes this test started.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::otlp::{
+    self, FlatMetric, FlatSpan, OtlpReceiver, StatusCode, summarize_metrics, summarize_spans,
+};
+use support::{Agent, COMMAND_TIMEOUT, fixture, free_port, python, require_root, run};
+
+/// How long the test waits for its spans at the receiver.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Export cadence for the agent: batches and metric collections every 500 ms.
+const OTEL_ENV: &[(&str, &str)] = &[
+    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+];
+/// The fixtures' service.
+const SERVICE: &str = "apiscope.test.Echo";
+
+/// One call of grpc_client.py and what its two spans must say.
+struct Expected {
+    method: &'static str,
+    status: i64,
+    requests: i64,
+    responses: i64,
+    /// The client span is an error (any non-OK status).
+    client_error: bool,
+}
+
+/// The calls grpc_client.py makes, in order.
+const CALLS: [Expected; 4] = [
+    Expected {
+        method: "Unary",
+        status: 0,
+        requests: 1,
+        responses: 1,
+        client_error: false,
+    },
+    Expected {
+        method: "ServerStream",
+        status: 0,
+        requests: 1,
+        responses: 3,
+        client_error: false,
+    },
+    Expected {
+        method: "Chat",
+        status: 0,
+        requests: 4,
+        responses: 4,
+        client_error: false,
+    },
+    // NOT_FOUND answers the request: an error for the client, not for the server.
+    Expected {
+        method: "Fail",
+        status: 5,
+        requests: 1,
+        responses: 0,
+        client_error: true,
+    },
+];
+
+fn grpc_spans(spans: &[FlatSpan], pid: u32, server: bool) -> Vec<&FlatSpan> {
+    spans
+        .iter()
+        .filter(|s| s.pid() == Some(pid) && s.is_server() == server && s.is_client() != server)
+        .collect()
+}
+
+/// What is wrong with `span` as the span of `call` on one side.
+fn problems(span: &FlatSpan, call: &Expected, server: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut expect = |what: &str, ok: bool| {
+        if !ok {
+            problems.push(what.to_owned());
+        }
+    };
+    expect("name", span.name == format!("{SERVICE}/{}", call.method));
+    expect("rpc.system", span.attr_str("rpc.system") == Some("grpc"));
+    expect("rpc.service", span.attr_str("rpc.service") == Some(SERVICE));
+    expect(
+        "rpc.method",
+        span.attr_str("rpc.method") == Some(call.method),
+    );
+    expect(
+        "rpc.grpc.status_code",
+        span.attr_int("rpc.grpc.status_code") == Some(call.status),
+    );
+    expect(
+        "request message count",
+        span.attr_int("apiscope.rpc.request.message.count") == Some(call.requests),
+    );
+    expect(
+        "response message count",
+        span.attr_int("apiscope.rpc.response.message.count") == Some(call.responses),
+    );
+    let error = !server && call.client_error;
+    expect(
+        "span status",
+        span.status_code
+            == if error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            },
+    );
+    expect(
+        "error.type",
+        span.attr_str("error.type") == error.then_some("NOT_FOUND"),
+    );
+    expect(
+        "no HTTP attributes",
+        span.attr("http.request.method").is_none() && span.attr("url.path").is_none(),
+    );
+    expect("complete", span.attr("apiscope.call.incomplete").is_none());
+    expect("duration", span.duration_nanos() > 0);
+    problems
+}
+
+#[test]
+fn grpcio_calls_are_one_rpc_span_per_side() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let server = support::start_python_server("grpc_server.py", port, &[]);
+    let mut agent = Agent::start_exporting(
+        &[
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--otlp-protocol",
+            "grpc",
+        ],
+        OTEL_ENV,
+    );
+
+    let out = run(
+        Command::new(python())
+            .arg("-u")
+            .arg(fixture("grpc_client.py"))
+            .args(["--port", &port.to_string()])
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "grpc_client.py: {}", out.describe());
+    let seen: Vec<(String, String, i64)> = out
+        .stdout_text()
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("grpc_client.py printed {line:?}: {e}"));
+            (
+                event["method"].as_str().unwrap_or_default().to_owned(),
+                event["status"].as_str().unwrap_or_default().to_owned(),
+                event["replies"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    let planned: Vec<(String, String, i64)> = CALLS
+        .iter()
+        .map(|c| {
+            let status = if c.status == 0 { "OK" } else { "NOT_FOUND" };
+            (c.method.to_owned(), status.to_owned(), c.responses)
+        })
+        .collect();
+    assert_eq!(seen, planned, "what the client saw");
+    let (server_pid, client_pid) = (server.pid(), out.pid);
+
+    let wanted = |spans: &[FlatSpan]| {
+        grpc_spans(spans, server_pid, true).len() >= CALLS.len()
+            && grpc_spans(spans, client_pid, false).len() >= CALLS.len()
+    };
+    if let Err(spans) = receiver.try_wait_for_spans(wanted, EXPORT_TIMEOUT) {
+        agent.fail(&format!(
+            "the spans of 4 gRPC calls did not arrive within {EXPORT_TIMEOUT:?}; got {}",
+            summarize_spans(&spans)
+        ));
+    }
+    // Stopping flushes the last batch and metric collection, so late duplicates show too.
+    agent.stop();
+    let spans = receiver.spans();
+    let ours: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| s.pid() == Some(server_pid) || s.pid() == Some(client_pid))
+        .collect();
+    let dump = || summarize_spans(ours.iter().copied());
+    for (side, pid, server) in [("server", server_pid, true), ("client", client_pid, false)] {
+        let side_spans = grpc_spans(&spans, pid, server);
+        assert_eq!(
+            side_spans.len(),
+            CALLS.len(),
+            "{side} spans: one per call; {}",
+            dump()
+        );
+        for call in &CALLS {
+            let matching: Vec<&&FlatSpan> = side_spans
+                .iter()
+                .filter(|s| s.attr_str("rpc.method") == Some(call.method))
+                .collect();
+            assert_eq!(
+                matching.len(),
+                1,
+                "{side} spans of {}; {}",
+                call.method,
+                dump()
+            );
+            let problems = problems(matching[0], call, server);
+            assert!(
+                problems.is_empty(),
+                "{side} span of {}: wrong {problems:?} in {}",
+                call.method,
+                matching[0]
+            );
+        }
+    }
+
+    // Metrics: the RPC duration histograms count each call once per side, and a gRPC call is
+    // not also measured as an HTTP request.
+    let metrics = receiver.metrics();
+    let mine = |m: &FlatMetric| m.pid() == Some(server_pid) || m.pid() == Some(client_pid);
+    let shown = || summarize_metrics(metrics.iter().filter(|m| mine(m)));
+    for (name, pid) in [
+        ("rpc.server.call.duration", server_pid),
+        ("rpc.client.call.duration", client_pid),
+    ] {
+        let series = otlp::collapse_series(
+            metrics
+                .iter()
+                .filter(|m| m.name == name && m.pid() == Some(pid)),
+        );
+        for call in &CALLS {
+            let count: u64 = series
+                .iter()
+                .filter(|m| m.attr_str("rpc.method") == Some(call.method))
+                .inspect(|m| {
+                    assert_eq!(m.unit, "s", "{name} unit");
+                    assert_eq!(m.attr_str("rpc.system"), Some("grpc"));
+                    assert_eq!(m.attr_str("rpc.service"), Some(SERVICE));
+                    assert_eq!(m.attr_int("rpc.grpc.status_code"), Some(call.status));
+                })
+                .map(|m| m.count)
+                .sum();
+            assert_eq!(count, 1, "{name} count for {}; {}", call.method, shown());
+        }
+    }
+    assert!(
+        !metrics
+            .iter()
+            .any(|m| mine(m) && m.name.starts_with("http.")),
+        "HTTP metrics for gRPC calls: {}",
+        shown()
+    );
+}
