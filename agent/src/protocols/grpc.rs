@@ -18,7 +18,7 @@
 //!
 //! Lost bytes that fall inside the message in progress (its remaining length is known) are
 //! skipped and counting goes on. Lost bytes that reach past it, a flag other than 0 or 1, or a
-//! direction the call did not see to its end (its `gaps`) make the position of the next prefix
+//! direction whose end of stream was not seen make the position of the next prefix
 //! unknown: that direction stops counting and reports its count as unknown (`None`) rather
 //! than a number that may be wrong.
 //!
@@ -28,7 +28,7 @@
 //! response, which gRPC sends for errors before any message). A value that is not a decimal
 //! number is not reported.
 
-use crate::calls::{CallGaps, GrpcCall, HttpRequest, HttpResponse, http::header};
+use crate::calls::{GrpcCall, HttpRequest, HttpResponse, http::header};
 
 /// Tracks one gRPC call while its HTTP/2 stream is decoded.
 #[derive(Debug, Clone)]
@@ -68,14 +68,19 @@ impl GrpcTracker {
     }
 
     /// The call as far as it was seen, its status from `response` (trailers first, then
-    /// headers) when there is one. A direction the call's `gaps` say was not seen to its end
-    /// (lost frames, a reset, a missing response) may have carried more messages than were
-    /// counted, so its count is unknown.
-    pub fn finish(mut self, response: Option<&HttpResponse>, gaps: &CallGaps) -> GrpcCall {
-        if gaps.request_incomplete {
+    /// headers) when there is one. A direction whose end of stream was not seen (lost frames,
+    /// a reset, no response) may have carried more messages than were counted, so its count
+    /// is unknown.
+    pub fn finish(
+        mut self,
+        response: Option<&HttpResponse>,
+        request_ended: bool,
+        response_ended: bool,
+    ) -> GrpcCall {
+        if !request_ended {
             self.request.framing = Framing::Lost;
         }
-        if gaps.response_incomplete || gaps.response_missing {
+        if !response_ended {
             self.response.framing = Framing::Lost;
         }
         let status_code = response.and_then(|response| {
@@ -227,13 +232,6 @@ mod tests {
     use super::*;
     use crate::calls::{Header, HttpBody, http::HttpVersion};
 
-    const NO_GAPS: CallGaps = CallGaps {
-        request_incomplete: false,
-        response_missing: false,
-        response_incomplete: false,
-        after_resync: false,
-    };
-
     fn headers(pairs: &[(&str, &str)]) -> Vec<Header> {
         pairs
             .iter()
@@ -309,13 +307,13 @@ mod tests {
 
     #[test]
     fn service_and_method_come_from_the_path() {
-        let call = tracker().finish(None, &NO_GAPS);
+        let call = tracker().finish(None, true, true);
         assert_eq!(call.service, "helloworld.Greeter");
         assert_eq!(call.method, "SayHello");
         for malformed in ["/", "/only", "//M", "/S/", "/a/b/c", "nopath"] {
             let call = GrpcTracker::start(&request(malformed, "application/grpc"))
                 .expect("gRPC by content-type")
-                .finish(None, &NO_GAPS);
+                .finish(None, true, true);
             assert_eq!((call.service.as_str(), call.method.as_str()), ("", ""));
         }
     }
@@ -330,7 +328,8 @@ mod tests {
                 &[("content-type", "application/grpc")],
                 &[("grpc-status", "0"), ("grpc-message", "")],
             )),
-            &NO_GAPS,
+            true,
+            true,
         );
         assert_eq!(call.status_code, Some(0));
         assert_eq!(call.request_messages, Some(1));
@@ -347,22 +346,24 @@ mod tests {
                 &[("grpc-status", "5"), ("grpc-message", "not here")],
                 &[],
             )),
-            &NO_GAPS,
+            true,
+            true,
         );
         assert_eq!(call.status_code, Some(5));
         assert_eq!(call.response_messages, Some(0));
         // Trailers win over headers.
         let call = tracker().finish(
             Some(&response(&[("grpc-status", "0")], &[("grpc-status", "13")])),
-            &NO_GAPS,
+            true,
+            true,
         );
         assert_eq!(call.status_code, Some(13));
         // Not a number: not reported.
         for bad in ["", "OK", "-1", "1 ", "99999999999"] {
-            let call = tracker().finish(Some(&response(&[], &[("grpc-status", bad)])), &NO_GAPS);
+            let call = tracker().finish(Some(&response(&[], &[("grpc-status", bad)])), true, true);
             assert_eq!(call.status_code, None, "{bad:?}");
         }
-        assert_eq!(tracker().finish(None, &NO_GAPS).status_code, None);
+        assert_eq!(tracker().finish(None, true, true).status_code, None);
     }
 
     #[test]
@@ -378,7 +379,7 @@ mod tests {
             grpc.on_response_data(a, 0);
             grpc.on_response_data(b, 0);
             assert_eq!(
-                grpc.finish(None, &NO_GAPS).response_messages,
+                grpc.finish(None, true, true).response_messages,
                 Some(4),
                 "split {split}"
             );
@@ -388,7 +389,7 @@ mod tests {
             grpc.on_request_data(std::slice::from_ref(byte), 0);
         }
         grpc.on_request_data(&[], 0);
-        assert_eq!(grpc.finish(None, &NO_GAPS).request_messages, Some(4));
+        assert_eq!(grpc.finish(None, true, true).request_messages, Some(4));
     }
 
     #[test]
@@ -398,7 +399,7 @@ mod tests {
         let cut = message(false, b"cut short");
         grpc.on_request_data(cut.get(..8).expect("8 bytes"), 0);
         grpc.on_response_data(&[0, 0, 0], 0);
-        let call = grpc.finish(None, &NO_GAPS);
+        let call = grpc.finish(None, true, true);
         assert_eq!(call.request_messages, Some(1));
         assert_eq!(call.response_messages, Some(0));
     }
@@ -409,7 +410,7 @@ mod tests {
         // A 4 GiB - 1 message announced, 1 MiB of it seen: still one message in progress.
         grpc.on_response_data(&[0, 0xff, 0xff, 0xff, 0xff], 0);
         grpc.on_response_data(&vec![7; 1 << 20], 0);
-        assert_eq!(grpc.finish(None, &NO_GAPS).response_messages, Some(0));
+        assert_eq!(grpc.finish(None, true, true).response_messages, Some(0));
     }
 
     #[test]
@@ -417,7 +418,7 @@ mod tests {
         let mut grpc = tracker();
         grpc.on_request_data(&message(false, b"a"), 0);
         grpc.on_response_data(&message(true, b"gzipped"), 0);
-        let call = grpc.finish(None, &NO_GAPS);
+        let call = grpc.finish(None, true, true);
         assert!(call.compressed);
         assert_eq!(call.response_messages, Some(1));
     }
@@ -433,7 +434,7 @@ mod tests {
         // Lost up to the very end of a message ends it.
         grpc.on_response_data(big.get(..5).expect("prefix"), 100);
         grpc.on_response_data(&message(false, b"next"), 0);
-        let call = grpc.finish(None, &NO_GAPS);
+        let call = grpc.finish(None, true, true);
         assert_eq!(call.request_messages, Some(2));
         assert_eq!(call.response_messages, Some(2));
     }
@@ -445,40 +446,33 @@ mod tests {
         grpc.on_request_data(&message(false, b"one"), 1);
         grpc.on_request_data(&message(false, b"two"), 0);
         grpc.on_response_data(&message(false, b"fine"), 0);
-        let call = grpc.finish(None, &NO_GAPS);
+        let call = grpc.finish(None, true, true);
         assert_eq!(call.request_messages, None);
         assert_eq!(call.response_messages, Some(1));
 
         // Lost bytes inside a prefix.
         let mut grpc = tracker();
         grpc.on_response_data(&[0, 0], 2);
-        assert_eq!(grpc.finish(None, &NO_GAPS).response_messages, None);
+        assert_eq!(grpc.finish(None, true, true).response_messages, None);
 
         // A flag that is neither 0 nor 1.
         let mut grpc = tracker();
         grpc.on_response_data(&message(false, b"ok"), 0);
         grpc.on_response_data(&[2, 0, 0, 0, 1, 0], 0);
         grpc.on_response_data(&message(false, b"after"), 0);
-        assert_eq!(grpc.finish(None, &NO_GAPS).response_messages, None);
+        assert_eq!(grpc.finish(None, true, true).response_messages, None);
 
-        // A direction the call did not see to its end.
-        let seen = |gaps: CallGaps| {
+        // A direction whose end was not seen.
+        let seen = |request_ended, response_ended| {
             let mut grpc = tracker();
             grpc.on_request_data(&message(false, b"q"), 0);
             grpc.on_response_data(&message(false, b"r"), 0);
-            let call = grpc.finish(None, &gaps);
+            let call = grpc.finish(None, request_ended, response_ended);
             (call.request_messages, call.response_messages)
         };
-        let gaps = |request_incomplete, response_missing, response_incomplete| CallGaps {
-            request_incomplete,
-            response_missing,
-            response_incomplete,
-            after_resync: true,
-        };
-        assert_eq!(seen(gaps(false, false, false)), (Some(1), Some(1)));
-        assert_eq!(seen(gaps(true, false, false)), (None, Some(1)));
-        assert_eq!(seen(gaps(false, true, false)), (Some(1), None));
-        assert_eq!(seen(gaps(false, false, true)), (Some(1), None));
+        assert_eq!(seen(true, true), (Some(1), Some(1)));
+        assert_eq!(seen(false, true), (None, Some(1)));
+        assert_eq!(seen(true, false), (Some(1), None));
     }
 
     #[test]
@@ -495,7 +489,181 @@ mod tests {
                 grpc.on_request_data(bytes.get(..take).unwrap_or_default(), 0);
                 grpc.on_response_data(&bytes, 0);
             }
-            let _ = grpc.finish(None, &NO_GAPS);
+            let _ = grpc.finish(None, true, true);
+        }
+    }
+
+    /// The hook in the HTTP/2 decoder, fed real frames: the call comes out with its gRPC part.
+    mod through_http2 {
+        use std::sync::Arc;
+
+        use agent_common::{Direction, Role};
+        use bytes::Bytes;
+
+        use super::message;
+        use crate::{
+            calls::{ApiCall, Payload},
+            protocols::{Decoder, DecoderSettings, http2},
+            streams::{Connection, StreamChunk},
+        };
+
+        const DATA: u8 = 0;
+        const HEADERS: u8 = 1;
+        const END_STREAM: u8 = 1;
+        const END_HEADERS: u8 = 4;
+
+        fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+            let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+            out.extend([kind, flags]);
+            out.extend(stream.to_be_bytes());
+            out.extend_from_slice(payload);
+            out
+        }
+
+        /// A server's connection: requests come in, responses go out.
+        struct Wire {
+            connection: Arc<Connection>,
+            client: loona_hpack::Encoder<'static>,
+            server: loona_hpack::Encoder<'static>,
+            offsets: [u64; 2],
+            decoder: Option<http2::Http2Decoder>,
+            calls: Vec<ApiCall>,
+        }
+
+        impl Wire {
+            fn new() -> Self {
+                let mut wire = Self {
+                    connection: Arc::new(Connection {
+                        id: 1,
+                        sock: 0,
+                        pid: 1,
+                        fd: 3,
+                        role: Role::Server,
+                        local: None,
+                        peer: None,
+                        comm: "t".into(),
+                    }),
+                    client: loona_hpack::Encoder::new(),
+                    server: loona_hpack::Encoder::new(),
+                    offsets: [0; 2],
+                    decoder: None,
+                    calls: Vec::new(),
+                };
+                let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+                preface.extend(frame(4, 0, 0, &[]));
+                wire.send(Direction::Ingress, preface, 0);
+                wire.send(Direction::Egress, frame(4, 0, 0, &[]), 0);
+                wire
+            }
+
+            /// Sends `data`, then `lost` bytes that are not captured.
+            fn send(&mut self, direction: Direction, data: Vec<u8>, lost: u64) {
+                let slot = direction as usize;
+                let chunk = StreamChunk {
+                    connection: Arc::clone(&self.connection),
+                    direction,
+                    offset: self.offsets[slot],
+                    len: data.len() as u64 + lost,
+                    data: Bytes::from(data),
+                    tls: false,
+                    gap: false,
+                    ts_ns: 1_000 + self.offsets[slot],
+                    tid: 1,
+                    comm: "t".into(),
+                };
+                self.offsets[slot] += chunk.len;
+                let decoder = self.decoder.get_or_insert_with(|| {
+                    let detected = http2::detect(&chunk).expect("HTTP/2");
+                    http2::Http2Decoder::new(detected, DecoderSettings { body_cap: 64 })
+                });
+                decoder.on_chunk(&chunk, &mut self.calls);
+            }
+
+            fn request(&mut self, stream: u32, path: &str) {
+                let block = self.client.encode([
+                    (&b":method"[..], &b"POST"[..]),
+                    (b":scheme", b"http"),
+                    (b":path", path.as_bytes()),
+                    (b":authority", b"127.0.0.1:50051"),
+                    (b"content-type", b"application/grpc"),
+                    (b"te", b"trailers"),
+                ]);
+                let headers = frame(HEADERS, END_HEADERS, stream, &block);
+                self.send(Direction::Ingress, headers, 0);
+            }
+
+            fn response(&mut self, stream: u32, fields: &[(&str, &str)], end: bool) {
+                let block = self
+                    .server
+                    .encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+                let flags = END_HEADERS | if end { END_STREAM } else { 0 };
+                self.send(Direction::Egress, frame(HEADERS, flags, stream, &block), 0);
+            }
+
+            fn grpc(&mut self) -> Vec<GrpcCall> {
+                std::mem::take(&mut self.calls)
+                    .into_iter()
+                    .map(|call| match call.payload {
+                        Payload::Http(http) => http.grpc.expect("a gRPC call"),
+                    })
+                    .collect()
+            }
+        }
+
+        use crate::calls::GrpcCall;
+
+        #[test]
+        fn calls_carry_their_grpc_part() {
+            let mut wire = Wire::new();
+            // Stream 1: a client-streaming call whose first message loses 30 of its bytes in
+            // capture, inside one DATA frame; status in the trailers.
+            wire.request(1, "/pkg.Svc/Upload");
+            let big = message(false, &[7; 100]);
+            let first = frame(DATA, 0, 1, &big);
+            wire.send(Direction::Ingress, first[..9 + 40].to_vec(), 30);
+            wire.send(Direction::Ingress, first[9 + 70..].to_vec(), 0);
+            let mut rest = message(false, b"two");
+            rest.extend(message(false, b"three"));
+            wire.send(Direction::Ingress, frame(DATA, END_STREAM, 1, &rest), 0);
+            wire.response(
+                1,
+                &[(":status", "200"), ("content-type", "application/grpc")],
+                false,
+            );
+            let reply = message(false, b"done");
+            wire.send(Direction::Egress, frame(DATA, 0, 1, &reply), 0);
+            wire.response(1, &[("grpc-status", "0")], true);
+            // Stream 3: a trailers-only NOT_FOUND.
+            wire.request(3, "/pkg.Svc/Get");
+            wire.send(
+                Direction::Ingress,
+                frame(DATA, END_STREAM, 3, &message(false, b"k")),
+                0,
+            );
+            wire.response(3, &[(":status", "200"), ("grpc-status", "5")], true);
+
+            let calls = wire.grpc();
+            assert_eq!(
+                calls,
+                [
+                    GrpcCall {
+                        service: "pkg.Svc".into(),
+                        method: "Upload".into(),
+                        status_code: Some(0),
+                        request_messages: Some(3),
+                        response_messages: Some(1),
+                        compressed: false,
+                    },
+                    GrpcCall {
+                        service: "pkg.Svc".into(),
+                        method: "Get".into(),
+                        status_code: Some(5),
+                        request_messages: Some(1),
+                        response_messages: Some(0),
+                        compressed: false,
+                    },
+                ]
+            );
         }
     }
 }

@@ -451,9 +451,13 @@ impl Streams {
             response.body = stream.response_body.into_http();
             response
         });
-        let grpc = stream
-            .grpc
-            .map(|grpc| grpc.finish(response.as_ref(), &stream.gaps));
+        let grpc = stream.grpc.map(|grpc| {
+            grpc.finish(
+                response.as_ref(),
+                stream.request_ended,
+                stream.response_ended,
+            )
+        });
         let end_ns = if response.is_some() || stream.response_unknown {
             stream.response_end_ns.max(stream.start_ns)
         } else {
