@@ -552,6 +552,10 @@ impl DirectionReader {
             return Outcome::Lost;
         }
         self.payload.clear();
+        // A large header block's buffer is not kept for the connection's lifetime.
+        if self.payload.capacity() > 4 * 1024 {
+            self.payload = Vec::new();
+        }
         if frame.kind == kind::DATA {
             if frame.has(flag::PADDED) {
                 if frame.len == 0 {

@@ -170,6 +170,7 @@ pub(super) struct Streams {
 }
 
 impl Streams {
+    /// No stream yet on `connection`, whose process is the `side` end.
     pub(super) fn new(
         connection: Arc<Connection>,
         side: Side,
@@ -188,11 +189,13 @@ impl Streams {
         }
     }
 
+    /// Streams open now.
     #[cfg(test)]
     pub(super) fn open(&self) -> usize {
         self.open.len()
     }
 
+    /// Streams ignored because too many were open.
     #[cfg(test)]
     pub(super) fn dropped(&self) -> u64 {
         self.dropped
