@@ -321,4 +321,17 @@ mod tests {
         assert_eq!(request("/", Some("")).host(), None);
         assert_eq!(request("/", None).host(), None);
     }
+
+    #[test]
+    fn http2_authority_wins_over_host() {
+        let mut r = request("/", Some("old.local"));
+        r.headers.insert(
+            0,
+            Header {
+                name: ":authority".into(),
+                value: Bytes::from_static(b"api.local:8443"),
+            },
+        );
+        assert_eq!(r.host(), Some(("api.local", Some(8443))));
+    }
 }

@@ -393,10 +393,25 @@ fn describe_grpc(analyzed: &AnalyzedCall, http: &HttpExchange, grpc: &GrpcCall) 
     if let Some(code) = grpc.status_code {
         rpc.push(KeyValue::new(RPC_GRPC_STATUS_CODE, i64::from(code)));
     }
-    description.error = grpc
-        .status_code
-        .filter(|code| is_grpc_error(description.kind, *code))
-        .map(|code| status_name(code).map_or_else(|| code.to_string(), str::to_owned));
+    match grpc.status_code {
+        Some(code) => {
+            description.error = is_grpc_error(description.kind, code)
+                .then(|| status_name(code).map_or_else(|| code.to_string(), str::to_owned));
+        }
+        // Without `grpc-status`, an HTTP status other than 200 (a proxy's 503, a server that
+        // is not gRPC) is what tells how the call ended: it is kept, and so is the error the
+        // HTTP rules made of it.
+        None => {
+            if let Some(response) = &http.response
+                && response.status != 200
+            {
+                description.span_attributes.push(KeyValue::new(
+                    HTTP_RESPONSE_STATUS_CODE,
+                    i64::from(response.status),
+                ));
+            }
+        }
+    }
     if let Some(error) = &description.error {
         rpc.push(KeyValue::new(ERROR_TYPE, error.clone()));
     }
@@ -722,6 +737,26 @@ mod tests {
         assert_eq!(
             attribute(&described.span_attributes, RPC_GRPC_STATUS_CODE),
             None
+        );
+        assert_eq!(
+            attribute(&described.span_attributes, HTTP_RESPONSE_STATUS_CODE),
+            None
+        );
+        // No `grpc-status` and an HTTP error: the HTTP status says how it ended.
+        let mut analyzed = grpc_call(Side::Client, None);
+        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        if let Some(response) = &mut http.response {
+            response.status = 503;
+        }
+        let described = Describer::default().describe(&analyzed);
+        assert_eq!(described.error.as_deref(), Some("503"));
+        assert_eq!(
+            attribute(&described.span_attributes, HTTP_RESPONSE_STATUS_CODE),
+            Some(&Value::I64(503))
+        );
+        assert_eq!(
+            attribute(&described.metric_attributes, ERROR_TYPE),
+            Some(&Value::from("503"))
         );
     }
 
