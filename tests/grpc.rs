@@ -35,16 +35,27 @@ struct Expected {
     responses: i64,
     /// The client span is an error (any non-OK status).
     client_error: bool,
+    /// The client sent its message gzip-compressed.
+    compressed: bool,
 }
 
 /// The calls grpc_client.py makes, in order.
-const CALLS: [Expected; 4] = [
+const CALLS: [Expected; 5] = [
     Expected {
         method: "Unary",
         status: 0,
         requests: 1,
         responses: 1,
         client_error: false,
+        compressed: false,
+    },
+    Expected {
+        method: "Zip",
+        status: 0,
+        requests: 1,
+        responses: 1,
+        client_error: false,
+        compressed: true,
     },
     Expected {
         method: "ServerStream",
@@ -52,6 +63,7 @@ const CALLS: [Expected; 4] = [
         requests: 1,
         responses: 3,
         client_error: false,
+        compressed: false,
     },
     Expected {
         method: "Chat",
@@ -59,6 +71,7 @@ const CALLS: [Expected; 4] = [
         requests: 4,
         responses: 4,
         client_error: false,
+        compressed: false,
     },
     // NOT_FOUND answers the request: an error for the client, not for the server.
     Expected {
@@ -67,6 +80,7 @@ const CALLS: [Expected; 4] = [
         requests: 1,
         responses: 0,
         client_error: true,
+        compressed: false,
     },
 ];
 
@@ -124,6 +138,14 @@ fn problems(span: &FlatSpan, call: &Expected, server: bool) -> Vec<String> {
     );
     expect("complete", span.attr("apiscope.call.incomplete").is_none());
     expect("duration", span.duration_nanos() > 0);
+    // The client's gzip-compressed message marks the call, whatever the reply.
+    let compressed = span
+        .attr("apiscope.grpc.compressed")
+        .and_then(|v| v.as_bool());
+    expect(
+        "apiscope.grpc.compressed",
+        compressed == call.compressed.then_some(true),
+    );
     problems
 }
 
@@ -183,7 +205,8 @@ fn grpcio_calls_are_one_rpc_span_per_side() {
     };
     if let Err(spans) = receiver.try_wait_for_spans(wanted, EXPORT_TIMEOUT) {
         agent.fail(&format!(
-            "the spans of 4 gRPC calls did not arrive within {EXPORT_TIMEOUT:?}; got {}",
+            "the spans of {} gRPC calls did not arrive within {EXPORT_TIMEOUT:?}; got {}",
+            CALLS.len(),
             summarize_spans(&spans)
         ));
     }
