@@ -230,8 +230,8 @@ impl StreamTable {
             fd: seen.fd,
             sock: 0,
             role,
-            local: Some(seen.local),
-            peer: Some(seen.peer),
+            local: Some(canonical(seen.local)),
+            peer: Some(canonical(seen.peer)),
             comm: seen.comm,
         };
         self.insert(key, seen.sock, connection, seen.ts_ns, ended);
@@ -332,6 +332,12 @@ fn infer_role(pid: u32, local: SocketAddr) -> Role {
     }
 }
 
+/// The address as the peer would write it: an IPv4 peer of a dual-stack IPv6 socket is
+/// `::ffff:a.b.c.d` in the kernel, and `a.b.c.d` in every convention and every user's mind.
+fn canonical(address: SocketAddr) -> SocketAddr {
+    SocketAddr::new(address.ip().to_canonical(), address.port())
+}
+
 /// A connection rebuilt from `/proc` when its connection record is missing.
 fn resolve_from_proc(pid: u32, fd: i32, comm: &str) -> Connection {
     let table = procfs::tcp_table(pid);
@@ -348,8 +354,8 @@ fn resolve_from_proc(pid: u32, fd: i32, comm: &str) -> Connection {
         fd,
         sock: 0,
         role,
-        local: entry.map(|entry| entry.local),
-        peer: entry.map(|entry| entry.remote),
+        local: entry.map(|entry| canonical(entry.local)),
+        peer: entry.map(|entry| canonical(entry.remote)),
         comm: comm.to_owned(),
     }
 }

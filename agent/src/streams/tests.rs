@@ -202,3 +202,20 @@ fn exec_asks_for_a_tls_scan() {
     assert_eq!(out.requests, [CaptureRequest::ScanProcess(42)]);
     assert_eq!(out.execs, [(42, path)]);
 }
+
+#[test]
+fn ipv4_peers_of_dual_stack_sockets_are_plain_ipv4() {
+    let mut table = table();
+    let mut seen = seen(3, 7, 1);
+    if let CaptureEvent::Connection(connection) = &mut seen {
+        connection.local = "[::ffff:127.0.0.1]:8080".parse().unwrap();
+        connection.peer = "[::ffff:127.0.0.1]:50000".parse().unwrap();
+    }
+    let StreamOutput { chunks, .. } = apply(
+        &mut table,
+        vec![seen, data(3, 7, Direction::Ingress, 4, b"GET ")],
+    );
+    let connection = &chunks[0].connection;
+    assert_eq!(connection.local, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(connection.peer, Some("127.0.0.1:50000".parse().unwrap()));
+}
