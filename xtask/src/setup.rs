@@ -36,7 +36,9 @@ pub const TEST_PACKAGES: &[&str] = &[
 /// `rotel`: a real OpenTelemetry collector (its `rotel-agent` binary ships inside the package)
 /// that the OTLP end-to-end tests put between the agent and their receiver. `grpcio`: the real
 /// gRPC client and server of tests/grpc.rs (manylinux wheels, no compiler needed).
-pub const PIP_PACKAGES: &[&str] = &["rotel==0.0.1a15", "grpcio==1.85.1"];
+/// `graphql-core`: the reference GraphQL implementation's Python port, which executes the
+/// queries of tests/graphql.rs (pure Python).
+pub const PIP_PACKAGES: &[&str] = &["rotel==0.0.1a15", "grpcio==1.85.1", "graphql-core==3.2.8"];
 
 /// Policy file consulted by `invoke-rc.d`: while ours is there, installed services do not start.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

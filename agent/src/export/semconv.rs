@@ -6,7 +6,7 @@ use opentelemetry::{KeyValue, Value};
 
 use crate::{
     analysis::AnalyzedCall,
-    calls::{GrpcCall, HttpExchange, Payload, Side, grpc::status_name},
+    calls::{GraphqlOperation, GrpcCall, HttpExchange, Payload, Side, grpc::status_name},
 };
 
 /// `http.request.method`.
@@ -60,6 +60,14 @@ pub const APISCOPE_RPC_REQUEST_MESSAGE_COUNT: &str = "apiscope.rpc.request.messa
 pub const APISCOPE_RPC_RESPONSE_MESSAGE_COUNT: &str = "apiscope.rpc.response.message.count";
 /// apiscope's own: some gRPC message of the call was compressed (set only when true).
 pub const APISCOPE_GRPC_COMPRESSED: &str = "apiscope.grpc.compressed";
+
+/// `graphql.operation.type`: `query`, `mutation` or `subscription`.
+pub const GRAPHQL_OPERATION_TYPE: &str = "graphql.operation.type";
+/// `graphql.operation.name`, when the operation is named.
+pub const GRAPHQL_OPERATION_NAME: &str = "graphql.operation.name";
+/// apiscope's own: the GraphQL request was not seen whole, so a batch may hold more
+/// operations than were reported (set only when true).
+pub const APISCOPE_GRAPHQL_INCOMPLETE: &str = "apiscope.graphql.incomplete";
 
 /// What replaces every query-string value: values may carry keys and tokens.
 pub const REDACTED: &str = "REDACTED";
@@ -187,6 +195,9 @@ impl Describer {
                     Some(grpc) => describe_grpc(analyzed, http, grpc),
                     None => describe_http(analyzed, http),
                 };
+                if let Some(operation) = &http.graphql {
+                    describe_graphql(operation, &mut description);
+                }
                 self.headers.attributes(
                     "http.request.header",
                     &http.request.headers,
@@ -202,6 +213,24 @@ impl Describer {
                 description
             }
         }
+    }
+}
+
+/// A GraphQL operation names the span (`{type} {name}`, or `{type}`) and adds its attributes;
+/// the document itself never leaves the host.
+fn describe_graphql(operation: &GraphqlOperation, description: &mut CallDescription) {
+    let operation_type = operation.operation_type.as_str();
+    let attributes = &mut description.span_attributes;
+    attributes.push(KeyValue::new(GRAPHQL_OPERATION_TYPE, operation_type));
+    description.name = match &operation.name {
+        Some(name) => {
+            attributes.push(KeyValue::new(GRAPHQL_OPERATION_NAME, name.clone()));
+            format!("{operation_type} {name}")
+        }
+        None => operation_type.to_owned(),
+    };
+    if operation.incomplete {
+        attributes.push(KeyValue::new(APISCOPE_GRAPHQL_INCOMPLETE, true));
     }
 }
 
@@ -644,6 +673,48 @@ mod tests {
                 "{secret} accepted"
             );
         }
+    }
+
+    #[test]
+    fn graphql_operations_name_the_span() {
+        use crate::calls::GraphqlOperationType;
+
+        let mut analyzed = call(Side::Server, 200, Vec::new());
+        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        http.graphql = Some(GraphqlOperation {
+            operation_type: GraphqlOperationType::Mutation,
+            name: Some("AddUser".into()),
+            incomplete: false,
+        });
+        let described = Describer::default().describe(&analyzed);
+        assert_eq!(described.name, "mutation AddUser");
+        let a = &described.span_attributes;
+        assert_eq!(
+            attribute(a, GRAPHQL_OPERATION_TYPE),
+            Some(&Value::from("mutation"))
+        );
+        assert_eq!(
+            attribute(a, GRAPHQL_OPERATION_NAME),
+            Some(&Value::from("AddUser"))
+        );
+        assert_eq!(attribute(a, APISCOPE_GRAPHQL_INCOMPLETE), None);
+        // The HTTP attributes stay.
+        assert_eq!(attribute(a, HTTP_ROUTE), Some(&Value::from("/users/{id}")));
+
+        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        http.graphql = Some(GraphqlOperation {
+            operation_type: GraphqlOperationType::Query,
+            name: None,
+            incomplete: true,
+        });
+        let described = Describer::default().describe(&analyzed);
+        assert_eq!(described.name, "query");
+        let a = &described.span_attributes;
+        assert_eq!(attribute(a, GRAPHQL_OPERATION_NAME), None);
+        assert_eq!(
+            attribute(a, APISCOPE_GRAPHQL_INCOMPLETE),
+            Some(&Value::Bool(true))
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! [`ApiCall`]s behind the [`Decoder`] trait. [`ProtocolStage`] detects the protocol of each
 //! connection from its first bytes and feeds the matching decoder.
 
+pub mod graphql;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
@@ -65,6 +66,7 @@ impl ProtocolStage {
     /// further, and are reported by [`ProtocolStage::take_undecodable`] so that capture can
     /// stop copying their bytes.
     pub fn on_chunk(&mut self, chunk: &StreamChunk, calls: &mut Vec<ApiCall>) {
+        let first_new = calls.len();
         let id = chunk.connection.id;
         let slot = match self.connections.get_mut(&id) {
             Some(slot) => slot,
@@ -80,6 +82,7 @@ impl ProtocolStage {
         };
         if let Some(decoder) = slot {
             decoder.on_chunk(chunk, calls);
+            post_process(calls, first_new);
             if !decoder.wants_more() {
                 *slot = None;
                 self.undecodable.push(Arc::clone(&chunk.connection));
@@ -95,9 +98,18 @@ impl ProtocolStage {
     /// The connection `id` ended at `ts_ns`.
     pub fn on_end(&mut self, id: u64, ts_ns: u64, calls: &mut Vec<ApiCall>) {
         if let Some(Some(mut decoder)) = self.connections.remove(&id) {
+            let first_new = calls.len();
             decoder.on_end(ts_ns, calls);
+            post_process(calls, first_new);
         }
     }
+}
+
+/// What every decoder's calls go through, from `calls[first_new..]` on: the layers carried
+/// inside HTTP (GraphQL, which may turn one call into several) are found here once, whichever
+/// HTTP version carried them.
+fn post_process(calls: &mut Vec<ApiCall>, first_new: usize) {
+    graphql::annotate(calls, first_new);
 }
 
 /// Picks the decoder for a connection from its first captured bytes.
