@@ -9,10 +9,11 @@ pub mod http2;
 
 use std::sync::Arc;
 
+use agent_common::{Direction, Role};
 use foldhash::HashMap;
 
 use crate::{
-    calls::ApiCall,
+    calls::{ApiCall, Side},
     streams::{Connection, StreamChunk},
 };
 
@@ -119,4 +120,26 @@ fn detect(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Deco
     }
     http1::detect(chunk)
         .map(|detected| Box::new(http1::Http1Decoder::new(detected, settings)) as Box<dyn Decoder>)
+}
+
+/// Which end of a connection's exchanges the traced process is: its role when known, else the
+/// direction requests travel in (a process sends the requests it makes and receives those it
+/// serves).
+fn side_of(role: Role, requests: Direction) -> Side {
+    match role {
+        Role::Server => Side::Server,
+        Role::Client => Side::Client,
+        Role::Unknown => match requests {
+            Direction::Egress => Side::Client,
+            Direction::Ingress => Side::Server,
+        },
+    }
+}
+
+/// The other direction of a connection.
+fn opposite(direction: Direction) -> Direction {
+    match direction {
+        Direction::Egress => Direction::Ingress,
+        Direction::Ingress => Direction::Egress,
+    }
 }

@@ -88,14 +88,14 @@ mod tests;
 
 use std::sync::Arc;
 
-use agent_common::{Direction, Role};
+use agent_common::Direction;
 
 use self::{
     head::{RequestKind, ResponseKind, starts_message},
     message::MessageParser,
     pairing::{Pairing, Requests, Responses},
 };
-use super::{Decoder, DecoderSettings};
+use super::{Decoder, DecoderSettings, opposite, side_of};
 use crate::{
     calls::{ApiCall, Side},
     streams::{Connection, StreamChunk},
@@ -133,27 +133,12 @@ pub fn detect(chunk: &StreamChunk) -> Option<Detected> {
     } else {
         return None;
     };
-    let side = match chunk.connection.role {
-        Role::Server => Side::Server,
-        Role::Client => Side::Client,
-        // A process sends the requests it makes and receives those it serves.
-        Role::Unknown => match requests {
-            Direction::Egress => Side::Client,
-            Direction::Ingress => Side::Server,
-        },
-    };
+    let side = side_of(chunk.connection.role, requests);
     Some(Detected {
         connection: Arc::clone(&chunk.connection),
         requests,
         side,
     })
-}
-
-fn opposite(direction: Direction) -> Direction {
-    match direction {
-        Direction::Egress => Direction::Ingress,
-        Direction::Ingress => Direction::Egress,
-    }
 }
 
 /// The HTTP/1 decoder of one connection.

@@ -74,7 +74,7 @@ use std::sync::Arc;
 use agent_common::{Direction, Role};
 
 use self::stream::{Part, Streams};
-use super::{Decoder, DecoderSettings};
+use super::{Decoder, DecoderSettings, opposite, side_of};
 use crate::{
     calls::{ApiCall, Side},
     streams::{Connection, StreamChunk},
@@ -160,28 +160,13 @@ pub fn detect(chunk: &StreamChunk) -> Option<Detected> {
     } else {
         return None;
     };
-    let side = match chunk.connection.role {
-        Role::Server => Side::Server,
-        Role::Client => Side::Client,
-        // A process sends the requests it makes and receives those it serves.
-        Role::Unknown => match requests {
-            Direction::Egress => Side::Client,
-            Direction::Ingress => Side::Server,
-        },
-    };
+    let side = side_of(chunk.connection.role, requests);
     Some(Detected {
         connection: Arc::clone(&chunk.connection),
         requests,
         side,
         joined,
     })
-}
-
-fn opposite(direction: Direction) -> Direction {
-    match direction {
-        Direction::Egress => Direction::Ingress,
-        Direction::Ingress => Direction::Egress,
-    }
 }
 
 /// A frame header.
