@@ -137,7 +137,7 @@ struct ProcessMetrics {
 
 impl ProcessMetrics {
     fn new(resource: &Resource) -> Self {
-        let reader = SharedReader(Arc::new(ManualReader::builder().build()));
+        let reader = SharedReader::new(ManualReader::builder().build());
         let provider = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(reader.clone())
