@@ -1,7 +1,9 @@
 //! End-to-end gRPC tests: the real agent (`apiscope run --otlp-endpoint ...`, as root) turns
-//! plaintext gRPC calls between a real grpcio client and a real grpcio server (generic
-//! handlers over raw bytes, no generated code: tests/fixtures/grpc_*.py) into RPC spans and
-//! metrics, exported over OTLP to an in-process receiver (support/otlp.rs).
+//! gRPC calls into RPC spans and metrics, exported over OTLP to an in-process receiver
+//! (support/otlp.rs). The same five calls (unary, compressed, server streaming, bidirectional,
+//! NOT_FOUND) run between a real grpcio client and server in plaintext
+//! (tests/fixtures/grpc_*.py) and between a real @grpc/grpc-js client and server over TLS
+//! (tests/fixtures/grpc_node/), both with generic handlers over raw bytes, no generated code.
 //!
 //! The agent sees every HTTP/2 connection on the host, its own OTLP exports to the receiver
 //! among them, so spans are picked by the pids of the fixture processes this test started.
@@ -15,7 +17,10 @@ use serde_json::Value;
 use support::otlp::{
     self, FlatMetric, FlatSpan, OtlpReceiver, StatusCode, summarize_metrics, summarize_spans,
 };
-use support::{Agent, COMMAND_TIMEOUT, fixture, free_port, python, require_root, run};
+use support::{
+    Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, fixture, free_port, make_cert,
+    python, require_root, run,
+};
 
 /// How long the test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -157,7 +162,46 @@ fn grpcio_calls_are_one_rpc_span_per_side() {
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = support::start_python_server("grpc_server.py", port, &[]);
-    let mut agent = Agent::start_exporting(
+    let agent = start_agent(&receiver);
+    let mut client = Command::new(python());
+    client
+        .arg("-u")
+        .arg(fixture("grpc_client.py"))
+        .args(["--port", &port.to_string()])
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    check_calls(&receiver, agent, server.pid(), &mut client);
+}
+
+/// gRPC over TLS between Node processes: grpc-js runs OpenSSL (linked into the `node`
+/// executable) over memory BIOs, so the plaintext is tied to its socket by the ciphertext reads
+/// around it rather than by a syscall inside `SSL_read`.
+#[test]
+fn grpc_js_calls_over_tls_are_one_rpc_span_per_side() {
+    if !require_root() {
+        return;
+    }
+    let dir = TempDir::new("grpc-js");
+    let cert = make_cert(&dir);
+    let receiver = OtlpReceiver::start();
+    // The agent first, so that the uprobes are on the node executable before it starts.
+    let agent = start_agent(&receiver);
+    let port = free_port().to_string();
+    let mut server = Proc::spawn(
+        "grpc-js server",
+        node_fixture("server.js")
+            .args(["--port", &port, "--cert"])
+            .arg(&cert.cert)
+            .arg("--key")
+            .arg(&cert.key),
+    );
+    server.wait_stdout_line("READY", FIXTURE_READY_TIMEOUT, |l| l.trim() == "READY");
+    let mut client = node_fixture("client.js");
+    client.args(["--port", &port, "--ca"]).arg(&cert.cert);
+    check_calls(&receiver, agent, server.pid(), &mut client);
+}
+
+fn start_agent(receiver: &OtlpReceiver) -> Agent {
+    Agent::start_exporting(
         &[
             "--otlp-endpoint",
             &receiver.endpoint(),
@@ -165,23 +209,33 @@ fn grpcio_calls_are_one_rpc_span_per_side() {
             "grpc",
         ],
         OTEL_ENV,
-    );
+    )
+}
 
-    let out = run(
-        Command::new(python())
-            .arg("-u")
-            .arg(fixture("grpc_client.py"))
-            .args(["--port", &port.to_string()])
-            .env("PYTHONDONTWRITEBYTECODE", "1"),
-        COMMAND_TIMEOUT,
+/// `node tests/fixtures/grpc_node/<script>`, with the fixture's own `node_modules`.
+fn node_fixture(script: &str) -> Command {
+    let dir = fixture("grpc_node");
+    assert!(
+        dir.join("node_modules/@grpc/grpc-js").is_dir(),
+        "{} has no node_modules: run `cargo xtask setup --for-tests`",
+        dir.display()
     );
-    assert!(out.status.success(), "grpc_client.py: {}", out.describe());
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join(script)).current_dir(&dir);
+    cmd
+}
+
+/// Runs `client` (one of the fixture clients, which make [`CALLS`] and print what they saw)
+/// against the server `server_pid`, then checks the spans and metrics the agent exported.
+fn check_calls(receiver: &OtlpReceiver, mut agent: Agent, server_pid: u32, client: &mut Command) {
+    let out = run(client, COMMAND_TIMEOUT);
+    assert!(out.status.success(), "gRPC client: {}", out.describe());
     let seen: Vec<(String, String, i64)> = out
         .stdout_text()
         .lines()
         .map(|line| {
             let event: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("grpc_client.py printed {line:?}: {e}"));
+                .unwrap_or_else(|e| panic!("the gRPC client printed {line:?}: {e}"));
             (
                 event["method"].as_str().unwrap_or_default().to_owned(),
                 event["status"].as_str().unwrap_or_default().to_owned(),
@@ -197,7 +251,7 @@ fn grpcio_calls_are_one_rpc_span_per_side() {
         })
         .collect();
     assert_eq!(seen, planned, "what the client saw");
-    let (server_pid, client_pid) = (server.pid(), out.pid);
+    let client_pid = out.pid;
 
     let wanted = |spans: &[FlatSpan]| {
         grpc_spans(spans, server_pid, true).len() >= CALLS.len()

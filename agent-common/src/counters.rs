@@ -19,11 +19,14 @@ pub enum Counter {
     /// Socket or OpenSSL calls whose payload was not copied because userspace muted the
     /// connection (no decoder wants it). Not a loss.
     PayloadMuted = 6,
+    /// `SSL *` objects over memory BIOs (Node, Python `asyncio`) bound to the socket whose
+    /// ciphertext their thread read just before. Not a loss.
+    TlsBoundByRead = 7,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 8] = [
         Counter::EventsSent,
         Counter::RingBufferFull,
         Counter::UserReadFailed,
@@ -31,6 +34,7 @@ impl Counter {
         Counter::TlsFdMismatch,
         Counter::IovecTruncated,
         Counter::PayloadMuted,
+        Counter::TlsBoundByRead,
     ];
 
     /// Number of slots the `COUNTERS` map needs.
@@ -46,6 +50,7 @@ impl Counter {
             Counter::TlsFdMismatch => "tls_fd_mismatch",
             Counter::IovecTruncated => "iovec_truncated",
             Counter::PayloadMuted => "payload_muted",
+            Counter::TlsBoundByRead => "tls_bound_by_read",
         }
     }
 }

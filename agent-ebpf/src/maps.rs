@@ -115,6 +115,12 @@ pub static PENDING_TLS: LruHashMap<u64, PendingTls> = LruHashMap::with_max_entri
 #[map]
 pub static TLS_FDS: LruHashMap<TlsKey, i32> = LruHashMap::with_max_entries(65536, 0);
 
+/// Per thread, the fd of the TLS socket whose ciphertext it read last outside any OpenSSL call:
+/// where a memory-BIO `SSL *` (Node, Python `asyncio`) read next gets its bytes from. Taken by
+/// the thread's next `SSL_read`, so one read binds at most one `SSL *`.
+#[map]
+pub static CIPHERTEXT_READS: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+
 /// What the kernel side knows of each socket fd of a traced process.
 #[map]
 pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65536, 0);

@@ -114,12 +114,12 @@ pub fn python() -> &'static Path {
     })
 }
 
-/// A fixture script under tests/fixtures/.
+/// A fixture script or directory under tests/fixtures/.
 pub fn fixture(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name);
-    assert!(path.is_file(), "fixture {} is missing", path.display());
+    assert!(path.exists(), "fixture {} is missing", path.display());
     path
 }
 
@@ -633,8 +633,6 @@ pub fn spawn_python(script: &str, args: &[&str]) -> Proc {
     Proc::spawn(script, &mut cmd)
 }
 
-/// Starts `python3 tests/fixtures/<script> --port <port> <args>` and waits
-/// until it prints READY (it listens from then on).
 /// The next JSON event a fixture prints on stdout (a line starting with `{`).
 pub fn next_json_event(fixture: &mut Proc, what: &str) -> Value {
     let line = fixture.wait_stdout_line(what, FIXTURE_READY_TIMEOUT, |l| l.starts_with('{'));
@@ -651,6 +649,8 @@ pub fn base64_field(event: &Value, name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("`{name}` is not base64 ({e}) in {event}"))
 }
 
+/// Starts `python3 tests/fixtures/<script> --port <port> <args>` and waits
+/// until it prints READY (it listens from then on).
 pub fn start_python_server(script: &str, port: u16, args: &[&str]) -> Proc {
     let port = port.to_string();
     let mut all = vec!["--port", port.as_str()];

@@ -30,6 +30,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "wrk",
     "iproute2",
     "libcap2-bin",
+    "nodejs",
 ];
 
 /// PyPI packages the tests need, installed with `python3 -m pip`.
@@ -39,6 +40,13 @@ pub const TEST_PACKAGES: &[&str] = &[
 /// `graphql-core`: the reference GraphQL implementation's Python port, which executes the
 /// queries of tests/graphql.rs (pure Python).
 pub const PIP_PACKAGES: &[&str] = &["rotel==0.0.1a15", "grpcio==1.85.1", "graphql-core==3.2.8"];
+
+/// The Node fixtures (a @grpc/grpc-js server and client, tests/grpc.rs), whose npm packages are
+/// installed from their lock file into their own `node_modules`.
+const NODE_FIXTURES: &str = "tests/fixtures/grpc_node";
+
+/// Written into `node_modules` after a successful install: a copy of the lock file it came from.
+const NODE_INSTALL_STAMP: &str = "node_modules/.apiscope-installed-lock.json";
 
 /// Policy file consulted by `invoke-rc.d`: while ours is there, installed services do not start.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -66,6 +74,7 @@ pub fn setup(for_tests: bool) -> Result<()> {
     if for_tests {
         ensure_debian_packages()?;
         ensure_pip_packages()?;
+        ensure_node_packages()?;
     }
     Ok(())
 }
@@ -334,6 +343,30 @@ fn ensure_pip_packages() -> Result<()> {
     run(Command::new("python3")
         .args(["-m", "pip", "install", "--quiet"])
         .args(&missing))
+}
+
+/// Installs the Node fixtures' packages with `npm ci` unless the lock file is the one last
+/// installed. npm comes with NodeSource's `nodejs`; Debian's own `nodejs` needs the `npm` package.
+fn ensure_node_packages() -> Result<()> {
+    let dir = crate::workspace_root().join(NODE_FIXTURES);
+    let lock = fs::read(dir.join("package-lock.json"))
+        .with_context(|| format!("cannot read {NODE_FIXTURES}/package-lock.json"))?;
+    let stamp = dir.join(NODE_INSTALL_STAMP);
+    if fs::read(&stamp).is_ok_and(|installed| installed == lock) {
+        println!("ok: npm packages of {NODE_FIXTURES}");
+        return Ok(());
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        println!("installing: Debian package npm");
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends", "npm"]))?;
+    }
+    println!("installing: npm packages of {NODE_FIXTURES}");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .current_dir(&dir))?;
+    fs::write(&stamp, lock).with_context(|| format!("cannot write {}", stamp.display()))
 }
 
 /// `rustc +toolchain`, never letting rustup download a missing toolchain.

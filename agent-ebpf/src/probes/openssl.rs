@@ -3,7 +3,9 @@
 //! Entry remembers the buffer per thread; the socket syscall OpenSSL makes inside the call tells
 //! which fd it is (see `syscalls::complete`); the return probe copies the plaintext actually
 //! transferred. Reads served from OpenSSL's own buffer make no syscall: the last fd of that
-//! `SSL *` is used then.
+//! `SSL *` is used then. Over a memory BIO (Node, Python `asyncio`) OpenSSL makes no syscall at
+//! all: the application reads the ciphertext itself and hands it over, so such an `SSL *` is
+//! bound to the socket its thread read ciphertext from just before its first read.
 
 use agent_common::{ConnKey, Counter, Direction, data_flags, event::UNKNOWN_OFFSET};
 use aya_ebpf::{
@@ -16,7 +18,7 @@ use aya_log_ebpf::debug;
 use crate::{
     conn::{advance, muted},
     filter::is_traced,
-    maps::{CONNS, PENDING_TLS, PendingTls, TLS_FDS, TlsKey, count},
+    maps::{CIPHERTEXT_READS, CONNS, PENDING_TLS, PendingTls, TLS_FDS, TlsKey, count},
     record::{DataRecord, DataSource},
 };
 
@@ -44,6 +46,9 @@ fn exit(ctx: &RetProbeContext) {
         return;
     };
     let _ = PENDING_TLS.remove(&pid_tgid);
+    // Bound before the result is looked at: a memory-BIO `SSL *` is bound by the handshake's
+    // reads, which return no data.
+    let fd = socket_of(ctx, pid_tgid, &pending);
     // Both forms return an `int`; the upper half of the register is not defined.
     let result: i32 = ctx.ret();
     let len = if pending.count_out != 0 {
@@ -66,31 +71,11 @@ fn exit(ctx: &RetProbeContext) {
     if len == 0 {
         return;
     }
-    let tgid = pid_tgid >> 32;
-    let key = TlsKey {
-        tgid,
-        ssl: pending.ssl,
-    };
-    // SAFETY: plain value read.
-    let cached = unsafe { TLS_FDS.get(&key) }.copied();
-    let fd = if pending.fd >= 0 {
-        if let Some(old) = cached
-            && old != pending.fd
-        {
-            count(Counter::TlsFdMismatch);
-            debug!(
-                ctx,
-                "SSL {:x} moved from fd {} to fd {}", pending.ssl, old, pending.fd
-            );
-        }
-        let _ = TLS_FDS.insert(&key, &pending.fd, 0);
-        pending.fd
-    } else if let Some(fd) = cached {
-        fd
-    } else {
+    let Some(fd) = fd else {
         count(Counter::TlsCallWithoutFd);
         return;
     };
+    let tgid = pid_tgid >> 32;
     let conn = ConnKey {
         tgid: tgid as u32,
         fd,
@@ -121,6 +106,51 @@ fn exit(ctx: &RetProbeContext) {
         record.append_user(pending.buf, len);
         record.submit();
     }
+}
+
+/// The socket fd an OpenSSL call worked on, in order of certainty: the syscall it made itself
+/// (socket BIO), the fd cached for its `SSL *`, or, for a read over a memory BIO that has none
+/// yet, the TLS socket its thread read ciphertext from just before.
+#[inline(always)]
+fn socket_of(ctx: &RetProbeContext, pid_tgid: u64, pending: &PendingTls) -> Option<i32> {
+    // Taken by every read, so that a read of an already bound `SSL *` does not leave it for the
+    // next, unbound one.
+    let ciphertext_read = if pending.direction == Direction::Ingress as u32 {
+        // SAFETY: plain value read, copied before the entry is removed.
+        let fd = unsafe { CIPHERTEXT_READS.get(&pid_tgid) }.copied();
+        if fd.is_some() {
+            let _ = CIPHERTEXT_READS.remove(&pid_tgid);
+        }
+        fd
+    } else {
+        None
+    };
+    let key = TlsKey {
+        tgid: pid_tgid >> 32,
+        ssl: pending.ssl,
+    };
+    // SAFETY: plain value read.
+    let cached = unsafe { TLS_FDS.get(&key) }.copied();
+    if pending.fd >= 0 {
+        if let Some(old) = cached
+            && old != pending.fd
+        {
+            count(Counter::TlsFdMismatch);
+            debug!(
+                ctx,
+                "SSL {:x} moved from fd {} to fd {}", pending.ssl, old, pending.fd
+            );
+        }
+        let _ = TLS_FDS.insert(&key, &pending.fd, 0);
+        return Some(pending.fd);
+    }
+    if cached.is_some() {
+        return cached;
+    }
+    let fd = ciphertext_read?;
+    let _ = TLS_FDS.insert(&key, &fd, 0);
+    count(Counter::TlsBoundByRead);
+    Some(fd)
 }
 
 /// Entry of `SSL_read(ssl, buf, num)`.

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use crate::{
     conn,
     filter::is_traced,
-    maps::{IoShape, PENDING_IO, PENDING_TLS, PendingIo, count},
+    maps::{CIPHERTEXT_READS, IoShape, PENDING_IO, PENDING_TLS, PendingIo, count},
     record::{DataRecord, DataSource, submit_gap, submit_lifecycle},
 };
 
@@ -107,7 +107,11 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
     }
     // SAFETY: as above.
     let flags = unsafe { (*state).flags };
-    if result <= 0 || pending.peek != 0 || flags & conn_flags::TLS != 0 {
+    if result <= 0 || pending.peek != 0 {
+        return;
+    }
+    if flags & conn_flags::TLS != 0 {
+        remember_ciphertext_read(pid_tgid, &pending);
         return;
     }
     if conn::muted(tgid, pending.fd, state) {
@@ -159,11 +163,21 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
             // handshake of one we do. Mark the connection so none of it is sent.
             // SAFETY: as above.
             unsafe { (*state).flags |= conn_flags::TLS };
+            remember_ciphertext_read(pid_tgid, &pending);
             return;
         }
     }
     record.set_offset(conn::advance(state, pending.direction, len));
     record.submit();
+}
+
+/// Notes a TLS socket read made outside any OpenSSL call: with a memory BIO, the `SSL_read`
+/// that decrypts these bytes follows on the same thread (see `openssl::socket_of`).
+#[inline(always)]
+fn remember_ciphertext_read(pid_tgid: u64, pending: &PendingIo) {
+    if pending.direction == Direction::Ingress as u32 {
+        let _ = CIPHERTEXT_READS.insert(&pid_tgid, &pending.fd, 0);
+    }
 }
 
 /// One record per message of a `recvmmsg`/`sendmmsg`, walking at most [`MAX_MESSAGES`].
