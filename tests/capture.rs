@@ -776,7 +776,7 @@ fn connections_no_decoder_wants_are_muted_in_the_kernel() {
     });
     let peer_pid = format!("tgid: {},", peers.pid());
     agent.wait_log_line("the peers' connection muted", CHUNK_TIMEOUT, |line| {
-        line.contains("muting") && line.contains(&peer_pid)
+        line.contains("payload policies") && line.contains(&peer_pid) && line.contains("Mute")
     });
     peers.write_line(&format!("send {MESSAGES}"));
     peers.wait_stdout_line("sent", FIXTURE_READY_TIMEOUT, |line| {

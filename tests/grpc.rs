@@ -1,6 +1,6 @@
 //! End-to-end gRPC tests: the real agent (`apiscope run --otlp-endpoint ...`, as root) turns
 //! gRPC calls into RPC spans and metrics, exported over OTLP to an in-process receiver
-//! (support/otlp.rs). The same five calls (unary, compressed, server streaming, bidirectional,
+//! (support/otlp.rs). The same six calls (unary, large, server streaming, bidirectional,
 //! NOT_FOUND) run between a real grpcio client and server in plaintext
 //! (tests/fixtures/grpc_*.py) and between a real @grpc/grpc-js client and server over TLS
 //! (tests/fixtures/grpc_node/), both with generic handlers over raw bytes, no generated code.
@@ -45,9 +45,18 @@ struct Expected {
 }
 
 /// The calls grpc_client.py makes, in order.
-const CALLS: [Expected; 5] = [
+const CALLS: [Expected; 6] = [
     Expected {
         method: "Unary",
+        status: 0,
+        requests: 1,
+        responses: 1,
+        client_error: false,
+        compressed: false,
+    },
+    // 200 KB each way: frames spread over writes larger than the capture cap.
+    Expected {
+        method: "Big",
         status: 0,
         requests: 1,
         responses: 1,

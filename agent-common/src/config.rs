@@ -57,10 +57,15 @@ pub struct CaptureConfig {
     pub filters: u32,
     /// Where the socket fields are.
     pub sock: SockOffsets,
+    /// Payload bytes copied per call on connections of a framed protocol
+    /// ([`crate::conn_flags::FRAMED`]), in records of at most [`crate::event::MAX_PAYLOAD`].
+    pub framed_cap: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers, no padding, every bit pattern valid.
 unsafe impl aya::Pod for CaptureConfig {}
 
-const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 56);

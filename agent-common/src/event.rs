@@ -7,6 +7,10 @@
 /// ([`crate::CaptureConfig::capture_cap`]) is clamped to this.
 pub const MAX_PAYLOAD: usize = 32 * 1024;
 
+/// Most records one call of a framed connection is cut into: `CaptureConfig::framed_cap` is
+/// at most this many times [`MAX_PAYLOAD`].
+pub const MAX_FRAMED_RECORDS: u32 = 64;
+
 /// Size of the per-CPU scratch area that payloads are assembled in. Twice [`MAX_PAYLOAD`] so the
 /// verifier can prove that "any offset up to MAX_PAYLOAD plus any length up to MAX_PAYLOAD" stays
 /// inside the buffer while iovecs are copied one after another.

@@ -15,4 +15,4 @@ pub use event::{
     ConnectionEvent, DataEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role,
     data_flags,
 };
-pub use maps::{ConnKey, ConnState, OwnTuple, conn_flags};
+pub use maps::{ConnKey, ConnState, OwnTuple, PayloadPolicy, PolicyEntry, conn_flags};

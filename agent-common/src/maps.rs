@@ -21,8 +21,37 @@ pub mod conn_flags {
     pub const TLS: u32 = 1 << 2;
     /// Some payload has been seen, so the TLS-record sniff of the first bytes is done.
     pub const SNIFFED: u32 = 1 << 3;
-    /// Userspace muted the socket (its `MUTED` entry names it): bytes are counted, not copied.
+    /// Userspace muted the socket (its `PAYLOAD_POLICIES` entry names it): bytes are counted,
+    /// not copied.
     pub const MUTED: u32 = 1 << 4;
+    /// Userspace found a framed protocol on the socket (its `PAYLOAD_POLICIES` entry names it):
+    /// a call's bytes are copied up to `CaptureConfig::framed_cap`, in as many records as that
+    /// takes, not only up to the capture cap.
+    pub const FRAMED: u32 = 1 << 5;
+}
+
+/// What userspace wants copied of a socket's payload.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadPolicy {
+    /// Nothing: no decoder wants the connection.
+    Mute = 1,
+    /// Every byte up to `CaptureConfig::framed_cap` per call: the protocol frames its stream
+    /// (HTTP/2), so a lost frame header loses the rest of the connection.
+    Framed = 2,
+}
+
+/// Value of the `PAYLOAD_POLICIES` map, keyed by [`ConnKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyEntry {
+    /// The socket the fd held when the policy was set: a reused fd holds another socket, which
+    /// the policy does not apply to.
+    pub sock: u64,
+    /// [`PayloadPolicy`] as `u32`.
+    pub policy: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
 /// Value of the `CONNS` map: what the kernel side knows about one socket fd.
@@ -65,4 +94,6 @@ mod pod {
     unsafe impl aya::Pod for super::ConnKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyEntry {}
 }

@@ -1,12 +1,13 @@
 //! Per-socket state: first sight (with addresses read from the kernel socket), roles, TLS.
 
 use agent_common::{
-    ConnKey, ConnState, ConnectionEvent, EventKind, OwnTuple, Role, SockOffsets, conn_flags,
+    ConnKey, ConnState, ConnectionEvent, EventKind, OwnTuple, PayloadPolicy, Role, SockOffsets,
+    conn_flags,
 };
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_probe_read_kernel, generated::bpf_ktime_get_ns};
 
 use crate::{
-    maps::{CONFIG, CONNS, MUTED, OWN_TUPLES},
+    maps::{CONFIG, CONNS, OWN_TUPLES, PAYLOAD_POLICIES},
     record::output,
 };
 
@@ -34,8 +35,8 @@ pub fn forget(tgid: u32, fd: i32) -> Option<u64> {
     // SAFETY: value copied out before the entry is removed.
     let state = unsafe { *CONNS.get(&key)? };
     let _ = CONNS.remove(&key);
-    if state.flags & conn_flags::MUTED != 0 || MUTED.get_ptr(&key).is_some() {
-        let _ = MUTED.remove(&key);
+    if state.flags & POLICY_FLAGS != 0 || PAYLOAD_POLICIES.get_ptr(&key).is_some() {
+        let _ = PAYLOAD_POLICIES.remove(&key);
     }
     (state.flags & conn_flags::ANNOUNCED != 0).then_some(state.sock)
 }
@@ -72,23 +73,42 @@ pub fn current(tgid: u32, fd: i32, sock: u64) -> Option<*mut ConnState> {
     (flags & conn_flags::IGNORED == 0).then_some(state)
 }
 
-/// True when userspace muted this connection: its payload is not to be copied. The map is read
-/// until the connection is found muted; the state's flag answers from then on.
+/// The flags set from userspace's payload policies.
+const POLICY_FLAGS: u32 = conn_flags::MUTED | conn_flags::FRAMED;
+
+/// The connection's flags, with the payload policy userspace set for it ([`conn_flags::MUTED`]
+/// or [`conn_flags::FRAMED`]). The map is read until a policy is found; the state's flags
+/// answer from then on.
 #[inline(always)]
-pub fn muted(tgid: u32, fd: i32, state: *mut ConnState) -> bool {
+pub fn flags_with_policy(tgid: u32, fd: i32, state: *mut ConnState) -> u32 {
     // SAFETY: map value pointer, valid for the program's run.
     let (flags, sock) = unsafe { ((*state).flags, (*state).sock) };
-    if flags & conn_flags::MUTED != 0 {
-        return true;
+    if flags & POLICY_FLAGS != 0 {
+        return flags;
     }
     // SAFETY: plain value read.
-    match unsafe { MUTED.get(&ConnKey { tgid, fd }) } {
-        Some(muted_sock) if *muted_sock == sock => {
-            // SAFETY: as above.
-            unsafe { (*state).flags |= conn_flags::MUTED };
-            true
+    let policy_flag = match unsafe { PAYLOAD_POLICIES.get(&ConnKey { tgid, fd }) } {
+        Some(entry) if entry.sock == sock && entry.policy == PayloadPolicy::Mute as u32 => {
+            conn_flags::MUTED
         }
-        _ => false,
+        Some(entry) if entry.sock == sock && entry.policy == PayloadPolicy::Framed as u32 => {
+            conn_flags::FRAMED
+        }
+        _ => return flags,
+    };
+    // SAFETY: as above.
+    unsafe { (*state).flags |= policy_flag };
+    flags | policy_flag
+}
+
+/// Marks the connection framed when its first bytes in a direction are HTTP/2's client
+/// preface (`PRI * HTTP/2.0`), so that calls right after it are copied whole without waiting
+/// for userspace to find the protocol (which it does too, and for connections joined mid-way).
+#[inline(always)]
+pub fn sniff_framed(state: *mut ConnState, first: Option<[u8; 3]>) {
+    if first == Some(*b"PRI") {
+        // SAFETY: map value pointer, valid for the program's run.
+        unsafe { (*state).flags |= conn_flags::FRAMED };
     }
 }
 

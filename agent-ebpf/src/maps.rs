@@ -1,6 +1,6 @@
 //! Every map of the kernel side, defined once.
 
-use agent_common::{CaptureConfig, ConnKey, ConnState, Counter, DataEvent, OwnTuple};
+use agent_common::{CaptureConfig, ConnKey, ConnState, Counter, DataEvent, OwnTuple, PolicyEntry};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -125,11 +125,12 @@ pub static CIPHERTEXT_READS: LruHashMap<u64, i32> = LruHashMap::with_max_entries
 #[map]
 pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65536, 0);
 
-/// Sockets whose payload no decoder wants, written by userspace: fd -> the socket it held when
-/// muted (a reused fd holds another socket and is not muted). The kernel side deletes entries
-/// at `close`.
+/// What userspace wants copied of a socket's payload (muted, or framed), per fd, naming the
+/// socket the fd held (a reused fd holds another socket and is not covered). The kernel side
+/// deletes entries at `close`.
 #[map]
-pub static MUTED: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(65536, 0);
+pub static PAYLOAD_POLICIES: LruHashMap<ConnKey, PolicyEntry> =
+    LruHashMap::with_max_entries(65536, 0);
 
 /// The agent's outgoing sockets between `connect` and the end of the handshake, by kernel
 /// socket address (see `probes::own_traffic`).

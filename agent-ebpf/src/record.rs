@@ -4,7 +4,7 @@ use core::ffi::c_void;
 
 use agent_common::{
     Counter, DataEvent, DataHeader, EventKind, LifecycleEvent, data_flags,
-    event::{MAX_PAYLOAD, SCRATCH_PAYLOAD},
+    event::{MAX_FRAMED_RECORDS, MAX_PAYLOAD, SCRATCH_PAYLOAD, UNKNOWN_OFFSET},
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -23,6 +23,15 @@ const MAX_IOVECS: u32 = 1024;
 /// Userspace drains the ring on a short timer, so records only force a wake-up once this much
 /// is waiting. One wake-up per record would cost a context switch per syscall.
 const WAKEUP_THRESHOLD: u64 = 256 * 1024;
+
+/// Where a call's bytes are in user memory.
+#[derive(Clone, Copy)]
+pub enum UserBytes {
+    /// One contiguous buffer.
+    Buffer(u64),
+    /// An array of `count` iovecs.
+    Iovecs { iov: u64, count: u64 },
+}
 
 /// Who moved the bytes: the fixed fields of a data record.
 #[derive(Clone, Copy)]
@@ -49,11 +58,17 @@ pub struct DataRecord {
 }
 
 impl DataRecord {
-    /// Starts a record for a call that moved `len` bytes; `None` when the scratch slot or the
-    /// config is missing (never after a successful load).
+    /// Starts a record for a call that moved `len` bytes, to hold at most the capture cap;
+    /// `None` when the scratch slot or the config is missing (never after a successful load).
     #[inline(always)]
     pub fn start(source: DataSource, len: u64) -> Option<Self> {
-        let cap = CONFIG.get(0)?.capture_cap;
+        Self::start_within(source, len, CONFIG.get(0)?.capture_cap)
+    }
+
+    /// As [`DataRecord::start`], to hold at most `cap` bytes (and never more than
+    /// [`MAX_PAYLOAD`]).
+    #[inline(always)]
+    fn start_within(source: DataSource, len: u64, cap: u32) -> Option<Self> {
         // SAFETY: helper without arguments. Programs do not migrate between CPUs while they run
         // and do not nest on one CPU, so the slot is this program's alone until it returns.
         let cpu = unsafe { generated::bpf_get_smp_processor_id() };
@@ -99,13 +114,24 @@ impl DataRecord {
         }
     }
 
-    /// Appends the buffers of an iovec array, up to `len` bytes in all. The walk runs in
-    /// `bpf_loop`, whose callback the verifier checks once instead of once per iovec.
+    /// Appends `len` bytes of `bytes`, from `skip` bytes into them.
     #[inline(always)]
-    pub fn append_iovecs(&mut self, iov: u64, iov_count: u64, len: u64) {
+    pub fn append(&mut self, bytes: UserBytes, skip: u64, len: u64) {
+        match bytes {
+            UserBytes::Buffer(buf) => self.append_user(buf + skip, len),
+            UserBytes::Iovecs { iov, count } => self.append_iovecs(iov, count, skip, len),
+        }
+    }
+
+    /// Appends the buffers of an iovec array, past the first `skip` bytes, up to `len` bytes in
+    /// all. The walk runs in `bpf_loop`, whose callback the verifier checks once instead of once
+    /// per iovec.
+    #[inline(always)]
+    pub fn append_iovecs(&mut self, iov: u64, iov_count: u64, skip: u64, len: u64) {
         let mut walk = IovecWalk {
             iov,
             count: iov_count,
+            skip,
             left: len,
             captured: self.captured,
             limit: self.limit,
@@ -216,6 +242,8 @@ fn copy_user(
 struct IovecWalk {
     iov: u64,
     count: u64,
+    /// Bytes still to pass over before copying starts.
+    skip: u64,
     left: u64,
     captured: u32,
     limit: u32,
@@ -238,6 +266,12 @@ extern "C" fn copy_iovec(index: u64, context: *mut c_void) -> i64 {
         walk.failed = 1;
         return 1;
     };
+    if walk.skip >= vec_len {
+        walk.skip -= vec_len;
+        return 0;
+    }
+    let (base, vec_len) = (base + walk.skip, vec_len - walk.skip);
+    walk.skip = 0;
     let take = if vec_len < walk.left {
         vec_len
     } else {
@@ -259,6 +293,77 @@ extern "C" fn copy_iovec(index: u64, context: *mut c_void) -> i64 {
             1
         }
     }
+}
+
+/// A call of a framed connection being cut into records, shared with the `bpf_loop` callback.
+/// The callback never writes it: each record's place comes from the loop index, so the
+/// verifier sees the same state at every iteration and checks the callback once.
+struct FramedCall {
+    source: DataSource,
+    bytes: UserBytes,
+    /// Bytes the call moved.
+    len: u64,
+    /// Where recording stops: `len`, or the framed cap.
+    end: u64,
+}
+
+/// Sends a call of a framed connection as consecutive records of at most [`MAX_PAYLOAD`]
+/// bytes, up to the framed cap, so that no frame header inside it is lost. Each record's `len`
+/// is its own part, except the last one's, which also counts the bytes past the cap (a gap for
+/// userspace). `source.offset` is where the call starts.
+#[inline(always)]
+pub fn submit_framed(source: DataSource, len: u64, bytes: UserBytes) {
+    let Some(config) = CONFIG.get(0) else {
+        return;
+    };
+    let cap = config.framed_cap as u64;
+    let mut call = FramedCall {
+        source,
+        bytes,
+        len,
+        end: if len < cap { len } else { cap },
+    };
+    // SAFETY: `emit_framed_record` has the callback signature bpf_loop expects and only
+    // touches the `FramedCall` passed as its context.
+    unsafe {
+        generated::bpf_loop(
+            MAX_FRAMED_RECORDS,
+            emit_framed_record as *mut c_void,
+            &mut call as *mut FramedCall as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// `bpf_loop` callback: sends record number `index` of a framed call; returns 1 when done.
+extern "C" fn emit_framed_record(index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the FramedCall that `submit_framed` handed it.
+    let call = unsafe { &*(context as *const FramedCall) };
+    let done = index * MAX_PAYLOAD as u64;
+    if done >= call.end {
+        return 1;
+    }
+    let left = call.end - done;
+    let part = if left < MAX_PAYLOAD as u64 {
+        left
+    } else {
+        MAX_PAYLOAD as u64
+    };
+    let record_len = if done + part >= call.end {
+        call.len - done
+    } else {
+        part
+    };
+    let mut source = call.source;
+    if source.offset != UNKNOWN_OFFSET {
+        source.offset += done;
+    }
+    let Some(mut record) = DataRecord::start_within(source, record_len, part as u32) else {
+        return 1;
+    };
+    record.append(call.bytes, done, part);
+    record.submit();
+    0
 }
 
 /// Records a call whose bytes moved inside the kernel: counted, not captured.

@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// Payload bytes captured per call (capture.capture_cap).
     #[arg(long, env = "APISCOPE_CAPTURE_CAP")]
     pub capture_cap: Option<u32>,
+    /// Payload bytes captured per call on HTTP/2 connections (capture.framed_cap).
+    #[arg(long, env = "APISCOPE_FRAMED_CAP")]
+    pub framed_cap: Option<u32>,
     /// Ring-buffer size in bytes, a power of two (capture.ring_buffer_bytes).
     #[arg(long, env = "APISCOPE_RING_BUFFER_BYTES")]
     pub ring_buffer_bytes: Option<u32>,
@@ -156,6 +159,7 @@ impl RunArgs {
         };
         let capture = &mut config.capture;
         capture.capture_cap = self.capture_cap.unwrap_or(capture.capture_cap);
+        capture.framed_cap = self.framed_cap.unwrap_or(capture.framed_cap);
         capture.ring_buffer_bytes = self.ring_buffer_bytes.unwrap_or(capture.ring_buffer_bytes);
         let streams = &mut config.streams;
         streams.max_connections = self.max_connections.unwrap_or(streams.max_connections);
@@ -204,6 +208,7 @@ impl RunArgs {
         Ok(RunOptions {
             capture: CaptureSettings {
                 capture_cap: config.capture.capture_cap,
+                framed_cap: config.capture.framed_cap,
                 ring_buffer_bytes: config.capture.ring_buffer_bytes,
             },
             streams: StreamSettings {

@@ -119,6 +119,10 @@ pub struct CaptureConfig {
     /// Payload bytes copied per socket call or OpenSSL call (1 to 32768). Bytes past the cap are
     /// counted but not captured.
     pub capture_cap: u32,
+    /// Payload bytes copied per call on connections of a framed protocol (HTTP/2, so gRPC),
+    /// 32768 to 2097152: there a byte past the capture cap may be a frame header, and losing
+    /// one loses the rest of the connection.
+    pub framed_cap: u32,
     /// Size in bytes of the ring buffer shared by all CPUs; a power of two.
     pub ring_buffer_bytes: u32,
 }
@@ -127,6 +131,7 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             capture_cap: 16 * 1024,
+            framed_cap: 256 * 1024,
             ring_buffer_bytes: 8 * 1024 * 1024,
         }
     }

@@ -41,6 +41,7 @@ fn check() -> anyhow::Result<bool> {
     {
         let loaded = Capture::start(CaptureSettings {
             capture_cap: 16 * 1024,
+            framed_cap: 256 * 1024,
             ring_buffer_bytes: 1 << 20,
         })
         .map(|_| "every kernel program loads and attaches".to_owned())

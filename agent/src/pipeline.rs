@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use agent_common::ConnKey;
+use agent_common::{ConnKey, PayloadPolicy};
 use log::{debug, info, warn};
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -155,9 +155,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 }
                 CaptureRequest::RescanProcess(pid) => capture.scan_process(pid),
                 CaptureRequest::ForgetConnections(keys) => capture.forget_connections(keys),
-                CaptureRequest::MuteConnections(sockets) => {
-                    debug!("muting {} connections no decoder wants: {:?}", sockets.len(), sockets);
-                    capture.mute_connections(sockets);
+                CaptureRequest::SetPayloadPolicies(sockets) => {
+                    debug!("payload policies of {} connections: {:?}", sockets.len(), sockets);
+                    capture.set_payload_policies(sockets);
                 }
             },
             _ = stats_tick.tick() => log_stats(&capture, &stats),
@@ -239,20 +239,24 @@ impl CallSink {
     }
 }
 
-/// Asks capture to stop copying the bytes of the connections no decoder wants.
-fn mute_request(protocols: &mut ProtocolStage) -> Option<CaptureRequest> {
-    let sockets: Vec<(ConnKey, u64)> = protocols
-        .take_undecodable()
-        .filter(|connection| connection.sock != 0)
-        .map(|connection| {
+/// Tells capture what to copy of the connections whose protocol was found (or found
+/// missing): nothing for those no decoder wants (unless `--dump` shows every byte), whole calls
+/// for framed protocols.
+fn payload_policy_request(protocols: &mut ProtocolStage, dump: bool) -> Option<CaptureRequest> {
+    let sockets: Vec<(ConnKey, u64, PayloadPolicy)> = protocols
+        .take_payload_policies()
+        .filter(|(connection, policy)| {
+            connection.sock != 0 && !(dump && *policy == PayloadPolicy::Mute)
+        })
+        .map(|(connection, policy)| {
             let key = ConnKey {
                 tgid: connection.pid,
                 fd: connection.fd,
             };
-            (key, connection.sock)
+            (key, connection.sock, policy)
         })
         .collect();
-    (!sockets.is_empty()).then_some(CaptureRequest::MuteConnections(sockets))
+    (!sockets.is_empty()).then_some(CaptureRequest::SetPayloadPolicies(sockets))
 }
 
 /// The stages after capture, on one thread: streams -> protocols -> calls -> enrichment ->
@@ -308,10 +312,7 @@ fn stream_stage(
             for (id, ts_ns) in &out.ended {
                 protocols.on_end(*id, *ts_ns, &mut calls);
             }
-            // `--dump` shows every byte, so nothing is muted then.
-            if !options.dump
-                && let Some(request) = mute_request(&mut protocols)
-            {
+            if let Some(request) = payload_policy_request(&mut protocols, options.dump) {
                 out.requests.push(request);
             }
             for call in calls.drain(..) {

@@ -7,7 +7,7 @@
 //! all: the application reads the ciphertext itself and hands it over, so such an `SSL *` is
 //! bound to the socket its thread read ciphertext from just before its first read.
 
-use agent_common::{ConnKey, Counter, Direction, data_flags, event::UNKNOWN_OFFSET};
+use agent_common::{ConnKey, Counter, Direction, conn_flags, data_flags, event::UNKNOWN_OFFSET};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
@@ -16,10 +16,10 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 
 use crate::{
-    conn::{advance, muted},
+    conn::{advance, flags_with_policy, sniff_framed},
     filter::is_traced,
     maps::{CIPHERTEXT_READS, CONNS, PENDING_TLS, PendingTls, TLS_FDS, TlsKey, count},
-    record::{DataRecord, DataSource},
+    record::{DataRecord, DataSource, UserBytes, submit_framed},
 };
 
 #[inline(always)]
@@ -82,17 +82,19 @@ fn exit(ctx: &RetProbeContext) {
     };
     // The plaintext is counted on the connection's own offsets: on a TLS connection the
     // syscall bytes (ciphertext) are never counted.
-    let (sock, offset) = match CONNS.get_ptr_mut(&conn) {
-        Some(state) if muted(conn.tgid, fd, state) => {
-            count(Counter::PayloadMuted);
-            return;
+    let state = CONNS.get_ptr_mut(&conn);
+    let (sock, offset, flags) = match state {
+        Some(state) => {
+            let flags = flags_with_policy(conn.tgid, fd, state);
+            if flags & conn_flags::MUTED != 0 {
+                count(Counter::PayloadMuted);
+                return;
+            }
+            // SAFETY: map value pointer, valid for the program's run.
+            let sock = unsafe { (*state).sock };
+            (sock, advance(state, pending.direction, len), flags)
         }
-        // SAFETY: map value pointer, valid for the program's run.
-        Some(state) => (
-            unsafe { (*state).sock },
-            advance(state, pending.direction, len),
-        ),
-        None => (0, UNKNOWN_OFFSET),
+        None => (0, UNKNOWN_OFFSET, 0),
     };
     let source = DataSource {
         pid_tgid,
@@ -102,8 +104,17 @@ fn exit(ctx: &RetProbeContext) {
         flags: data_flags::TLS,
         offset,
     };
+    if flags & conn_flags::FRAMED != 0 {
+        submit_framed(source, len, UserBytes::Buffer(pending.buf));
+        return;
+    }
     if let Some(mut record) = DataRecord::start(source, len) {
         record.append_user(pending.buf, len);
+        if let Some(state) = state
+            && offset == 0
+        {
+            sniff_framed(state, record.first_bytes());
+        }
         record.submit();
     }
 }

@@ -15,7 +15,7 @@ use crate::{
     conn,
     filter::is_traced,
     maps::{CIPHERTEXT_READS, IoShape, PENDING_IO, PENDING_TLS, PendingIo, count},
-    record::{DataRecord, DataSource, submit_gap, submit_lifecycle},
+    record::{DataRecord, DataSource, UserBytes, submit_framed, submit_gap, submit_lifecycle},
 };
 
 /// Offset of the first argument in a `syscalls:sys_enter_*` record; each argument is 8 bytes.
@@ -114,7 +114,8 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
         remember_ciphertext_read(pid_tgid, &pending);
         return;
     }
-    if conn::muted(tgid, pending.fd, state) {
+    let flags = conn::flags_with_policy(tgid, pending.fd, state);
+    if flags & conn_flags::MUTED != 0 {
         count(Counter::PayloadMuted);
         return;
     }
@@ -137,26 +138,36 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
         emit_messages(source, state, pending.buf, len);
         return;
     }
-    let Some(mut record) = DataRecord::start(source, len) else {
-        return;
-    };
-    if shape == IoShape::Buffer {
-        record.append_user(pending.buf, len);
+    let bytes = if shape == IoShape::Buffer {
+        UserBytes::Buffer(pending.buf)
     } else if shape == IoShape::Iovec {
-        record.append_iovecs(pending.buf, pending.count, len);
+        UserBytes::Iovecs {
+            iov: pending.buf,
+            count: pending.count,
+        }
     } else {
         let msg = pending.buf;
         // SAFETY: user reads through the helper.
         let iov = unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.unwrap_or(0);
         // SAFETY: as above.
-        let iov_count =
+        let count =
             unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
-        record.append_iovecs(iov, iov_count, len);
+        UserBytes::Iovecs { iov, count }
+    };
+    if flags & conn_flags::FRAMED != 0 {
+        source.offset = conn::advance(state, pending.direction, len);
+        submit_framed(source, len, bytes);
+        return;
     }
+    let Some(mut record) = DataRecord::start(source, len) else {
+        return;
+    };
+    record.append(bytes, 0, len);
     if flags & conn_flags::SNIFFED == 0 {
         // SAFETY: map value pointer, valid for the program's run.
         unsafe { (*state).flags |= conn_flags::SNIFFED };
-        if let Some([0x16, 0x03, minor]) = record.first_bytes()
+        let first = record.first_bytes();
+        if let Some([0x16, 0x03, minor]) = first
             && minor <= 0x04
         {
             // A TLS handshake record: ciphertext from a library we do not hook, or the
@@ -166,6 +177,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
             remember_ciphertext_read(pid_tgid, &pending);
             return;
         }
+        conn::sniff_framed(state, first);
     }
     record.set_offset(conn::advance(state, pending.direction, len));
     record.submit();
@@ -199,7 +211,7 @@ fn emit_messages(mut source: DataSource, state: *mut ConnState, messages: u64, m
         let Some(mut record) = DataRecord::start(source, len as u64) else {
             return;
         };
-        record.append_iovecs(iov, iov_count, len as u64);
+        record.append_iovecs(iov, iov_count, 0, len as u64);
         if i + 1 == MAX_MESSAGES && message_count > MAX_MESSAGES {
             record.set_flag(data_flags::IOV_TRUNCATED);
         }

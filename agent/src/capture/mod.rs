@@ -11,7 +11,10 @@ mod reader;
 
 use std::path::Path;
 
-use agent_common::{CaptureConfig, ConnKey, ConnState, Counter, FilterMode, event::MAX_PAYLOAD};
+use agent_common::{
+    CaptureConfig, ConnKey, ConnState, Counter, FilterMode, PayloadPolicy, PolicyEntry,
+    event::{MAX_FRAMED_RECORDS, MAX_PAYLOAD},
+};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -37,6 +40,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub struct CaptureSettings {
     /// Payload bytes copied per call.
     pub capture_cap: u32,
+    /// Payload bytes copied per call on connections of a framed protocol (HTTP/2).
+    pub framed_cap: u32,
     /// Size of the ring buffer shared by all CPUs, in bytes (a power of two, at least a page).
     pub ring_buffer_bytes: u32,
 }
@@ -96,7 +101,7 @@ pub struct Capture {
     /// detached concurrently.
     links: Vec<ProbeLink>,
     conns: HashMap<MapData, ConnKey, ConnState>,
-    muted: HashMap<MapData, ConnKey, u64>,
+    payload_policies: HashMap<MapData, ConnKey, PolicyEntry>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -113,6 +118,14 @@ impl Capture {
             return Err(CaptureError::Settings(format!(
                 "capture cap must be between 1 and {MAX_PAYLOAD} bytes, not {}",
                 settings.capture_cap
+            )));
+        }
+        let framed_max = MAX_PAYLOAD * MAX_FRAMED_RECORDS as usize;
+        if (settings.framed_cap as usize) < MAX_PAYLOAD || settings.framed_cap as usize > framed_max
+        {
+            return Err(CaptureError::Settings(format!(
+                "framed cap must be between {MAX_PAYLOAD} and {framed_max} bytes, not {}",
+                settings.framed_cap
             )));
         }
         let page = 4096;
@@ -158,6 +171,8 @@ impl Capture {
             filter_mode: FilterMode::AllExceptDenied as u32,
             filters: 0,
             sock,
+            framed_cap: settings.framed_cap,
+            reserved: 0,
         };
         let mut config_map: Array<_, CaptureConfig> = ebpf
             .map_mut("CONFIG")
@@ -167,14 +182,14 @@ impl Capture {
 
         let ring = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let conns = take_map(&mut ebpf, "CONNS", HashMap::try_from)?;
-        let muted = take_map(&mut ebpf, "MUTED", HashMap::try_from)?;
+        let payload_policies = take_map(&mut ebpf, "PAYLOAD_POLICIES", HashMap::try_from)?;
         let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         let mut capture = Self {
             ebpf,
             tls: TlsAttacher::default(),
             links: Vec::new(),
             conns,
-            muted,
+            payload_policies,
             counters,
         };
         capture.attach_kernel_probes()?;
@@ -248,16 +263,25 @@ impl Capture {
         for key in keys {
             // Already gone (closed, or evicted from the LRU map) is fine.
             let _ = self.conns.remove(&key);
-            let _ = self.muted.remove(&key);
+            let _ = self.payload_policies.remove(&key);
         }
     }
 
-    /// Stops copying the payload of these sockets (fd and the socket it holds): no decoder
-    /// wants them. Their bytes are still counted; the kernel side forgets them at `close`.
-    pub fn mute_connections(&mut self, sockets: impl IntoIterator<Item = (ConnKey, u64)>) {
-        for (key, sock) in sockets {
-            // The map is an LRU: when full, the oldest mute is what goes.
-            let _ = self.muted.insert(key, sock, 0);
+    /// Sets what the kernel copies of these sockets' payload (fd, the socket it holds, the
+    /// policy): nothing when no decoder wants them (their bytes are still counted), or whole
+    /// calls for framed protocols. The kernel side forgets them at `close`.
+    pub fn set_payload_policies(
+        &mut self,
+        sockets: impl IntoIterator<Item = (ConnKey, u64, PayloadPolicy)>,
+    ) {
+        for (key, sock, policy) in sockets {
+            let entry = PolicyEntry {
+                sock,
+                policy: policy as u32,
+                reserved: 0,
+            };
+            // The map is an LRU: when full, the oldest policy is what goes.
+            let _ = self.payload_policies.insert(key, entry, 0);
         }
     }
 

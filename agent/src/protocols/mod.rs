@@ -6,10 +6,12 @@ pub mod graphql;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 
-use agent_common::{Direction, Role};
+use agent_common::{Direction, PayloadPolicy, Role};
 use foldhash::HashMap;
 
 use crate::{
@@ -32,6 +34,13 @@ pub trait Decoder: Send {
     /// False once the connection carries something this decoder no longer parses (after an
     /// upgrade, or bytes that are not its protocol): the stage then stops feeding it.
     fn wants_more(&self) -> bool;
+
+    /// True for protocols that frame their stream, where a byte lost past the capture cap may
+    /// be a frame header and losing one loses the rest of the connection: capture then copies
+    /// whole calls (up to the framed cap).
+    fn is_framed(&self) -> bool {
+        false
+    }
 }
 
 /// Settings shared by the decoders.
@@ -47,9 +56,9 @@ pub struct ProtocolStage {
     /// Keyed by our own connection ids, looked up for every chunk: a seeded fast hash is
     /// enough.
     connections: HashMap<u64, Option<Box<dyn Decoder>>>,
-    /// Connections found to carry nothing any decoder parses, since the last
-    /// [`ProtocolStage::take_undecodable`].
-    undecodable: Vec<Arc<Connection>>,
+    /// What capture should copy of which connections, found since the last
+    /// [`ProtocolStage::take_payload_policies`].
+    payload_policies: Vec<(Arc<Connection>, PayloadPolicy)>,
 }
 
 impl ProtocolStage {
@@ -58,14 +67,15 @@ impl ProtocolStage {
         Self {
             settings,
             connections: HashMap::default(),
-            undecodable: Vec::new(),
+            payload_policies: Vec::new(),
         }
     }
 
     /// Feeds one chunk to its connection's decoder, detecting the protocol on the connection's
     /// first data. Connections of no known protocol are remembered as such, cost nothing
-    /// further, and are reported by [`ProtocolStage::take_undecodable`] so that capture can
-    /// stop copying their bytes.
+    /// further, and are reported by [`ProtocolStage::take_payload_policies`] so that capture
+    /// can stop copying their bytes; so are those of framed protocols, whose calls capture
+    /// should copy whole.
     pub fn on_chunk(&mut self, chunk: &StreamChunk, calls: &mut Vec<ApiCall>) {
         let first_new = calls.len();
         let id = chunk.connection.id;
@@ -75,8 +85,14 @@ impl ProtocolStage {
             None if chunk.data.is_empty() => return,
             None => {
                 let detected = detect(chunk, self.settings);
-                if detected.is_none() {
-                    self.undecodable.push(Arc::clone(&chunk.connection));
+                let policy = match &detected {
+                    None => Some(PayloadPolicy::Mute),
+                    Some(decoder) if decoder.is_framed() => Some(PayloadPolicy::Framed),
+                    Some(_) => None,
+                };
+                if let Some(policy) = policy {
+                    self.payload_policies
+                        .push((Arc::clone(&chunk.connection), policy));
                 }
                 self.connections.entry(id).or_insert(detected)
             }
@@ -86,14 +102,18 @@ impl ProtocolStage {
             post_process(calls, first_new);
             if !decoder.wants_more() {
                 *slot = None;
-                self.undecodable.push(Arc::clone(&chunk.connection));
+                self.payload_policies
+                    .push((Arc::clone(&chunk.connection), PayloadPolicy::Mute));
             }
         }
     }
 
-    /// The connections found undecodable since the last call.
-    pub fn take_undecodable(&mut self) -> std::vec::Drain<'_, Arc<Connection>> {
-        self.undecodable.drain(..)
+    /// The payload policies found since the last call, oldest first: a later one for the same
+    /// connection replaces an earlier one.
+    pub fn take_payload_policies(
+        &mut self,
+    ) -> std::vec::Drain<'_, (Arc<Connection>, PayloadPolicy)> {
+        self.payload_policies.drain(..)
     }
 
     /// The connection `id` ended at `ts_ns`.
@@ -141,5 +161,40 @@ fn opposite(direction: Direction) -> Direction {
     match direction {
         Direction::Egress => Direction::Ingress,
         Direction::Ingress => Direction::Egress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{Direction, PayloadPolicy, Role};
+
+    use super::{DecoderSettings, ProtocolStage, testing};
+
+    fn policies_after(first_bytes: &[u8]) -> Vec<PayloadPolicy> {
+        let mut stage = ProtocolStage::new(DecoderSettings { body_cap: 1024 });
+        let connection = testing::connection(1, Role::Client);
+        let len = first_bytes.len() as u64;
+        let chunk = testing::chunk(&connection, Direction::Egress, 0, first_bytes, len, 1);
+        stage.on_chunk(&chunk, &mut Vec::new());
+        stage
+            .take_payload_policies()
+            .map(|(_, policy)| policy)
+            .collect()
+    }
+
+    #[test]
+    fn http2_connections_are_copied_whole() {
+        let policies = policies_after(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(policies, [PayloadPolicy::Framed]);
+    }
+
+    #[test]
+    fn connections_no_decoder_wants_are_muted() {
+        assert_eq!(policies_after(b"\x00\x01binary"), [PayloadPolicy::Mute]);
+    }
+
+    #[test]
+    fn http1_connections_keep_the_capture_cap() {
+        assert!(policies_after(b"GET / HTTP/1.1\r\n").is_empty());
     }
 }

@@ -10,7 +10,7 @@ pub mod procfs;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use agent_common::{ConnKey, Direction, Role, data_flags};
+use agent_common::{ConnKey, Direction, PayloadPolicy, Role, data_flags};
 use bytes::Bytes;
 use foldhash::HashMap;
 
@@ -103,9 +103,9 @@ pub enum CaptureRequest {
     RescanProcess(u32),
     /// Drop the kernel-side state of these fds.
     ForgetConnections(Vec<ConnKey>),
-    /// Stop copying the payload of these sockets (fd, and the socket it held): nothing
-    /// decodes them.
-    MuteConnections(Vec<(ConnKey, u64)>),
+    /// Copy the payload of these sockets (fd, and the socket it held) as the policy says:
+    /// nothing when nothing decodes them, whole calls for framed protocols.
+    SetPayloadPolicies(Vec<(ConnKey, u64, PayloadPolicy)>),
 }
 
 struct ConnectionState {

@@ -11,45 +11,17 @@ use crate::{
         ApiCall, CallGaps, HttpExchange, Payload, Side,
         http::{HttpVersion, header},
     },
-    protocols::{Decoder, DecoderSettings},
+    protocols::{
+        Decoder, DecoderSettings,
+        testing::{self, chunk},
+    },
     streams::{Connection, StreamChunk},
 };
 
 const CAP: usize = 1024;
 
 fn connection(role: Role) -> Arc<Connection> {
-    Arc::new(Connection {
-        id: 7,
-        sock: 0,
-        pid: 100,
-        fd: 5,
-        role,
-        local: None,
-        peer: None,
-        comm: "test".into(),
-    })
-}
-
-fn chunk(
-    connection: &Arc<Connection>,
-    direction: Direction,
-    offset: u64,
-    data: &[u8],
-    len: u64,
-    ts_ns: u64,
-) -> StreamChunk {
-    StreamChunk {
-        connection: Arc::clone(connection),
-        direction,
-        offset,
-        len,
-        data: Bytes::copy_from_slice(data),
-        tls: false,
-        gap: false,
-        ts_ns,
-        tid: 1,
-        comm: "test".into(),
-    }
+    testing::connection(7, role)
 }
 
 /// One connection seen by the decoder, fed chunk by chunk like the protocol stage does.

@@ -771,4 +771,8 @@ impl Decoder for Http2Decoder {
     fn wants_more(&self) -> bool {
         !self.ended
     }
+
+    fn is_framed(&self) -> bool {
+        true
+    }
 }

@@ -8,21 +8,12 @@ use bytes::Bytes;
 use super::{Http2Decoder, PREFACE, detect, flag, kind, stream::MAX_OPEN_STREAMS};
 use crate::{
     calls::{ApiCall, CallGaps, HttpExchange, Payload, Side, http::HttpVersion},
-    protocols::{Decoder, DecoderSettings},
+    protocols::{Decoder, DecoderSettings, testing},
     streams::{Connection, StreamChunk},
 };
 
 fn connection(role: Role) -> Arc<Connection> {
-    Arc::new(Connection {
-        id: 9,
-        sock: 0,
-        pid: 100,
-        fd: 5,
-        role,
-        local: None,
-        peer: None,
-        comm: "test".into(),
-    })
+    testing::connection(9, role)
 }
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
