@@ -1,10 +1,10 @@
 //! End-to-end HTTP/2 tests: the real agent (`apiscope run --otlp-endpoint ...`, as root) turns
-//! real HTTP/2 calls between curl and nginx into spans, exported to an in-process OTLP
-//! receiver: h2c with prior knowledge, h2 over TLS (ALPN), and several streams multiplexed on
-//! one connection.
+//! real HTTP/2 calls between curl and nginx (or Hypercorn) into spans, exported to an
+//! in-process OTLP receiver: h2c with prior knowledge, h2 over TLS (ALPN), several streams
+//! multiplexed on one connection, and HTTP/1.1 upgraded to h2c.
 //!
-//! Each test starts its own receiver, nginx and agent, and counts only the spans of its own
-//! processes (nginx's workers for the server side, its curls for the client side): other
+//! Each test starts its own receiver, server and agent, and counts only the spans of its own
+//! processes (the server's workers for the server side, its curls for the client side): other
 //! tests' traffic, and the agent's own exports to the receiver, are not its business.
 
 mod support;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use support::nginx::Nginx;
 use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
-use support::{Agent, curl, require_root};
+use support::{Agent, curl, free_port, require_root, start_python_server};
 
 /// How long a test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,21 +60,21 @@ fn spans_of<'a>(spans: &'a [FlatSpan], pids: &BTreeSet<u32>, server: bool) -> Ve
         .collect()
 }
 
-/// Waits for `N` server spans from nginx's workers and `N` client spans from `curls`, stops
-/// the agent, and checks every span of those processes that was exported (so a duplicate sent
-/// late is caught): paths, statuses, the protocol version, the scheme and the peers.
+/// Waits for `N` server spans from `workers` (the server's processes) and `N` client spans
+/// from `curls`, stops the agent, and checks every span of those processes that was exported
+/// (so a duplicate sent late is caught): paths, statuses, the protocol version, the scheme and
+/// the peers.
 fn check_spans(
     receiver: &OtlpReceiver,
     agent: Agent,
-    nginx: &Nginx,
+    workers: &BTreeSet<u32>,
     curls: &BTreeSet<u32>,
     port: u16,
     scheme: &str,
 ) {
-    let workers: BTreeSet<u32> = nginx.worker_pids().into_iter().collect();
     receiver.wait_for_spans(
         |spans| {
-            spans_of(spans, &workers, true).len() >= N && spans_of(spans, curls, false).len() >= N
+            spans_of(spans, workers, true).len() >= N && spans_of(spans, curls, false).len() >= N
         },
         EXPORT_TIMEOUT,
     );
@@ -85,7 +85,7 @@ fn check_spans(
         paths.sort();
         paths
     };
-    for (server, pids) in [(true, &workers), (false, curls)] {
+    for (server, pids) in [(true, workers), (false, curls)] {
         let mine = spans_of(&spans, pids, server);
         let context = || summarize_spans(mine.iter().copied());
         assert_eq!(mine.len(), N, "server={server}: {}", context());
@@ -159,7 +159,14 @@ fn h2c_prior_knowledge_calls_become_spans() {
         assert_eq!(out.stdout_text(), format!("2 {code}"), "{}", out.describe());
         curls.insert(out.pid);
     }
-    check_spans(&receiver, agent, &nginx, &curls, nginx.h2c_port, "http");
+    check_spans(
+        &receiver,
+        agent,
+        &nginx.worker_pids().into_iter().collect(),
+        &curls,
+        nginx.h2c_port,
+        "http",
+    );
 }
 
 #[test]
@@ -188,7 +195,14 @@ fn h2_over_tls_calls_become_spans() {
         assert_eq!(out.stdout_text(), format!("2 {code}"), "{}", out.describe());
         curls.insert(out.pid);
     }
-    check_spans(&receiver, agent, &nginx, &curls, nginx.tls_port, "https");
+    check_spans(
+        &receiver,
+        agent,
+        &nginx.worker_pids().into_iter().collect(),
+        &curls,
+        nginx.tls_port,
+        "https",
+    );
 }
 
 #[test]
@@ -234,5 +248,44 @@ fn parallel_streams_on_one_connection_become_spans() {
         out.describe()
     );
     let curls = BTreeSet::from([out.pid]);
-    check_spans(&receiver, agent, &nginx, &curls, nginx.tls_port, "https");
+    check_spans(
+        &receiver,
+        agent,
+        &nginx.worker_pids().into_iter().collect(),
+        &curls,
+        nginx.tls_port,
+        "https",
+    );
+}
+
+/// HTTP/1.1 `Upgrade: h2c`, as `curl --http2` asks for over plain HTTP: the first request goes
+/// as HTTP/1.1, its response comes on HTTP/2 stream 1, the others are HTTP/2 streams of the
+/// same connection. Hypercorn is the server (nginx does not accept the upgrade).
+#[test]
+fn h2c_upgrade_calls_become_spans() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let server = start_python_server("h2c_server.py", port, &[]);
+    let agent = start_agent(&receiver);
+    let urls: Vec<String> = (0..N)
+        .map(|i| format!("http://127.0.0.1:{port}{}", path(i)))
+        .collect();
+    let mut args = vec!["-s", "--http2", "-w", "%{num_connects} %{http_version}\\n"];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&args);
+    let text = out.stdout_text();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["1 2", "0 2", "0 2", "0 2"],
+        "curl did not upgrade one connection to HTTP/2: {}",
+        out.describe()
+    );
+    let servers = BTreeSet::from([server.pid()]);
+    let curls = BTreeSet::from([out.pid]);
+    check_spans(&receiver, agent, &servers, &curls, port, "http");
 }

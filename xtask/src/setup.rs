@@ -38,8 +38,14 @@ pub const TEST_PACKAGES: &[&str] = &[
 /// that the OTLP end-to-end tests put between the agent and their receiver. `grpcio`: the real
 /// gRPC client and server of tests/grpc.rs (manylinux wheels, no compiler needed).
 /// `graphql-core`: the reference GraphQL implementation's Python port, which executes the
-/// queries of tests/graphql.rs (pure Python).
-pub const PIP_PACKAGES: &[&str] = &["rotel==0.0.1a15", "grpcio==1.85.1", "graphql-core==3.2.8"];
+/// queries of tests/graphql.rs (pure Python). `hypercorn`: an ASGI server that accepts HTTP/1.1
+/// `Upgrade: h2c` (nginx does not), for tests/http2.rs.
+pub const PIP_PACKAGES: &[&str] = &[
+    "rotel==0.0.1a15",
+    "grpcio==1.85.1",
+    "graphql-core==3.2.8",
+    "hypercorn==0.18.0",
+];
 
 /// The Node fixtures (a @grpc/grpc-js server and client, tests/grpc.rs), whose npm packages are
 /// installed from their lock file into their own `node_modules`.

@@ -266,7 +266,13 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
         ("_OTHER".to_owned(), Some(request.method.clone()))
     };
     let scheme = if call.tls { "https" } else { "http" };
-    let version = request.version.as_str();
+    // The response's: the request that upgraded a connection to h2c went as HTTP/1.1, and its
+    // response came back in HTTP/2.
+    let version = http
+        .response
+        .as_ref()
+        .map_or(request.version, |response| response.version)
+        .as_str();
     let status = http.response.as_ref().map(|response| response.status);
     let error = status
         .filter(|status| match kind {

@@ -41,6 +41,12 @@ pub trait Decoder: Send {
     fn is_framed(&self) -> bool {
         false
     }
+
+    /// The decoder of the protocol the connection switched to, once it did (HTTP/1.1 upgraded
+    /// to h2c): it takes over from the switch, the current chunk included.
+    fn take_successor(&mut self) -> Option<Box<dyn Decoder>> {
+        None
+    }
 }
 
 /// Settings shared by the decoders.
@@ -99,6 +105,14 @@ impl ProtocolStage {
         };
         if let Some(decoder) = slot {
             decoder.on_chunk(chunk, calls);
+            if let Some(mut successor) = decoder.take_successor() {
+                successor.on_chunk(chunk, calls);
+                if successor.is_framed() {
+                    self.payload_policies
+                        .push((Arc::clone(&chunk.connection), PayloadPolicy::Framed));
+                }
+                *decoder = successor;
+            }
             post_process(calls, first_new);
             if !decoder.wants_more() {
                 *slot = None;

@@ -112,6 +112,8 @@ enum Body {
 pub(super) struct MessageParser<K> {
     /// Offset of the next byte expected, once a chunk was seen.
     expected: Option<u64>,
+    /// Where the bytes of another protocol start, when a head switched protocols.
+    switched_at: Option<u64>,
     state: State,
     /// The parser is at a message boundary it trusts (it has not lost sync since the last
     /// head it parsed).
@@ -134,6 +136,7 @@ impl<K: Kind> MessageParser<K> {
     pub(super) fn new(body_cap: usize) -> Self {
         Self {
             expected: None,
+            switched_at: None,
             state: State::FirstLine,
             synced: true,
             after_resync: false,
@@ -183,7 +186,8 @@ impl<K: Kind> MessageParser<K> {
         }
         let skip = usize::try_from(seen).unwrap_or(usize::MAX);
         if let Some(data) = chunk.data.get(skip..) {
-            self.data(&chunk.data, data, chunk.ts_ns, chunk.tls, sink);
+            let at = chunk.offset.saturating_add(seen);
+            self.data(&chunk.data, data, at, chunk.ts_ns, chunk.tls, sink);
         }
         self.lost(len.saturating_sub(captured.max(seen)), sink);
     }
@@ -199,6 +203,12 @@ impl<K: Kind> MessageParser<K> {
         self.state = State::Stopped;
         self.buf = Vec::new();
         self.trailers = Vec::new();
+    }
+
+    /// Where another protocol's bytes start in this direction, once the connection switched:
+    /// right after the head that switched it, or else after the last byte seen.
+    pub(super) fn switch_offset(&self) -> Option<u64> {
+        self.switched_at.or(self.expected)
     }
 
     /// Stops parsing: the connection carries another protocol now.
@@ -252,11 +262,12 @@ impl<K: Kind> MessageParser<K> {
     }
 
     /// Captured bytes, in order: `data`, a slice of the received bytes `source`, which what is
-    /// kept of them shares.
+    /// kept of them shares, starting at stream offset `at`.
     fn data(
         &mut self,
         source: &Bytes,
         mut data: &[u8],
+        mut at: u64,
         ts_ns: u64,
         tls: bool,
         sink: &mut impl Sink<K::Head>,
@@ -277,6 +288,10 @@ impl<K: Kind> MessageParser<K> {
             } else {
                 used
             };
+            at = at.saturating_add(used as u64);
+            if self.state == State::Stopped && before != State::Stopped {
+                self.switched_at = Some(at);
+            }
             data = data.get(used..).unwrap_or_default();
         }
     }

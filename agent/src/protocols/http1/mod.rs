@@ -11,7 +11,9 @@
 //! delimit it. Chunk extensions are ignored, trailers are kept. Interim responses (`100
 //! Continue`) are skipped: the request keeps waiting for its final response. A `101`, or a 2xx
 //! to `CONNECT`, switches protocols: that call goes out with `upgraded`, every other one as far
-//! as it was seen, and the decoder wants nothing more.
+//! as it was seen, and the decoder wants nothing more. A complete request with `Upgrade: h2c`
+//! answered `101` with `Upgrade: h2c` makes no call here: the decoder hands the connection and
+//! that request over to HTTP/2 (`Decoder::take_successor`), where it is stream 1.
 //!
 //! A call goes out when both its request and its response have ended (responses may end first,
 //! e.g. an early `413`), or when it is given up on, or at the connection end. `start_ns` is the
@@ -95,7 +97,11 @@ use self::{
     message::MessageParser,
     pairing::{Pairing, Requests, Responses},
 };
-use super::{Decoder, DecoderSettings, opposite, side_of};
+use super::{
+    Decoder, DecoderSettings,
+    http2::{H2cUpgrade, Http2Decoder},
+    opposite, side_of,
+};
 use crate::{
     calls::{ApiCall, Side},
     streams::{Connection, StreamChunk},
@@ -148,6 +154,8 @@ pub struct Http1Decoder {
     responses: MessageParser<ResponseKind>,
     pairing: Pairing,
     ended: bool,
+    /// Kept for the HTTP/2 decoder an h2c upgrade hands over to.
+    settings: DecoderSettings,
 }
 
 impl Http1Decoder {
@@ -159,6 +167,7 @@ impl Http1Decoder {
             responses: MessageParser::new(settings.body_cap),
             pairing: Pairing::new(detected.connection, detected.side),
             ended: false,
+            settings,
         }
     }
 
@@ -206,5 +215,27 @@ impl Decoder for Http1Decoder {
 
     fn wants_more(&self) -> bool {
         !self.ended && !self.pairing.upgraded()
+    }
+
+    fn take_successor(&mut self) -> Option<Box<dyn Decoder>> {
+        let switching = self.pairing.take_h2c()?;
+        let offsets = (
+            self.requests.switch_offset()?,
+            self.responses.switch_offset()?,
+        );
+        let upgrade = H2cUpgrade {
+            connection: Arc::clone(self.pairing.connection()),
+            requests: self.requests_direction,
+            side: self.pairing.side(),
+            request: switching.request,
+            start_ns: switching.start_ns,
+            request_end_ns: switching.end_ns,
+            tls: switching.tls,
+        };
+        Some(Box::new(Http2Decoder::after_upgrade(
+            upgrade,
+            offsets,
+            self.settings,
+        )))
     }
 }

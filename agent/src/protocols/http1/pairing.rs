@@ -8,7 +8,9 @@ use super::{
     message::{HeadMeta, MessageEnd, Sink},
 };
 use crate::{
-    calls::{ApiCall, CallGaps, HttpExchange, HttpRequest, HttpResponse, Payload, Side},
+    calls::{
+        ApiCall, CallGaps, HttpExchange, HttpRequest, HttpResponse, Payload, Side, http::header,
+    },
     streams::Connection,
 };
 
@@ -68,6 +70,21 @@ pub(super) struct Pairing {
     /// The response direction resynchronised and no final response was paired since.
     response_after_resync: bool,
     upgraded: bool,
+    /// The request that switched the connection to h2c, once answered by `101`.
+    h2c: Option<SwitchingRequest>,
+}
+
+/// A request whose `101` switched the connection to HTTP/2 (h2c): no HTTP/1 call, its response
+/// comes on HTTP/2 stream 1.
+pub(super) struct SwitchingRequest {
+    /// The request, complete.
+    pub request: HttpRequest,
+    /// Time of its first byte.
+    pub start_ns: u64,
+    /// Time of its last byte.
+    pub end_ns: u64,
+    /// It travelled over TLS.
+    pub tls: bool,
 }
 
 impl Pairing {
@@ -85,7 +102,23 @@ impl Pairing {
             next_after_barrier: false,
             response_after_resync: false,
             upgraded: false,
+            h2c: None,
         }
+    }
+
+    /// The connection the queue belongs to.
+    pub(super) fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
+    /// Which end of the exchanges the traced process is.
+    pub(super) fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The request that switched the connection to h2c, if it did.
+    pub(super) fn take_h2c(&mut self) -> Option<SwitchingRequest> {
+        self.h2c.take()
     }
 
     /// The connection switched protocols.
@@ -278,14 +311,50 @@ impl Pairing {
 
     /// The connection switched protocols after the response being parsed: that call goes out
     /// upgraded, every other one as far as it was seen, and nothing more is parsed.
+    /// A complete request upgraded to h2c makes no call here: it is handed over to HTTP/2.
     fn switch(&mut self, end_ns: u64, calls: &mut Vec<ApiCall>) {
-        if let Some(call) = self.response.take().and_then(|seq| self.call_mut(seq)) {
-            call.upgraded = true;
-            call.response_done = true;
-            call.response_end_ns = end_ns;
+        if let Some(seq) = self.response.take() {
+            self.h2c = self.take_h2c_request(seq);
+            if let Some(call) = self.call_mut(seq) {
+                call.upgraded = true;
+                call.response_done = true;
+                call.response_end_ns = end_ns;
+            }
         }
         self.finish(calls);
         self.upgraded = true;
+    }
+
+    /// Removes the entry `seq` from the queue when it is a complete request that asked for
+    /// `Upgrade: h2c` and was answered `101` with `Upgrade: h2c`.
+    fn take_h2c_request(&mut self, seq: u64) -> Option<SwitchingRequest> {
+        let asks_h2c = |headers: &[crate::calls::Header]| {
+            header(headers, "upgrade").is_some_and(|upgrade| {
+                upgrade
+                    .value
+                    .split(|byte| *byte == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+            })
+        };
+        let index = self.queue.iter().position(|entry| entry.seq == seq)?;
+        let call = self.queue.get(index)?.call.as_deref()?;
+        let switched = call.request_done
+            && asks_h2c(&call.request.headers)
+            && call
+                .response
+                .as_ref()
+                .is_some_and(|response| response.status == 101 && asks_h2c(&response.headers));
+        if !switched {
+            return None;
+        }
+        let entry = self.queue.remove(index)?;
+        let call = entry.call?;
+        Some(SwitchingRequest {
+            request: call.request,
+            start_ns: entry.start_ns,
+            end_ns: call.request_end_ns,
+            tls: call.tls,
+        })
     }
 
     /// Sends every call, finished or not, and empties the queue.

@@ -8,8 +8,9 @@
 //! the server's preface (a SETTINGS frame: requests travel the other way; over TLS the server
 //! often writes it before it reads the client's). With prior knowledge (h2c) and after ALPN
 //! `h2` (the TLS plaintext) alike. A role of `Unknown` is decided by direction, as HTTP/1 does.
-//! `Upgrade: h2c` (an HTTP/1 `101` then HTTP/2) is not followed: HTTP/1 reports the upgrade
-//! and leaves the connection alone.
+//! After `Upgrade: h2c` (an HTTP/1.1 request answered by `101`) the HTTP/1 decoder hands the
+//! connection over ([`Http2Decoder::after_upgrade`]): the client preface follows the request,
+//! frames follow the `101`, and the upgrading request is stream 1, answered in HTTP/2.
 //!
 //! Joining a connection that was open before the agent started (its first chunk at an offset
 //! past 0) needs the process's role, and chunks that start with plausible frame headers: every
@@ -76,7 +77,7 @@ use agent_common::{Direction, Role};
 use self::stream::{Part, Streams};
 use super::{Decoder, DecoderSettings, opposite, side_of};
 use crate::{
-    calls::{ApiCall, Side},
+    calls::{ApiCall, HttpRequest, Side},
     streams::{Connection, StreamChunk},
 };
 
@@ -112,6 +113,26 @@ mod flag {
     pub const END_HEADERS: u8 = 0x4;
     pub const PADDED: u8 = 0x8;
     pub const PRIORITY: u8 = 0x20;
+}
+
+/// An HTTP/1.1 request that switched its connection to HTTP/2 (`Upgrade: h2c` answered by
+/// `101`), handed over by the HTTP/1 decoder to [`Http2Decoder::after_upgrade`].
+#[derive(Debug)]
+pub struct H2cUpgrade {
+    /// The connection.
+    pub connection: Arc<Connection>,
+    /// The direction requests travel in.
+    pub requests: Direction,
+    /// Which end of the exchanges the traced process is.
+    pub side: Side,
+    /// The upgrading request, complete.
+    pub request: HttpRequest,
+    /// Time of its first byte.
+    pub start_ns: u64,
+    /// Time of its last byte.
+    pub request_end_ns: u64,
+    /// It travelled over TLS.
+    pub tls: bool,
 }
 
 /// What [`detect`] found out about a connection: it carries HTTP/2, and which way.
@@ -349,6 +370,14 @@ impl DirectionReader {
             hpack_lost: false,
             joined,
         }
+    }
+
+    /// Reads on from stream offset `offset` (its first chunk may start before it), in state
+    /// `read`.
+    fn resume_at(mut self, offset: u64, read: Read) -> Self {
+        self.expected = Some(offset);
+        self.read = read;
+        self
     }
 
     fn feed(&mut self, chunk: &StreamChunk, streams: &mut Streams) -> Outcome {
@@ -730,6 +759,28 @@ impl Http2Decoder {
                 settings.body_cap,
                 detected.joined,
             ),
+            ended: false,
+        }
+    }
+
+    /// A decoder for a connection that HTTP/1.1 upgraded to h2c: HTTP/2 starts at
+    /// `offsets.0` in the request direction (with the client preface) and at `offsets.1` in the
+    /// response direction; `upgrade` becomes stream 1, whose response comes as HTTP/2.
+    pub fn after_upgrade(
+        upgrade: H2cUpgrade,
+        offsets: (u64, u64),
+        settings: DecoderSettings,
+    ) -> Self {
+        let mut streams = Streams::new(upgrade.connection, upgrade.side, settings.body_cap, false);
+        streams.tls = upgrade.tls;
+        streams.open_upgraded(upgrade.request, upgrade.start_ns, upgrade.request_end_ns);
+        Self {
+            requests_direction: upgrade.requests,
+            requests: DirectionReader::new(Part::Request, false)
+                .resume_at(offsets.0, Read::Preface(0)),
+            responses: DirectionReader::new(Part::Response, false)
+                .resume_at(offsets.1, Read::Header),
+            streams,
             ended: false,
         }
     }

@@ -88,6 +88,16 @@ struct Body {
     incomplete: bool,
 }
 
+impl From<HttpBody> for Body {
+    fn from(body: HttpBody) -> Self {
+        Self {
+            size: body.size,
+            captured: body.captured.to_vec(),
+            incomplete: body.incomplete,
+        }
+    }
+}
+
 impl Body {
     fn into_http(self) -> HttpBody {
         HttpBody {
@@ -312,6 +322,31 @@ impl Streams {
             trailers: Vec::new(),
             body: HttpBody::default(),
         };
+        self.open_stream(id, request, gaps, start_ns, end_ns);
+        if end_stream {
+            self.end_stream(Part::Request, id, end_ns);
+        }
+    }
+
+    /// Opens stream 1 with the HTTP/1.1 request that upgraded the connection to h2c (RFC 7540
+    /// section 3.2): its response comes as HTTP/2 on that stream.
+    pub(super) fn open_upgraded(&mut self, mut request: HttpRequest, start_ns: u64, end_ns: u64) {
+        let body = std::mem::take(&mut request.body);
+        self.open_stream(1, request, CallGaps::default(), start_ns, end_ns);
+        if let Some(stream) = self.open.get_mut(&1) {
+            stream.request_body = Body::from(body);
+        }
+        self.end_stream(Part::Request, 1, end_ns);
+    }
+
+    fn open_stream(
+        &mut self,
+        id: u32,
+        request: HttpRequest,
+        gaps: CallGaps,
+        start_ns: u64,
+        end_ns: u64,
+    ) {
         let stream = Stream {
             start_ns,
             request_end_ns: end_ns,
@@ -327,9 +362,6 @@ impl Streams {
             gaps,
         };
         self.open.insert(id, stream);
-        if end_stream {
-            self.end_stream(Part::Request, id, end_ns);
-        }
     }
 
     /// DATA payload bytes of `part` on stream `id`, and `lost` uncaptured ones after them.

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use agent_common::{Direction, Role};
+use agent_common::{Direction, PayloadPolicy, Role};
 use bytes::Bytes;
 
 use super::{Http2Decoder, PREFACE, detect, flag, kind, stream::MAX_OPEN_STREAMS};
 use crate::{
     calls::{ApiCall, CallGaps, HttpExchange, Payload, Side, http::HttpVersion},
-    protocols::{Decoder, DecoderSettings, testing},
+    protocols::{Decoder, DecoderSettings, ProtocolStage, testing},
     streams::{Connection, StreamChunk},
 };
 
@@ -613,4 +613,91 @@ fn garbage_never_panics() {
         wire.client_bytes(b.to_vec());
         wire.end();
     }
+}
+
+/// HTTP/1.1 `Upgrade: h2c` answered by `101`: the protocol stage hands the connection to the
+/// HTTP/2 decoder, which answers the upgrading request on stream 1; the server's first frames
+/// arrive in the same chunk as the `101`.
+#[test]
+fn h2c_upgrade_continues_as_http2_with_the_request_on_stream_1() {
+    let connection = connection(Role::Client);
+    let mut stage = ProtocolStage::new(DecoderSettings { body_cap: 8 });
+    let mut calls = Vec::new();
+    let mut offsets = [0u64; 2];
+    let mut feed = |direction: Direction, data: Vec<u8>, calls: &mut Vec<ApiCall>| {
+        let offset = offsets[direction as usize];
+        offsets[direction as usize] += data.len() as u64;
+        let len = data.len() as u64;
+        let chunk = testing::chunk(&connection, direction, offset, &data, len, offset + 1);
+        stage.on_chunk(&chunk, calls);
+    };
+    let mut client = loona_hpack::Encoder::new();
+    let mut server = loona_hpack::Encoder::new();
+
+    let upgrade = b"GET /up HTTP/1.1\r\nHost: api.local\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+        Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+    feed(Direction::Egress, upgrade.to_vec(), &mut calls);
+    let mut switched =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    switched.extend(settings());
+    let block = server.encode(vec![(&b":status"[..], &b"200"[..])]);
+    switched.extend(frame(kind::HEADERS, flag::END_HEADERS, 1, &block));
+    switched.extend(frame(kind::DATA, flag::END_STREAM, 1, b"ok"));
+    feed(Direction::Ingress, switched, &mut calls);
+    assert_eq!(calls.len(), 1, "stream 1 answered: {calls:?}");
+
+    let mut preface = PREFACE.to_vec();
+    preface.extend(settings());
+    let block = client.encode(vec![
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"http"),
+        (b":authority", b"api.local"),
+        (b":path", b"/second"),
+    ]);
+    preface.extend(frame(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        3,
+        &block,
+    ));
+    feed(Direction::Egress, preface, &mut calls);
+    let block = server.encode(vec![(&b":status"[..], &b"404"[..])]);
+    let reply = frame(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        3,
+        &block,
+    );
+    feed(Direction::Ingress, reply, &mut calls);
+    stage.on_end(connection.id, 100_000, &mut calls);
+
+    let seen: Vec<(&str, &str, Option<u16>, bool)> = calls
+        .iter()
+        .map(|call| {
+            let exchange = exchange(call);
+            (
+                exchange.request.method.as_str(),
+                exchange.request.target.as_str(),
+                status(call),
+                exchange.upgraded,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", "/up", Some(200), false),
+            ("GET", "/second", Some(404), false)
+        ]
+    );
+    let first = exchange(&calls[0]);
+    let response = first.response.as_ref().unwrap();
+    assert_eq!(response.version, HttpVersion::Http2);
+    assert_eq!(response.body.size, 2);
+    assert_eq!(calls[0].gaps, CallGaps::default());
+    let policies: Vec<PayloadPolicy> = stage
+        .take_payload_policies()
+        .map(|(_, policy)| policy)
+        .collect();
+    assert_eq!(policies, [PayloadPolicy::Framed]);
 }
