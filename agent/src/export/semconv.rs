@@ -491,7 +491,7 @@ fn incomplete_parts(call: &crate::calls::ApiCall) -> Vec<&'static str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -510,7 +510,8 @@ mod tests {
         }
     }
 
-    fn call(side: Side, status: u16, headers: Vec<Header>) -> AnalyzedCall {
+    /// A server or client call of `POST /users/42?api_key=s3cret` answered `status`.
+    pub(crate) fn call(side: Side, status: u16, headers: Vec<Header>) -> AnalyzedCall {
         let body = |size| HttpBody {
             size,
             ..HttpBody::default()
@@ -738,7 +739,8 @@ mod tests {
         );
     }
 
-    fn grpc_call(side: Side, status_code: Option<u32>) -> AnalyzedCall {
+    /// A gRPC call of `helloworld.Greeter/SayHello` that ended with `status_code`.
+    pub(crate) fn grpc_call(side: Side, status_code: Option<u32>) -> AnalyzedCall {
         let mut analyzed = call(side, 200, vec![header("user-agent", "grpc-python/1")]);
         let Payload::Http(http) = &mut analyzed.call.call.payload;
         http.request.target = "/helloworld.Greeter/SayHello".into();

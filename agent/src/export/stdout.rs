@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use crate::{
     analysis::AnalyzedCall,
-    calls::Payload,
+    calls::{Payload, grpc::status_name},
     clock::WallClock,
     export::semconv::{CallDescription, Kind},
 };
@@ -22,20 +22,37 @@ impl<W: Write> CallPrinter<W> {
         Self { out, clock }
     }
 
-    /// Writes the line of one call: time, service, side, method, route, status, duration, peer.
+    /// Writes the line of one call: time, service, side, what was called, status, duration,
+    /// peer. What was called is `{method} {route}` for HTTP (with the GraphQL operation after
+    /// it), `grpc {service}/{method}` for gRPC, whose status is the gRPC status.
     pub fn print(
         &mut self,
         analyzed: &AnalyzedCall,
         description: &CallDescription,
     ) -> io::Result<()> {
         let call = &analyzed.call.call;
-        let (method, status) = match &call.payload {
-            Payload::Http(http) => (
-                http.request.method.as_str(),
-                http.response
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), |response| response.status.to_string()),
-            ),
+        let route = analyzed.route.as_deref().unwrap_or("-");
+        let (what, status) = match &call.payload {
+            Payload::Http(http) => match &http.grpc {
+                Some(grpc) => (
+                    format!("grpc {}", description.name),
+                    grpc.status_code.map_or_else(
+                        || "-".to_owned(),
+                        |code| status_name(code).map_or_else(|| code.to_string(), str::to_owned),
+                    ),
+                ),
+                None => {
+                    let mut what = format!("{} {route}", http.request.method);
+                    if http.graphql.is_some() {
+                        what = format!("{what} graphql {}", description.name);
+                    }
+                    let status = http
+                        .response
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |response| response.status.to_string());
+                    (what, status)
+                }
+            },
         };
         let side = match description.kind {
             Kind::Server => "server",
@@ -51,10 +68,9 @@ impl<W: Write> CallPrinter<W> {
             .map_or_else(|| "?".to_owned(), |peer| peer.to_string());
         writeln!(
             self.out,
-            "{} {} {side} {method} {} {status} {:.3}ms {arrow} {peer}{}",
+            "{} {} {side} {what} {status} {:.3}ms {arrow} {peer}{}",
             rfc3339(self.clock.unix_ns(call.start_ns)),
             analyzed.call.process.service_name,
-            analyzed.route.as_deref().unwrap_or("-"),
             description.duration_seconds * 1e3,
             if call.gaps.is_complete() {
                 ""
@@ -75,6 +91,40 @@ fn rfc3339(unix_ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        calls::Side,
+        export::semconv::{
+            Describer,
+            tests::{call, grpc_call},
+        },
+    };
+
+    fn line(analyzed: &AnalyzedCall) -> String {
+        let mut out = Vec::new();
+        let description = Describer::default().describe(analyzed);
+        CallPrinter::new(&mut out, WallClock::with_offset(0))
+            .print(analyzed, &description)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn http_lines_show_method_route_and_status() {
+        let text = line(&call(Side::Server, 404, Vec::new()));
+        assert!(
+            text.contains(" srv server POST /users/{id} 404 2.500ms <- 127.0.0.1:50000"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn grpc_lines_show_the_rpc_and_its_status_name() {
+        let text = line(&grpc_call(Side::Client, Some(5)));
+        assert!(
+            text.contains(" client grpc helloworld.Greeter/SayHello NOT_FOUND "),
+            "{text}"
+        );
+    }
 
     #[test]
     fn formats_utc_times() {
