@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use support::nginx::Nginx;
 use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
-use support::{Agent, curl, free_port, require_root, start_python_server};
+use support::{Agent, Finished, curl, free_port, require_root, start_python_server};
 
 /// How long a test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -135,6 +135,34 @@ fn check_spans(
     }
 }
 
+/// One curl fetching `urls` with `args`, every transfer over HTTP/2 and all on one connection
+/// (the first transfer connects, the others reuse it).
+fn curl_on_one_connection(args: &[&str], urls: &[String]) -> Finished {
+    let mut all = vec!["-s", "-w", "%{num_connects} %{http_version}\\n"];
+    all.extend_from_slice(args);
+    for url in urls {
+        all.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&all);
+    let text = out.stdout_text();
+    assert!(
+        text.lines().count() == urls.len() && text.lines().all(|line| line.ends_with(" 2")),
+        "not every transfer used HTTP/2: {}",
+        out.describe()
+    );
+    let connects: u64 = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        connects,
+        1,
+        "the transfers did not share one connection: {}",
+        out.describe()
+    );
+    out
+}
+
 #[test]
 fn h2c_prior_knowledge_calls_become_spans() {
     if !require_root() {
@@ -219,34 +247,7 @@ fn parallel_streams_on_one_connection_become_spans() {
     let urls: Vec<String> = (0..N)
         .map(|i| format!("https://127.0.0.1:{}{}", nginx.tls_port, path(i)))
         .collect();
-    let mut args = vec![
-        "-s",
-        "-k",
-        "--http2",
-        "--parallel",
-        "-w",
-        "%{num_connects} %{http_version}\\n",
-    ];
-    for url in &urls {
-        args.extend(["-o", "/dev/null", url.as_str()]);
-    }
-    let out = curl(&args);
-    // curl waits to multiplex: every transfer after the first reuses the first connection.
-    let text = out.stdout_text();
-    assert!(
-        text.lines().all(|line| line.ends_with(" 2")),
-        "not every transfer used HTTP/2: {text}"
-    );
-    let connects: u64 = text
-        .lines()
-        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    assert_eq!(
-        connects,
-        1,
-        "streams did not share one connection: {}",
-        out.describe()
-    );
+    let out = curl_on_one_connection(&["-k", "--http2", "--parallel"], &urls);
     let curls = BTreeSet::from([out.pid]);
     check_spans(
         &receiver,
@@ -273,18 +274,7 @@ fn h2c_upgrade_calls_become_spans() {
     let urls: Vec<String> = (0..N)
         .map(|i| format!("http://127.0.0.1:{port}{}", path(i)))
         .collect();
-    let mut args = vec!["-s", "--http2", "-w", "%{num_connects} %{http_version}\\n"];
-    for url in &urls {
-        args.extend(["-o", "/dev/null", url.as_str()]);
-    }
-    let out = curl(&args);
-    let text = out.stdout_text();
-    assert_eq!(
-        text.lines().collect::<Vec<_>>(),
-        ["1 2", "0 2", "0 2", "0 2"],
-        "curl did not upgrade one connection to HTTP/2: {}",
-        out.describe()
-    );
+    let out = curl_on_one_connection(&["--http2"], &urls);
     let servers = BTreeSet::from([server.pid()]);
     let curls = BTreeSet::from([out.pid]);
     check_spans(&receiver, agent, &servers, &curls, port, "http");
