@@ -66,18 +66,24 @@ fn spans_of<'a>(spans: &'a [FlatSpan], pids: &BTreeSet<u32>, server: bool) -> Ve
 /// the peers.
 fn check_spans(
     receiver: &OtlpReceiver,
-    agent: Agent,
+    mut agent: Agent,
     workers: &BTreeSet<u32>,
     curls: &BTreeSet<u32>,
     port: u16,
     scheme: &str,
 ) {
-    receiver.wait_for_spans(
-        |spans| {
-            spans_of(spans, workers, true).len() >= N && spans_of(spans, curls, false).len() >= N
-        },
-        EXPORT_TIMEOUT,
-    );
+    let wanted = |spans: &[FlatSpan]| {
+        spans_of(spans, workers, true).len() >= N && spans_of(spans, curls, false).len() >= N
+    };
+    if let Err(spans) = receiver.try_wait_for_spans(wanted, EXPORT_TIMEOUT) {
+        let mine = spans_of(&spans, workers, true)
+            .into_iter()
+            .chain(spans_of(&spans, curls, false));
+        agent.fail(&format!(
+            "{N} spans on each side did not arrive within {EXPORT_TIMEOUT:?}; got {}",
+            summarize_spans(mine)
+        ));
+    }
     agent.stop_for_lines();
     let spans = receiver.spans();
     let expected_paths: Vec<String> = {

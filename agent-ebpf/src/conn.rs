@@ -77,13 +77,14 @@ pub fn current(tgid: u32, fd: i32, sock: u64) -> Option<*mut ConnState> {
 const POLICY_FLAGS: u32 = conn_flags::MUTED | conn_flags::FRAMED;
 
 /// The connection's flags, with the payload policy userspace set for it ([`conn_flags::MUTED`]
-/// or [`conn_flags::FRAMED`]). The map is read until a policy is found; the state's flags
-/// answer from then on.
+/// or [`conn_flags::FRAMED`]). The map is read until the connection is muted; the state's
+/// flags answer from then on.
 #[inline(always)]
 pub fn flags_with_policy(tgid: u32, fd: i32, state: *mut ConnState) -> u32 {
     // SAFETY: map value pointer, valid for the program's run.
     let (flags, sock) = unsafe { ((*state).flags, (*state).sock) };
-    if flags & POLICY_FLAGS != 0 {
+    // Muted is final; framed (which the kernel may have guessed) can still turn into muted.
+    if flags & conn_flags::MUTED != 0 {
         return flags;
     }
     // SAFETY: plain value read.
@@ -96,20 +97,37 @@ pub fn flags_with_policy(tgid: u32, fd: i32, state: *mut ConnState) -> u32 {
         }
         _ => return flags,
     };
-    // SAFETY: as above.
-    unsafe { (*state).flags |= policy_flag };
+    if flags & policy_flag == 0 {
+        // SAFETY: as above.
+        unsafe { (*state).flags |= policy_flag };
+    }
     flags | policy_flag
 }
 
-/// Marks the connection framed when its first bytes in a direction are HTTP/2's client
-/// preface (`PRI * HTTP/2.0`), so that calls right after it are copied whole without waiting
-/// for userspace to find the protocol (which it does too, and for connections joined mid-way).
+/// Marks the connection framed when its first bytes in a direction are HTTP/2's: the client
+/// preface (`PRI * HTTP/2.0`) on a new connection, or, on one whose start was not seen (the
+/// role is unknown: it predates the agent), an HTTP/2 frame header of a type that carries
+/// traffic. Calls right after are then copied whole without waiting for userspace, which finds
+/// the protocol too and mutes the connection if the guess was wrong.
 #[inline(always)]
-pub fn sniff_framed(state: *mut ConnState, first: Option<[u8; 3]>) {
-    if first == Some(*b"PRI") {
-        // SAFETY: map value pointer, valid for the program's run.
+pub fn sniff_framed(state: *mut ConnState, first: Option<[u8; 9]>) {
+    let Some(first) = first else {
+        return;
+    };
+    // SAFETY: map value pointer, valid for the program's run.
+    let unseen_start = unsafe { (*state).role } == Role::Unknown as u32;
+    if first[..3] == *b"PRI" || (unseen_start && looks_like_frame_header(&first)) {
+        // SAFETY: as above.
         unsafe { (*state).flags |= conn_flags::FRAMED };
     }
+}
+
+/// A DATA, HEADERS, SETTINGS, PING or WINDOW_UPDATE frame header of at most 16 KiB, with the
+/// reserved bit clear.
+#[inline(always)]
+fn looks_like_frame_header(header: &[u8; 9]) -> bool {
+    let [l0, l1, _, kind, _, s0, _, _, _] = *header;
+    l0 == 0 && l1 <= 0x40 && matches!(kind, 0 | 1 | 4 | 6 | 8) && s0 & 0x80 == 0
 }
 
 /// Counts `len` more bytes in `direction` of the connection; returns where they start.

@@ -71,11 +71,28 @@ pub struct PendingTls {
     pub count_out: u64,
     /// Socket fd, learnt from the syscall the library makes inside the call; -1 until then.
     pub fd: i32,
-    /// `agent_common::Direction` as `u32`.
+    /// `agent_common::Direction` as `u32`, or [`HANDSHAKE`].
     pub direction: u32,
 }
 
-/// Key of the `SSL *` -> fd cache.
+/// `PendingTls::direction` of a handshake (`SSL_do_handshake`): no data, only the binding of
+/// the `SSL *` to the socket its nested syscalls use.
+pub const HANDSHAKE: u32 = 2;
+
+/// Value of the `SSL *` -> socket cache.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsBinding {
+    /// The socket the fd held when the binding was made: once the fd holds another socket (or
+    /// none), the binding is stale, as when OpenSSL reuses a freed `SSL *` for a new connection.
+    pub sock: u64,
+    /// The socket fd.
+    pub fd: i32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Key of the `SSL *` -> socket cache.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TlsKey {
@@ -111,9 +128,10 @@ pub static PENDING_IO: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries
 #[map]
 pub static PENDING_TLS: LruHashMap<u64, PendingTls> = LruHashMap::with_max_entries(16384, 0);
 
-/// Last socket fd each `SSL *` used, for reads OpenSSL serves from its own buffer.
+/// The socket each `SSL *` was last seen using, for reads OpenSSL serves from its own buffer
+/// and for memory BIOs.
 #[map]
-pub static TLS_FDS: LruHashMap<TlsKey, i32> = LruHashMap::with_max_entries(65536, 0);
+pub static TLS_FDS: LruHashMap<TlsKey, TlsBinding> = LruHashMap::with_max_entries(65536, 0);
 
 /// Per thread, the fd of the TLS socket whose ciphertext it read last outside any OpenSSL call:
 /// where a memory-BIO `SSL *` (Node, Python `asyncio`) read next gets its bytes from. Taken by

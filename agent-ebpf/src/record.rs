@@ -158,17 +158,21 @@ impl DataRecord {
         }
     }
 
-    /// The first payload bytes copied so far (up to 3), for protocol sniffing.
+    /// The first `N` payload bytes, once that many were copied, for protocol sniffing.
     #[inline(always)]
-    pub fn first_bytes(&self) -> Option<[u8; 3]> {
-        if self.captured < 3 {
+    pub fn first_bytes<const N: usize>(&self) -> Option<[u8; N]> {
+        if (self.captured as usize) < N {
             return None;
         }
-        // SAFETY: at least 3 payload bytes were written.
+        let mut bytes = [0u8; N];
+        // SAFETY: at least N payload bytes were written, and N is far below the payload size.
         unsafe {
             let p = (*self.event).payload.as_ptr();
-            Some([*p, *p.add(1), *p.add(2)])
+            for (i, byte) in bytes.iter_mut().enumerate() {
+                *byte = *p.add(i);
+            }
         }
+        Some(bytes)
     }
 
     /// Sets the stream offset of the record's first byte.

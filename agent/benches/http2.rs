@@ -54,6 +54,7 @@ impl Recorder {
                 pid: 1,
                 fd: 3,
                 role: Role::Server,
+                opened_unseen: false,
                 local: None,
                 peer: None,
                 comm: "bench".into(),

@@ -123,6 +123,7 @@ fn analyzed_call() -> AnalyzedCall {
                     pid: 10,
                     fd: 3,
                     role: Role::Server,
+                    opened_unseen: false,
                     local: Some("127.0.0.1:8080".parse().unwrap()),
                     peer: Some("127.0.0.1:50000".parse().unwrap()),
                     comm: "bench".into(),

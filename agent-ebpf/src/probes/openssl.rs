@@ -1,4 +1,5 @@
-//! Uprobes on OpenSSL's `SSL_read`, `SSL_write`, `SSL_read_ex` and `SSL_write_ex`.
+//! Uprobes on OpenSSL's `SSL_read`, `SSL_write`, `SSL_read_ex`, `SSL_write_ex` and
+//! `SSL_do_handshake`.
 //!
 //! Entry remembers the buffer per thread; the socket syscall OpenSSL makes inside the call tells
 //! which fd it is (see `syscalls::complete`); the return probe copies the plaintext actually
@@ -18,22 +19,30 @@ use aya_log_ebpf::debug;
 use crate::{
     conn::{advance, flags_with_policy, sniff_framed},
     filter::is_traced,
-    maps::{CIPHERTEXT_READS, CONNS, PENDING_TLS, PendingTls, TLS_FDS, TlsKey, count},
+    maps::{
+        CIPHERTEXT_READS, CONNS, HANDSHAKE, PENDING_TLS, PendingTls, TLS_FDS, TlsBinding, TlsKey,
+        count,
+    },
     record::{DataRecord, DataSource, UserBytes, submit_framed},
 };
 
+/// Remembers a call at its entry; `direction` is a `Direction` as `u32`, or [`HANDSHAKE`].
 #[inline(always)]
-fn enter(ctx: &ProbeContext, direction: Direction, extended: bool) {
+fn enter(ctx: &ProbeContext, direction: u32, extended: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_traced((pid_tgid >> 32) as u32) {
         return;
     }
     let pending = PendingTls {
         ssl: ctx.arg(0).unwrap_or(0),
-        buf: ctx.arg(1).unwrap_or(0),
+        buf: if direction == HANDSHAKE {
+            0
+        } else {
+            ctx.arg(1).unwrap_or(0)
+        },
         count_out: if extended { ctx.arg(3).unwrap_or(0) } else { 0 },
         fd: -1,
-        direction: direction as u32,
+        direction,
     };
     let _ = PENDING_TLS.insert(&pid_tgid, &pending, 0);
 }
@@ -49,6 +58,9 @@ fn exit(ctx: &RetProbeContext) {
     // Bound before the result is looked at: a memory-BIO `SSL *` is bound by the handshake's
     // reads, which return no data.
     let fd = socket_of(ctx, pid_tgid, &pending);
+    if pending.direction == HANDSHAKE {
+        return;
+    }
     // Both forms return an `int`; the upper half of the register is not defined.
     let result: i32 = ctx.ret();
     let len = if pending.count_out != 0 {
@@ -120,13 +132,15 @@ fn exit(ctx: &RetProbeContext) {
 }
 
 /// The socket fd an OpenSSL call worked on, in order of certainty: the syscall it made itself
-/// (socket BIO), the fd cached for its `SSL *`, or, for a read over a memory BIO that has none
-/// yet, the TLS socket its thread read ciphertext from just before.
+/// (socket BIO), the socket cached for its `SSL *` while the fd still holds it, or, for a read
+/// or handshake over a memory BIO that has none, the TLS socket its thread read ciphertext from
+/// just before. Binds the `SSL *` to what it found.
 #[inline(always)]
 fn socket_of(ctx: &RetProbeContext, pid_tgid: u64, pending: &PendingTls) -> Option<i32> {
+    let tgid = (pid_tgid >> 32) as u32;
     // Taken by every read, so that a read of an already bound `SSL *` does not leave it for the
     // next, unbound one.
-    let ciphertext_read = if pending.direction == Direction::Ingress as u32 {
+    let ciphertext_read = if pending.direction != Direction::Egress as u32 {
         // SAFETY: plain value read, copied before the entry is removed.
         let fd = unsafe { CIPHERTEXT_READS.get(&pid_tgid) }.copied();
         if fd.is_some() {
@@ -141,7 +155,10 @@ fn socket_of(ctx: &RetProbeContext, pid_tgid: u64, pending: &PendingTls) -> Opti
         ssl: pending.ssl,
     };
     // SAFETY: plain value read.
-    let cached = unsafe { TLS_FDS.get(&key) }.copied();
+    let cached = unsafe { TLS_FDS.get(&key) }
+        .copied()
+        .filter(|binding| binding.sock != 0 && socket_on(tgid, binding.fd) == binding.sock)
+        .map(|binding| binding.fd);
     if pending.fd >= 0 {
         if let Some(old) = cached
             && old != pending.fd
@@ -152,47 +169,74 @@ fn socket_of(ctx: &RetProbeContext, pid_tgid: u64, pending: &PendingTls) -> Opti
                 "SSL {:x} moved from fd {} to fd {}", pending.ssl, old, pending.fd
             );
         }
-        let _ = TLS_FDS.insert(&key, &pending.fd, 0);
+        bind(&key, tgid, pending.fd);
         return Some(pending.fd);
     }
     if cached.is_some() {
         return cached;
     }
     let fd = ciphertext_read?;
-    let _ = TLS_FDS.insert(&key, &fd, 0);
+    bind(&key, tgid, fd);
     count(Counter::TlsBoundByRead);
     Some(fd)
+}
+
+/// The socket `fd` holds in `tgid`, as far as the connection table knows; 0 when none.
+#[inline(always)]
+fn socket_on(tgid: u32, fd: i32) -> u64 {
+    // SAFETY: plain value read.
+    unsafe { CONNS.get(&ConnKey { tgid, fd }) }.map_or(0, |state| state.sock)
+}
+
+/// Caches that the `SSL *` of `key` uses `fd`, with the socket the fd holds now.
+#[inline(always)]
+fn bind(key: &TlsKey, tgid: u32, fd: i32) {
+    let binding = TlsBinding {
+        sock: socket_on(tgid, fd),
+        fd,
+        reserved: 0,
+    };
+    let _ = TLS_FDS.insert(key, &binding, 0);
 }
 
 /// Entry of `SSL_read(ssl, buf, num)`.
 #[uprobe]
 pub fn openssl_enter_ssl_read(ctx: ProbeContext) -> u32 {
-    enter(&ctx, Direction::Ingress, false);
+    enter(&ctx, Direction::Ingress as u32, false);
     0
 }
 
 /// Entry of `SSL_write(ssl, buf, num)`.
 #[uprobe]
 pub fn openssl_enter_ssl_write(ctx: ProbeContext) -> u32 {
-    enter(&ctx, Direction::Egress, false);
+    enter(&ctx, Direction::Egress as u32, false);
     0
 }
 
 /// Entry of `SSL_read_ex(ssl, buf, num, &readbytes)`.
 #[uprobe]
 pub fn openssl_enter_ssl_read_ex(ctx: ProbeContext) -> u32 {
-    enter(&ctx, Direction::Ingress, true);
+    enter(&ctx, Direction::Ingress as u32, true);
     0
 }
 
 /// Entry of `SSL_write_ex(ssl, buf, num, &written)`.
 #[uprobe]
 pub fn openssl_enter_ssl_write_ex(ctx: ProbeContext) -> u32 {
-    enter(&ctx, Direction::Egress, true);
+    enter(&ctx, Direction::Egress as u32, true);
     0
 }
 
-/// Return of any of the four: the entry recorded which one it was.
+/// Entry of `SSL_do_handshake(ssl)` (which `SSL_accept` and `SSL_connect` call too): over a
+/// socket BIO, its syscalls bind the `SSL *` to its socket before any data, so a first read
+/// OpenSSL answers from what the handshake already received finds it.
+#[uprobe]
+pub fn openssl_enter_ssl_do_handshake(ctx: ProbeContext) -> u32 {
+    enter(&ctx, HANDSHAKE, false);
+    0
+}
+
+/// Return of any of them: the entry recorded which one it was.
 #[uretprobe]
 pub fn openssl_exit_ssl_io(ctx: RetProbeContext) -> u32 {
     exit(&ctx);

@@ -166,8 +166,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
     if flags & conn_flags::SNIFFED == 0 {
         // SAFETY: map value pointer, valid for the program's run.
         unsafe { (*state).flags |= conn_flags::SNIFFED };
-        let first = record.first_bytes();
-        if let Some([0x16, 0x03, minor]) = first
+        if let Some([0x16, 0x03, minor]) = record.first_bytes()
             && minor <= 0x04
         {
             // A TLS handshake record: ciphertext from a library we do not hook, or the
@@ -177,9 +176,14 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
             remember_ciphertext_read(pid_tgid, &pending);
             return;
         }
-        conn::sniff_framed(state, first);
     }
-    record.set_offset(conn::advance(state, pending.direction, len));
+    let offset = conn::advance(state, pending.direction, len);
+    if offset == 0 {
+        // Each direction's first bytes: the client preface travels out of the client and into
+        // the server, which may well have written its own SETTINGS first.
+        conn::sniff_framed(state, record.first_bytes());
+    }
+    record.set_offset(offset);
     record.submit();
 }
 

@@ -33,6 +33,8 @@ impl Analyzer {
     /// Derives what the exporters need from one call.
     pub fn analyze(&mut self, call: EnrichedCall) -> AnalyzedCall {
         let route = match &call.call.payload {
+            // An empty target is one that could not be decoded: no route to speak of.
+            Payload::Http(http) if http.request.target.is_empty() => None,
             Payload::Http(http) => Some(
                 self.routes
                     .route(&call.process.service_name, http.request.path()),

@@ -35,6 +35,10 @@ pub struct CallGaps {
     /// The call follows a point where the decoder lost track of message boundaries and found
     /// them again.
     pub after_resync: bool,
+    /// Some header fields could not be decoded (HTTP/2 fields that refer to compression-table
+    /// entries added before the capture joined the connection): they are left out, never
+    /// guessed.
+    pub headers_unknown: bool,
 }
 
 impl CallGaps {

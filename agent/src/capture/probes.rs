@@ -107,12 +107,13 @@ pub const KERNEL_PROBES: &[Probe] = &[
 ];
 
 /// The OpenSSL functions hooked in every library that exports them, with the entry program of
-/// each. One return program (`TLS_EXIT_PROGRAM`) serves all four.
+/// each. One return program (`TLS_EXIT_PROGRAM`) serves them all.
 pub const TLS_ENTRY_PROBES: &[(&str, &str)] = &[
     ("SSL_read", "openssl_enter_ssl_read"),
     ("SSL_write", "openssl_enter_ssl_write"),
     ("SSL_read_ex", "openssl_enter_ssl_read_ex"),
     ("SSL_write_ex", "openssl_enter_ssl_write_ex"),
+    ("SSL_do_handshake", "openssl_enter_ssl_do_handshake"),
 ];
 
 /// Return program of the OpenSSL calls.

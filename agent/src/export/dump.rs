@@ -120,6 +120,7 @@ mod tests {
                 pid: 100,
                 fd: 5,
                 role: Role::Server,
+                opened_unseen: false,
                 local: Some("127.0.0.1:8080".parse().unwrap()),
                 peer: Some("[::1]:5000".parse().unwrap()),
                 comm: "python3".into(),

@@ -260,8 +260,11 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
         Side::Server => Kind::Server,
         Side::Client => Kind::Client,
     };
+    // An empty method is one that could not be decoded (see `CallGaps::headers_unknown`).
     let (method, original) = if KNOWN_METHODS.contains(&request.method.as_str()) {
         (request.method.clone(), None)
+    } else if request.method.is_empty() {
+        ("_OTHER".to_owned(), None)
     } else {
         ("_OTHER".to_owned(), Some(request.method.clone()))
     };
@@ -299,10 +302,13 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
 
     let mut span_attributes = vec![
         KeyValue::new(HTTP_REQUEST_METHOD, method.clone()),
-        KeyValue::new(URL_PATH, request.path().to_owned()),
         KeyValue::new(URL_SCHEME, scheme),
         KeyValue::new(NETWORK_PROTOCOL_VERSION, version),
     ];
+    // An empty target is one that could not be decoded.
+    if !request.target.is_empty() {
+        span_attributes.push(KeyValue::new(URL_PATH, request.path().to_owned()));
+    }
     let mut metric_attributes = vec![
         KeyValue::new(HTTP_REQUEST_METHOD, method.clone()),
         KeyValue::new(URL_SCHEME, scheme),
@@ -367,9 +373,11 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
         ));
     }
 
+    // The conventions name a span of an unknown method `HTTP`.
+    let name_method = if method == "_OTHER" { "HTTP" } else { &method };
     let name = match &analyzed.route {
-        Some(route) => format!("{method} {route}"),
-        None => method,
+        Some(route) => format!("{name_method} {route}"),
+        None => name_method.to_owned(),
     };
     CallDescription {
         kind,
@@ -484,6 +492,7 @@ fn incomplete_parts(call: &crate::calls::ApiCall) -> Vec<&'static str> {
         (gaps.response_missing, "response_missing"),
         (gaps.response_incomplete, "response"),
         (gaps.after_resync, "resync"),
+        (gaps.headers_unknown, "headers"),
     ]
     .into_iter()
     .filter_map(|(set, name)| set.then_some(name))
@@ -545,6 +554,7 @@ pub(crate) mod tests {
                         pid: 10,
                         fd: 3,
                         role: agent_common::Role::Server,
+                        opened_unseen: false,
                         local: Some("127.0.0.1:8080".parse().unwrap()),
                         peer: Some("127.0.0.1:50000".parse().unwrap()),
                         comm: "srv".into(),
@@ -731,7 +741,7 @@ pub(crate) mod tests {
         http.request.method = "PURGE".into();
         analyzed.route = None;
         let described = Describer::default().describe(&analyzed);
-        assert_eq!(described.name, "_OTHER");
+        assert_eq!(described.name, "HTTP");
         let a = &described.span_attributes;
         assert_eq!(
             attribute(a, HTTP_REQUEST_METHOD_ORIGINAL),

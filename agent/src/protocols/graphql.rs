@@ -600,6 +600,7 @@ mod tests {
                 pid: 10,
                 fd: 3,
                 role: agent_common::Role::Server,
+                opened_unseen: false,
                 local: None,
                 peer: None,
                 comm: "srv".into(),

@@ -539,6 +539,7 @@ mod tests {
                         pid: 1,
                         fd: 3,
                         role: Role::Server,
+                        opened_unseen: false,
                         local: None,
                         peer: None,
                         comm: "t".into(),

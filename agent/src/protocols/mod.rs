@@ -92,7 +92,22 @@ impl ProtocolStage {
             None => {
                 let detected = detect(chunk, self.settings);
                 let policy = match &detected {
-                    None => Some(PayloadPolicy::Mute),
+                    None => {
+                        log::debug!(
+                            "connection {id} (pid {}, fd {}, {:?}): no protocol in its first \
+                             {:?} bytes at offset {}: {:02x?}",
+                            chunk.connection.pid,
+                            chunk.connection.fd,
+                            chunk.connection.role,
+                            chunk.direction,
+                            chunk.offset,
+                            chunk
+                                .data
+                                .get(..chunk.data.len().min(24))
+                                .unwrap_or_default()
+                        );
+                        Some(PayloadPolicy::Mute)
+                    }
                     Some(decoder) if decoder.is_framed() => Some(PayloadPolicy::Framed),
                     Some(_) => None,
                 };

@@ -15,6 +15,7 @@ pub fn connection(id: u64, role: Role) -> Arc<Connection> {
         pid: 100,
         fd: 5,
         role,
+        opened_unseen: false,
         local: None,
         peer: None,
         comm: "test".into(),

@@ -38,6 +38,10 @@ pub struct Connection {
     pub sock: u64,
     /// Which end the process is.
     pub role: Role,
+    /// The connection was open before capture saw it start (neither `connect` nor `accept` was
+    /// seen: it predates the agent, or its fd was passed or duplicated unseen), so its first
+    /// captured bytes may be in the middle of its streams.
+    pub opened_unseen: bool,
     /// This process's end, when known.
     pub local: Option<SocketAddr>,
     /// The other end, when known.
@@ -230,6 +234,8 @@ impl StreamTable {
             fd: seen.fd,
             sock: 0,
             role,
+            // The kernel saw neither `connect` nor `accept` on this fd.
+            opened_unseen: seen.role == Role::Unknown,
             local: Some(canonical(seen.local)),
             peer: Some(canonical(seen.peer)),
             comm: seen.comm,
@@ -354,6 +360,7 @@ fn resolve_from_proc(pid: u32, fd: i32, comm: &str) -> Connection {
         fd,
         sock: 0,
         role,
+        opened_unseen: true,
         local: entry.map(|entry| canonical(entry.local)),
         peer: entry.map(|entry| canonical(entry.remote)),
         comm: comm.to_owned(),

@@ -12,16 +12,19 @@
 //! connection over ([`Http2Decoder::after_upgrade`]): the client preface follows the request,
 //! frames follow the `101`, and the upgrading request is stream 1, answered in HTTP/2.
 //!
-//! Joining a connection that was open before the agent started (its first chunk at an offset
-//! past 0) needs the process's role, and chunks that start with plausible frame headers: every
-//! complete frame header in the chunk of a known type, with the reserved bit clear, a length
-//! up to 16 KiB, flags that type defines and the stream id and length its type requires. Each
-//! direction of such a connection starts framing at its first chunk if that chunk passes the
-//! same test, and is lost otherwise. The HPACK dynamic tables are then unknown: a header block
-//! that refers to an entry added before the join fails to decode (indices are relative to the
-//! newest entries, which the decoder does see), so what decodes is right, and what does not
-//! makes that direction's headers unknown from then on (below). Calls of a joined connection
-//! carry `after_resync`.
+//! Joining a connection that was open before the agent started (the capture saw neither its
+//! `connect` nor its `accept`, or its first chunk is past offset 0) needs the process's role,
+//! and chunks that start with plausible frame headers: every complete frame header in the
+//! chunk of a known type, with the reserved bit clear, a length up to 16 KiB, flags that type
+//! defines and the stream id and length its type requires. Each direction of such a connection
+//! starts framing at its first chunk if that chunk passes the same test, and is lost
+//! otherwise. The HPACK dynamic tables are then unknown: each direction's decoder starts with
+//! a table full of placeholder entries, behind which the entries it sees added take their
+//! places exactly as in the peer's table (indices count from the newest). A field that refers
+//! to a placeholder is unknown: it is left out and the call carries `headers_unknown` (an
+//! unknown `:method` leaves the method empty; a block without `:method` at all is no request).
+//! What decodes is therefore right, and as new entries push the placeholders out the table
+//! becomes fully known again. Calls of a joined connection carry `after_resync`.
 //!
 //! # Frames and streams
 //!
@@ -161,21 +164,20 @@ impl Detected {
 /// with a known role, plausible frame headers.
 pub fn detect(chunk: &StreamChunk) -> Option<Detected> {
     let data: &[u8] = &chunk.data;
-    let starts_preface = {
-        let n = data.len().min(PREFACE.len());
-        // `PRI * HTTP/2.0` at least: no HTTP/1 request line or other protocol starts so.
-        n >= 14 && data.get(..n) == PREFACE.get(..n)
-    };
-    let (requests, joined) = if starts_preface {
+    let mid_stream = may_be_mid_stream(chunk);
+    let (requests, joined) = if starts_with_preface(data) {
         (chunk.direction, false)
-    } else if chunk.offset == 0 && server_preface(data) {
+    } else if !mid_stream && server_preface(data) {
         (opposite(chunk.direction), false)
-    } else if chunk.offset > 0 && plausible_frames(data) {
+    } else if mid_stream && plausible_frames(data) {
         let requests = match chunk.connection.role {
             Role::Client => Direction::Egress,
             Role::Server => Direction::Ingress,
-            // Both directions carry the same frame types: nothing tells which one is which.
-            Role::Unknown => return None,
+            // Both directions carry the same frame types: a header block tells them apart.
+            Role::Unknown => match first_block_side(data)? {
+                Part::Request => chunk.direction,
+                Part::Response => opposite(chunk.direction),
+            },
         };
         (requests, true)
     } else {
@@ -188,6 +190,20 @@ pub fn detect(chunk: &StreamChunk) -> Option<Detected> {
         side,
         joined,
     })
+}
+
+/// Whether `data` starts with the client preface (`PRI * HTTP/2.0` at least: no HTTP/1
+/// request line or other protocol starts so).
+fn starts_with_preface(data: &[u8]) -> bool {
+    let n = data.len().min(PREFACE.len());
+    n >= 14 && data.get(..n) == PREFACE.get(..n)
+}
+
+/// Whether the chunk, the first of its direction, may start in the middle of the stream: it
+/// starts past offset 0, or the connection was open before capture saw it start (its offsets
+/// count from the agent's first sight), unless it starts with the client preface.
+fn may_be_mid_stream(chunk: &StreamChunk) -> bool {
+    chunk.offset > 0 || (chunk.connection.opened_unseen && !starts_with_preface(&chunk.data))
 }
 
 /// A frame header.
@@ -260,6 +276,54 @@ fn server_preface(data: &[u8]) -> bool {
     frame_header(data).is_some_and(|(header, raw)| {
         header.kind == kind::SETTINGS && !header.has(flag::ACK) && header.plausible(raw)
     })
+}
+
+/// Which way the first whole HEADERS frame in `data` goes, from its first pseudo-header
+/// (`:method` and the like for a request, `:status` for a response), decoded against a table of
+/// placeholders as after a join. `None` without such a frame or field.
+fn first_block_side(data: &[u8]) -> Option<Part> {
+    let mut rest = data;
+    let block = loop {
+        let (header, _) = frame_header(rest)?;
+        let end = 9usize.checked_add(header.len as usize)?;
+        let payload = rest.get(9..end)?;
+        if header.kind == kind::HEADERS {
+            break fragment(payload, &header)?;
+        }
+        rest = rest.get(end..)?;
+    };
+    let mut hpack = joined_hpack_decoder()?;
+    let mut side = None;
+    // A reference past the placeholders ends decoding; a pseudo-header found before counts.
+    let _ = hpack.decode_with_cb(block, |name, _| {
+        if side.is_none() && name.first() == Some(&b':') {
+            side = Some(if &name[..] == b":status" {
+                Part::Response
+            } else {
+                Part::Request
+            });
+        }
+    });
+    side
+}
+
+/// An HPACK decoder for a connection joined mid-way: its table full of placeholder entries, as
+/// many as fit in the default table size (4,096 bytes, 33 bytes each). See
+/// [`DirectionReader::join`].
+fn joined_hpack_decoder() -> Option<loona_hpack::Decoder<'static>> {
+    let mut hpack = loona_hpack::Decoder::new();
+    hpack.set_max_allowed_table_size(MAX_BLOCK);
+    let mut placeholders = Vec::with_capacity(JOINED_PLACEHOLDERS * 4);
+    for _ in 0..JOINED_PLACEHOLDERS {
+        // Literal with incremental indexing, new name: the 1-byte name, an empty value.
+        placeholders.extend_from_slice(&[0x40, 0x01]);
+        placeholders.extend_from_slice(stream::UNKNOWN_ENTRY_NAME);
+        placeholders.push(0x00);
+    }
+    hpack
+        .decode_with_cb(&placeholders, |_, _| {})
+        .ok()
+        .map(|()| hpack)
 }
 
 /// Whether `data` starts at a frame boundary, as far as it can tell: every frame header that
@@ -357,7 +421,7 @@ impl DirectionReader {
     fn new(part: Part, joined: bool) -> Self {
         let mut hpack = loona_hpack::Decoder::new();
         hpack.set_max_allowed_table_size(MAX_BLOCK);
-        Self {
+        let reader = Self {
             part,
             expected: None,
             read: Read::Header,
@@ -368,8 +432,26 @@ impl DirectionReader {
             block: None,
             hpack,
             hpack_lost: false,
-            joined,
+            joined: false,
+        };
+        if joined { reader.join() } else { reader }
+    }
+
+    /// Starts reading a connection whose earlier bytes were not seen. The dynamic table the
+    /// peer's encoder refers to is unknown, so it is filled with placeholders: the entries the
+    /// decoder sees added go in front of them, exactly where the peer's own are, and a field
+    /// that refers past those lands on a placeholder and is reported unknown rather than
+    /// guessed. Once enough new entries were added, the placeholders are evicted as the old
+    /// entries were. A reference past every placeholder (the old entries were smaller than 33
+    /// bytes, or the table was larger than the default) is a decoding error, handled as any
+    /// other.
+    fn join(mut self) -> Self {
+        match joined_hpack_decoder() {
+            Some(hpack) => self.hpack = hpack,
+            None => self.hpack_lost = true,
         }
+        self.joined = true;
+        self
     }
 
     /// Reads on from stream offset `offset` (its first chunk may start before it), in state
@@ -390,13 +472,14 @@ impl DirectionReader {
         }
         match self.expected {
             None => {
-                if chunk.offset == 0 && self.part == Part::Request {
+                let mid_stream = may_be_mid_stream(chunk);
+                if !mid_stream && self.part == Part::Request {
                     self.read = Read::Preface(0);
-                } else if chunk.offset > 0 && !plausible_frames(data) {
+                } else if mid_stream && !plausible_frames(data) {
                     self.read = Read::Lost;
                     return Outcome::Lost;
-                } else if chunk.offset > 0 {
-                    self.joined = true;
+                } else if mid_stream {
+                    *self = std::mem::replace(self, Self::new(self.part, false)).join();
                     streams.joined = true;
                 }
             }
@@ -736,6 +819,10 @@ fn fragment<'a>(payload: &'a [u8], frame: &FrameHeader) -> Option<&'a [u8]> {
     rest = rest.get(skip..)?;
     rest.get(..rest.len().checked_sub(pad)?)
 }
+
+/// Placeholder entries a joined connection's HPACK tables start with: 4,096 bytes (the default
+/// table size) of 33-byte entries.
+const JOINED_PLACEHOLDERS: usize = 4096 / 33;
 
 /// The HTTP/2 decoder of one connection.
 pub struct Http2Decoder {

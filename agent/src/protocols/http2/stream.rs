@@ -29,6 +29,10 @@ pub(super) enum Part {
     Response,
 }
 
+/// The name of the placeholder entries a joined connection's HPACK tables start with (see
+/// `DirectionReader::join`): no real field name contains a NUL byte.
+pub(super) const UNKNOWN_ENTRY_NAME: &[u8] = b"\0";
+
 /// A decoded header block: pseudo-headers apart, regular fields in order.
 #[derive(Debug, Default)]
 pub(super) struct Fields {
@@ -41,11 +45,17 @@ pub(super) struct Fields {
     bytes: usize,
     /// Fields past the bound were dropped.
     truncated: bool,
+    /// Some fields referred to compression-table entries from before the capture joined.
+    pub(super) unknown: bool,
 }
 
 impl Fields {
     /// Adds one decoded field.
     pub(super) fn push(&mut self, name: &[u8], value: &[u8]) {
+        if name == UNKNOWN_ENTRY_NAME {
+            self.unknown = true;
+            return;
+        }
         self.bytes = self.bytes.saturating_add(name.len() + value.len());
         if self.bytes > MAX_FIELDS_BYTES {
             self.truncated = true;
@@ -239,6 +249,7 @@ impl Streams {
                         if fields.truncated || fields.bad_status {
                             stream.gaps.response_incomplete = true;
                         }
+                        stream.gaps.headers_unknown |= fields.unknown;
                         match &mut stream.response {
                             Some(response) => response.trailers = fields.headers,
                             None => match fields.status {
@@ -282,6 +293,7 @@ impl Streams {
             match fields {
                 Some(fields) => {
                     stream.gaps.request_incomplete |= fields.truncated;
+                    stream.gaps.headers_unknown |= fields.unknown;
                     stream.request.trailers = fields.headers;
                 }
                 None => stream.gaps.request_incomplete = true,
@@ -296,7 +308,9 @@ impl Streams {
         let Some(fields) = fields.filter(|_| id % 2 == 1) else {
             return;
         };
-        let Some(method) = fields.method else {
+        // A method that refers to an entry from before the capture joined is unknown, and
+        // left empty; a block without one is not a request.
+        let Some(method) = fields.method.or_else(|| fields.unknown.then(String::new)) else {
             return;
         };
         if self.open.len() >= MAX_OPEN_STREAMS {
@@ -310,8 +324,9 @@ impl Streams {
                 .map(str::to_owned)
         });
         let gaps = CallGaps {
-            request_incomplete: fields.truncated || target.is_none(),
+            request_incomplete: fields.truncated || (target.is_none() && !fields.unknown),
             after_resync: self.joined,
+            headers_unknown: fields.unknown,
             ..CallGaps::default()
         };
         let request = HttpRequest {

@@ -562,7 +562,8 @@ fn joining_mid_way() {
     assert_eq!(status(&calls[0]), Some(200));
     assert!(calls[0].gaps.after_resync);
 
-    // A block referring to an entry added before the join is not decoded.
+    // Fields referring to entries added before the join are unknown, never guessed; the rest
+    // of the block is decoded.
     let mut wire = Wire::new(Role::Server, Direction::Ingress);
     // Encoded and never sent: the entry it adds is one the decoder never sees.
     wire.request_block("GET", "/old", &[("x-old", "1")]);
@@ -575,7 +576,16 @@ fn joining_mid_way() {
     );
     let len = request.len() as u64;
     wire.chunk_at(Direction::Ingress, 5_000, len, request);
-    assert!(wire.end().is_empty());
+    let calls = wire.end();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let request = &exchange(&calls[0]).request;
+    // `:method GET` is in the static table, `:path` a literal; `x-old` was added before the
+    // join.
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.target, "/old");
+    assert!(request.headers.iter().all(|h| h.name != "x-old"));
+    assert!(calls[0].gaps.headers_unknown && calls[0].gaps.after_resync);
+    assert!(!calls[0].gaps.request_incomplete);
 }
 
 #[test]
@@ -700,4 +710,61 @@ fn h2c_upgrade_continues_as_http2_with_the_request_on_stream_1() {
         .map(|(_, policy)| policy)
         .collect();
     assert_eq!(policies, [PayloadPolicy::Framed]);
+}
+
+/// After a join, a request whose `:method` refers to an entry from before it still makes a
+/// call: the method is left empty (unknown), the rest decoded.
+#[test]
+fn a_joined_request_with_an_unknown_method_still_makes_a_call() {
+    let mut wire = Wire::new(Role::Server, Direction::Ingress);
+    // Indexed field 62 (the newest dynamic entry, added before the join), then `:path` as a
+    // literal with the static name 4.
+    let block = [0xbe, 0x04, 0x04, b'/', b'r', b'a', b'w'];
+    let request = frame(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        7,
+        &block,
+    );
+    let len = request.len() as u64;
+    wire.chunk_at(Direction::Ingress, 900, len, request);
+    let calls = wire.end();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let request = &exchange(&calls[0]).request;
+    assert_eq!(
+        (request.method.as_str(), request.target.as_str()),
+        ("", "/raw")
+    );
+    assert!(calls[0].gaps.headers_unknown);
+}
+
+/// Joining a connection whose role is unknown: the first header block tells which way requests
+/// go (`:method` out of this process: a client), and a frame sequence without one is not
+/// enough.
+#[test]
+fn joining_without_a_role_reads_the_direction_from_a_header_block() {
+    let connection = connection(Role::Unknown);
+    let mut client = loona_hpack::Encoder::new();
+    let block = client.encode(vec![(&b":method"[..], &b"POST"[..]), (b":path", b"/svc/M")]);
+    let mut data = frame(kind::WINDOW_UPDATE, 0, 0, &[0, 0, 1, 0]);
+    data.extend(frame(kind::HEADERS, flag::END_HEADERS, 5, &block));
+    let len = data.len() as u64;
+    let chunk = testing::chunk(&connection, Direction::Egress, 700, &data, len, 1);
+    let detected = detect(&chunk).expect("detected as HTTP/2");
+    assert_eq!(detected.requests(), Direction::Egress);
+    assert_eq!(detected.side(), Side::Client);
+
+    let mut server = loona_hpack::Encoder::new();
+    let block = server.encode(vec![(&b":status"[..], &b"200"[..])]);
+    let data = frame(kind::HEADERS, flag::END_HEADERS, 5, &block);
+    let len = data.len() as u64;
+    let chunk = testing::chunk(&connection, Direction::Egress, 700, &data, len, 1);
+    assert_eq!(
+        detect(&chunk).expect("detected").requests(),
+        Direction::Ingress
+    );
+
+    let data = frame(kind::WINDOW_UPDATE, 0, 0, &[0, 0, 1, 0]);
+    let chunk = testing::chunk(&connection, Direction::Egress, 700, &data, 13, 1);
+    assert!(detect(&chunk).is_none());
 }
