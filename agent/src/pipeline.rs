@@ -106,6 +106,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let health = Arc::new(AgentHealth::default());
+    // Capture first: the exporters' connections must be opened once the probes that record
+    // the agent's own connections are attached, or the collector's end of them, when it runs
+    // on this host, would be traced like any other.
+    let (mut capture, outputs) = Capture::start(options.capture)?;
     let (otlp, otlp_tasks) = match &options.calls {
         CallOutput::Otlp(settings) => {
             let (recorder, tasks) = otlp::start(settings, &health, &enrich::host_name())?;
@@ -113,7 +117,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
         _ => (None, None),
     };
-    let (mut capture, outputs) = Capture::start(options.capture)?;
 
     let stats = Arc::new(ReaderStats::default());
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
