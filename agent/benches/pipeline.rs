@@ -159,6 +159,7 @@ fn analyzed_call() -> AnalyzedCall {
                 executable_name: "bench".into(),
                 executable_path: None,
                 service_name: "bench".into(),
+                ..Default::default()
             }),
             host_name: "host".into(),
         },

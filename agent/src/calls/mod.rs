@@ -4,6 +4,7 @@
 pub mod graphql;
 pub mod grpc;
 pub mod http;
+pub mod secrets;
 
 use std::sync::Arc;
 

@@ -1,5 +1,7 @@
-//! Enrichment: who made or served a call. For now the process (executable, pid) and the host;
-//! the workload issue adds containers and Kubernetes.
+//! Enrichment: who made or served a call: the process (executable, command line, user,
+//! container, the service name its own OpenTelemetry configuration gives it) and the host.
+
+mod process;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -17,7 +19,7 @@ pub struct EnrichedCall {
 }
 
 /// Identity of one traced process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessIdentity {
     /// Process id.
     pub pid: u32,
@@ -25,8 +27,21 @@ pub struct ProcessIdentity {
     pub executable_name: String,
     /// Full executable path, when it could be read.
     pub executable_path: Option<String>,
-    /// The name calls are reported under (`service.name`): the executable name for now.
+    /// The name calls are reported under (`service.name`): the process's own
+    /// `OTEL_SERVICE_NAME` (or `service.name` in its `OTEL_RESOURCE_ATTRIBUTES`), else the
+    /// executable name.
     pub service_name: String,
+    /// Its command-line arguments, values of flags named like credentials redacted
+    /// (`process.command_args`).
+    pub command_args: Vec<String>,
+    /// The user id that owns it (`process.user.id`).
+    pub user_id: Option<u32>,
+    /// That user's name on this host (`process.owner`).
+    pub user_name: Option<String>,
+    /// The container it runs in (`container.id`), from its cgroup.
+    pub container_id: Option<String>,
+    /// Its cgroup v2 id, as the kernel programs see it (for the selection rules).
+    pub cgroup_id: Option<u64>,
 }
 
 /// Processes remembered at once; beyond it the cache starts over (identities are cheap to read
@@ -65,7 +80,7 @@ impl Enricher {
         if let Some(identity) = self.processes.get(&pid) {
             return Arc::clone(identity);
         }
-        self.remember(pid, read_identity(pid, comm))
+        self.remember(pid, process::read(pid, None, comm))
     }
 
     /// Attaches the identity of the call's process.
@@ -83,12 +98,12 @@ impl Enricher {
     pub fn exec(&mut self, pid: u32, path: Option<&str>) {
         self.processes.remove(&pid);
         let fallback = path.and_then(|path| path.rsplit('/').next()).unwrap_or("");
-        let mut identity = read_identity(pid, fallback);
+        let mut identity = process::read(pid, None, fallback);
         if identity.executable_path.is_none() {
             // Gone already: resolve the path it exec'd (symlinks such as python3 -> python3.11)
             // as seen from this host.
             if let Some(resolved) = path.and_then(|path| std::fs::canonicalize(path).ok()) {
-                identity = identity_from_path(pid, resolved.to_str(), fallback);
+                identity = process::read(pid, resolved.to_str(), fallback);
             }
         }
         log::debug!(
@@ -107,27 +122,6 @@ impl Enricher {
         let identity = Arc::new(identity);
         self.processes.insert(pid, Arc::clone(&identity));
         identity
-    }
-}
-
-fn read_identity(pid: u32, comm: &str) -> ProcessIdentity {
-    let path = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    identity_from_path(pid, path.as_deref().and_then(|path| path.to_str()), comm)
-}
-
-fn identity_from_path(pid: u32, path: Option<&str>, comm: &str) -> ProcessIdentity {
-    let path = path.map(str::to_owned);
-    let executable_name = path
-        .as_deref()
-        .and_then(|path| path.rsplit('/').next())
-        .filter(|name| !name.is_empty())
-        .unwrap_or(comm)
-        .to_owned();
-    ProcessIdentity {
-        pid,
-        service_name: executable_name.clone(),
-        executable_name,
-        executable_path: path,
     }
 }
 

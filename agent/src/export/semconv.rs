@@ -6,6 +6,7 @@ use opentelemetry::{KeyValue, Value};
 
 use crate::{
     analysis::AnalyzedCall,
+    calls::secrets::names_a_secret,
     calls::{GraphqlOperation, GrpcCall, HttpExchange, Payload, Side, grpc::status_name},
 };
 
@@ -114,25 +115,6 @@ pub struct CallDescription {
     pub tracestate: Option<String>,
 }
 
-/// Header names whose values may carry credentials: never exported, even when listed.
-const SECRET_HEADER_WORDS: [&str; 9] = [
-    "authorization",
-    "cookie",
-    "key",
-    "token",
-    "secret",
-    "password",
-    "session",
-    "signature",
-    "credential",
-];
-
-/// True for header names whose values must never leave the host.
-pub fn is_secret_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    SECRET_HEADER_WORDS.iter().any(|word| name.contains(word))
-}
-
 /// Headers exported beyond the conventions' own, as `http.request.header.<name>` and
 /// `http.response.header.<name>`: an explicit allowlist, empty by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,7 +131,7 @@ impl HeaderAllowlist {
             .collect();
         match names
             .iter()
-            .find(|name| is_secret_header(name) || name.is_empty())
+            .find(|name| names_a_secret(name) || name.is_empty())
         {
             Some(name) => Err(format!(
                 "header `{name}` cannot be exported: its values may carry credentials"
@@ -571,6 +553,7 @@ pub(crate) mod tests {
                     executable_name: "srv".into(),
                     executable_path: None,
                     service_name: "srv".into(),
+                    ..Default::default()
                 }),
                 host_name: "host".into(),
             },

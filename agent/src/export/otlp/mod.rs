@@ -22,7 +22,7 @@ use std::{
     },
 };
 
-use opentelemetry::KeyValue;
+use opentelemetry::{Array, KeyValue, StringValue, Value};
 use opentelemetry_otlp::{
     ExporterBuildError, MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
@@ -124,6 +124,26 @@ fn resource(process: &ProcessIdentity, host_name: &str) -> ProcessResource {
     ];
     if let Some(path) = &process.executable_path {
         attributes.push(KeyValue::new("process.executable.path", path.clone()));
+    }
+    if !process.command_args.is_empty() {
+        let args: Vec<StringValue> = process
+            .command_args
+            .iter()
+            .map(|arg| StringValue::from(arg.clone()))
+            .collect();
+        attributes.push(KeyValue::new(
+            "process.command_args",
+            Value::Array(Array::String(args)),
+        ));
+    }
+    if let Some(uid) = process.user_id {
+        attributes.push(KeyValue::new("process.user.id", i64::from(uid)));
+    }
+    if let Some(name) = &process.user_name {
+        attributes.push(KeyValue::new("process.owner", name.clone()));
+    }
+    if let Some(id) = &process.container_id {
+        attributes.push(KeyValue::new("container.id", id.clone()));
     }
     let encoded = opentelemetry_proto::tonic::resource::v1::Resource {
         attributes: attributes

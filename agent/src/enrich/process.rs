@@ -1,0 +1,332 @@
+//! What `/proc` tells about a process: its executable, command line, user, container and the
+//! service name its own OpenTelemetry configuration gives it.
+
+use std::{os::unix::fs::MetadataExt, path::Path};
+
+use crate::calls::secrets::names_a_secret;
+
+use super::ProcessIdentity;
+
+/// What replaces a command-line value that may be a credential.
+const REDACTED: &str = "REDACTED";
+
+/// Most bytes of `/proc/PID/environ` read when looking for the OpenTelemetry variables.
+const MAX_ENVIRON: u64 = 256 * 1024;
+
+/// Most command-line arguments kept.
+const MAX_ARGS: usize = 64;
+
+/// Reads the identity of `pid` from `/proc`; `fallback` names it when its executable cannot be
+/// read (it is gone), `path` is the executable when known otherwise.
+pub(super) fn read(pid: u32, path: Option<&str>, fallback: &str) -> ProcessIdentity {
+    let proc = format!("/proc/{pid}");
+    let path = path.map(str::to_owned).or_else(|| {
+        std::fs::read_link(format!("{proc}/exe"))
+            .ok()
+            .and_then(|path| path.to_str().map(str::to_owned))
+    });
+    let executable_name = path
+        .as_deref()
+        .and_then(|path| path.rsplit('/').next())
+        .filter(|name| !name.is_empty())
+        .unwrap_or(fallback)
+        .to_owned();
+    let cgroup = std::fs::read_to_string(format!("{proc}/cgroup")).unwrap_or_default();
+    let cgroup_path = cgroup_v2_path(&cgroup);
+    let environment = read_environ(&proc);
+    let service_name =
+        service_name_from_environment(&environment).unwrap_or_else(|| executable_name.clone());
+    let user_id = read_user_id(&proc);
+    ProcessIdentity {
+        pid,
+        service_name,
+        command_args: std::fs::read(format!("{proc}/cmdline"))
+            .map(|cmdline| redacted_args(&cmdline))
+            .unwrap_or_default(),
+        user_name: user_id.and_then(user_name),
+        user_id,
+        container_id: container_id(&cgroup).map(str::to_owned),
+        cgroup_id: cgroup_path.and_then(cgroup_id),
+        executable_name,
+        executable_path: path,
+    }
+}
+
+/// The user id that owns the process (the real uid of `/proc/PID/status`).
+fn read_user_id(proc: &str) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("{proc}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The name of `uid` in the host's user database.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
+}
+
+/// The environment of the process, as `NAME=value` entries; empty when unreadable.
+fn read_environ(proc: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut environ = Vec::new();
+    if let Ok(file) = std::fs::File::open(format!("{proc}/environ")) {
+        let _ = file.take(MAX_ENVIRON).read_to_end(&mut environ);
+    }
+    environ
+}
+
+/// The service name the process's own OpenTelemetry configuration gives it:
+/// `OTEL_SERVICE_NAME`, else `service.name` in `OTEL_RESOURCE_ATTRIBUTES` (as the SDKs read
+/// them). Nothing else of the environment is kept: it holds secrets.
+fn service_name_from_environment(environ: &[u8]) -> Option<String> {
+    let variable = |name: &str| {
+        environ.split(|byte| *byte == 0).find_map(|entry| {
+            let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+            std::str::from_utf8(value).ok()
+        })
+    };
+    let non_empty = |value: &str| Some(value.trim().to_owned()).filter(|value| !value.is_empty());
+    variable("OTEL_SERVICE_NAME")
+        .and_then(non_empty)
+        .or_else(|| resource_attribute(variable("OTEL_RESOURCE_ATTRIBUTES")?, "service.name"))
+}
+
+/// The value of `key` in an `OTEL_RESOURCE_ATTRIBUTES` list (`k1=v1,k2=v2`, values
+/// percent-encoded).
+fn resource_attribute(list: &str, key: &str) -> Option<String> {
+    list.split(',').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        if name.trim() != key {
+            return None;
+        }
+        let decoded: String = form_urlencoded::parse(format!("v={}", value.trim()).as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned())?;
+        Some(decoded).filter(|value| !value.is_empty())
+    })
+}
+
+/// The arguments of a `/proc/PID/cmdline`, at most [`MAX_ARGS`], with what may be a credential
+/// replaced: the value of a flag or variable named like one (`--password=x`, `--api-key x`,
+/// `TOKEN=x`), of a header given as an argument (`Authorization: Bearer x`), and the user
+/// information and query values of a URL (`https://user:pw@host/p?key=x`).
+fn redacted_args(cmdline: &[u8]) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut hide_next = false;
+    for raw in cmdline.split(|byte| *byte == 0).take(MAX_ARGS) {
+        let arg = String::from_utf8_lossy(raw);
+        if std::mem::take(&mut hide_next) && !arg.starts_with('-') {
+            args.push(REDACTED.to_owned());
+            continue;
+        }
+        if arg.contains("://") {
+            args.push(redacted_url(&arg));
+            continue;
+        }
+        let named = arg
+            .split_once('=')
+            .map(|(name, _)| (name, '='))
+            .or_else(|| arg.split_once(':').map(|(name, _)| (name, ':')));
+        match named {
+            Some((name, separator)) if names_a_secret(name) => {
+                let space = if separator == ':' { " " } else { "" };
+                args.push(format!("{name}{separator}{space}{REDACTED}"));
+            }
+            _ => {
+                hide_next = arg.starts_with('-') && names_a_secret(&arg);
+                args.push(arg.into_owned());
+            }
+        }
+    }
+    // `/proc/PID/cmdline` ends with a NUL: no empty last argument.
+    if args.last().is_some_and(String::is_empty) {
+        args.pop();
+    }
+    args
+}
+
+/// A URL-bearing argument with its user information and every query value redacted.
+fn redacted_url(arg: &str) -> String {
+    let (before, rest) = arg.split_once("://").unwrap_or(("", arg));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{REDACTED}@{host}"),
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) => format!("{name}={REDACTED}"),
+                    None => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => path.to_owned(),
+    };
+    format!("{before}://{host}{path}")
+}
+
+/// The process's cgroup v2 path (the `0::` line of `/proc/PID/cgroup`).
+fn cgroup_v2_path(cgroup: &str) -> Option<&str> {
+    cgroup.lines().find_map(|line| line.strip_prefix("0::"))
+}
+
+/// The cgroup v2 id of a cgroup path: the inode of its directory, which is what the kernel's
+/// `bpf_get_current_cgroup_id` returns.
+fn cgroup_id(path: &str) -> Option<u64> {
+    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    std::fs::metadata(dir).ok().map(|metadata| metadata.ino())
+}
+
+/// The container id in a `/proc/PID/cgroup`: the 64-hex-digit name the runtimes give a
+/// container's cgroup, under cgroup v1 or v2, with the systemd or cgroupfs driver:
+/// `docker-ID.scope`, `cri-containerd-ID.scope`, `crio-ID.scope`, `libpod-ID.scope`,
+/// `/docker/ID`, `/kubepods/.../podUID/ID`. The last one on the innermost path wins.
+pub(super) fn container_id(cgroup: &str) -> Option<&str> {
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .flat_map(|path| path.rsplit('/'))
+        .find_map(|segment| {
+            let name = segment.strip_suffix(".scope").unwrap_or(segment);
+            let id = name.rsplit(['-', ':']).next()?;
+            (id.len() == 64 && id.bytes().all(|byte| byte.is_ascii_hexdigit())).then_some(id)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
+
+    #[test]
+    fn finds_the_container_id_of_every_runtime_layout() {
+        let layouts = [
+            // cgroup v2, systemd driver.
+            format!("0::/system.slice/docker-{ID}.scope"),
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/cri-containerd-{ID}.scope"
+            ),
+            format!(
+                "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podx.slice/crio-{ID}.scope"
+            ),
+            format!(
+                "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
+            ),
+            format!("0::/machine.slice/libpod-{ID}.scope"),
+            // cgroup v2, cgroupfs driver.
+            format!("0::/kubepods/burstable/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/{ID}"),
+            // cgroup v1.
+            format!("12:memory:/docker/{ID}\n11:cpu,cpuacct:/docker/{ID}\n0::/"),
+            format!(
+                "4:pids:/kubepods/besteffort/podabc/{ID}\n1:name=systemd:/kubepods/besteffort/podabc/{ID}"
+            ),
+            // containerd outside Kubernetes (cgroupfs): namespace and id.
+            format!("0::/default/{ID}"),
+        ];
+        for cgroup in &layouts {
+            assert_eq!(container_id(cgroup), Some(ID), "{cgroup}");
+        }
+    }
+
+    #[test]
+    fn host_processes_have_no_container_id() {
+        for cgroup in [
+            "0::/init.scope",
+            "0::/system.slice/nginx.service",
+            "0::/user.slice/user-0.slice/session-3.scope",
+            "12:memory:/\n0::/",
+            "",
+            // Not 64 hex digits.
+            "0::/system.slice/docker-abc.scope",
+        ] {
+            assert_eq!(container_id(cgroup), None, "{cgroup}");
+        }
+    }
+
+    #[test]
+    fn service_name_comes_from_the_process_environment() {
+        let environ = |entries: &[&str]| entries.join("\0").into_bytes();
+        let name = |entries: &[&str]| service_name_from_environment(&environ(entries));
+        assert_eq!(
+            name(&[
+                "PATH=/bin",
+                "OTEL_SERVICE_NAME=checkout",
+                "OTEL_RESOURCE_ATTRIBUTES=service.name=other"
+            ]),
+            Some("checkout".into())
+        );
+        assert_eq!(
+            name(&[
+                "OTEL_RESOURCE_ATTRIBUTES=deployment.environment=prod, service.name=pay%20ments"
+            ]),
+            Some("pay ments".into())
+        );
+        assert_eq!(name(&["OTEL_SERVICE_NAME=", "HOME=/root"]), None);
+        assert_eq!(
+            name(&["MY_OTEL_SERVICE_NAME=x", "OTEL_SERVICE_NAMES=y"]),
+            None
+        );
+        assert_eq!(name(&[]), None);
+    }
+
+    #[test]
+    fn credentials_on_the_command_line_are_redacted() {
+        let cmdline = b"python3\0server.py\0--port\08080\0--password\0hunter2\0--api-key=abc\0DB_TOKEN=xyz\0--verbose\0";
+        assert_eq!(
+            redacted_args(cmdline),
+            [
+                "python3",
+                "server.py",
+                "--port",
+                "8080",
+                "--password",
+                REDACTED,
+                "--api-key=REDACTED",
+                "DB_TOKEN=REDACTED",
+                "--verbose"
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_in_headers_and_urls_are_redacted() {
+        let cmdline = b"curl\0-H\0Authorization: Bearer abc\0-H\0Accept: */*\0https://bob:pw@api.local:8443/v1/items?api_key=k&page=2\0";
+        assert_eq!(
+            redacted_args(cmdline),
+            [
+                "curl",
+                "-H",
+                "Authorization: REDACTED",
+                "-H",
+                "Accept: */*",
+                "https://REDACTED@api.local:8443/v1/items?api_key=REDACTED&page=REDACTED"
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let identity = read(std::process::id(), None, "fallback");
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(identity.executable_path.as_deref(), exe.to_str());
+        // SAFETY: getuid has no preconditions.
+        assert_eq!(identity.user_id, Some(unsafe { libc::getuid() }));
+        assert!(!identity.command_args.is_empty());
+        assert!(identity.cgroup_id.is_some(), "cgroup v2 id of this process");
+    }
+}

@@ -1,0 +1,103 @@
+//! End-to-end workload identity: the real agent names each call after the process that made or
+//! served it, from what `/proc` says of that process: the service name its own OpenTelemetry
+//! configuration gives it (`OTEL_SERVICE_NAME`, or `service.name` in
+//! `OTEL_RESOURCE_ATTRIBUTES`), its command line with credentials redacted, and its user.
+//! Exported over OTLP to an in-process receiver (support/otlp.rs).
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use support::otlp::{AttrValue, FlatSpan, OtlpReceiver, summarize_spans};
+use support::{Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, free_port, python, require_root, run};
+
+/// How long the test waits for its spans at the receiver.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Credentials on curl's command line: none may reach the collector.
+const SECRETS: [&str; 3] = ["s3cr3t-bearer", "hunter2pw", "k3y-in-query"];
+
+#[test]
+fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let mut server = Proc::spawn(
+        "http_server.py",
+        Command::new(python())
+            .arg("-u")
+            .arg(support::fixture("http_server.py"))
+            .args(["--port", &port.to_string()])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("OTEL_SERVICE_NAME", "checkout-api"),
+    );
+    server.wait_stdout_line("READY", FIXTURE_READY_TIMEOUT, |l| l.trim() == "READY");
+    let mut agent = Agent::start_exporting(
+        &["--otlp-endpoint", &receiver.endpoint(), "--otlp-protocol", "grpc"],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    let url = format!(
+        "http://alice:{}@127.0.0.1:{port}/identity?api_key={}",
+        SECRETS[1], SECRETS[2]
+    );
+    let auth = format!("Authorization: Bearer {}", SECRETS[0]);
+    let out = run(
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-H", &auth, &url])
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=test,service.name=web%20frontend",
+            ),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "curl: {}", out.describe());
+    let (server_pid, client_pid) = (server.pid(), out.pid);
+    let ours = |spans: &[FlatSpan], pid: u32| {
+        spans
+            .iter()
+            .filter(|s| s.pid() == Some(pid) && s.attr_str("url.path") == Some("/identity"))
+            .count()
+    };
+    if let Err(spans) = receiver.try_wait_for_spans(
+        |spans| ours(spans, server_pid) >= 1 && ours(spans, client_pid) >= 1,
+        EXPORT_TIMEOUT,
+    ) {
+        agent.fail(&format!("the two spans did not arrive; got {}", summarize_spans(&spans)));
+    }
+    agent.stop();
+    let spans = receiver.spans();
+    let span_of = |pid: u32| {
+        spans
+            .iter()
+            .find(|s| s.pid() == Some(pid) && s.attr_str("url.path") == Some("/identity"))
+            .expect("a span of the call")
+    };
+    let (server_span, client_span) = (span_of(server_pid), span_of(client_pid));
+    assert_eq!(server_span.resource_str("service.name"), Some("checkout-api"), "{server_span}");
+    assert_eq!(client_span.resource_str("service.name"), Some("web frontend"), "{client_span}");
+    for span in [server_span, client_span] {
+        // The tests run as root.
+        assert_eq!(span.resource_int("process.user.id"), Some(0), "{span}");
+        assert_eq!(span.resource_str("process.owner"), Some("root"), "{span}");
+    }
+    let args: Vec<&str> = match client_span.resource.get("process.command_args") {
+        Some(AttrValue::Array(args)) => args.iter().filter_map(AttrValue::as_str).collect(),
+        other => panic!("process.command_args of curl: {other:?}"),
+    };
+    let redacted_url = format!(
+        "http://REDACTED@127.0.0.1:{port}/identity?api_key=REDACTED"
+    );
+    assert_eq!(
+        args,
+        ["curl", "-s", "-o", "/dev/null", "-H", "Authorization: REDACTED", redacted_url.as_str()],
+        "{client_span}"
+    );
+    let exported = receiver.all_bytes();
+    for secret in SECRETS {
+        assert!(
+            !exported.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret:?} was exported"
+        );
+    }
+}
