@@ -9,7 +9,9 @@ mod support;
 use std::{process::Command, time::Duration};
 
 use support::otlp::{AttrValue, FlatSpan, OtlpReceiver, summarize_spans};
-use support::{Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, free_port, python, require_root, run};
+use support::{
+    Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, free_port, python, require_root, run,
+};
 
 /// How long the test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,7 +36,12 @@ fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
     );
     server.wait_stdout_line("READY", FIXTURE_READY_TIMEOUT, |l| l.trim() == "READY");
     let mut agent = Agent::start_exporting(
-        &["--otlp-endpoint", &receiver.endpoint(), "--otlp-protocol", "grpc"],
+        &[
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--otlp-protocol",
+            "grpc",
+        ],
         &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
     );
     let url = format!(
@@ -63,7 +70,10 @@ fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
         |spans| ours(spans, server_pid) >= 1 && ours(spans, client_pid) >= 1,
         EXPORT_TIMEOUT,
     ) {
-        agent.fail(&format!("the two spans did not arrive; got {}", summarize_spans(&spans)));
+        agent.fail(&format!(
+            "the two spans did not arrive; got {}",
+            summarize_spans(&spans)
+        ));
     }
     agent.stop();
     let spans = receiver.spans();
@@ -74,8 +84,16 @@ fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
             .expect("a span of the call")
     };
     let (server_span, client_span) = (span_of(server_pid), span_of(client_pid));
-    assert_eq!(server_span.resource_str("service.name"), Some("checkout-api"), "{server_span}");
-    assert_eq!(client_span.resource_str("service.name"), Some("web frontend"), "{client_span}");
+    assert_eq!(
+        server_span.resource_str("service.name"),
+        Some("checkout-api"),
+        "{server_span}"
+    );
+    assert_eq!(
+        client_span.resource_str("service.name"),
+        Some("web frontend"),
+        "{client_span}"
+    );
     for span in [server_span, client_span] {
         // The tests run as root.
         assert_eq!(span.resource_int("process.user.id"), Some(0), "{span}");
@@ -85,18 +103,26 @@ fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
         Some(AttrValue::Array(args)) => args.iter().filter_map(AttrValue::as_str).collect(),
         other => panic!("process.command_args of curl: {other:?}"),
     };
-    let redacted_url = format!(
-        "http://REDACTED@127.0.0.1:{port}/identity?api_key=REDACTED"
-    );
+    let redacted_url = format!("http://REDACTED@127.0.0.1:{port}/identity?api_key=REDACTED");
     assert_eq!(
         args,
-        ["curl", "-s", "-o", "/dev/null", "-H", "Authorization: REDACTED", redacted_url.as_str()],
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Authorization: REDACTED",
+            redacted_url.as_str()
+        ],
         "{client_span}"
     );
     let exported = receiver.all_bytes();
     for secret in SECRETS {
         assert!(
-            !exported.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            !exported
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
             "{secret:?} was exported"
         );
     }
