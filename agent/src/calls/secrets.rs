@@ -1,5 +1,4 @@
-//! Names that mark a value as a credential: such values never leave the host, whether the name
-//! is a header's, a query parameter's or a command-line flag's.
+//! Names that mark a value as a credential: such values never leave the host.
 
 /// Words that, anywhere in a name (case-insensitive), make its value a secret.
 const SECRET_WORDS: [&str; 9] = [

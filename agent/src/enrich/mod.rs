@@ -31,9 +31,8 @@ pub struct ProcessIdentity {
     /// `OTEL_SERVICE_NAME` (or `service.name` in its `OTEL_RESOURCE_ATTRIBUTES`), else the
     /// executable name.
     pub service_name: String,
-    /// Its command-line arguments, values of flags named like credentials redacted
-    /// (`process.command_args`).
-    pub command_args: Vec<String>,
+    /// The command it runs, its first argument only (`process.command`).
+    pub command: Option<String>,
     /// The user id that owns it (`process.user.id`).
     pub user_id: Option<u32>,
     /// That user's name on this host (`process.owner`).

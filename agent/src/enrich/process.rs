@@ -1,20 +1,12 @@
-//! What `/proc` tells about a process: its executable, command line, user, container and the
+//! What `/proc` tells about a process: its executable and command, user, container and the
 //! service name its own OpenTelemetry configuration gives it.
 
 use std::{os::unix::fs::MetadataExt, path::Path};
 
-use crate::calls::secrets::names_a_secret;
-
 use super::ProcessIdentity;
-
-/// What replaces a command-line value that may be a credential.
-const REDACTED: &str = "REDACTED";
 
 /// Most bytes of `/proc/PID/environ` read when looking for the OpenTelemetry variables.
 const MAX_ENVIRON: u64 = 256 * 1024;
-
-/// Most command-line arguments kept.
-const MAX_ARGS: usize = 64;
 
 /// Reads the identity of `pid` from `/proc`; `fallback` names it when its executable cannot be
 /// read (it is gone), `path` is the executable when known otherwise.
@@ -40,9 +32,9 @@ pub(super) fn read(pid: u32, path: Option<&str>, fallback: &str) -> ProcessIdent
     ProcessIdentity {
         pid,
         service_name,
-        command_args: std::fs::read(format!("{proc}/cmdline"))
-            .map(|cmdline| redacted_args(&cmdline))
-            .unwrap_or_default(),
+        command: std::fs::read(format!("{proc}/cmdline"))
+            .ok()
+            .and_then(|cmdline| command(&cmdline)),
         user_name: user_id.and_then(user_name),
         user_id,
         container_id: container_id(&cgroup).map(str::to_owned),
@@ -115,68 +107,12 @@ fn resource_attribute(list: &str, key: &str) -> Option<String> {
     })
 }
 
-/// The arguments of a `/proc/PID/cmdline`, at most [`MAX_ARGS`], with what may be a credential
-/// replaced: the value of a flag or variable named like one (`--password=x`, `--api-key x`,
-/// `TOKEN=x`), of a header given as an argument (`Authorization: Bearer x`), and the user
-/// information and query values of a URL (`https://user:pw@host/p?key=x`).
-fn redacted_args(cmdline: &[u8]) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut hide_next = false;
-    for raw in cmdline.split(|byte| *byte == 0).take(MAX_ARGS) {
-        let arg = String::from_utf8_lossy(raw);
-        if std::mem::take(&mut hide_next) && !arg.starts_with('-') {
-            args.push(REDACTED.to_owned());
-            continue;
-        }
-        if arg.contains("://") {
-            args.push(redacted_url(&arg));
-            continue;
-        }
-        let named = arg
-            .split_once('=')
-            .map(|(name, _)| (name, '='))
-            .or_else(|| arg.split_once(':').map(|(name, _)| (name, ':')));
-        match named {
-            Some((name, separator)) if names_a_secret(name) => {
-                let space = if separator == ':' { " " } else { "" };
-                args.push(format!("{name}{separator}{space}{REDACTED}"));
-            }
-            _ => {
-                hide_next = arg.starts_with('-') && names_a_secret(&arg);
-                args.push(arg.into_owned());
-            }
-        }
-    }
-    // `/proc/PID/cmdline` ends with a NUL: no empty last argument.
-    if args.last().is_some_and(String::is_empty) {
-        args.pop();
-    }
-    args
-}
-
-/// A URL-bearing argument with its user information and every query value redacted.
-fn redacted_url(arg: &str) -> String {
-    let (before, rest) = arg.split_once("://").unwrap_or(("", arg));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{REDACTED}@{host}"),
-        None => authority.to_owned(),
-    };
-    let path = match path.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((name, _)) => format!("{name}={REDACTED}"),
-                    None => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => path.to_owned(),
-    };
-    format!("{before}://{host}{path}")
+/// The command the process runs: the first argument of its `/proc/PID/cmdline`. The other
+/// arguments are not read: they carry request bodies and credentials (`curl -d`, `-H
+/// "Authorization: ..."`, `--password`), which must never leave the host.
+fn command(cmdline: &[u8]) -> Option<String> {
+    let first = cmdline.split(|byte| *byte == 0).next()?;
+    (!first.is_empty()).then(|| String::from_utf8_lossy(first).into_owned())
 }
 
 /// The process's cgroup v2 path (the `0::` line of `/proc/PID/cgroup`).
@@ -285,38 +221,10 @@ mod tests {
     }
 
     #[test]
-    fn credentials_on_the_command_line_are_redacted() {
-        let cmdline = b"python3\0server.py\0--port\08080\0--password\0hunter2\0--api-key=abc\0DB_TOKEN=xyz\0--verbose\0";
-        assert_eq!(
-            redacted_args(cmdline),
-            [
-                "python3",
-                "server.py",
-                "--port",
-                "8080",
-                "--password",
-                REDACTED,
-                "--api-key=REDACTED",
-                "DB_TOKEN=REDACTED",
-                "--verbose"
-            ]
-        );
-    }
-
-    #[test]
-    fn credentials_in_headers_and_urls_are_redacted() {
-        let cmdline = b"curl\0-H\0Authorization: Bearer abc\0-H\0Accept: */*\0https://bob:pw@api.local:8443/v1/items?api_key=k&page=2\0";
-        assert_eq!(
-            redacted_args(cmdline),
-            [
-                "curl",
-                "-H",
-                "Authorization: REDACTED",
-                "-H",
-                "Accept: */*",
-                "https://REDACTED@api.local:8443/v1/items?api_key=REDACTED&page=REDACTED"
-            ]
-        );
+    fn the_command_is_the_first_argument_only() {
+        let cmdline = b"curl\0-H\0Authorization: Bearer abc\0-d\0{\"password\":\"x\"}\0";
+        assert_eq!(command(cmdline).as_deref(), Some("curl"));
+        assert_eq!(command(b""), None);
     }
 
     #[test]
@@ -326,7 +234,7 @@ mod tests {
         assert_eq!(identity.executable_path.as_deref(), exe.to_str());
         // SAFETY: getuid has no preconditions.
         assert_eq!(identity.user_id, Some(unsafe { libc::getuid() }));
-        assert!(!identity.command_args.is_empty());
+        assert!(identity.command.is_some());
         assert!(identity.cgroup_id.is_some(), "cgroup v2 id of this process");
     }
 }

@@ -22,7 +22,7 @@ use std::{
     },
 };
 
-use opentelemetry::{Array, KeyValue, StringValue, Value};
+use opentelemetry::KeyValue;
 use opentelemetry_otlp::{
     ExporterBuildError, MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
@@ -125,16 +125,8 @@ fn resource(process: &ProcessIdentity, host_name: &str) -> ProcessResource {
     if let Some(path) = &process.executable_path {
         attributes.push(KeyValue::new("process.executable.path", path.clone()));
     }
-    if !process.command_args.is_empty() {
-        let args: Vec<StringValue> = process
-            .command_args
-            .iter()
-            .map(|arg| StringValue::from(arg.clone()))
-            .collect();
-        attributes.push(KeyValue::new(
-            "process.command_args",
-            Value::Array(Array::String(args)),
-        ));
+    if let Some(command) = &process.command {
+        attributes.push(KeyValue::new("process.command", command.clone()));
     }
     if let Some(uid) = process.user_id {
         attributes.push(KeyValue::new("process.user.id", i64::from(uid)));
