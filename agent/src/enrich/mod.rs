@@ -39,6 +39,8 @@ pub struct ProcessIdentity {
     pub user_name: Option<String>,
     /// The container it runs in (`container.id`), from its cgroup.
     pub container_id: Option<String>,
+    /// The Kubernetes pod it runs in (`k8s.pod.uid`), from its cgroup.
+    pub pod_uid: Option<String>,
     /// Its cgroup v2 id, as the kernel programs see it (for the selection rules).
     pub cgroup_id: Option<u64>,
 }

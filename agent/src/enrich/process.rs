@@ -38,6 +38,7 @@ pub(super) fn read(pid: u32, path: Option<&str>, fallback: &str) -> ProcessIdent
         user_name: user_id.and_then(user_name),
         user_id,
         container_id: container_id(&cgroup).map(str::to_owned),
+        pod_uid: pod_uid(&cgroup),
         cgroup_id: cgroup_path.and_then(cgroup_id),
         executable_name,
         executable_path: path,
@@ -143,6 +144,29 @@ pub(super) fn container_id(cgroup: &str) -> Option<&str> {
         })
 }
 
+/// The Kubernetes pod UID in a `/proc/PID/cgroup`: the kubelet names each pod's cgroup
+/// `pod<UID>` (cgroupfs driver) or `kubepods-<class>-pod<UID with _ for ->.slice` (systemd
+/// driver).
+pub(super) fn pod_uid(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .flat_map(|path| path.split('/'))
+        .find_map(|segment| {
+            let name = segment.strip_suffix(".slice").unwrap_or(segment);
+            let uid = name
+                .strip_prefix("pod")
+                .or_else(|| name.rsplit_once("-pod").map(|(_, uid)| uid))?
+                .replace('_', "-");
+            let is_uid = uid.len() == 36
+                && uid.char_indices().all(|(i, c)| match i {
+                    8 | 13 | 18 | 23 => c == '-',
+                    _ => c.is_ascii_hexdigit(),
+                });
+            is_uid.then_some(uid)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +200,30 @@ mod tests {
         ];
         for cgroup in &layouts {
             assert_eq!(container_id(cgroup), Some(ID), "{cgroup}");
+        }
+    }
+
+    #[test]
+    fn finds_the_pod_uid_of_both_cgroup_drivers() {
+        let uid = "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d";
+        for cgroup in [
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/cri-containerd-{ID}.scope"
+            ),
+            format!(
+                "0::/kubepods.slice/kubepods-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/crio-{ID}.scope"
+            ),
+            format!("0::/kubepods/burstable/pod{uid}/{ID}"),
+            format!("4:pids:/kubepods/besteffort/pod{uid}/{ID}"),
+        ] {
+            assert_eq!(pod_uid(&cgroup).as_deref(), Some(uid), "{cgroup}");
+        }
+        for cgroup in [
+            format!("0::/system.slice/docker-{ID}.scope"),
+            "0::/kubepods/burstable/podnotauid/x".to_owned(),
+            "0::/init.scope".to_owned(),
+        ] {
+            assert_eq!(pod_uid(&cgroup), None, "{cgroup}");
         }
     }
 

@@ -137,6 +137,9 @@ fn resource(process: &ProcessIdentity, host_name: &str) -> ProcessResource {
     if let Some(id) = &process.container_id {
         attributes.push(KeyValue::new("container.id", id.clone()));
     }
+    if let Some(uid) = &process.pod_uid {
+        attributes.push(KeyValue::new("k8s.pod.uid", uid.clone()));
+    }
     let encoded = opentelemetry_proto::tonic::resource::v1::Resource {
         attributes: attributes
             .iter()
