@@ -128,14 +128,17 @@ fn cgroup_id(path: &str) -> Option<u64> {
     std::fs::metadata(dir).ok().map(|metadata| metadata.ino())
 }
 
+/// The cgroup paths of a `/proc/PID/cgroup` (`hierarchy:controllers:path` lines), v1 and v2.
+fn cgroup_paths(cgroup: &str) -> impl Iterator<Item = &str> {
+    cgroup.lines().filter_map(|line| line.splitn(3, ':').nth(2))
+}
+
 /// The container id in a `/proc/PID/cgroup`: the 64-hex-digit name the runtimes give a
 /// container's cgroup, under cgroup v1 or v2, with the systemd or cgroupfs driver:
 /// `docker-ID.scope`, `cri-containerd-ID.scope`, `crio-ID.scope`, `libpod-ID.scope`,
 /// `/docker/ID`, `/kubepods/.../podUID/ID`. The last one on the innermost path wins.
 pub(super) fn container_id(cgroup: &str) -> Option<&str> {
-    cgroup
-        .lines()
-        .filter_map(|line| line.splitn(3, ':').nth(2))
+    cgroup_paths(cgroup)
         .flat_map(|path| path.rsplit('/'))
         .find_map(|segment| {
             let name = segment.strip_suffix(".scope").unwrap_or(segment);
@@ -148,9 +151,7 @@ pub(super) fn container_id(cgroup: &str) -> Option<&str> {
 /// `pod<UID>` (cgroupfs driver) or `kubepods-<class>-pod<UID with _ for ->.slice` (systemd
 /// driver).
 pub(super) fn pod_uid(cgroup: &str) -> Option<String> {
-    cgroup
-        .lines()
-        .filter_map(|line| line.splitn(3, ':').nth(2))
+    cgroup_paths(cgroup)
         .flat_map(|path| path.split('/'))
         .find_map(|segment| {
             let name = segment.strip_suffix(".slice").unwrap_or(segment);
