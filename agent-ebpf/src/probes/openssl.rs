@@ -151,34 +151,44 @@ fn socket_of(ctx: &RetProbeContext, pid_tgid: u64, pending: &PendingTls) -> Opti
         None
     };
     let key = TlsKey {
-        tgid: pid_tgid >> 32,
+        tgid: u64::from(tgid),
         ssl: pending.ssl,
     };
     // SAFETY: plain value read.
-    let cached = unsafe { TLS_FDS.get(&key) }
-        .copied()
-        .filter(|binding| binding.sock != 0 && socket_on(tgid, binding.fd) == binding.sock)
-        .map(|binding| binding.fd);
+    let binding = unsafe { TLS_FDS.get(&key) }.copied();
     if pending.fd >= 0 {
-        if let Some(old) = cached
-            && old != pending.fd
-        {
-            count(Counter::TlsFdMismatch);
-            debug!(
-                ctx,
-                "SSL {:x} moved from fd {} to fd {}", pending.ssl, old, pending.fd
-            );
+        let sock = socket_on(tgid, pending.fd);
+        match binding {
+            // Most calls: the binding holds already.
+            Some(bound) if bound.fd == pending.fd && bound.sock == sock => {}
+            Some(bound) => {
+                if bound.fd != pending.fd && is_current(tgid, &bound) {
+                    count(Counter::TlsFdMismatch);
+                    debug!(
+                        ctx,
+                        "SSL {:x} moved from fd {} to fd {}", pending.ssl, bound.fd, pending.fd
+                    );
+                }
+                bind(&key, pending.fd, sock);
+            }
+            None => bind(&key, pending.fd, sock),
         }
-        bind(&key, tgid, pending.fd);
         return Some(pending.fd);
     }
-    if cached.is_some() {
-        return cached;
+    if let Some(bound) = binding.filter(|bound| is_current(tgid, bound)) {
+        return Some(bound.fd);
     }
     let fd = ciphertext_read?;
-    bind(&key, tgid, fd);
+    bind(&key, fd, socket_on(tgid, fd));
     count(Counter::TlsBoundByRead);
     Some(fd)
+}
+
+/// Whether a binding's fd still holds the socket it was bound to: OpenSSL reuses freed `SSL *`
+/// addresses, and fds are reused too.
+#[inline(always)]
+fn is_current(tgid: u32, binding: &TlsBinding) -> bool {
+    binding.sock != 0 && socket_on(tgid, binding.fd) == binding.sock
 }
 
 /// The socket `fd` holds in `tgid`, as far as the connection table knows; 0 when none.
@@ -188,11 +198,11 @@ fn socket_on(tgid: u32, fd: i32) -> u64 {
     unsafe { CONNS.get(&ConnKey { tgid, fd }) }.map_or(0, |state| state.sock)
 }
 
-/// Caches that the `SSL *` of `key` uses `fd`, with the socket the fd holds now.
+/// Caches that the `SSL *` of `key` uses `fd`, which holds `sock`.
 #[inline(always)]
-fn bind(key: &TlsKey, tgid: u32, fd: i32) {
+fn bind(key: &TlsKey, fd: i32, sock: u64) {
     let binding = TlsBinding {
-        sock: socket_on(tgid, fd),
+        sock,
         fd,
         reserved: 0,
     };
