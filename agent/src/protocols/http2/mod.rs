@@ -307,12 +307,18 @@ fn first_block_side(data: &[u8]) -> Option<Part> {
     side
 }
 
+/// An HPACK decoder for one direction, its table bounded by [`MAX_BLOCK`].
+fn hpack_decoder() -> loona_hpack::Decoder<'static> {
+    let mut hpack = loona_hpack::Decoder::new();
+    hpack.set_max_allowed_table_size(MAX_BLOCK);
+    hpack
+}
+
 /// An HPACK decoder for a connection joined mid-way: its table full of placeholder entries, as
 /// many as fit in the default table size (4,096 bytes, 33 bytes each). See
 /// [`DirectionReader::join`].
 fn joined_hpack_decoder() -> Option<loona_hpack::Decoder<'static>> {
-    let mut hpack = loona_hpack::Decoder::new();
-    hpack.set_max_allowed_table_size(MAX_BLOCK);
+    let mut hpack = hpack_decoder();
     let mut placeholders = Vec::with_capacity(JOINED_PLACEHOLDERS * 4);
     for _ in 0..JOINED_PLACEHOLDERS {
         // Literal with incremental indexing, new name: the 1-byte name, an empty value.
@@ -419,9 +425,7 @@ enum Outcome {
 
 impl DirectionReader {
     fn new(part: Part, joined: bool) -> Self {
-        let mut hpack = loona_hpack::Decoder::new();
-        hpack.set_max_allowed_table_size(MAX_BLOCK);
-        let reader = Self {
+        let mut reader = Self {
             part,
             expected: None,
             read: Read::Header,
@@ -430,11 +434,14 @@ impl DirectionReader {
             payload: Vec::new(),
             frame_start_ns: 0,
             block: None,
-            hpack,
+            hpack: hpack_decoder(),
             hpack_lost: false,
             joined: false,
         };
-        if joined { reader.join() } else { reader }
+        if joined {
+            reader.join();
+        }
+        reader
     }
 
     /// Starts reading a connection whose earlier bytes were not seen. The dynamic table the
@@ -445,13 +452,12 @@ impl DirectionReader {
     /// entries were. A reference past every placeholder (the old entries were smaller than 33
     /// bytes, or the table was larger than the default) is a decoding error, handled as any
     /// other.
-    fn join(mut self) -> Self {
+    fn join(&mut self) {
         match joined_hpack_decoder() {
             Some(hpack) => self.hpack = hpack,
             None => self.hpack_lost = true,
         }
         self.joined = true;
-        self
     }
 
     /// Reads on from stream offset `offset` (its first chunk may start before it), in state
@@ -479,7 +485,7 @@ impl DirectionReader {
                     self.read = Read::Lost;
                     return Outcome::Lost;
                 } else if mid_stream {
-                    *self = std::mem::replace(self, Self::new(self.part, false)).join();
+                    self.join();
                     streams.joined = true;
                 }
             }
