@@ -39,9 +39,10 @@ fn check() -> anyhow::Result<bool> {
         .iter()
         .all(|finding| finding.status != Status::Missing)
     {
+        let defaults = agent::config::CaptureConfig::default();
         let loaded = Capture::start(CaptureSettings {
-            capture_cap: 16 * 1024,
-            framed_cap: 256 * 1024,
+            capture_cap: defaults.capture_cap,
+            framed_cap: defaults.framed_cap,
             ring_buffer_bytes: 1 << 20,
         })
         .map(|_| "every kernel program loads and attaches".to_owned())
