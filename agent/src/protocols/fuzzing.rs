@@ -50,9 +50,8 @@ impl Feed {
         }
     }
 
-    /// A chunk of `direction` that moved `len` bytes, of which `data` was captured (`gap`: a
-    /// record of bytes that never passed through user memory).
-    fn chunk(&mut self, direction: Direction, data: &[u8], len: u64, gap: bool) {
+    /// A chunk of `direction` that moved `len` bytes, of which `data` was captured.
+    fn chunk(&mut self, direction: Direction, data: &[u8], len: u64) {
         let slot = direction as usize & 1;
         self.ts_ns += 1_000;
         let chunk = StreamChunk {
@@ -62,7 +61,7 @@ impl Feed {
             len,
             data: Bytes::copy_from_slice(data),
             tls: false,
-            gap,
+            gap: false,
             ts_ns: self.ts_ns,
             tid: 1,
             comm: "fuzz".into(),
@@ -86,7 +85,7 @@ impl Feed {
             let take = usize::from(u16::from_be_bytes([*high, *low])).min(rest.len());
             let (payload, after) = rest.split_at(take);
             let lost = if control & 2 != 0 { 1_000 } else { 0 };
-            self.chunk(direction, payload, payload.len() as u64 + lost, false);
+            self.chunk(direction, payload, payload.len() as u64 + lost);
             data = after;
         }
     }
@@ -122,7 +121,7 @@ pub fn http2_connection(data: &[u8]) {
         } else {
             Direction::Egress
         };
-        feed.chunk(requests, PREFACE, PREFACE.len() as u64, false);
+        feed.chunk(requests, PREFACE, PREFACE.len() as u64);
     }
     feed.chunks(rest);
     feed.end();
@@ -138,7 +137,7 @@ pub fn hpack_block(data: &[u8]) {
     let joined = first & 0x80 != 0;
     let mut feed = Feed::new(Role::Client, joined, if joined { 5_000 } else { 0 });
     if !joined {
-        feed.chunk(Direction::Egress, PREFACE, PREFACE.len() as u64, false);
+        feed.chunk(Direction::Egress, PREFACE, PREFACE.len() as u64);
     }
     // HEADERS with END_HEADERS and END_STREAM; a block longer than a frame is cut to one.
     let block = block.get(..block.len().min(0xff_ffff)).unwrap_or_default();
@@ -146,8 +145,8 @@ pub fn hpack_block(data: &[u8]) {
     let mut frame = vec![len[1], len[2], len[3], 0x1, 0x5, 0, 0, 0, 1];
     frame.extend_from_slice(block);
     let frame_len = frame.len() as u64;
-    feed.chunk(Direction::Egress, &frame, frame_len, false);
-    feed.chunk(Direction::Ingress, &frame, frame_len, false);
+    feed.chunk(Direction::Egress, &frame, frame_len);
+    feed.chunk(Direction::Ingress, &frame, frame_len);
     feed.end();
 }
 
