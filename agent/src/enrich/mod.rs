@@ -54,6 +54,7 @@ const MAX_PROCESSES: usize = 16_384;
 pub struct Enricher {
     host_name: Arc<str>,
     processes: HashMap<u32, Arc<ProcessIdentity>>,
+    users: process::UserNames,
 }
 
 impl Default for Enricher {
@@ -68,6 +69,7 @@ impl Enricher {
         Self {
             host_name: host_name().into(),
             processes: HashMap::new(),
+            users: process::UserNames::default(),
         }
     }
 
@@ -81,7 +83,8 @@ impl Enricher {
         if let Some(identity) = self.processes.get(&pid) {
             return Arc::clone(identity);
         }
-        self.remember(pid, process::read(pid, None, comm))
+        let identity = process::read(pid, None, comm, &mut self.users);
+        self.remember(pid, identity)
     }
 
     /// Attaches the identity of the call's process.
@@ -99,12 +102,12 @@ impl Enricher {
     pub fn exec(&mut self, pid: u32, path: Option<&str>) {
         self.processes.remove(&pid);
         let fallback = path.and_then(|path| path.rsplit('/').next()).unwrap_or("");
-        let mut identity = process::read(pid, None, fallback);
+        let mut identity = process::read(pid, None, fallback, &mut self.users);
         if identity.executable_path.is_none() {
             // Gone already: resolve the path it exec'd (symlinks such as python3 -> python3.11)
             // as seen from this host.
             if let Some(resolved) = path.and_then(|path| std::fs::canonicalize(path).ok()) {
-                identity = process::read(pid, resolved.to_str(), fallback);
+                identity = process::read(pid, resolved.to_str(), fallback, &mut self.users);
             }
         }
         log::debug!(

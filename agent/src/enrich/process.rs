@@ -1,16 +1,39 @@
 //! What `/proc` tells about a process: its executable and command, user, container and the
 //! service name its own OpenTelemetry configuration gives it.
 
-use std::{os::unix::fs::MetadataExt, path::Path};
+use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
 
 use super::ProcessIdentity;
 
 /// Most bytes of `/proc/PID/environ` read when looking for the OpenTelemetry variables.
 const MAX_ENVIRON: u64 = 256 * 1024;
 
+/// User ids remembered at once; beyond it the cache starts over.
+const MAX_USERS: usize = 4096;
+
+/// User names by uid, read from the host's `/etc/passwd` once per uid rather than once per
+/// process (identities are read at every exec on the host).
+#[derive(Debug, Default)]
+pub(super) struct UserNames(HashMap<u32, Option<String>>);
+
+impl UserNames {
+    /// The name of `uid`, when the host knows it.
+    fn name(&mut self, uid: u32) -> Option<String> {
+        if self.0.len() >= MAX_USERS {
+            self.0.clear();
+        }
+        self.0.entry(uid).or_insert_with(|| user_name(uid)).clone()
+    }
+}
+
 /// Reads the identity of `pid` from `/proc`; `fallback` names it when its executable cannot be
 /// read (it is gone), `path` is the executable when known otherwise.
-pub(super) fn read(pid: u32, path: Option<&str>, fallback: &str) -> ProcessIdentity {
+pub(super) fn read(
+    pid: u32,
+    path: Option<&str>,
+    fallback: &str,
+    users: &mut UserNames,
+) -> ProcessIdentity {
     let proc = format!("/proc/{pid}");
     let path = path.map(str::to_owned).or_else(|| {
         std::fs::read_link(format!("{proc}/exe"))
@@ -35,7 +58,7 @@ pub(super) fn read(pid: u32, path: Option<&str>, fallback: &str) -> ProcessIdent
         command: std::fs::read(format!("{proc}/cmdline"))
             .ok()
             .and_then(|cmdline| command(&cmdline)),
-        user_name: user_id.and_then(user_name),
+        user_name: user_id.and_then(|uid| users.name(uid)),
         user_id,
         container_id: container_id(&cgroup).map(str::to_owned),
         pod_uid: pod_uid(&cgroup),
@@ -278,7 +301,12 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        let identity = read(std::process::id(), None, "fallback");
+        let identity = read(
+            std::process::id(),
+            None,
+            "fallback",
+            &mut UserNames::default(),
+        );
         let exe = std::env::current_exe().unwrap();
         assert_eq!(identity.executable_path.as_deref(), exe.to_str());
         // SAFETY: getuid has no preconditions.
