@@ -9,9 +9,11 @@ mod support;
 
 use std::{process::Command, time::Duration};
 
+use support::cgroup::TestCgroups;
 use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
 use support::{
-    Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, free_port, python, require_root, run,
+    Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, free_port, python, random_hex,
+    require_root, run,
 };
 
 /// How long the test waits for its spans at the receiver.
@@ -119,4 +121,90 @@ fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
             "{secret:?} was exported"
         );
     }
+}
+
+#[test]
+fn calls_from_docker_and_containerd_cgroups_carry_their_container_ids() {
+    if !require_root() {
+        return;
+    }
+    let (docker_id, containerd_id) = (random_hex(32), random_hex(32));
+    let pod_uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    let mut cgroups = TestCgroups::new();
+    let docker = cgroups.create(&format!("system.slice/docker-{docker_id}.scope"));
+    let containerd = cgroups.create(&format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{containerd_id}.scope",
+        pod_uid.replace('-', "_")
+    ));
+    let receiver = OtlpReceiver::start();
+    let mut agent = Agent::start_exporting(
+        &["--otlp-endpoint", &receiver.endpoint()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    let port = free_port();
+    let fixture = support::fixture("http_server.py");
+    let mut server = Proc::spawn(
+        "http_server.py",
+        cgroups
+            .command_in(
+                &docker,
+                python(),
+                &["-u", fixture.to_str().unwrap(), "--port", &port.to_string()],
+            )
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    );
+    server.wait_stdout_line("READY", FIXTURE_READY_TIMEOUT, |l| l.trim() == "READY");
+    let url = format!("http://127.0.0.1:{port}/containers");
+    let out = run(
+        &mut cgroups.command_in(
+            &containerd,
+            "curl".as_ref(),
+            &["-s", "-o", "/dev/null", &url],
+        ),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "curl: {}", out.describe());
+    let (server_pid, client_pid) = (server.pid(), out.pid);
+    let span_of = |spans: &[FlatSpan], pid: u32| {
+        spans
+            .iter()
+            .find(|s| s.pid() == Some(pid) && s.attr_str("url.path") == Some("/containers"))
+            .cloned()
+    };
+    let spans = match receiver.try_wait_for_spans(
+        |spans| span_of(spans, server_pid).is_some() && span_of(spans, client_pid).is_some(),
+        EXPORT_TIMEOUT,
+    ) {
+        Ok(spans) => spans,
+        Err(spans) => agent.fail(&format!(
+            "the two spans did not arrive; got {}",
+            summarize_spans(&spans)
+        )),
+    };
+    agent.stop();
+    drop(server);
+    let (server_span, client_span) = (
+        span_of(&spans, server_pid).unwrap(),
+        span_of(&spans, client_pid).unwrap(),
+    );
+    assert_eq!(
+        server_span.resource_str("container.id"),
+        Some(docker_id.as_str()),
+        "{server_span}"
+    );
+    assert_eq!(
+        server_span.resource_str("k8s.pod.uid"),
+        None,
+        "{server_span}"
+    );
+    assert_eq!(
+        client_span.resource_str("container.id"),
+        Some(containerd_id.as_str()),
+        "{client_span}"
+    );
+    assert_eq!(
+        client_span.resource_str("k8s.pod.uid"),
+        Some(pod_uid),
+        "{client_span}"
+    );
 }

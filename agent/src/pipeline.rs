@@ -28,7 +28,7 @@ use crate::{
         read_events,
     },
     clock::WallClock,
-    enrich::{self, Enricher},
+    enrich::{self, Enricher, ProcessRegistry, start_identity_reader},
     export::{
         dump::DumpWriter,
         otlp::{self, AgentHealth, OtlpError, OtlpRecorder, OtlpSettings},
@@ -121,7 +121,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let stats = Arc::new(ReaderStats::default());
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let (request_tx, mut request_rx) = mpsc::channel(REQUEST_QUEUE);
-    let mut reader = tokio::spawn(read_events(outputs.ring, event_tx, Arc::clone(&stats)));
+    let processes = Arc::new(ProcessRegistry::default());
+    let exec_notices = start_identity_reader(&processes)?;
+    let mut reader = tokio::spawn(read_events(
+        outputs.ring,
+        event_tx,
+        Arc::clone(&stats),
+        move |pid, path| exec_notices.exec(pid, path),
+    ));
     let kernel_log = outputs
         .kernel_log
         .map(|logger| tokio::spawn(forward_kernel_log(logger)));
@@ -132,7 +139,15 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let streams = std::thread::Builder::new()
         .name("streams".into())
         .spawn(move || {
-            let result = stream_stage(event_rx, stream_requests, &options, otlp, &stream_health);
+            let enricher = Enricher::new(processes);
+            let result = stream_stage(
+                event_rx,
+                stream_requests,
+                &options,
+                otlp,
+                enricher,
+                &stream_health,
+            );
             let _ = streams_done_tx.send(result);
         })?;
 
@@ -269,6 +284,7 @@ fn stream_stage(
     requests: mpsc::Sender<CaptureRequest>,
     options: &RunOptions,
     otlp: Option<OtlpRecorder>,
+    enricher: Enricher,
     health: &AgentHealth,
 ) -> io::Result<()> {
     let clock = WallClock::measure();
@@ -285,7 +301,6 @@ fn stream_stage(
         _ => None,
     };
     let mut protocols = ProtocolStage::new(options.decoders);
-    let mut enricher = Enricher::new();
     let mut analyzer = Analyzer::new(&options.routes);
     let mut out = StreamOutput::default();
     let mut calls = Vec::new();
@@ -306,9 +321,6 @@ fn stream_stage(
             dump.write_batch(&out.chunks)?;
         }
         if let Some(sink) = sink.as_mut() {
-            for (pid, path) in &out.execs {
-                enricher.exec(*pid, path.as_deref());
-            }
             for chunk in &out.chunks {
                 protocols.on_chunk(chunk, &mut calls);
             }

@@ -4,6 +4,7 @@
 use agent_common::{Counter, EventKind, ExecEvent};
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, generated::bpf_ktime_get_ns,
     },
@@ -14,7 +15,7 @@ use aya_ebpf::{
 use crate::{
     filter::is_traced,
     maps::{EVENTS, count},
-    record::{submit_lifecycle, wakeup_flags},
+    record::submit_lifecycle,
 };
 
 /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
@@ -49,7 +50,9 @@ pub fn process_enter_exec(ctx: TracePointContext) -> u32 {
             .map(|path| path.len() as u32)
             .unwrap_or(0);
     }
-    entry.submit(wakeup_flags());
+    // Woken at once: the identity of a short-lived process (curl) must be read from /proc
+    // before it exits, and execs are rare enough for the wake-ups to cost nothing.
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
     count(Counter::EventsSent);
     0
 }

@@ -43,11 +43,14 @@ pub struct ReaderStats {
 
 /// Reads records until `events` is closed, decoding them and sending them downstream in
 /// batches. Waits when downstream is full, so the kernel side counts the loss instead of the
-/// agent growing without bound.
+/// agent growing without bound. Each exec is also reported to `on_exec` (pid, path) as soon as
+/// it is decoded: what `/proc` says of a short-lived process must be read before it exits,
+/// not when its batch reaches the later stages.
 pub async fn read_events(
     ring: RingBuf<MapData>,
     events: mpsc::Sender<Vec<CaptureEvent>>,
     stats: Arc<ReaderStats>,
+    on_exec: impl Fn(u32, Option<String>),
 ) -> std::io::Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer, whose fd stays open and unchanged until drop.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -68,7 +71,12 @@ pub async fn read_events(
                 batch_bytes += record.len();
                 stats.records.fetch_add(1, Ordering::Relaxed);
                 match CaptureEvent::decode(&record) {
-                    Ok(event) => batch.push(event),
+                    Ok(event) => {
+                        if let CaptureEvent::Exec { tgid, path } = &event {
+                            on_exec(*tgid, path.clone());
+                        }
+                        batch.push(event);
+                    }
                     Err(error) => {
                         if stats.malformed.fetch_add(1, Ordering::Relaxed) == 0 {
                             warn!("dropping undecodable kernel record: {error}");

@@ -1,9 +1,13 @@
 //! Enrichment: who made or served a call: the process (executable, command line, user,
 //! container, the service name its own OpenTelemetry configuration gives it) and the host.
 
+mod cgroup;
 mod process;
+mod registry;
 
-use std::{collections::HashMap, sync::Arc};
+pub use registry::{ExecNotices, ProcessRegistry, start_identity_reader};
+
+use std::sync::Arc;
 
 use crate::calls::ApiCall;
 
@@ -43,33 +47,23 @@ pub struct ProcessIdentity {
     pub pod_uid: Option<String>,
     /// Its cgroup v2 id, as the kernel programs see it (for the selection rules).
     pub cgroup_id: Option<u64>,
+    /// Its cgroup v2 path, e.g. `/system.slice/nginx.service` (for the selection rules).
+    pub cgroup_path: Option<String>,
 }
 
-/// Processes remembered at once; beyond it the cache starts over (identities are cheap to read
-/// again).
-const MAX_PROCESSES: usize = 16_384;
-
-/// Looks up and caches process identities.
+/// Names calls after their processes.
 #[derive(Debug)]
 pub struct Enricher {
     host_name: Arc<str>,
-    processes: HashMap<u32, Arc<ProcessIdentity>>,
-    users: process::UserNames,
-}
-
-impl Default for Enricher {
-    fn default() -> Self {
-        Self::new()
-    }
+    processes: Arc<ProcessRegistry>,
 }
 
 impl Enricher {
-    /// An enricher for this host.
-    pub fn new() -> Self {
+    /// An enricher for this host, naming processes from `processes`.
+    pub fn new(processes: Arc<ProcessRegistry>) -> Self {
         Self {
             host_name: host_name().into(),
-            processes: HashMap::new(),
-            users: process::UserNames::default(),
+            processes,
         }
     }
 
@@ -78,54 +72,16 @@ impl Enricher {
         &self.host_name
     }
 
-    /// The identity of `pid`; `comm` names it if its executable can no longer be read.
-    pub fn process(&mut self, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
-        if let Some(identity) = self.processes.get(&pid) {
-            return Arc::clone(identity);
-        }
-        let identity = process::read(pid, None, comm, &mut self.users);
-        self.remember(pid, identity)
-    }
-
     /// Attaches the identity of the call's process.
-    pub fn enrich(&mut self, call: ApiCall) -> EnrichedCall {
-        let process = self.process(call.connection.pid, &call.connection.comm);
+    pub fn enrich(&self, call: ApiCall) -> EnrichedCall {
+        let process = self
+            .processes
+            .get_or_read(call.connection.pid, &call.connection.comm);
         EnrichedCall {
             call,
             process,
             host_name: Arc::clone(&self.host_name),
         }
-    }
-
-    /// `pid` exec'd `path`: its identity is read now, while the process most likely still
-    /// runs, so that a short-lived client is still named after its executable.
-    pub fn exec(&mut self, pid: u32, path: Option<&str>) {
-        self.processes.remove(&pid);
-        let fallback = path.and_then(|path| path.rsplit('/').next()).unwrap_or("");
-        let mut identity = process::read(pid, None, fallback, &mut self.users);
-        if identity.executable_path.is_none() {
-            // Gone already: resolve the path it exec'd (symlinks such as python3 -> python3.11)
-            // as seen from this host.
-            if let Some(resolved) = path.and_then(|path| std::fs::canonicalize(path).ok()) {
-                identity = process::read(pid, resolved.to_str(), fallback, &mut self.users);
-            }
-        }
-        log::debug!(
-            "process {pid} exec'd {path:?}: named {:?}",
-            identity.executable_name
-        );
-        if !identity.executable_name.is_empty() {
-            self.remember(pid, identity);
-        }
-    }
-
-    fn remember(&mut self, pid: u32, identity: ProcessIdentity) -> Arc<ProcessIdentity> {
-        if self.processes.len() >= MAX_PROCESSES {
-            self.processes.clear();
-        }
-        let identity = Arc::new(identity);
-        self.processes.insert(pid, Arc::clone(&identity));
-        identity
     }
 }
 
@@ -144,23 +100,23 @@ mod tests {
 
     #[test]
     fn own_process_is_named_after_its_executable() {
-        let mut enricher = Enricher::new();
-        let identity = enricher.process(std::process::id(), "ignored");
+        let registry = ProcessRegistry::default();
+        let identity = registry.get_or_read(std::process::id(), "ignored");
         let exe = std::env::current_exe().unwrap();
         assert_eq!(
             identity.executable_name,
             exe.file_name().unwrap().to_str().unwrap()
         );
         assert_eq!(identity.service_name, identity.executable_name);
-        assert!(!enricher.host_name().is_empty());
+        assert!(!host_name().is_empty());
     }
 
     #[test]
     fn exec_of_a_gone_process_resolves_the_path_it_ran() {
-        let mut enricher = Enricher::new();
+        let registry = ProcessRegistry::default();
         let exe = std::env::current_exe().unwrap();
-        enricher.exec(u32::MAX, exe.to_str());
-        let identity = enricher.process(u32::MAX, "comm");
+        registry.exec(u32::MAX, exe.to_str());
+        let identity = registry.get_or_read(u32::MAX, "comm");
         assert_eq!(identity.executable_path.as_deref(), exe.to_str());
         assert_eq!(
             identity.executable_name,
@@ -170,8 +126,21 @@ mod tests {
 
     #[test]
     fn a_gone_process_falls_back_to_its_thread_name() {
-        let identity = Enricher::new().process(u32::MAX, "curl");
+        let identity = ProcessRegistry::default().get_or_read(u32::MAX, "curl");
         assert_eq!(identity.executable_name, "curl");
         assert_eq!(identity.executable_path, None);
+    }
+
+    #[test]
+    fn exec_notices_replace_the_old_image_identity() {
+        let registry = Arc::new(ProcessRegistry::default());
+        let old = registry.get_or_read(u32::MAX - 1, "sh");
+        assert_eq!(old.executable_name, "sh");
+        let notices = start_identity_reader(&registry).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        notices.exec(u32::MAX - 1, exe.to_str().map(str::to_owned));
+        // Forgotten at once, so no call is named after the old image meanwhile.
+        let new = registry.get_or_read(u32::MAX - 1, "unused");
+        assert_ne!(new.executable_name, "sh");
     }
 }

@@ -1,9 +1,9 @@
 //! What `/proc` tells about a process: its executable and command, user, container and the
 //! service name its own OpenTelemetry configuration gives it.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
+use std::collections::HashMap;
 
-use super::ProcessIdentity;
+use super::{ProcessIdentity, cgroup};
 
 /// Most bytes of `/proc/PID/environ` read when looking for the OpenTelemetry variables.
 const MAX_ENVIRON: u64 = 256 * 1024;
@@ -46,8 +46,8 @@ pub(super) fn read(
         .filter(|name| !name.is_empty())
         .unwrap_or(fallback)
         .to_owned();
-    let cgroup = std::fs::read_to_string(format!("{proc}/cgroup")).unwrap_or_default();
-    let cgroup_path = cgroup_v2_path(&cgroup);
+    let cgroups = std::fs::read_to_string(format!("{proc}/cgroup")).unwrap_or_default();
+    let cgroup_path = cgroup::v2_path(&cgroups);
     let environment = read_environ(&proc);
     let service_name =
         service_name_from_environment(&environment).unwrap_or_else(|| executable_name.clone());
@@ -60,9 +60,10 @@ pub(super) fn read(
             .and_then(|cmdline| command(&cmdline)),
         user_name: user_id.and_then(|uid| users.name(uid)),
         user_id,
-        container_id: container_id(&cgroup).map(str::to_owned),
-        pod_uid: pod_uid(&cgroup),
-        cgroup_id: cgroup_path.and_then(cgroup_id),
+        container_id: cgroup::container_id(&cgroups).map(str::to_owned),
+        pod_uid: cgroup::pod_uid(&cgroups),
+        cgroup_id: cgroup_path.and_then(cgroup::id),
+        cgroup_path: cgroup_path.map(str::to_owned),
         executable_name,
         executable_path: path,
     }
@@ -139,132 +140,9 @@ fn command(cmdline: &[u8]) -> Option<String> {
     (!first.is_empty()).then(|| String::from_utf8_lossy(first).into_owned())
 }
 
-/// The process's cgroup v2 path (the `0::` line of `/proc/PID/cgroup`).
-fn cgroup_v2_path(cgroup: &str) -> Option<&str> {
-    cgroup.lines().find_map(|line| line.strip_prefix("0::"))
-}
-
-/// The cgroup v2 id of a cgroup path: the inode of its directory, which is what the kernel's
-/// `bpf_get_current_cgroup_id` returns.
-fn cgroup_id(path: &str) -> Option<u64> {
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    std::fs::metadata(dir).ok().map(|metadata| metadata.ino())
-}
-
-/// The cgroup paths of a `/proc/PID/cgroup` (`hierarchy:controllers:path` lines), v1 and v2.
-fn cgroup_paths(cgroup: &str) -> impl Iterator<Item = &str> {
-    cgroup.lines().filter_map(|line| line.splitn(3, ':').nth(2))
-}
-
-/// The container id in a `/proc/PID/cgroup`: the 64-hex-digit name the runtimes give a
-/// container's cgroup, under cgroup v1 or v2, with the systemd or cgroupfs driver:
-/// `docker-ID.scope`, `cri-containerd-ID.scope`, `crio-ID.scope`, `libpod-ID.scope`,
-/// `/docker/ID`, `/kubepods/.../podUID/ID`. The last one on the innermost path wins.
-pub(super) fn container_id(cgroup: &str) -> Option<&str> {
-    cgroup_paths(cgroup)
-        .flat_map(|path| path.rsplit('/'))
-        .find_map(|segment| {
-            let name = segment.strip_suffix(".scope").unwrap_or(segment);
-            let id = name.rsplit(['-', ':']).next()?;
-            (id.len() == 64 && id.bytes().all(|byte| byte.is_ascii_hexdigit())).then_some(id)
-        })
-}
-
-/// The Kubernetes pod UID in a `/proc/PID/cgroup`: the kubelet names each pod's cgroup
-/// `pod<UID>` (cgroupfs driver) or `kubepods-<class>-pod<UID with _ for ->.slice` (systemd
-/// driver).
-pub(super) fn pod_uid(cgroup: &str) -> Option<String> {
-    cgroup_paths(cgroup)
-        .flat_map(|path| path.split('/'))
-        .find_map(|segment| {
-            let name = segment.strip_suffix(".slice").unwrap_or(segment);
-            let uid = name
-                .strip_prefix("pod")
-                .or_else(|| name.rsplit_once("-pod").map(|(_, uid)| uid))?
-                .replace('_', "-");
-            let is_uid = uid.len() == 36
-                && uid.char_indices().all(|(i, c)| match i {
-                    8 | 13 | 18 | 23 => c == '-',
-                    _ => c.is_ascii_hexdigit(),
-                });
-            is_uid.then_some(uid)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
-
-    #[test]
-    fn finds_the_container_id_of_every_runtime_layout() {
-        let layouts = [
-            // cgroup v2, systemd driver.
-            format!("0::/system.slice/docker-{ID}.scope"),
-            format!(
-                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/cri-containerd-{ID}.scope"
-            ),
-            format!(
-                "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podx.slice/crio-{ID}.scope"
-            ),
-            format!(
-                "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
-            ),
-            format!("0::/machine.slice/libpod-{ID}.scope"),
-            // cgroup v2, cgroupfs driver.
-            format!("0::/kubepods/burstable/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/{ID}"),
-            // cgroup v1.
-            format!("12:memory:/docker/{ID}\n11:cpu,cpuacct:/docker/{ID}\n0::/"),
-            format!(
-                "4:pids:/kubepods/besteffort/podabc/{ID}\n1:name=systemd:/kubepods/besteffort/podabc/{ID}"
-            ),
-            // containerd outside Kubernetes (cgroupfs): namespace and id.
-            format!("0::/default/{ID}"),
-        ];
-        for cgroup in &layouts {
-            assert_eq!(container_id(cgroup), Some(ID), "{cgroup}");
-        }
-    }
-
-    #[test]
-    fn finds_the_pod_uid_of_both_cgroup_drivers() {
-        let uid = "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d";
-        for cgroup in [
-            format!(
-                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/cri-containerd-{ID}.scope"
-            ),
-            format!(
-                "0::/kubepods.slice/kubepods-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/crio-{ID}.scope"
-            ),
-            format!("0::/kubepods/burstable/pod{uid}/{ID}"),
-            format!("4:pids:/kubepods/besteffort/pod{uid}/{ID}"),
-        ] {
-            assert_eq!(pod_uid(&cgroup).as_deref(), Some(uid), "{cgroup}");
-        }
-        for cgroup in [
-            format!("0::/system.slice/docker-{ID}.scope"),
-            "0::/kubepods/burstable/podnotauid/x".to_owned(),
-            "0::/init.scope".to_owned(),
-        ] {
-            assert_eq!(pod_uid(&cgroup), None, "{cgroup}");
-        }
-    }
-
-    #[test]
-    fn host_processes_have_no_container_id() {
-        for cgroup in [
-            "0::/init.scope",
-            "0::/system.slice/nginx.service",
-            "0::/user.slice/user-0.slice/session-3.scope",
-            "12:memory:/\n0::/",
-            "",
-            // Not 64 hex digits.
-            "0::/system.slice/docker-abc.scope",
-        ] {
-            assert_eq!(container_id(cgroup), None, "{cgroup}");
-        }
-    }
 
     #[test]
     fn service_name_comes_from_the_process_environment() {

@@ -84,8 +84,6 @@ pub struct StreamOutput {
     pub ended: Vec<(u64, u64)>,
     /// Work for the capture stage.
     pub requests: Vec<CaptureRequest>,
-    /// Processes that exec'd, with the path they executed: their identity changed.
-    pub execs: Vec<(u32, Option<String>)>,
 }
 
 impl StreamOutput {
@@ -94,7 +92,6 @@ impl StreamOutput {
         self.chunks.clear();
         self.ended.clear();
         self.requests.clear();
-        self.execs.clear();
     }
 }
 
@@ -175,9 +172,8 @@ impl StreamTable {
                     self.end(key, ts_ns, &mut out.ended);
                 }
             }
-            CaptureEvent::Exec { tgid, path } => {
+            CaptureEvent::Exec { tgid, .. } => {
                 out.requests.push(CaptureRequest::ScanProcess(tgid));
-                out.execs.push((tgid, path));
             }
             CaptureEvent::Exit { tgid, ts_ns } => {
                 let keys: Vec<ConnKey> = self
