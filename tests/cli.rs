@@ -12,7 +12,8 @@ use support::{Agent, COMMAND_TIMEOUT, agent_bin, random_hex, require_root, run};
 fn apiscope() -> Command {
     let mut cmd = Command::new(agent_bin());
     cmd.env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE");
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env("APISCOPE_LISTEN", "127.0.0.1:0");
     cmd
 }
 
@@ -196,4 +197,43 @@ fn without_a_collector_each_call_is_one_readable_line() {
         "client line names the service and peer: {}",
         client[0]
     );
+}
+
+#[test]
+fn health_endpoints_report_readiness_probes_and_counters() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start(&[]);
+    let url = agent.endpoints_url();
+    let get = |path: &str| {
+        let out = run(
+            Command::new("curl").args(["-s", "--max-time", "10", &format!("{url}{path}")]),
+            COMMAND_TIMEOUT,
+        );
+        assert!(out.status.success(), "curl {path}: {}", out.describe());
+        out.stdout_text()
+    };
+    assert_eq!(get("/healthz"), "ok\n");
+    assert_eq!(get("/readyz"), "ready\n");
+    // Traffic of its own, so that the counters have something to count.
+    assert!(get("/healthz").contains("ok"));
+    let metrics = get("/metrics");
+    agent.stop();
+    let value = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` sample in\n{metrics}"))
+    };
+    assert!(
+        value("apiscope_probes_attached{kind=\"kernel\"}") > 10,
+        "{metrics}"
+    );
+    assert_eq!(value("apiscope_ready"), 1, "{metrics}");
+    assert!(
+        value("apiscope_kernel_events_total{counter=\"events_sent\"}") > 0,
+        "{metrics}"
+    );
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 }

@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// Encoded span bytes waiting for export at most (export.otlp.max_queue_bytes).
     #[arg(long, env = "APISCOPE_OTLP_MAX_QUEUE_BYTES")]
     pub otlp_max_queue_bytes: Option<usize>,
+    /// Address of the health and metrics endpoints, or `off` (server.listen).
+    #[arg(long, env = "APISCOPE_LISTEN")]
+    pub listen: Option<String>,
     /// Export this HTTP header's values too, repeatable (export.http_headers); names that may
     /// carry credentials are refused.
     #[arg(long = "export-header")]
@@ -73,6 +76,9 @@ pub enum SettingsError {
     /// A header that may not be exported.
     #[error("export.http_headers: {0}")]
     Header(String),
+    /// `server.listen` is neither an address nor `off`.
+    #[error("server.listen: `{0}` is not an address such as 127.0.0.1:9750, nor `off`")]
+    Listen(String),
     /// An environment variable.
     #[error("environment variable {name}={value:?}: {reason}")]
     Environment {
@@ -150,6 +156,17 @@ fn env_headers() -> Result<Vec<(String, String)>, SettingsError> {
         .collect()
 }
 
+/// The endpoints' address; `None` for `off`.
+fn listen_address(text: &str) -> Result<Option<std::net::SocketAddr>, SettingsError> {
+    match text.trim() {
+        "off" => Ok(None),
+        address => address
+            .parse()
+            .map(Some)
+            .map_err(|_| SettingsError::Listen(text.to_owned())),
+    }
+}
+
 impl RunArgs {
     /// The configuration file (or defaults) with flags and environment variables applied.
     pub fn config(&self) -> Result<Config, SettingsError> {
@@ -165,6 +182,9 @@ impl RunArgs {
         streams.max_connections = self.max_connections.unwrap_or(streams.max_connections);
         streams.idle_timeout_secs = self.idle_timeout_secs.unwrap_or(streams.idle_timeout_secs);
         config.decode.body_cap = self.body_cap.unwrap_or(config.decode.body_cap);
+        if let Some(listen) = &self.listen {
+            config.server.listen.clone_from(listen);
+        }
         let otlp = &mut config.export.otlp;
         if self.otlp_endpoint.is_some() {
             otlp.endpoint.clone_from(&self.otlp_endpoint);
@@ -226,6 +246,7 @@ impl RunArgs {
                 max_routes_per_service: config.routes.max_routes_per_service.max(1),
             },
             dump: self.dump,
+            listen: listen_address(&config.server.listen)?,
             calls,
             describer: Describer::new(
                 HeaderAllowlist::new(&config.export.http_headers).map_err(SettingsError::Header)?,
@@ -251,5 +272,19 @@ mod tests {
         );
         assert!(parse_protocol("http/json").is_err());
         assert_eq!(parse_compression("none").unwrap(), OtlpCompression::None);
+    }
+
+    #[test]
+    fn listen_is_an_address_or_off() {
+        assert_eq!(listen_address("off").unwrap(), None);
+        assert_eq!(
+            listen_address("0.0.0.0:9750").unwrap(),
+            Some("0.0.0.0:9750".parse().unwrap())
+        );
+        let message = listen_address("localhost").unwrap_err().to_string();
+        assert!(
+            message.starts_with("server.listen: `localhost`"),
+            "{message}"
+        );
     }
 }

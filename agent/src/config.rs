@@ -25,6 +25,24 @@ pub struct Config {
     pub routes: RoutesConfig,
     /// Where results go.
     pub export: ExportConfig,
+    /// The agent's HTTP endpoints.
+    pub server: ServerConfig,
+}
+
+/// `server:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of `/healthz`, `/readyz` and `/metrics`, e.g. `127.0.0.1:9750`; `off` for none.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9750".to_owned(),
+        }
+    }
 }
 
 /// `decode:` section.

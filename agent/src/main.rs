@@ -30,7 +30,7 @@ enum Command {
     /// Check that this kernel and these privileges allow capture; exit 0 only if they do.
     Check,
     /// Capture until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 fn check() -> anyhow::Result<bool> {
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }),
-        Command::Run(args) => run(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run(*args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|error| {
         eprintln!("apiscope: error: {error:#}");

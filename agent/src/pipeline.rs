@@ -10,6 +10,7 @@
 
 use std::{
     io::{self, Write},
+    net::SocketAddr,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -31,8 +32,10 @@ use crate::{
     enrich::{self, Enricher, ProcessRegistry, start_identity_reader},
     export::{
         dump::DumpWriter,
-        otlp::{self, AgentHealth, OtlpError, OtlpRecorder, OtlpSettings},
+        health::AgentHealth,
+        otlp::{self, OtlpError, OtlpRecorder, OtlpSettings},
         semconv::Describer,
+        server,
         stdout::CallPrinter,
     },
     protocols::{DecoderSettings, ProtocolStage},
@@ -78,6 +81,8 @@ pub struct RunOptions {
     pub routes: RouteSettings,
     /// Print every chunk as a JSON line on stdout.
     pub dump: bool,
+    /// Address of the health and metrics endpoints, if served.
+    pub listen: Option<SocketAddr>,
     /// Where calls go.
     pub calls: CallOutput,
     /// How calls are described for export (header allowlist).
@@ -96,6 +101,14 @@ pub enum RunError {
     /// The stream stage stopped (e.g. stdout was closed under `--dump`).
     #[error("stream stage stopped: {0}")]
     Streams(String),
+    /// The health and metrics endpoints could not listen.
+    #[error("cannot serve the health and metrics endpoints on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
     /// The OTLP exporter could not be built.
     #[error(transparent)]
     Otlp(#[from] OtlpError),
@@ -106,6 +119,18 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let health = Arc::new(AgentHealth::default());
+    // Served from the start, so that liveness holds and readiness says "not yet" while the
+    // programs load.
+    let server = match options.listen {
+        Some(address) => {
+            let (bound, task) = server::start(address, Arc::clone(&health))
+                .await
+                .map_err(|source| RunError::Listen { address, source })?;
+            info!("serving /healthz, /readyz and /metrics on http://{bound}");
+            Some(task)
+        }
+        None => None,
+    };
     // Capture first: the exporters' connections must be opened once the probes that record
     // the agent's own connections are attached, or the collector's end of them, when it runs
     // on this host, would be traced like any other.
@@ -120,6 +145,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 
     let stats = Arc::new(ReaderStats::default());
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let queue_gauge = event_tx.clone();
     let (request_tx, mut request_rx) = mpsc::channel(REQUEST_QUEUE);
     let processes = Arc::new(ProcessRegistry::default());
     let exec_notices = start_identity_reader(&processes)?;
@@ -151,6 +177,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             let _ = streams_done_tx.send(result);
         })?;
 
+    health.set_ready(true);
     info!(
         "ready: capturing socket and TLS traffic (pid {})",
         std::process::id()
@@ -179,7 +206,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 }
             },
             _ = stats_tick.tick() => log_stats(&capture, &stats),
-            _ = health_tick.tick() => publish_health(&capture, &stats, &health),
+            _ = health_tick.tick() => {
+                publish_health(&capture, &stats, &health);
+                let queued = queue_gauge.max_capacity() - queue_gauge.capacity();
+                health.set_event_batches_queued(queued as u64);
+            }
             result = &mut reader => break match result {
                 Ok(Ok(())) => Err(RunError::Streams("ring-buffer reader ended".into())),
                 Ok(Err(error)) => Err(RunError::Io(error)),
@@ -191,10 +222,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             })),
         }
     };
+    health.set_ready(false);
     log_stats(&capture, &stats);
     publish_health(&capture, &stats, &health);
     // Detach first so nothing new is captured while the stages drain.
     drop(capture);
+    drop(queue_gauge);
     reader.abort();
     if let Some(task) = kernel_log {
         task.abort();
@@ -214,6 +247,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             stats.metric_exports_failed.load(Ordering::Relaxed),
         );
     }
+    if let Some(task) = server {
+        task.abort();
+    }
     info!("stopped: every probe detached");
     outcome
 }
@@ -221,6 +257,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 /// Hands the loss counters to the agent's own metrics.
 fn publish_health(capture: &Capture, stats: &ReaderStats, health: &AgentHealth) {
     health.set_kernel(&capture.counters());
+    let (kernel, tls_files) = capture.probes_attached();
+    health.set_probes(kernel as u64, tls_files as u64);
     health.set_records_malformed(stats.malformed.load(Ordering::Relaxed));
 }
 

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod cgroup;
+pub mod kube;
 pub mod nginx;
 pub mod otlp;
 pub mod rotel;
@@ -920,6 +921,8 @@ impl Agent {
                 }
             }
         }
+        // Agents of tests running side by side must not contend for the default port.
+        cmd.env("APISCOPE_LISTEN", "127.0.0.1:0");
         cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("apiscope", &mut cmd);
         proc.wait_stderr_line("`ready`", AGENT_READY_TIMEOUT, |line| {
@@ -1044,6 +1047,20 @@ impl Agent {
             std::mem::take(&mut self.proc.stdout_log),
             std::mem::take(&mut self.proc.stderr_log),
         )
+    }
+
+    /// The `http://ADDRESS` of the agent's health and metrics endpoints, from its log.
+    pub fn endpoints_url(&mut self) -> String {
+        let line = self
+            .proc
+            .stderr_lines()
+            .iter()
+            .find(|line| line.contains("serving /healthz"))
+            .cloned();
+        match line.and_then(|line| line.split_whitespace().last().map(str::to_owned)) {
+            Some(url) if url.starts_with("http://") => url,
+            _ => self.fail("no `serving /healthz ... on http://ADDRESS` line in the log"),
+        }
     }
 
     /// Waits for a log line matching `pred`; panics with the log on timeout.

@@ -285,6 +285,11 @@ impl Capture {
         }
     }
 
+    /// Probes attached: kernel programs, and OpenSSL files with uprobes.
+    pub fn probes_attached(&self) -> (usize, usize) {
+        (KERNEL_PROBES.len(), self.tls.attached())
+    }
+
     /// Current totals of the kernel-side counters, summed over CPUs.
     pub fn counters(&self) -> Vec<(Counter, u64)> {
         Counter::ALL

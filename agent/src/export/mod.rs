@@ -1,6 +1,8 @@
 //! Export: where the agent's results leave the process.
 
 pub mod dump;
+pub mod health;
 pub mod otlp;
 pub mod semconv;
+pub mod server;
 pub mod stdout;

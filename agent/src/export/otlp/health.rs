@@ -2,64 +2,18 @@
 //! metrics under the agent's own resource (`service.name` = `apiscope`), so an operator can
 //! alert on data the agent did not see or did not deliver.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use agent_common::Counter;
+
+use crate::export::health::{AgentHealth, ExportStats};
 use opentelemetry::{KeyValue, metrics::MeterProvider as _};
 use opentelemetry_sdk::{
     Resource,
     metrics::{ManualReader, SdkMeterProvider, data::ResourceMetrics, reader::MetricReader},
 };
 
-use super::{ExportStats, metrics::SharedReader};
-
-/// Counts the stages publish for export. Cumulative totals since the agent started.
-#[derive(Debug)]
-pub struct AgentHealth {
-    kernel: [AtomicU64; Counter::COUNT as usize],
-    records_malformed: AtomicU64,
-    connections_evicted: AtomicU64,
-}
-
-impl Default for AgentHealth {
-    fn default() -> Self {
-        Self {
-            kernel: std::array::from_fn(|_| AtomicU64::new(0)),
-            records_malformed: AtomicU64::new(0),
-            connections_evicted: AtomicU64::new(0),
-        }
-    }
-}
-
-impl AgentHealth {
-    /// Publishes the kernel-side counters' current totals.
-    pub fn set_kernel(&self, totals: &[(Counter, u64)]) {
-        for (counter, value) in totals {
-            if let Some(slot) = self.kernel.get(*counter as usize) {
-                slot.store(*value, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Publishes the number of ring-buffer records that could not be decoded.
-    pub fn set_records_malformed(&self, value: u64) {
-        self.records_malformed.store(value, Ordering::Relaxed);
-    }
-
-    /// Publishes the number of connections the stream table evicted because it was full.
-    pub fn set_connections_evicted(&self, value: u64) {
-        self.connections_evicted.store(value, Ordering::Relaxed);
-    }
-
-    fn kernel(&self, counter: Counter) -> u64 {
-        self.kernel
-            .get(counter as usize)
-            .map_or(0, |slot| slot.load(Ordering::Relaxed))
-    }
-}
+use super::metrics::SharedReader;
 
 /// Why a captured record or call was lost, as the `reason` attribute of
 /// `apiscope.capture.lost`.
@@ -100,7 +54,7 @@ impl HealthMetrics {
             .u64_observable_counter("apiscope.capture.records")
             .with_description("Records the kernel programs wrote to the ring buffer.")
             .with_callback(move |observer| {
-                observer.observe(observed.kernel(Counter::EventsSent), &[]);
+                observer.observe(observed.kernel_total(Counter::EventsSent), &[]);
             })
             .build();
         let observed = Arc::clone(health);
@@ -109,14 +63,17 @@ impl HealthMetrics {
             .with_description("Captured data lost before decoding, by reason.")
             .with_callback(move |observer| {
                 for (counter, reason) in LOSSES {
-                    observer.observe(observed.kernel(counter), &[KeyValue::new("reason", reason)]);
+                    observer.observe(
+                        observed.kernel_total(counter),
+                        &[KeyValue::new("reason", reason)],
+                    );
                 }
                 observer.observe(
-                    observed.records_malformed.load(Ordering::Relaxed),
+                    observed.records_malformed(),
                     &[KeyValue::new("reason", "record_malformed")],
                 );
                 observer.observe(
-                    observed.connections_evicted.load(Ordering::Relaxed),
+                    observed.connections_evicted(),
                     &[KeyValue::new("reason", "connection_evicted")],
                 );
             })
@@ -126,7 +83,7 @@ impl HealthMetrics {
             .u64_observable_counter("apiscope.capture.muted")
             .with_description("Socket and TLS calls not copied: no decoder wants their connection.")
             .with_callback(move |observer| {
-                observer.observe(observed.kernel(Counter::PayloadMuted), &[]);
+                observer.observe(observed.kernel_total(Counter::PayloadMuted), &[]);
             })
             .build();
         let observed = Arc::clone(export);

@@ -20,7 +20,8 @@ use opentelemetry_sdk::{
 };
 use tokio::sync::oneshot;
 
-use super::{ExportStats, ResourceKey, health::HealthMetrics};
+use super::{ResourceKey, health::HealthMetrics};
+use crate::export::health::ExportStats;
 use crate::export::semconv::{CallDescription, Kind};
 
 /// Bucket boundaries of the duration histograms, in seconds, as the HTTP conventions advise.

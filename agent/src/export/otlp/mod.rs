@@ -16,10 +16,7 @@ mod transport;
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
 };
 
 use opentelemetry::KeyValue;
@@ -30,8 +27,9 @@ use opentelemetry_sdk::Resource;
 use prost::Message as _;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-pub use health::AgentHealth;
 pub use settings::{OtlpProtocol, OtlpSettings};
+
+use crate::export::health::{AgentHealth, ExportStats};
 pub use spans::encode_span;
 
 use self::{
@@ -66,19 +64,6 @@ pub enum OtlpError {
         /// Why.
         reason: String,
     },
-}
-
-/// Counts kept by the exporter, for the agent's own logs.
-#[derive(Debug, Default)]
-pub struct ExportStats {
-    /// Spans handed to the exporter.
-    pub spans_exported: AtomicU64,
-    /// Spans dropped because the queue was full (by count or by bytes).
-    pub spans_dropped: AtomicU64,
-    /// Spans in batches the collector did not accept.
-    pub spans_failed: AtomicU64,
-    /// Metric exports the collector did not accept.
-    pub metric_exports_failed: AtomicU64,
 }
 
 /// Processes whose resource is kept built; beyond it the cache starts over.
@@ -166,7 +151,7 @@ pub fn start(
 ) -> Result<(OtlpRecorder, OtlpTasks), OtlpError> {
     let trace_client = TraceClient::new(settings)?;
     let metric_exporter = build_metric_exporter(settings)?;
-    let stats = Arc::new(ExportStats::default());
+    let stats = Arc::clone(&health.export);
     let (span_queue, span_rx, queued_bytes) =
         SpanQueue::new(settings.max_queue_size, settings.max_queue_bytes);
     let registry = Arc::new(MetricsRegistry::default());

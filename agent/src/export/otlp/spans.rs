@@ -32,7 +32,8 @@ use opentelemetry_sdk::{
 use prost::Message;
 use tokio::sync::mpsc;
 
-use super::{ExportStats, ResourceKey, batch::TraceRequest, transport::TraceClient};
+use super::{ResourceKey, batch::TraceRequest, transport::TraceClient};
+use crate::export::health::ExportStats;
 use crate::{
     calls::ApiCall,
     clock::WallClock,

@@ -1,0 +1,123 @@
+//! The agent's account of itself: what it captured, lost and exported, whether its probes are
+//! attached. The stages publish here; the OTLP exporter and the HTTP server read it.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use agent_common::Counter;
+
+/// Counts the stages publish for export. Cumulative totals since the agent started.
+#[derive(Debug)]
+pub struct AgentHealth {
+    kernel: [AtomicU64; Counter::COUNT as usize],
+    records_malformed: AtomicU64,
+    connections_evicted: AtomicU64,
+    event_batches_queued: AtomicU64,
+    kernel_probes: AtomicU64,
+    tls_files: AtomicU64,
+    ready: AtomicBool,
+    /// What the OTLP exporter did with the spans and metrics handed to it.
+    pub export: Arc<ExportStats>,
+}
+
+impl Default for AgentHealth {
+    fn default() -> Self {
+        Self {
+            kernel: std::array::from_fn(|_| AtomicU64::new(0)),
+            records_malformed: AtomicU64::new(0),
+            connections_evicted: AtomicU64::new(0),
+            event_batches_queued: AtomicU64::new(0),
+            kernel_probes: AtomicU64::new(0),
+            tls_files: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            export: Arc::default(),
+        }
+    }
+}
+
+impl AgentHealth {
+    /// Publishes the kernel-side counters' current totals.
+    pub fn set_kernel(&self, totals: &[(Counter, u64)]) {
+        for (counter, value) in totals {
+            if let Some(slot) = self.kernel.get(*counter as usize) {
+                slot.store(*value, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Publishes the number of ring-buffer records that could not be decoded.
+    pub fn set_records_malformed(&self, value: u64) {
+        self.records_malformed.store(value, Ordering::Relaxed);
+    }
+
+    /// Publishes the number of connections the stream table evicted because it was full.
+    pub fn set_connections_evicted(&self, value: u64) {
+        self.connections_evicted.store(value, Ordering::Relaxed);
+    }
+
+    /// Publishes how many batches of kernel records wait for the stream stage.
+    pub fn set_event_batches_queued(&self, value: u64) {
+        self.event_batches_queued.store(value, Ordering::Relaxed);
+    }
+
+    /// Publishes the probes attached: kernel programs, and OpenSSL files with uprobes.
+    pub fn set_probes(&self, kernel: u64, tls_files: u64) {
+        self.kernel_probes.store(kernel, Ordering::Relaxed);
+        self.tls_files.store(tls_files, Ordering::Relaxed);
+    }
+
+    /// Marks the agent ready (every kernel probe attached, stages running) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the agent is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Records that could not be decoded, in total.
+    pub fn records_malformed(&self) -> u64 {
+        self.records_malformed.load(Ordering::Relaxed)
+    }
+
+    /// Connections evicted from the full stream table, in total.
+    pub fn connections_evicted(&self) -> u64 {
+        self.connections_evicted.load(Ordering::Relaxed)
+    }
+
+    /// Batches of kernel records waiting for the stream stage.
+    pub fn event_batches_queued(&self) -> u64 {
+        self.event_batches_queued.load(Ordering::Relaxed)
+    }
+
+    /// Kernel programs and OpenSSL files with uprobes attached.
+    pub fn probes(&self) -> (u64, u64) {
+        (
+            self.kernel_probes.load(Ordering::Relaxed),
+            self.tls_files.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The current total of a kernel-side counter.
+    pub fn kernel_total(&self, counter: Counter) -> u64 {
+        self.kernel
+            .get(counter as usize)
+            .map_or(0, |slot| slot.load(Ordering::Relaxed))
+    }
+}
+
+/// Counts kept by the exporter, for the agent's own logs.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Spans handed to the exporter.
+    pub spans_exported: AtomicU64,
+    /// Spans dropped because the queue was full (by count or by bytes).
+    pub spans_dropped: AtomicU64,
+    /// Spans in batches the collector did not accept.
+    pub spans_failed: AtomicU64,
+    /// Metric exports the collector did not accept.
+    pub metric_exports_failed: AtomicU64,
+}

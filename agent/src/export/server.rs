@@ -1,0 +1,221 @@
+//! The agent's HTTP endpoints: `/healthz` (the process serves), `/readyz` (every kernel probe is
+//! attached and the stages run) and `/metrics` (the agent's own counters in the Prometheus text
+//! format), for kubelet probes and Prometheus scrapes.
+
+use std::{fmt, net::SocketAddr, sync::Arc};
+
+use agent_common::Counter;
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use tokio::net::TcpListener;
+
+use super::health::AgentHealth;
+
+/// Binds `address` and serves the endpoints on the current runtime until the task is dropped;
+/// returns the bound address (the port may have been 0) and the serving task.
+pub async fn start(
+    address: SocketAddr,
+    health: Arc<AgentHealth>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(HealthCollector(Arc::clone(&health))));
+    let state = Arc::new(ServerState { health, registry });
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            log::error!("HTTP endpoints stopped: {error}");
+        }
+    });
+    Ok((bound, task))
+}
+
+struct ServerState {
+    health: Arc<AgentHealth>,
+    registry: Registry,
+}
+
+async fn readyz(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: probes not attached\n",
+        )
+    }
+}
+
+async fn metrics(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
+    let mut text = String::new();
+    match encode(&mut text, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot encode metrics: {error}\n"),
+        ),
+    }
+}
+
+/// Reads [`AgentHealth`] at each scrape.
+#[derive(Debug)]
+struct HealthCollector(Arc<AgentHealth>);
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let health = &self.0;
+        let mut family = encoder.encode_descriptor(
+            "apiscope_kernel_events",
+            "Kernel-side counters, by name: records sent, ring buffer full, reads failed, ...",
+            None,
+            MetricType::Counter,
+        )?;
+        for counter in Counter::ALL {
+            let labels = [("counter", counter.name())];
+            ConstCounter::new(health.kernel_total(counter))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        counter(
+            &mut encoder,
+            "apiscope_records_malformed",
+            "Ring-buffer records that could not be decoded.",
+            health.records_malformed(),
+        )?;
+        counter(
+            &mut encoder,
+            "apiscope_connections_evicted",
+            "Connections dropped from the full stream table.",
+            health.connections_evicted(),
+        )?;
+        let export = &health.export;
+        let mut family = encoder.encode_descriptor(
+            "apiscope_export_spans",
+            "Spans handed to OTLP export, by outcome: exported, dropped (queue full), failed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, count) in [
+            ("exported", &export.spans_exported),
+            ("dropped", &export.spans_dropped),
+            ("failed", &export.spans_failed),
+        ] {
+            ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
+                .encode(family.encode_family(&[("outcome", outcome)])?)?;
+        }
+        counter(
+            &mut encoder,
+            "apiscope_export_metric_failures",
+            "Metric exports the collector did not accept.",
+            export
+                .metric_exports_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "apiscope_event_batches_queued",
+            "Batches of kernel records waiting for the stream stage.",
+            health.event_batches_queued(),
+        )?;
+        let (kernel, tls_files) = health.probes();
+        let mut family = encoder.encode_descriptor(
+            "apiscope_probes_attached",
+            "Probes attached: kernel programs, and OpenSSL files with uprobes.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, count) in [("kernel", kernel), ("openssl_files", tls_files)] {
+            ConstGauge::new(count as i64).encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+        gauge(
+            &mut encoder,
+            "apiscope_ready",
+            "1 once every kernel probe is attached and the stages run.",
+            u64::from(health.is_ready()),
+        )
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(address: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn serves_health_readiness_and_metrics() {
+        let health = Arc::new(AgentHealth::default());
+        let (address, task) = start("127.0.0.1:0".parse().unwrap(), Arc::clone(&health))
+            .await
+            .unwrap();
+        assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 503"));
+        health.set_ready(true);
+        health.set_probes(29, 2);
+        health.set_kernel(&[(Counter::RingBufferFull, 7)]);
+        assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let metrics = get(address, "/metrics").await;
+        for line in [
+            "apiscope_kernel_events_total{counter=\"ring_buffer_full\"} 7",
+            "apiscope_probes_attached{kind=\"kernel\"} 29",
+            "apiscope_ready 1",
+            "apiscope_export_spans_total{outcome=\"dropped\"} 0",
+            "# EOF",
+        ] {
+            assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+        }
+        assert!(get(address, "/nope").await.starts_with("HTTP/1.1 404"));
+        task.abort();
+    }
+}
