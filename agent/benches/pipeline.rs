@@ -9,7 +9,7 @@ use agent::{
         ApiCall, CallGaps, Header, HttpBody, HttpExchange, HttpRequest, HttpResponse, Payload, Side,
     },
     capture::CaptureEvent,
-    enrich::{EnrichedCall, ProcessIdentity},
+    enrich::{EnrichedCall, ProcessIdentity, Workload},
     export::{otlp::encode_span, semconv::Describer},
     streams::{Connection, StreamOutput, StreamSettings, StreamTable},
 };
@@ -154,13 +154,14 @@ fn analyzed_call() -> AnalyzedCall {
                     graphql: None,
                 }),
             },
-            process: Arc::new(ProcessIdentity {
-                pid: 10,
-                executable_name: "bench".into(),
-                executable_path: None,
-                service_name: "bench".into(),
-                ..Default::default()
-            }),
+            workload: Arc::new(Workload::new(
+                Arc::new(ProcessIdentity {
+                    pid: 10,
+                    executable_name: "bench".into(),
+                    ..Default::default()
+                }),
+                None,
+            )),
             host_name: "host".into(),
         },
         route: Some("/users/{id}".into()),

@@ -58,6 +58,12 @@ pub struct RunArgs {
     /// Encoded span bytes waiting for export at most (export.otlp.max_queue_bytes).
     #[arg(long, env = "APISCOPE_OTLP_MAX_QUEUE_BYTES")]
     pub otlp_max_queue_bytes: Option<usize>,
+    /// Name calls after their Kubernetes pods and workloads (kubernetes.enabled).
+    #[arg(long, env = "APISCOPE_KUBERNETES")]
+    pub kubernetes: Option<bool>,
+    /// This node's name, for the pods scheduled on it (kubernetes.node_name).
+    #[arg(long, env = "APISCOPE_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Address of the health and metrics endpoints, or `off` (server.listen).
     #[arg(long, env = "APISCOPE_LISTEN")]
     pub listen: Option<String>,
@@ -76,6 +82,11 @@ pub enum SettingsError {
     /// A header that may not be exported.
     #[error("export.http_headers: {0}")]
     Header(String),
+    /// Kubernetes enrichment is on but the node is unnamed.
+    #[error(
+        "kubernetes.enabled needs this node's name: kubernetes.node_name, --node-name or APISCOPE_NODE_NAME"
+    )]
+    NodeName,
     /// `server.listen` is neither an address nor `off`.
     #[error("server.listen: `{0}` is not an address such as 127.0.0.1:9750, nor `off`")]
     Listen(String),
@@ -182,6 +193,10 @@ impl RunArgs {
         streams.max_connections = self.max_connections.unwrap_or(streams.max_connections);
         streams.idle_timeout_secs = self.idle_timeout_secs.unwrap_or(streams.idle_timeout_secs);
         config.decode.body_cap = self.body_cap.unwrap_or(config.decode.body_cap);
+        config.kubernetes.enabled = self.kubernetes.unwrap_or(config.kubernetes.enabled);
+        if self.node_name.is_some() {
+            config.kubernetes.node_name.clone_from(&self.node_name);
+        }
         if let Some(listen) = &self.listen {
             config.server.listen.clone_from(listen);
         }
@@ -247,6 +262,16 @@ impl RunArgs {
             },
             dump: self.dump,
             listen: listen_address(&config.server.listen)?,
+            kubernetes_node: match &config.kubernetes {
+                kubernetes if !kubernetes.enabled => None,
+                kubernetes => Some(
+                    kubernetes
+                        .node_name
+                        .clone()
+                        .filter(|name| !name.trim().is_empty())
+                        .ok_or(SettingsError::NodeName)?,
+                ),
+            },
             calls,
             describer: Describer::new(
                 HeaderAllowlist::new(&config.export.http_headers).map_err(SettingsError::Header)?,

@@ -27,6 +27,19 @@ pub struct Config {
     pub export: ExportConfig,
     /// The agent's HTTP endpoints.
     pub server: ServerConfig,
+    /// Pod metadata from the Kubernetes API server.
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `kubernetes:` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Name calls after the pods, namespaces and workloads the API server reports for this
+    /// node (in-cluster service account, else `$KUBECONFIG`).
+    pub enabled: bool,
+    /// This node's name (the Helm chart sets it from the downward API).
+    pub node_name: Option<String>,
 }
 
 /// `server:` section.

@@ -29,7 +29,11 @@ use crate::{
         read_events,
     },
     clock::WallClock,
-    enrich::{self, Enricher, ProcessRegistry, start_identity_reader},
+    enrich::{
+        self, Enricher, ProcessRegistry,
+        kubernetes::{self, PodIndex},
+        start_identity_reader,
+    },
     export::{
         dump::DumpWriter,
         health::AgentHealth,
@@ -83,6 +87,8 @@ pub struct RunOptions {
     pub dump: bool,
     /// Address of the health and metrics endpoints, if served.
     pub listen: Option<SocketAddr>,
+    /// This Kubernetes node's name, when calls are named after its pods.
+    pub kubernetes_node: Option<String>,
     /// Where calls go.
     pub calls: CallOutput,
     /// How calls are described for export (header allowlist).
@@ -109,6 +115,9 @@ pub enum RunError {
         /// Why.
         source: io::Error,
     },
+    /// The Kubernetes API server cannot be reached.
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
     /// The OTLP exporter could not be built.
     #[error(transparent)]
     Otlp(#[from] OtlpError),
@@ -147,6 +156,19 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let queue_gauge = event_tx.clone();
     let (request_tx, mut request_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (pods, pod_watch) = match &options.kubernetes_node {
+        Some(node) => {
+            let client = kubernetes::connect().await.map_err(RunError::Kubernetes)?;
+            let index = Arc::new(PodIndex::default());
+            let watch = tokio::spawn(kubernetes::watch_node(
+                client,
+                node.clone(),
+                Arc::clone(&index),
+            ));
+            (Some(index), Some(watch))
+        }
+        None => (None, None),
+    };
     let processes = Arc::new(ProcessRegistry::default());
     let exec_notices = start_identity_reader(&processes)?;
     let mut reader = tokio::spawn(read_events(
@@ -165,7 +187,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let streams = std::thread::Builder::new()
         .name("streams".into())
         .spawn(move || {
-            let enricher = Enricher::new(processes);
+            let enricher = Enricher::new(processes, pods);
             let result = stream_stage(
                 event_rx,
                 stream_requests,
@@ -247,7 +269,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             stats.metric_exports_failed.load(Ordering::Relaxed),
         );
     }
-    if let Some(task) = server {
+    for task in [server, pod_watch].into_iter().flatten() {
         task.abort();
     }
     info!("stopped: every probe detached");
@@ -322,7 +344,7 @@ fn stream_stage(
     requests: mpsc::Sender<CaptureRequest>,
     options: &RunOptions,
     otlp: Option<OtlpRecorder>,
-    enricher: Enricher,
+    mut enricher: Enricher,
     health: &AgentHealth,
 ) -> io::Result<()> {
     let clock = WallClock::measure();

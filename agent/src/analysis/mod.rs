@@ -37,7 +37,7 @@ impl Analyzer {
             Payload::Http(http) if http.request.target.is_empty() => None,
             Payload::Http(http) => Some(
                 self.routes
-                    .route(&call.process.service_name, http.request.path()),
+                    .route(&call.workload.service_name, http.request.path()),
             ),
         };
         AnalyzedCall { call, route }

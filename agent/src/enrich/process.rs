@@ -49,12 +49,10 @@ pub(super) fn read(
     let cgroups = std::fs::read_to_string(format!("{proc}/cgroup")).unwrap_or_default();
     let cgroup_path = cgroup::v2_path(&cgroups);
     let environment = read_environ(&proc);
-    let service_name =
-        service_name_from_environment(&environment).unwrap_or_else(|| executable_name.clone());
     let user_id = read_user_id(&proc);
     ProcessIdentity {
         pid,
-        service_name,
+        otel_service_name: service_name_from_environment(&environment),
         command: std::fs::read(format!("{proc}/cmdline"))
             .ok()
             .and_then(|cmdline| command(&cmdline)),

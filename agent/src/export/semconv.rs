@@ -490,7 +490,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         calls::{ApiCall, CallGaps, GrpcCall, Header, HttpBody, HttpRequest, HttpResponse},
-        enrich::{EnrichedCall, ProcessIdentity},
+        enrich::{EnrichedCall, ProcessIdentity, Workload},
         streams::Connection,
     };
 
@@ -548,13 +548,14 @@ pub(crate) mod tests {
                     gaps: CallGaps::default(),
                     payload: Payload::Http(exchange),
                 },
-                process: Arc::new(ProcessIdentity {
-                    pid: 10,
-                    executable_name: "srv".into(),
-                    executable_path: None,
-                    service_name: "srv".into(),
-                    ..Default::default()
-                }),
+                workload: Arc::new(Workload::new(
+                    Arc::new(ProcessIdentity {
+                        pid: 10,
+                        executable_name: "srv".into(),
+                        ..Default::default()
+                    }),
+                    None,
+                )),
                 host_name: "host".into(),
             },
             route: Some("/users/{id}".into()),

@@ -70,7 +70,7 @@ impl<W: Write> CallPrinter<W> {
             self.out,
             "{} {} {side} {what} {status} {:.3}ms {arrow} {peer}{}",
             rfc3339(self.clock.unix_ns(call.start_ns)),
-            analyzed.call.process.service_name,
+            analyzed.call.workload.service_name,
             description.duration_seconds * 1e3,
             if call.gaps.is_complete() {
                 ""

@@ -37,7 +37,11 @@ use self::{
     spans::{QueuedSpan, SpanQueue},
     transport::TraceClient,
 };
-use crate::{analysis::AnalyzedCall, enrich::ProcessIdentity, export::semconv::CallDescription};
+use crate::{
+    analysis::AnalyzedCall,
+    enrich::{Workload, kubernetes::ContainerIdentity},
+    export::semconv::CallDescription,
+};
 
 /// Why the exporters could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +101,11 @@ pub struct OtlpTasks {
     pub stats: Arc<ExportStats>,
 }
 
-/// Resource attributes of a process.
-fn resource(process: &ProcessIdentity, host_name: &str) -> ProcessResource {
+/// Resource attributes of a workload.
+fn resource(workload: &Workload, host_name: &str) -> ProcessResource {
+    let process = &workload.process;
     let mut attributes = vec![
-        KeyValue::new("service.name", process.service_name.clone()),
+        KeyValue::new("service.name", workload.service_name.clone()),
         KeyValue::new("host.name", host_name.to_owned()),
         KeyValue::new("process.pid", i64::from(process.pid)),
         KeyValue::new("process.executable.name", process.executable_name.clone()),
@@ -122,8 +127,13 @@ fn resource(process: &ProcessIdentity, host_name: &str) -> ProcessResource {
     if let Some(id) = &process.container_id {
         attributes.push(KeyValue::new("container.id", id.clone()));
     }
-    if let Some(uid) = &process.pod_uid {
-        attributes.push(KeyValue::new("k8s.pod.uid", uid.clone()));
+    match &workload.kubernetes {
+        Some(container) => kubernetes_attributes(container, &mut attributes),
+        None => {
+            if let Some(uid) = &process.pod_uid {
+                attributes.push(KeyValue::new("k8s.pod.uid", uid.clone()));
+            }
+        }
     }
     let encoded = opentelemetry_proto::tonic::resource::v1::Resource {
         attributes: attributes
@@ -139,6 +149,29 @@ fn resource(process: &ProcessIdentity, host_name: &str) -> ProcessResource {
             .with_attributes(attributes)
             .build(),
         encoded: encoded.into(),
+    }
+}
+
+/// The pod's attributes, per the Kubernetes resource conventions.
+fn kubernetes_attributes(container: &ContainerIdentity, attributes: &mut Vec<KeyValue>) {
+    let pod = &container.pod;
+    attributes.extend([
+        KeyValue::new("service.namespace", pod.namespace.clone()),
+        KeyValue::new("k8s.namespace.name", pod.namespace.clone()),
+        KeyValue::new("k8s.pod.name", pod.name.clone()),
+        KeyValue::new("k8s.pod.uid", pod.uid.clone()),
+    ]);
+    if let Some(node) = &pod.node_name {
+        attributes.push(KeyValue::new("k8s.node.name", node.clone()));
+    }
+    if let Some(name) = &container.container_name {
+        attributes.push(KeyValue::new("container.name", name.clone()));
+    }
+    if let Some((kind, name)) = &pod.workload {
+        attributes.push(KeyValue::new(kind.attribute(), name.clone()));
+    }
+    for (key, value) in &pod.labels {
+        attributes.push(KeyValue::new(format!("k8s.pod.label.{key}"), value.clone()));
     }
 }
 
@@ -233,8 +266,8 @@ impl OtlpRecorder {
     pub fn record(&mut self, analyzed: &AnalyzedCall, description: CallDescription) {
         let enriched = &analyzed.call;
         let key = (
-            enriched.process.pid,
-            Arc::as_ptr(&enriched.process) as usize,
+            enriched.workload.process.pid,
+            Arc::as_ptr(&enriched.workload) as usize,
         );
         if self.resources.len() >= MAX_RESOURCES && !self.resources.contains_key(&key) {
             self.resources.clear();
@@ -242,7 +275,7 @@ impl OtlpRecorder {
         let resource = self
             .resources
             .entry(key)
-            .or_insert_with(|| resource(&enriched.process, &enriched.host_name));
+            .or_insert_with(|| resource(&enriched.workload, &enriched.host_name));
         self.metrics.record(key, &resource.sdk, &description);
         let span = QueuedSpan {
             key,
