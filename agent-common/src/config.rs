@@ -1,13 +1,27 @@
 //! Settings userspace writes into the `CONFIG` map before it attaches any program.
 
-/// How the pid and cgroup filter maps are read.
+/// What the selection rules decided for a process (`PID_FILTER` values) or a port
+/// (`PORT_FILTER` values).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not captured.
+    Skip = 0,
+    /// Captured.
+    Trace = 1,
+    /// Just exec'd: not captured until userspace has matched its new executable against the
+    /// rules (an excluded program must not leak its first calls).
+    Pending = 2,
+}
+
+/// What happens to processes (or ports) no filter map entry lists.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterMode {
-    /// Trace every process except those listed in the deny maps.
-    AllExceptDenied = 0,
-    /// Trace only processes listed in the allow maps.
-    OnlyAllowed = 1,
+    /// Unlisted ones are captured: the rules only exclude.
+    TraceUnlisted = 0,
+    /// Unlisted ones are not captured: the rules include.
+    SkipUnlisted = 1,
 }
 
 /// Byte offsets of the `struct sock` fields the programs read, taken by userspace from the
@@ -36,10 +50,14 @@ pub struct SockOffsets {
 
 /// Bits of [`CaptureConfig::filters`].
 pub mod filter_maps {
-    /// `PID_FILTER` has entries.
+    /// `PID_FILTER` decides which processes are captured: forks inherit their parent's entry,
+    /// exits remove theirs.
     pub const PIDS: u32 = 1 << 0;
-    /// `CGROUP_FILTER` has entries.
-    pub const CGROUPS: u32 = 1 << 1;
+    /// `PORT_FILTER` decides which connections are captured.
+    pub const PORTS: u32 = 1 << 1;
+    /// Every exec makes its process [`super::Verdict::Pending`] and is reported, whatever the
+    /// process's verdict was, so that userspace matches its new executable.
+    pub const EXEC_GATE: u32 = 1 << 2;
 }
 
 /// The single value of the `CONFIG` array map.
@@ -50,7 +68,7 @@ pub struct CaptureConfig {
     pub agent_tgid: u32,
     /// Payload bytes copied per call, at most [`crate::event::MAX_PAYLOAD`].
     pub capture_cap: u32,
-    /// [`FilterMode`] as `u32`.
+    /// [`FilterMode`] of processes `PID_FILTER` does not list, as `u32`.
     pub filter_mode: u32,
     /// [`filter_maps`] bits: which filter maps hold entries. The probes skip the lookups (and
     /// the cgroup id helper) for empty maps, since they run on every read and write of the host.
@@ -60,8 +78,8 @@ pub struct CaptureConfig {
     /// Payload bytes copied per call on connections of a framed protocol
     /// ([`crate::conn_flags::FRAMED`]), in records of at most [`crate::event::MAX_PAYLOAD`].
     pub framed_cap: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// [`FilterMode`] of connections neither of whose ports `PORT_FILTER` lists, as `u32`.
+    pub port_mode: u32,
 }
 
 #[cfg(feature = "user")]

@@ -22,11 +22,16 @@ pub enum Counter {
     /// `SSL *` objects over memory BIOs (Node, Python `asyncio`) bound to the socket whose
     /// ciphertext their thread read just before. Not a loss.
     TlsBoundByRead = 7,
+    /// Socket and OpenSSL calls of processes the selection rules exclude, skipped at entry.
+    /// Not a loss.
+    SelectionSkippedCalls = 8,
+    /// Connections the selection rules exclude by port, never announced. Not a loss.
+    SelectionSkippedConnections = 9,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::EventsSent,
         Counter::RingBufferFull,
         Counter::UserReadFailed,
@@ -35,6 +40,8 @@ impl Counter {
         Counter::IovecTruncated,
         Counter::PayloadMuted,
         Counter::TlsBoundByRead,
+        Counter::SelectionSkippedCalls,
+        Counter::SelectionSkippedConnections,
     ];
 
     /// Number of slots the `COUNTERS` map needs.
@@ -51,6 +58,8 @@ impl Counter {
             Counter::IovecTruncated => "iovec_truncated",
             Counter::PayloadMuted => "payload_muted",
             Counter::TlsBoundByRead => "tls_bound_by_read",
+            Counter::SelectionSkippedCalls => "selection_skipped_calls",
+            Counter::SelectionSkippedConnections => "selection_skipped_connections",
         }
     }
 }

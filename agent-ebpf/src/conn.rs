@@ -7,6 +7,7 @@ use agent_common::{
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_probe_read_kernel, generated::bpf_ktime_get_ns};
 
 use crate::{
+    filter::port_traced,
     maps::{CONFIG, CONNS, OWN_TUPLES, PAYLOAD_POLICIES},
     record::output,
 };
@@ -152,7 +153,8 @@ fn field<T>(sock: u64, offset: u32) -> Option<T> {
 /// Sends the connection record; `None` if the socket is not TCP over IPv4/IPv6.
 #[inline(always)]
 fn announce(tgid: u32, fd: i32, sock: u64, role: u32) -> Option<()> {
-    let offsets: SockOffsets = CONFIG.get(0)?.sock;
+    let config = CONFIG.get(0)?;
+    let offsets: SockOffsets = config.sock;
     let family: u16 = field(sock, offsets.family)?;
     if family != AF_INET && family != AF_INET6 {
         return None;
@@ -175,6 +177,9 @@ fn announce(tgid: u32, fd: i32, sock: u64, role: u32) -> Option<()> {
         peer_addr = field(sock, offsets.peer_addr6)?;
     }
     let peer_port = u16::from_be(peer_port);
+    if !port_traced(config, local_port, peer_port) {
+        return None;
+    }
     let from_agent_side = OwnTuple {
         family: family as u32,
         local_port: peer_port as u32,

@@ -1,12 +1,11 @@
-//! The first check of every probe: is this process traced at all?
+//! The first check of every probe: is this process (and then this connection) captured at all?
 
-use agent_common::{FilterMode, filter_maps};
-use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
+use agent_common::{CaptureConfig, Counter, FilterMode, Verdict, filter_maps};
 
-use crate::maps::{CGROUP_FILTER, CONFIG, PID_FILTER};
+use crate::maps::{CONFIG, PID_FILTER, PORT_FILTER, count};
 
-/// True when the calling process is selected for capture: never the agent itself, then the pid
-/// and cgroup lists read as deny or allow lists according to the configured mode.
+/// True when the calling process is selected for capture: never the agent itself, then the
+/// selection rules' verdict for the process, else the configured default.
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
     let Some(config) = CONFIG.get(0) else {
@@ -15,19 +14,43 @@ pub fn is_traced(tgid: u32) -> bool {
     if tgid == config.agent_tgid || config.capture_cap == 0 {
         return false;
     }
-    // SAFETY: plain lookups of u32 values; a stale read only changes one decision.
-    let listed_pid =
-        config.filters & filter_maps::PIDS != 0 && unsafe { PID_FILTER.get(&tgid).is_some() };
-    let listed = listed_pid
-        || (config.filters & filter_maps::CGROUPS != 0 && {
-            // SAFETY: helper without arguments.
-            let cgroup = unsafe { bpf_get_current_cgroup_id() };
-            // SAFETY: as above.
-            unsafe { CGROUP_FILTER.get(&cgroup).is_some() }
-        });
-    if config.filter_mode == FilterMode::OnlyAllowed as u32 {
-        listed
-    } else {
-        !listed
+    if config.filters & filter_maps::PIDS != 0 {
+        // SAFETY: plain lookup of a u32 value; a stale read only changes one decision.
+        if let Some(verdict) = unsafe { PID_FILTER.get(&tgid) } {
+            if *verdict == Verdict::Trace as u32 {
+                return true;
+            }
+            count(Counter::SelectionSkippedCalls);
+            return false;
+        }
     }
+    config.filter_mode == FilterMode::TraceUnlisted as u32
+}
+
+/// True when a connection between these ports is selected for capture: a port listed as
+/// skipped excludes it, one listed as traced includes it, else the configured default.
+#[inline(always)]
+pub fn port_traced(config: &CaptureConfig, local_port: u16, peer_port: u16) -> bool {
+    if config.filters & filter_maps::PORTS == 0 {
+        return true;
+    }
+    // SAFETY: plain lookups of u32 values.
+    let (local, peer) = unsafe {
+        (
+            PORT_FILTER.get(&(local_port as u32)).copied(),
+            PORT_FILTER.get(&(peer_port as u32)).copied(),
+        )
+    };
+    let skip = Verdict::Skip as u32;
+    let traced = if local == Some(skip) || peer == Some(skip) {
+        false
+    } else if local.is_some() || peer.is_some() {
+        true
+    } else {
+        config.port_mode == FilterMode::TraceUnlisted as u32
+    };
+    if !traced {
+        count(Counter::SelectionSkippedConnections);
+    }
+    traced
 }

@@ -159,13 +159,16 @@ pub static OWN_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1024,
 #[map]
 pub static OWN_TUPLES: LruHashMap<OwnTuple, u8> = LruHashMap::with_max_entries(1024, 0);
 
-/// Process ids listed by the selection rules; what "listed" means is `CaptureConfig::filter_mode`.
+/// The selection rules' [`agent_common::Verdict`] per process (and thread) id; processes it
+/// does not list follow `CaptureConfig::filter_mode`. Sized for a host's `pid_max` worth of
+/// live processes.
 #[map]
-pub static PID_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+pub static PID_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 
-/// Cgroup ids listed by the selection rules, as [`PID_FILTER`].
+/// The selection rules' [`agent_common::Verdict`] per TCP port (local or peer); connections
+/// with neither port listed follow `CaptureConfig::port_mode`.
 #[map]
-pub static CGROUP_FILTER: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+pub static PORT_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
 /// Adds one to a loss or health counter.
 #[inline(always)]

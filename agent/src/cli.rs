@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::{
     analysis::routes::RouteSettings,
-    capture::CaptureSettings,
+    capture::{CaptureSettings, KernelSelection},
     config::{Config, ConfigError, OtlpCompression},
     export::{
         otlp::{OtlpProtocol, OtlpSettings},
@@ -13,6 +13,7 @@ use crate::{
     },
     pipeline::{CallOutput, RunOptions},
     protocols::DecoderSettings,
+    selection::Selection,
     streams::StreamSettings,
 };
 
@@ -245,7 +246,9 @@ impl RunArgs {
                 capture_cap: config.capture.capture_cap,
                 framed_cap: config.capture.framed_cap,
                 ring_buffer_bytes: config.capture.ring_buffer_bytes,
+                selection: KernelSelection::default(),
             },
+            selection: Selection::new(&config.selection),
             streams: StreamSettings {
                 max_connections: config.streams.max_connections.max(1),
                 idle_timeout_ns: config

@@ -7,6 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use globset::Glob;
 use serde::Deserialize;
 
 use crate::export::otlp::OtlpProtocol;
@@ -29,6 +30,108 @@ pub struct Config {
     pub server: ServerConfig,
     /// Pod metadata from the Kubernetes API server.
     pub kubernetes: KubernetesConfig,
+    /// Which workloads are captured.
+    pub selection: SelectionConfig,
+}
+
+/// `selection:` section: a process is captured when it matches an `include` rule (or there
+/// are none) and no `exclude` rule; a connection likewise by its ports.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectionConfig {
+    /// Rules that select what is captured; none means everything.
+    pub include: Vec<SelectionRule>,
+    /// Rules that exclude what they match, even if included.
+    pub exclude: Vec<SelectionRule>,
+}
+
+/// One selection rule: it matches when every field it sets matches. A rule matches either
+/// processes (by `namespace`, `labels`, `executable`, `cgroup`) or connections (by `port`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "RawSelectionRule")]
+pub struct SelectionRule {
+    /// Kubernetes namespace glob, e.g. `kube-*`.
+    pub namespace: Option<Glob>,
+    /// Pod labels that must all be present with these values.
+    pub labels: BTreeMap<String, String>,
+    /// Executable glob: matched against the full path when it contains a `/`, else against
+    /// the file name, e.g. `*/sshd` or `nginx`.
+    pub executable: Option<Glob>,
+    /// Cgroup v2 path glob, e.g. `/system.slice/*`.
+    pub cgroup: Option<Glob>,
+    /// TCP port, local or peer.
+    pub port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelectionRule {
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    executable: Option<String>,
+    cgroup: Option<String>,
+    port: Option<u16>,
+}
+
+impl TryFrom<RawSelectionRule> for SelectionRule {
+    type Error = String;
+
+    fn try_from(raw: RawSelectionRule) -> Result<Self, String> {
+        // The parser places errors of a list's items at the list's start: naming the rule's
+        // fields tells which item is meant.
+        let fields = raw.describe();
+        let glob = |field: &str, pattern: Option<String>| {
+            pattern
+                .map(|pattern| {
+                    Glob::new(&pattern).map_err(|error| format!("rule {fields}: {field}: {error}"))
+                })
+                .transpose()
+        };
+        let rule = SelectionRule {
+            namespace: glob("namespace", raw.namespace)?,
+            labels: raw.labels,
+            executable: glob("executable", raw.executable)?,
+            cgroup: glob("cgroup", raw.cgroup)?,
+            port: raw.port,
+        };
+        let matches_processes = rule.namespace.is_some()
+            || !rule.labels.is_empty()
+            || rule.executable.is_some()
+            || rule.cgroup.is_some();
+        match (matches_processes, rule.port) {
+            (false, None) => {
+                Err("an empty rule: set namespace, labels, executable, cgroup or port".into())
+            }
+            (true, Some(_)) => Err(format!(
+                "rule {fields}: a rule matches processes (namespace, labels, executable, cgroup) or connections (port), not both"
+            )),
+            _ => Ok(rule),
+        }
+    }
+}
+
+impl RawSelectionRule {
+    /// The fields the rule sets, e.g. `{executable: x, port: 1}`.
+    fn describe(&self) -> String {
+        let mut fields = Vec::new();
+        for (name, value) in [
+            ("namespace", &self.namespace),
+            ("executable", &self.executable),
+            ("cgroup", &self.cgroup),
+        ] {
+            if let Some(value) = value {
+                fields.push(format!("{name}: {value}"));
+            }
+        }
+        if !self.labels.is_empty() {
+            fields.push(format!("labels: {:?}", self.labels));
+        }
+        if let Some(port) = self.port {
+            fields.push(format!("port: {port}"));
+        }
+        format!("{{{}}}", fields.join(", "))
+    }
 }
 
 /// `kubernetes:` section.
@@ -304,6 +407,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.starts_with("agent.yaml:3:"), "{message}");
+    }
+
+    #[test]
+    fn selection_rules_are_checked_where_they_are_written() {
+        let config = parse(
+            "selection:\n  exclude:\n    - executable: \"*/sshd\"\n    - port: 22\n  include:\n    - namespace: shop\n      labels: {app: web}\n",
+        )
+        .unwrap();
+        assert_eq!(config.selection.exclude.len(), 2);
+        assert_eq!(config.selection.include[0].labels["app"], "web");
+        for (text, line, reason) in [
+            ("selection:\n  exclude:\n    - {}\n", 3, "an empty rule"),
+            (
+                "selection:\n  include:\n    - port: 80\n    - executable: x\n      port: 1\n",
+                3,
+                "rule {executable: x, port: 1}: a rule matches processes",
+            ),
+            (
+                "selection:\n  exclude:\n    - cgroup: \"[a\"\n",
+                3,
+                "cgroup:",
+            ),
+            (
+                "selection:\n  exclude:\n    - exe: x\n",
+                3,
+                "unknown field `exe`",
+            ),
+            (
+                "selection:\n  exclude:\n    - port: 70000\n",
+                3,
+                "invalid value",
+            ),
+        ] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("agent.yaml:{line}:")) && message.contains(reason),
+                "{text:?}: {message}"
+            );
+        }
     }
 
     #[test]

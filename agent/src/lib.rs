@@ -17,4 +17,5 @@ pub mod enrich;
 pub mod export;
 pub mod pipeline;
 pub mod protocols;
+pub mod selection;
 pub mod streams;

@@ -44,6 +44,7 @@ fn check() -> anyhow::Result<bool> {
             capture_cap: defaults.capture_cap,
             framed_cap: defaults.framed_cap,
             ring_buffer_bytes: 1 << 20,
+            ..CaptureSettings::default()
         })
         .map(|_| "every kernel program loads and attaches".to_owned())
         .map_err(|error| error.to_string());

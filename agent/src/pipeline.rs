@@ -43,6 +43,7 @@ use crate::{
         stdout::CallPrinter,
     },
     protocols::{DecoderSettings, ProtocolStage},
+    selection::{Selection, Selector, initial_verdicts},
     streams::{CaptureRequest, StreamOutput, StreamSettings, StreamTable},
 };
 
@@ -87,6 +88,8 @@ pub struct RunOptions {
     pub dump: bool,
     /// Address of the health and metrics endpoints, if served.
     pub listen: Option<SocketAddr>,
+    /// Which workloads are captured.
+    pub selection: Selection,
     /// This Kubernetes node's name, when calls are named after its pods.
     pub kubernetes_node: Option<String>,
     /// Where calls go.
@@ -143,19 +146,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // Capture first: the exporters' connections must be opened once the probes that record
     // the agent's own connections are attached, or the collector's end of them, when it runs
     // on this host, would be traced like any other.
-    let (mut capture, outputs) = Capture::start(options.capture)?;
-    let (otlp, otlp_tasks) = match &options.calls {
-        CallOutput::Otlp(settings) => {
-            let (recorder, tasks) = otlp::start(settings, &health, &enrich::host_name())?;
-            (Some(recorder), Some(tasks))
-        }
-        _ => (None, None),
-    };
-
-    let stats = Arc::new(ReaderStats::default());
-    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let queue_gauge = event_tx.clone();
-    let (request_tx, mut request_rx) = mpsc::channel(REQUEST_QUEUE);
     let (pods, pod_watch) = match &options.kubernetes_node {
         Some(node) => {
             let client = kubernetes::connect().await.map_err(RunError::Kubernetes)?;
@@ -169,8 +159,50 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
         None => (None, None),
     };
+    match enrich::cgroup::join_host_namespace() {
+        Ok(true) => info!("joined the host's cgroup namespace, to read host processes' cgroups"),
+        Ok(false) => {}
+        Err(error) => {
+            warn!("cannot join the host's cgroup namespace ({error}): container ids may be missing")
+        }
+    }
     let processes = Arc::new(ProcessRegistry::default());
-    let exec_notices = start_identity_reader(&processes)?;
+    let mut capture_settings = options.capture.clone();
+    capture_settings.selection = options.selection.kernel(initial_verdicts(
+        &options.selection,
+        &processes,
+        pods.as_deref(),
+    ));
+    let (mut capture, outputs) = Capture::start(capture_settings)?;
+    let process_verdicts = outputs.process_verdicts;
+    let (otlp, otlp_tasks) = match &options.calls {
+        CallOutput::Otlp(settings) => {
+            let (recorder, tasks) = otlp::start(settings, &health, &enrich::host_name())?;
+            (Some(recorder), Some(tasks))
+        }
+        _ => (None, None),
+    };
+
+    let stats = Arc::new(ReaderStats::default());
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let queue_gauge = event_tx.clone();
+    let (request_tx, mut request_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (selected_tx, selected_rx) = std::sync::mpsc::channel();
+    let exec_notices = start_identity_reader(
+        &processes,
+        process_verdicts.is_some().then_some(selected_tx),
+    )?;
+    if let Some(verdicts) = process_verdicts {
+        let selector = Selector::new(
+            options.selection.clone(),
+            Arc::clone(&processes),
+            pods.clone(),
+            verdicts,
+        );
+        std::thread::Builder::new()
+            .name("selection".into())
+            .spawn(move || selector.run(selected_rx))?;
+    }
     let mut reader = tokio::spawn(read_events(
         outputs.ring,
         event_tx,

@@ -39,12 +39,17 @@ pub const TEST_PACKAGES: &[&str] = &[
 /// gRPC client and server of tests/grpc.rs (manylinux wheels, no compiler needed).
 /// `graphql-core`: the reference GraphQL implementation's Python port, which executes the
 /// queries of tests/graphql.rs (pure Python). `hypercorn`: an ASGI server that accepts HTTP/1.1
-/// `Upgrade: h2c` (nginx does not), for tests/http2.rs.
+/// `Upgrade: h2c` (nginx does not), for tests/http2.rs. `helm-python-sdk`: Helm 4's Go SDK as a
+/// shared library (`libhelm_c.so` inside the wheel, no helm binary), which lints and renders the
+/// chart in tests/helm.rs; `kubernetes-validate`: the Kubernetes API schemas, per version, that
+/// the rendered objects are validated against there.
 pub const PIP_PACKAGES: &[&str] = &[
     "rotel==0.0.1a15",
     "grpcio==1.85.1",
     "graphql-core==3.2.8",
     "hypercorn==0.18.0",
+    "helm-python-sdk==0.2.2",
+    "kubernetes-validate==1.37.0",
 ];
 
 /// The Node fixtures (a @grpc/grpc-js server and client, tests/grpc.rs), whose npm packages are

@@ -1,7 +1,8 @@
-//! Process lifecycle: exec (userspace names the process and looks for OpenSSL in the new image)
-//! and exit (userspace drops the process's connection state).
+//! Process lifecycle: exec (userspace names the process, matches it against the selection
+//! rules and looks for OpenSSL in the new image), fork (a child inherits its parent's
+//! selection verdict) and exit (userspace drops the process's connection state).
 
-use agent_common::{Counter, EventKind, ExecEvent};
+use agent_common::{Counter, EventKind, ExecEvent, Verdict, filter_maps};
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_RB_FORCE_WAKEUP,
@@ -14,19 +15,32 @@ use aya_ebpf::{
 
 use crate::{
     filter::is_traced,
-    maps::{EVENTS, count},
+    maps::{CONFIG, EVENTS, PID_FILTER, count},
     record::submit_lifecycle,
 };
 
 /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
 const FILENAME_LOC: usize = 8;
+/// Offsets of `pid_t parent_pid` and `pid_t child_pid` in the `sched_process_fork` record.
+const PARENT_PID: usize = 12;
+const CHILD_PID: usize = 20;
+
+/// The `filters` bits of the configuration.
+#[inline(always)]
+fn filters() -> u32 {
+    CONFIG.get(0).map_or(0, |config| config.filters)
+}
 
 /// `sched:sched_process_exec`: sends the executed file's path. Read here because short-lived
-/// processes are often gone before userspace could read `/proc/PID/exe`.
+/// processes are often gone before userspace could read `/proc/PID/exe`. Under selection rules
+/// that match executables, the process is held (not captured) until userspace has matched
+/// its new image.
 #[tracepoint]
 pub fn process_enter_exec(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_traced(tgid) {
+    if filters() & filter_maps::EXEC_GATE != 0 {
+        let _ = PID_FILTER.insert(&tgid, &(Verdict::Pending as u32), 0);
+    } else if !is_traced(tgid) {
         return 0;
     }
     // SAFETY: offset of a field in the record, as its format file lists it.
@@ -57,13 +71,38 @@ pub fn process_enter_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exit`, once per process (when its main thread exits).
+/// `sched:sched_process_exit`, once per thread: the process's exit is reported when its main
+/// thread exits; every thread's selection entry (forks insert threads too) is removed.
 #[tracepoint]
 pub fn process_enter_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == pid_tgid as u32 && is_traced(tgid) {
+    let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tgid == pid && is_traced(tgid) {
         submit_lifecycle(EventKind::ProcessExit, tgid, -1, 0);
+    }
+    if filters() & filter_maps::PIDS != 0 {
+        let _ = PID_FILTER.remove(&pid);
+    }
+    0
+}
+
+/// `sched:sched_process_fork`: the child (process or thread) inherits its parent's selection
+/// verdict, so that a forked worker of an excluded server stays excluded.
+#[tracepoint]
+pub fn process_enter_fork(ctx: TracePointContext) -> u32 {
+    if filters() & filter_maps::PIDS == 0 {
+        return 0;
+    }
+    // SAFETY: offsets of fields in the record, as its format file lists them.
+    let (parent, child): (u32, u32) = unsafe {
+        (
+            ctx.read_at(PARENT_PID).unwrap_or(0),
+            ctx.read_at(CHILD_PID).unwrap_or(0),
+        )
+    };
+    // SAFETY: plain value read.
+    if let Some(verdict) = unsafe { PID_FILTER.get(&parent) }.copied() {
+        let _ = PID_FILTER.insert(&child, &verdict, 0);
     }
     0
 }

@@ -8,11 +8,12 @@ mod links;
 mod openssl;
 mod probes;
 mod reader;
+mod selection;
 
 use std::path::Path;
 
 use agent_common::{
-    CaptureConfig, ConnKey, ConnState, Counter, FilterMode, PayloadPolicy, PolicyEntry,
+    CaptureConfig, ConnKey, ConnState, Counter, PayloadPolicy, PolicyEntry,
     event::{MAX_FRAMED_RECORDS, MAX_PAYLOAD},
 };
 use aya::{
@@ -25,6 +26,7 @@ use log::{debug, info, warn};
 pub use btf::BtfError;
 pub use events::{CaptureEvent, ConnectionSeen, DataChunk};
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
+pub use selection::{KernelSelection, ProcessVerdicts};
 
 use self::{
     links::ProbeLink,
@@ -36,7 +38,7 @@ use self::{
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/apiscope-ebpf"));
 
 /// What the capture stage needs to know from the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct CaptureSettings {
     /// Payload bytes copied per call.
     pub capture_cap: u32,
@@ -44,6 +46,8 @@ pub struct CaptureSettings {
     pub framed_cap: u32,
     /// Size of the ring buffer shared by all CPUs, in bytes (a power of two, at least a page).
     pub ring_buffer_bytes: u32,
+    /// Which processes and ports are captured.
+    pub selection: KernelSelection,
 }
 
 /// Why capture could not start.
@@ -90,6 +94,8 @@ pub struct CaptureOutputs {
     pub ring: RingBuf<MapData>,
     /// Log records of the kernel programs (`aya-log`), if that map could be opened.
     pub kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The per-process verdicts, when the selection rules match processes.
+    pub process_verdicts: Option<ProcessVerdicts>,
 }
 
 /// The loaded and attached kernel side. Dropping it detaches every probe, all at once (see
@@ -168,11 +174,11 @@ impl Capture {
         let config = CaptureConfig {
             agent_tgid: std::process::id(),
             capture_cap: settings.capture_cap,
-            filter_mode: FilterMode::AllExceptDenied as u32,
-            filters: 0,
+            filter_mode: settings.selection.process_mode() as u32,
+            filters: settings.selection.filter_bits(),
             sock,
             framed_cap: settings.framed_cap,
-            reserved: 0,
+            port_mode: settings.selection.port_mode() as u32,
         };
         let mut config_map: Array<_, CaptureConfig> = ebpf
             .map_mut("CONFIG")
@@ -183,6 +189,18 @@ impl Capture {
         let ring = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let conns = take_map(&mut ebpf, "CONNS", HashMap::try_from)?;
         let payload_policies = take_map(&mut ebpf, "PAYLOAD_POLICIES", HashMap::try_from)?;
+        let mut ports: HashMap<_, u32, u32> =
+            take_map(&mut ebpf, "PORT_FILTER", HashMap::try_from)?;
+        for (port, verdict) in &settings.selection.ports {
+            ports
+                .insert(u32::from(*port), *verdict as u32, 0)
+                .map_err(map_error("PORT_FILTER"))?;
+        }
+        let mut process_verdicts =
+            ProcessVerdicts::new(take_map(&mut ebpf, "PID_FILTER", HashMap::try_from)?);
+        for (pid, verdict) in &settings.selection.processes {
+            process_verdicts.set(*pid, *verdict);
+        }
         let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         let mut capture = Self {
             ebpf,
@@ -200,7 +218,14 @@ impl Capture {
             KERNEL_PROBES.len(),
             capture.tls.attached()
         );
-        Ok((capture, CaptureOutputs { ring, kernel_log }))
+        Ok((
+            capture,
+            CaptureOutputs {
+                ring,
+                kernel_log,
+                process_verdicts: settings.selection.per_process.then_some(process_verdicts),
+            },
+        ))
     }
 
     /// Attaches every kernel probe, in table order, loading the classic tracepoints on the way

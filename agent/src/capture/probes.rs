@@ -98,6 +98,13 @@ pub const KERNEL_PROBES: &[Probe] = &[
         },
     },
     Probe {
+        program: "process_enter_fork",
+        hook: Hook::Tracepoint {
+            category: "sched",
+            name: "sched_process_fork",
+        },
+    },
+    Probe {
         program: "process_enter_exit",
         hook: Hook::Tracepoint {
             category: "sched",

@@ -1,47 +1,29 @@
 //! What a process's cgroups (`/proc/PID/cgroup`) say about it: the container and Kubernetes
-//! pod it runs in, and its cgroup v2 path and id, which the selection rules and the kernel's
-//! cgroup filter use.
+//! pod it runs in, and its cgroup v2 path, which the selection rules match.
 
-use std::{
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-    sync::OnceLock,
-};
+use std::os::fd::AsRawFd;
 
-/// Where this host mounts the cgroup v2 hierarchy: `/sys/fs/cgroup` on unified hosts,
-/// `/sys/fs/cgroup/unified` on hybrid ones (cgroup v1 controllers beside a v2 tree), from
-/// `/proc/self/mountinfo`. `None` without cgroup v2.
-pub fn v2_mount() -> Option<&'static Path> {
-    static MOUNT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    MOUNT
-        .get_or_init(|| {
-            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-            cgroup2_mount_point(&mountinfo).map(PathBuf::from)
-        })
-        .as_deref()
-}
-
-/// The mount point of the first `cgroup2` file system in a mountinfo text: fields are
-/// `id parent major:minor root mount-point options... - fstype source options`.
-fn cgroup2_mount_point(mountinfo: &str) -> Option<&str> {
-    mountinfo.lines().find_map(|line| {
-        let (mount, filesystem) = line.split_once(" - ")?;
-        (filesystem.split_whitespace().next() == Some("cgroup2"))
-            .then(|| mount.split_whitespace().nth(4))
-            .flatten()
-    })
+/// Moves the agent into the host's cgroup namespace when it runs in a namespace of its own (a
+/// Kubernetes pod on cgroup v2): there, every host process's `/proc/PID/cgroup` reads
+/// `0::/../..`, which names no container and no cgroup. With the host's PID namespace, PID 1
+/// is the host's init. Returns whether it moved.
+pub fn join_host_namespace() -> std::io::Result<bool> {
+    let own = std::fs::read_link("/proc/self/ns/cgroup")?;
+    let host = std::fs::read_link("/proc/1/ns/cgroup")?;
+    if own == host {
+        return Ok(false);
+    }
+    let namespace = std::fs::File::open("/proc/1/ns/cgroup")?;
+    // SAFETY: setns on a namespace fd we own; it changes only this process's cgroup view.
+    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWCGROUP) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(true)
 }
 
 /// The process's cgroup v2 path (the `0::` line of `/proc/PID/cgroup`).
 pub fn v2_path(cgroup: &str) -> Option<&str> {
     cgroup.lines().find_map(|line| line.strip_prefix("0::"))
-}
-
-/// The cgroup v2 id of a cgroup path: the inode of its directory, which is what the kernel's
-/// `bpf_get_current_cgroup_id` returns.
-pub fn id(path: &str) -> Option<u64> {
-    let dir = v2_mount()?.join(path.trim_start_matches('/'));
-    std::fs::metadata(dir).ok().map(|metadata| metadata.ino())
 }
 
 /// The cgroup paths of a `/proc/PID/cgroup` (`hierarchy:controllers:path` lines), v1 and v2.
@@ -157,26 +139,5 @@ mod tests {
         ] {
             assert_eq!(container_id(cgroup), None, "{cgroup}");
         }
-    }
-
-    #[test]
-    fn finds_the_cgroup2_mount_of_unified_and_hybrid_hosts() {
-        let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount_point(unified), Some("/sys/fs/cgroup"));
-        let hybrid = "25 23 0:22 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755\n\
-            26 25 0:23 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
-            27 25 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
-        assert_eq!(cgroup2_mount_point(hybrid), Some("/sys/fs/cgroup/unified"));
-        assert_eq!(
-            cgroup2_mount_point("27 25 0:24 / /x rw - cgroup cgroup rw\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn this_process_has_a_cgroup_id() {
-        let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let path = v2_path(&cgroups).expect("a cgroup v2 line");
-        assert!(id(path).is_some(), "{path} under {:?}", v2_mount());
     }
 }

@@ -2,7 +2,7 @@
 //! container, the service name its own OpenTelemetry configuration gives it), the Kubernetes
 //! pod and workload it belongs to, and the host.
 
-mod cgroup;
+pub mod cgroup;
 pub mod kubernetes;
 mod process;
 mod registry;
@@ -85,8 +85,6 @@ pub struct ProcessIdentity {
     pub container_id: Option<String>,
     /// The Kubernetes pod it runs in (`k8s.pod.uid`), from its cgroup.
     pub pod_uid: Option<String>,
-    /// Its cgroup v2 id, as the kernel programs see it (for the selection rules).
-    pub cgroup_id: Option<u64>,
     /// Its cgroup v2 path, e.g. `/system.slice/nginx.service` (for the selection rules).
     pub cgroup_path: Option<String>,
 }
@@ -207,7 +205,7 @@ mod tests {
         let registry = Arc::new(ProcessRegistry::default());
         let old = registry.get_or_read(u32::MAX - 1, "sh");
         assert_eq!(old.executable_name, "sh");
-        let notices = start_identity_reader(&registry).unwrap();
+        let notices = start_identity_reader(&registry, None).unwrap();
         let exe = std::env::current_exe().unwrap();
         notices.exec(u32::MAX - 1, exe.to_str().map(str::to_owned));
         // Forgotten at once, so no call is named after the old image meanwhile.

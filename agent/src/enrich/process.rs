@@ -60,7 +60,6 @@ pub(super) fn read(
         user_id,
         container_id: cgroup::container_id(&cgroups).map(str::to_owned),
         pod_uid: cgroup::pod_uid(&cgroups),
-        cgroup_id: cgroup_path.and_then(cgroup::id),
         cgroup_path: cgroup_path.map(str::to_owned),
         executable_name,
         executable_path: path,
@@ -188,6 +187,9 @@ mod tests {
         // SAFETY: getuid has no preconditions.
         assert_eq!(identity.user_id, Some(unsafe { libc::getuid() }));
         assert!(identity.command.is_some());
-        assert!(identity.cgroup_id.is_some(), "cgroup v2 id of this process");
+        assert!(
+            identity.cgroup_path.is_some(),
+            "cgroup v2 path of this process"
+        );
     }
 }

@@ -37,8 +37,8 @@ impl ProcessRegistry {
     }
 
     /// `pid` exec'd `path`: its identity is read again, resolving `path` as seen from this
-    /// host when the process is already gone.
-    pub fn exec(&self, pid: u32, path: Option<&str>) {
+    /// host when the process is already gone; returns it unless nothing could be read.
+    pub fn exec(&self, pid: u32, path: Option<&str>) -> Option<Arc<ProcessIdentity>> {
         self.forget(pid);
         let fallback = path.and_then(|path| path.rsplit('/').next()).unwrap_or("");
         let mut identity = self.read(pid, None, fallback);
@@ -52,9 +52,7 @@ impl ProcessRegistry {
             "process {pid} exec'd {path:?}: named {:?}",
             identity.executable_name
         );
-        if !identity.executable_name.is_empty() {
-            self.remember(identity);
-        }
+        (!identity.executable_name.is_empty()).then(|| self.remember(identity))
     }
 
     /// Drops what is known of `pid` (it exec'd: the identity of its old image must not name
@@ -101,16 +99,23 @@ impl ExecNotices {
     }
 }
 
-/// Starts the thread that reads the identity of every process that execs, into `registry`.
-/// It ends when every [`ExecNotices`] is dropped.
-pub fn start_identity_reader(registry: &Arc<ProcessRegistry>) -> std::io::Result<ExecNotices> {
+/// Starts the thread that reads the identity of every process that execs, into `registry`,
+/// and hands each to `identified` (the selection rules). It ends when every [`ExecNotices`] is
+/// dropped.
+pub fn start_identity_reader(
+    registry: &Arc<ProcessRegistry>,
+    identified: Option<mpsc::Sender<Arc<ProcessIdentity>>>,
+) -> std::io::Result<ExecNotices> {
     let (queue, execs) = mpsc::sync_channel::<(u32, Option<String>)>(EXEC_QUEUE);
     let reader = Arc::clone(registry);
     std::thread::Builder::new()
         .name("identity".into())
         .spawn(move || {
             for (pid, path) in execs {
-                reader.exec(pid, path.as_deref());
+                let identity = reader.exec(pid, path.as_deref());
+                if let (Some(identity), Some(identified)) = (identity, &identified) {
+                    let _ = identified.send(identity);
+                }
             }
         })?;
     Ok(ExecNotices {
