@@ -97,6 +97,17 @@ fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
         Some("web frontend"),
         "{client_span}"
     );
+    // The server runs on this host: the client span names it.
+    assert_eq!(
+        client_span.attr_str("service.peer.name"),
+        Some("checkout-api"),
+        "{client_span}"
+    );
+    assert_eq!(
+        server_span.attr_str("service.peer.name"),
+        None,
+        "{server_span}"
+    );
     for span in [server_span, client_span] {
         // The tests run as root.
         assert_eq!(span.resource_int("process.user.id"), Some(0), "{span}");

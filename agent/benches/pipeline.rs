@@ -162,6 +162,7 @@ fn analyzed_call() -> AnalyzedCall {
                 }),
                 None,
             )),
+            peer: None,
             host_name: "host".into(),
         },
         route: Some("/users/{id}".into()),

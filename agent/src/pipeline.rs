@@ -55,6 +55,8 @@ const EVENT_QUEUE: usize = 8;
 const REQUEST_QUEUE: usize = 1024;
 /// A process may load OpenSSL after exec (Python imports `ssl` later): scan it again then.
 const RESCAN_AFTER_EXEC: Duration = Duration::from_secs(1);
+/// How long start-up waits for the Kubernetes pod list.
+const POD_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often loss counters are logged.
 const STATS_INTERVAL: Duration = Duration::from_secs(60);
 /// How often loss counters are handed to the agent's own metrics.
@@ -150,11 +152,23 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         Some(node) => {
             let client = kubernetes::connect().await.map_err(RunError::Kubernetes)?;
             let index = Arc::new(PodIndex::default());
+            let (listed_tx, listed) = oneshot::channel();
             let watch = tokio::spawn(kubernetes::watch_node(
                 client,
                 node.clone(),
                 Arc::clone(&index),
+                listed_tx,
             ));
+            // The first calls and the selection rules need the pods: wait for the list, but
+            // not forever (an unreachable API server must not keep the node unobserved).
+            if tokio::time::timeout(POD_LIST_TIMEOUT, listed)
+                .await
+                .is_err()
+            {
+                warn!(
+                    "kubernetes: no pod list after {POD_LIST_TIMEOUT:?}; starting without, the watch goes on"
+                );
+            }
             (Some(index), Some(watch))
         }
         None => (None, None),

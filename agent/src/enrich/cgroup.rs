@@ -8,9 +8,8 @@ use std::os::fd::AsRawFd;
 /// `0::/../..`, which names no container and no cgroup. With the host's PID namespace, PID 1
 /// is the host's init. Returns whether it moved.
 pub fn join_host_namespace() -> std::io::Result<bool> {
-    let own = std::fs::read_link("/proc/self/ns/cgroup")?;
-    let host = std::fs::read_link("/proc/1/ns/cgroup")?;
-    if own == host {
+    let init = std::fs::read_to_string("/proc/1/cgroup")?;
+    if !v2_path(&init).is_some_and(|path| path.starts_with("/..")) {
         return Ok(false);
     }
     let namespace = std::fs::File::open("/proc/1/ns/cgroup")?;

@@ -4,6 +4,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::IpAddr,
     sync::{Arc, PoisonError, RwLock},
 };
 
@@ -78,6 +79,17 @@ pub struct PodIdentity {
     pub declared_service_name: Option<String>,
 }
 
+impl PodIdentity {
+    /// The name of the service the pod runs: the one it declares, else its workload's name,
+    /// else its own.
+    pub fn service_name(&self) -> &str {
+        self.declared_service_name
+            .as_deref()
+            .or(self.workload.as_ref().map(|(_, name)| name.as_str()))
+            .unwrap_or(&self.name)
+    }
+}
+
 /// One container of a pod, as a process's cgroup identifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerIdentity {
@@ -91,6 +103,7 @@ pub struct ContainerIdentity {
 struct Index {
     by_container: HashMap<String, Arc<ContainerIdentity>>,
     by_pod_uid: HashMap<String, Arc<ContainerIdentity>>,
+    by_ip: HashMap<IpAddr, Arc<PodIdentity>>,
 }
 
 /// The pods on this node, by container id and by pod uid; shared by the watch task, which
@@ -110,6 +123,12 @@ impl PodIndex {
             .and_then(|id| index.by_container.get(id))
             .or_else(|| pod_uid.and_then(|uid| index.by_pod_uid.get(uid)))
             .cloned()
+    }
+
+    /// The pod with IP `ip` (pods on the host network share the node's IP and are left out).
+    pub fn lookup_ip(&self, ip: IpAddr) -> Option<Arc<PodIdentity>> {
+        let index = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        index.by_ip.get(&ip).cloned()
     }
 
     /// Pods indexed.
@@ -162,6 +181,9 @@ impl Index {
             };
             self.by_container.insert(id, Arc::new(container));
         }
+        for ip in pod_ips(pod) {
+            self.by_ip.insert(ip, Arc::clone(&identity));
+        }
         let pod_only = ContainerIdentity {
             pod: Arc::clone(&identity),
             container_name: None,
@@ -175,6 +197,7 @@ impl Index {
         if self.by_pod_uid.remove(uid).is_some() {
             self.by_container
                 .retain(|_, container| container.pod.uid != uid);
+            self.by_ip.retain(|_, pod| pod.uid != uid);
         }
     }
 }
@@ -187,6 +210,29 @@ fn pod_name(pod: &Pod) -> String {
         metadata.namespace.as_deref().unwrap_or(""),
         metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// The pod's own IPs: none for pods on the host network.
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.host_network)
+        .unwrap_or(false);
+    if host_network {
+        return Vec::new();
+    }
+    status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|ip| ip.ip.as_str())
+        .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
 }
 
 fn pod_uid(pod: &Pod) -> Option<&str> {
@@ -290,9 +336,16 @@ pub async fn connect() -> Result<Client, String> {
     Client::try_from(config).map_err(|error| format!("cannot build the Kubernetes client: {error}"))
 }
 
-/// Keeps `index` equal to the pods scheduled on `node` until the task is dropped. Errors are
-/// logged and retried with backoff; the index keeps its last state meanwhile.
-pub async fn watch_node(client: Client, node: String, index: Arc<PodIndex>) {
+/// Keeps `index` equal to the pods scheduled on `node` until the task is dropped, and says on
+/// `listed` when the first full list is in. Errors are logged and retried with backoff; the
+/// index keeps its last state meanwhile.
+pub async fn watch_node(
+    client: Client,
+    node: String,
+    index: Arc<PodIndex>,
+    listed: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut listed = Some(listed);
     let pods: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut events = watcher(pods, config).default_backoff().boxed();
@@ -309,6 +362,9 @@ pub async fn watch_node(client: Client, node: String, index: Arc<PodIndex>) {
                 index.replace(&listing);
                 info!("kubernetes: {} pods on node {node}", index.len());
                 listing = Vec::new();
+                if let Some(listed) = listed.take() {
+                    let _ = listed.send(());
+                }
             }
             Ok(watcher::Event::Apply(pod)) => {
                 index.apply(&pod);
@@ -346,6 +402,7 @@ mod tests {
             "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "x"}]},
             "status": {
                 "phase": "Running",
+                "podIP": format!("10.0.0.{}", name.as_bytes()[0]),
                 "containerStatuses": [{
                     "name": "app", "image": "x", "imageID": "x", "ready": true,
                     "restartCount": 0,
@@ -432,6 +489,13 @@ mod tests {
         let app = index.lookup(Some("a-container"), None).unwrap();
         assert_eq!(app.container_name.as_deref(), Some("app"));
         assert_eq!(app.pod.name, "a");
+        assert_eq!(
+            index
+                .lookup_ip("10.0.0.97".parse().unwrap())
+                .unwrap()
+                .service_name(),
+            "a"
+        );
         let init = index.lookup(Some("a-init"), None).unwrap();
         assert_eq!(init.container_name.as_deref(), Some("init"));
         // A container not (yet) in the pod's status: the pod, from the cgroup's pod uid.
@@ -442,6 +506,7 @@ mod tests {
         );
         index.delete(&first);
         assert_eq!(index.lookup(Some("a-container"), Some("a-uid")), None);
+        assert_eq!(index.lookup_ip("10.0.0.97".parse().unwrap()), None);
         assert_eq!(index.len(), 1);
         let mut renamed = pod("b", None, serde_json::json!({"v": "2"}));
         renamed.metadata.uid = Some("b-uid".into());

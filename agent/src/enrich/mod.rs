@@ -9,9 +9,9 @@ mod registry;
 
 pub use registry::{ExecNotices, ProcessRegistry, start_identity_reader};
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use crate::calls::ApiCall;
+use crate::calls::{ApiCall, Side};
 use kubernetes::{ContainerIdentity, PodIndex};
 
 /// A call with the identity of the workload that made or served it.
@@ -21,8 +21,20 @@ pub struct EnrichedCall {
     pub call: ApiCall,
     /// Who made or served it.
     pub workload: Arc<Workload>,
+    /// For a client call, the service that answered it, when it runs on this host (a
+    /// process seen serving that address, or a pod of this node with that IP).
+    pub peer: Option<Arc<PeerService>>,
     /// This host's name.
     pub host_name: Arc<str>,
+}
+
+/// The service on the other end of a call (`service.peer.name`, `service.peer.namespace`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerService {
+    /// Its `service.name`.
+    pub name: String,
+    /// Its `service.namespace`.
+    pub namespace: Option<String>,
 }
 
 /// A process with what Kubernetes says of it, and the service name they give it together.
@@ -99,6 +111,8 @@ pub struct Enricher {
     processes: Arc<ProcessRegistry>,
     pods: Option<Arc<PodIndex>>,
     workloads: HashMap<u32, Arc<Workload>>,
+    /// The service seen serving each local address, learned from server calls.
+    servers: HashMap<SocketAddr, Arc<PeerService>>,
 }
 
 impl Enricher {
@@ -110,6 +124,7 @@ impl Enricher {
             processes,
             pods,
             workloads: HashMap::new(),
+            servers: HashMap::new(),
         }
     }
 
@@ -118,14 +133,56 @@ impl Enricher {
         &self.host_name
     }
 
-    /// Attaches the identity of the call's workload.
+    /// Attaches the identity of the call's workload, and of its server when that is local.
     pub fn enrich(&mut self, call: ApiCall) -> EnrichedCall {
         let workload = self.workload(call.connection.pid, &call.connection.comm);
+        let peer = match call.side {
+            Side::Server => {
+                if let Some(local) = call.connection.local {
+                    self.served(local, &workload);
+                }
+                None
+            }
+            Side::Client => call.connection.peer.and_then(|peer| self.server_at(peer)),
+        };
         EnrichedCall {
             call,
             workload,
+            peer,
             host_name: Arc::clone(&self.host_name),
         }
+    }
+
+    /// `workload` served a call on `address`.
+    fn served(&mut self, address: SocketAddr, workload: &Workload) {
+        let known = self.servers.get(&address).is_some_and(|service| {
+            service.name == workload.service_name
+                && service.namespace.as_deref() == workload.service_namespace()
+        });
+        if known {
+            return;
+        }
+        if self.servers.len() >= MAX_WORKLOADS {
+            self.servers.clear();
+        }
+        let service = PeerService {
+            name: workload.service_name.clone(),
+            namespace: workload.service_namespace().map(str::to_owned),
+        };
+        self.servers.insert(address, Arc::new(service));
+    }
+
+    /// The service serving `address`: a process seen serving it, else a pod of this node
+    /// with its IP.
+    fn server_at(&self, address: SocketAddr) -> Option<Arc<PeerService>> {
+        if let Some(service) = self.servers.get(&address) {
+            return Some(Arc::clone(service));
+        }
+        let pod = self.pods.as_ref()?.lookup_ip(address.ip())?;
+        Some(Arc::new(PeerService {
+            name: pod.service_name().to_owned(),
+            namespace: Some(pod.namespace.clone()),
+        }))
     }
 
     /// The workload of `pid`, kept while neither its process identity nor its pod changes
@@ -191,6 +248,22 @@ mod tests {
             identity.executable_name,
             exe.file_name().unwrap().to_str().unwrap()
         );
+    }
+
+    #[test]
+    fn client_calls_name_the_local_service_that_served_them() {
+        let registry = Arc::new(ProcessRegistry::default());
+        let mut enricher = Enricher::new(Arc::clone(&registry), None);
+        let server = enricher.workload(std::process::id(), "server");
+        let address: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(enricher.server_at(address), None);
+        enricher.served(address, &server);
+        let peer = enricher
+            .server_at(address)
+            .expect("the local server's name");
+        assert_eq!(peer.name, server.service_name);
+        assert_eq!(peer.namespace, None);
+        assert_eq!(enricher.server_at("10.1.2.3:8080".parse().unwrap()), None);
     }
 
     #[test]

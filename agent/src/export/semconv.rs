@@ -8,6 +8,7 @@ use crate::{
     analysis::AnalyzedCall,
     calls::secrets::names_a_secret,
     calls::{GraphqlOperation, GrpcCall, HttpExchange, Payload, Side, grpc::status_name},
+    enrich::PeerService,
 };
 
 /// `http.request.method`.
@@ -28,6 +29,10 @@ pub const URL_PATH: &str = "url.path";
 pub const URL_QUERY: &str = "url.query";
 /// `url.scheme`.
 pub const URL_SCHEME: &str = "url.scheme";
+/// `service.peer.name`: the `service.name` of the other end.
+pub const SERVICE_PEER_NAME: &str = "service.peer.name";
+/// `service.peer.namespace`.
+pub const SERVICE_PEER_NAMESPACE: &str = "service.peer.namespace";
 /// `server.address`.
 pub const SERVER_ADDRESS: &str = "server.address";
 /// `server.port`.
@@ -192,9 +197,20 @@ impl Describer {
                         &mut description.span_attributes,
                     );
                 }
+                if let Some(peer) = &analyzed.call.peer {
+                    describe_peer(peer, &mut description.span_attributes);
+                }
                 description
             }
         }
+    }
+}
+
+/// The local service that answered a client call.
+fn describe_peer(peer: &PeerService, attributes: &mut Vec<KeyValue>) {
+    attributes.push(KeyValue::new(SERVICE_PEER_NAME, peer.name.clone()));
+    if let Some(namespace) = &peer.namespace {
+        attributes.push(KeyValue::new(SERVICE_PEER_NAMESPACE, namespace.clone()));
     }
 }
 
@@ -556,6 +572,7 @@ pub(crate) mod tests {
                     }),
                     None,
                 )),
+                peer: None,
                 host_name: "host".into(),
             },
             route: Some("/users/{id}".into()),
