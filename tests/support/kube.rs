@@ -5,15 +5,14 @@
 //! [`KubeApi::start`] makes a CA and a server certificate for `127.0.0.1`, starts the server on
 //! HTTPS with a random bearer token, and writes a kubeconfig that trusts that CA and sends that
 //! token, so a client verifies TLS for real. The test changes the pods while clients watch
-//! ([`KubeApi::add_pod`], [`KubeApi::modify_pod`], [`KubeApi::delete_pod`]); each call returns
+//! ([`KubeApi::add_pod`]); the call returns
 //! once the server has made the change. [`KubeApi::requests`] tells what clients asked for.
 //! [`pod`] builds a pod in the JSON shape a kubelet reports.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -21,8 +20,6 @@ use super::{COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, random_hex, run, spawn
 
 /// How long the fake server may take to apply one command from the test.
 const COMMAND_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often [`KubeApi::wait_for_request`] rereads the request log.
-const LOG_POLL: Duration = Duration::from_millis(20);
 
 /// The files of the fake server's TLS identity.
 pub struct KubeTls {
@@ -177,26 +174,6 @@ impl KubeApi {
         &self.kubeconfig
     }
 
-    /// The server's port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The server's base URL, `https://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    /// The CA certificate (PEM) that signed the server's certificate.
-    pub fn ca_cert(&self) -> &Path {
-        &self.tls.ca_cert
-    }
-
-    /// The bearer token the server requires.
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
     /// Every request the server has received so far, as `METHOD PATH?QUERY`, oldest first, the
     /// query exactly as sent (still percent-encoded: `fieldSelector=spec.nodeName%3Dnode-a`).
     pub fn requests(&self) -> Vec<String> {
@@ -207,65 +184,9 @@ impl KubeApi {
         }
     }
 
-    /// Waits until a request matching `pred` has been received (e.g. the watch a client opens
-    /// after its first list) and returns it; panics with every request seen on timeout.
-    pub fn wait_for_request(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        mut pred: impl FnMut(&str) -> bool,
-    ) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let requests = self.requests();
-            if let Some(found) = requests.iter().find(|r| pred(r)) {
-                return found.clone();
-            }
-            if Instant::now() >= deadline {
-                self.proc.fail(&format!(
-                    "received no request for {what} within {timeout:?}; requests:\n{}",
-                    requests.join("\n")
-                ));
-            }
-            thread::sleep(LOG_POLL);
-        }
-    }
-
     /// Adds a pod (an ADDED event for every watch it matches); returns its resourceVersion.
     pub fn add_pod(&mut self, pod: Value) -> u64 {
         self.command(json!({"op": "add", "pod": pod}))
-    }
-
-    /// Replaces the pod of the same namespace and name (MODIFIED, or ADDED / DELETED for a
-    /// watch it moves into / out of, e.g. by a new `spec.nodeName`); returns the new
-    /// resourceVersion.
-    pub fn modify_pod(&mut self, pod: Value) -> u64 {
-        self.command(json!({"op": "modify", "pod": pod}))
-    }
-
-    /// Deletes a pod (a DELETED event); returns the resourceVersion of the deletion.
-    pub fn delete_pod(&mut self, namespace: &str, name: &str) -> u64 {
-        self.command(json!({"op": "delete", "namespace": namespace, "name": name}))
-    }
-
-    /// As when other objects changed, etcd compacted and the API server's watch cache restarted:
-    /// moves the resourceVersion on (no pod event), forgets the history and ends every open
-    /// watch. A client that watches again from its last resourceVersion gets `410 Expired` and
-    /// must list again (as must a list continued from an older page). Returns the new
-    /// resourceVersion.
-    pub fn compact(&mut self) -> u64 {
-        self.command(json!({"op": "compact"}))
-    }
-
-    /// Ends every open watch cleanly (as at its timeout); clients must watch again.
-    pub fn close_watches(&mut self) -> u64 {
-        self.command(json!({"op": "close_watches"}))
-    }
-
-    /// The tail of the server's stderr (TLS handshakes that failed, watches whose client went
-    /// away), for assertion messages.
-    pub fn stderr_tail(&mut self) -> String {
-        self.proc.stderr_tail()
     }
 
     /// Sends one control command and waits for the server's `OK <resourceVersion>`.
@@ -407,24 +328,6 @@ impl PodSpec {
         self.containers.push((name.to_owned(), id.to_owned()));
         self
     }
-
-    /// Sets `status.podIP` (and `podIPs`).
-    pub fn pod_ip(mut self, ip: &str) -> PodSpec {
-        self.pod_ip = ip.to_owned();
-        self
-    }
-
-    /// Sets `status.hostIP` (and `hostIPs`).
-    pub fn host_ip(mut self, ip: &str) -> PodSpec {
-        self.host_ip = ip.to_owned();
-        self
-    }
-
-    /// Sets `spec.serviceAccountName`.
-    pub fn service_account(mut self, name: &str) -> PodSpec {
-        self.service_account = name.to_owned();
-        self
-    }
 }
 
 /// A random pod uid, a UUID v4 as the API server makes them.
@@ -439,11 +342,6 @@ pub fn uid() -> String {
         &hex[17..20],
         &hex[20..32]
     )
-}
-
-/// A random container id with `runtime`'s prefix, e.g. `containerd://<64 hex>`.
-pub fn container_id(runtime: &str) -> String {
-    format!("{runtime}://{}", random_hex(32))
 }
 
 /// The API group version of an owner kind in `ownerReferences`.
