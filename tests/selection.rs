@@ -53,7 +53,7 @@ fn processes_excluded_by_executable_or_cgroup_never_reach_userspace() {
     fs::write(
         &config,
         format!(
-            "selection:\n  exclude:\n    - executable: \"*/excluded-*\"\n    - cgroup: \"{}/excluded.slice/*\"\n",
+            "selection:\n  exclude:\n    - cgroup: \"{}/excluded.slice/*\"\n",
             excluded_cgroup
                 .rsplit_once("/excluded.slice")
                 .map(|(top, _)| top)
@@ -81,7 +81,13 @@ fn processes_excluded_by_executable_or_cgroup_never_reach_userspace() {
             .arg(&fixture)
             .args(["--port", &kept_port.to_string()]),
     );
-    let mut agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    // One rule from the file, one from a flag: both apply.
+    let mut agent = Agent::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--exclude",
+        "{executable: \"*/excluded-*\"}",
+    ]);
     let endpoints = agent.endpoints_url();
 
     // Started after: matched at exec, held until then.

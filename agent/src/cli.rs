@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     analysis::routes::RouteSettings,
     capture::{CaptureSettings, KernelSelection},
-    config::{Config, ConfigError, OtlpCompression},
+    config::{Config, ConfigError, OtlpCompression, SelectionRule},
     export::{
         otlp::{OtlpProtocol, OtlpSettings},
         semconv::{Describer, HeaderAllowlist},
@@ -65,6 +65,14 @@ pub struct RunArgs {
     /// This node's name, for the pods scheduled on it (kubernetes.node_name).
     #[arg(long, env = "APISCOPE_NODE_NAME")]
     pub node_name: Option<String>,
+    /// Capture only what matches this rule, a YAML mapping such as `{namespace: shop}`;
+    /// repeatable, `;`-separated in the variable (selection.include).
+    #[arg(long = "include", env = "APISCOPE_INCLUDE", value_delimiter = ';', value_parser = parse_rule)]
+    pub include: Vec<SelectionRule>,
+    /// Do not capture what matches this rule, e.g. `{executable: sshd}` or `{port: 22}`;
+    /// repeatable, `;`-separated in the variable (selection.exclude).
+    #[arg(long = "exclude", env = "APISCOPE_EXCLUDE", value_delimiter = ';', value_parser = parse_rule)]
+    pub exclude: Vec<SelectionRule>,
     /// Address of the health and metrics endpoints, or `off` (server.listen).
     #[arg(long, env = "APISCOPE_LISTEN")]
     pub listen: Option<String>,
@@ -117,6 +125,10 @@ fn parse_compression(text: &str) -> Result<OtlpCompression, String> {
         "none" | "" => Ok(OtlpCompression::None),
         other => Err(format!("`{other}` is not `gzip` or `none`")),
     }
+}
+
+fn parse_rule(text: &str) -> Result<SelectionRule, String> {
+    serde_yaml_ng::from_str(text).map_err(|error| format!("`{text}`: {error}"))
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -198,6 +210,9 @@ impl RunArgs {
         if self.node_name.is_some() {
             config.kubernetes.node_name.clone_from(&self.node_name);
         }
+        let selection = &mut config.selection;
+        selection.include.extend(self.include.iter().cloned());
+        selection.exclude.extend(self.exclude.iter().cloned());
         if let Some(listen) = &self.listen {
             config.server.listen.clone_from(listen);
         }
@@ -300,6 +315,16 @@ mod tests {
         );
         assert!(parse_protocol("http/json").is_err());
         assert_eq!(parse_compression("none").unwrap(), OtlpCompression::None);
+    }
+
+    #[test]
+    fn selection_rules_parse_from_flags() {
+        let rule = parse_rule("{executable: \"*/sshd\"}").unwrap();
+        assert_eq!(rule.executable.unwrap().glob(), "*/sshd");
+        assert_eq!(parse_rule("{port: 22}").unwrap().port, Some(22));
+        let message = parse_rule("{port: 22, executable: x}").unwrap_err();
+        assert!(message.contains("not both"), "{message}");
+        assert!(parse_rule("{exe: x}").is_err());
     }
 
     #[test]
