@@ -22,9 +22,9 @@ use crate::{
     },
 };
 
-/// How often processes are matched again when rules name pods: a pod's metadata may arrive
-/// after its processes started.
-const POD_RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// How often every process is matched again: a pod's metadata may arrive after its processes
+/// started, and an exec whose notice was dropped (queue full) must not leave its process held.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A process rule, compiled.
 #[derive(Debug, Clone)]
@@ -50,10 +50,6 @@ impl ProcessRule {
                 .map(|glob| (glob.compile_matcher(), glob.glob().contains('/'))),
             cgroup: rule.cgroup.as_ref().map(|glob| glob.compile_matcher()),
         }
-    }
-
-    fn uses_pods(&self) -> bool {
-        self.namespace.is_some() || !self.labels.is_empty()
     }
 
     /// Every field the rule sets matches; pod fields never match a process outside a known
@@ -121,14 +117,6 @@ impl Selection {
     /// Whether processes are matched one by one (any process rule).
     pub fn per_process(&self) -> bool {
         !self.include.is_empty() || !self.exclude.is_empty()
-    }
-
-    /// Whether some rule names pods (namespace or labels).
-    pub fn uses_pods(&self) -> bool {
-        self.include
-            .iter()
-            .chain(&self.exclude)
-            .any(ProcessRule::uses_pods)
     }
 
     /// Whether `process` (in `pod`, if known) is captured.
@@ -211,19 +199,11 @@ impl Selector {
     }
 
     /// Runs on the calling thread: each exec'd process (from `execs`, once its identity is
-    /// read) is matched at once; with pod rules, everything again every few seconds. Returns
-    /// when `execs` closes.
+    /// read) is matched at once, and every process again every few seconds. Returns when
+    /// `execs` closes.
     pub fn run(mut self, execs: mpsc::Receiver<Arc<ProcessIdentity>>) {
-        let uses_pods = self.selection.uses_pods() && self.pods.is_some();
         loop {
-            let next = if uses_pods {
-                execs.recv_timeout(POD_RESCAN_INTERVAL)
-            } else {
-                execs
-                    .recv()
-                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-            };
-            match next {
+            match execs.recv_timeout(RESCAN_INTERVAL) {
                 Ok(process) => self.select(&process),
                 Err(mpsc::RecvTimeoutError::Timeout) => self.rescan(),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -314,7 +294,7 @@ mod tests {
         let rules = selection(
             "selection:\n  exclude:\n    - executable: sshd\n    - executable: \"/usr/lib/*/worker\"\n    - cgroup: \"/system.slice/*\"\n",
         );
-        assert!(rules.per_process() && !rules.uses_pods());
+        assert!(rules.per_process());
         let verdict = |path, cgroup| rules.verdict(&process(path, cgroup), None);
         assert_eq!(verdict("/usr/sbin/sshd", "/user.slice"), Verdict::Skip);
         assert_eq!(verdict("/usr/lib/x/worker", "/user.slice"), Verdict::Skip);
@@ -333,7 +313,6 @@ mod tests {
         let rules = selection(
             "selection:\n  include:\n    - namespace: \"shop-*\"\n      labels: {tier: web}\n  exclude:\n    - labels: {debug: \"true\"}\n",
         );
-        assert!(rules.uses_pods());
         let nginx = process("/usr/sbin/nginx", "/kubepods");
         assert_eq!(rules.verdict(&nginx, None), Verdict::Skip);
         let web = pod("shop-eu", &[("tier", "web")]);
