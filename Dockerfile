@@ -71,6 +71,9 @@ COPY --from=builder /usr/local/bin/apiscope /usr/local/bin/apiscope
 
 # /healthz, /readyz and /metrics (server.listen; the chart sets 0.0.0.0:9750).
 EXPOSE 9750
+# The API inventory's database (inventory.directory): mount a host directory here to keep it
+# across restarts (the chart mounts inventory.hostPath).
+VOLUME /var/lib/apiscope
 
 # No USER: the agent runs as root (uid 0), with only the capabilities the runtime grants it
 # (the chart: BPF, PERFMON, SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH, all others dropped, a

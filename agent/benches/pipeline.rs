@@ -166,6 +166,7 @@ fn analyzed_call() -> AnalyzedCall {
             host_name: "host".into(),
         },
         route: Some("/users/{id}".into()),
+        events: Vec::new(),
     }
 }
 

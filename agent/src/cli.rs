@@ -1,17 +1,21 @@
 //! The `apiscope run` command line: flags, environment variables and the configuration file,
 //! resolved into [`RunOptions`]. Flags and variables win over the file.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use crate::{
-    analysis::routes::RouteSettings,
+    analysis::{
+        inventory::{InventorySettings, SpecBinding},
+        routes::RouteSettings,
+        spec::{DeclaredApi, SpecError},
+    },
     capture::{CaptureSettings, KernelSelection},
-    config::{Config, ConfigError, OtlpCompression, SelectionRule},
+    config::{Config, ConfigError, InventoryConfig, OtlpCompression, SelectionRule, SpecFile},
     export::{
         otlp::{OtlpProtocol, OtlpSettings},
         semconv::{Describer, HeaderAllowlist},
     },
-    pipeline::{CallOutput, RunOptions},
+    pipeline::{CallOutput, InventoryOptions, RunOptions},
     protocols::DecoderSettings,
     selection::Selection,
     streams::StreamSettings,
@@ -80,6 +84,36 @@ pub struct RunArgs {
     /// carry credentials are refused.
     #[arg(long = "export-header")]
     pub export_headers: Vec<String>,
+    /// A route pattern tried before the heuristic, e.g. `/users/{id}`; repeatable
+    /// (routes.patterns).
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Distinct routes per service before new ones collapse (routes.max_routes_per_service).
+    #[arg(long, env = "APISCOPE_MAX_ROUTES_PER_SERVICE")]
+    pub max_routes_per_service: Option<usize>,
+    /// Directory of the inventory database (inventory.directory).
+    #[arg(long, env = "APISCOPE_INVENTORY_DIR")]
+    pub inventory_dir: Option<PathBuf>,
+    /// A declared OpenAPI document bound to its service, `SERVICE=FILE`; repeatable,
+    /// `;`-separated in the variable (inventory.specs).
+    #[arg(long = "spec", env = "APISCOPE_SPECS", value_delimiter = ';', value_parser = parse_spec)]
+    pub specs: Vec<SpecFile>,
+    /// Seconds between saves of the inventory (inventory.persist_interval_secs).
+    #[arg(long, env = "APISCOPE_INVENTORY_PERSIST_SECS")]
+    pub inventory_persist_secs: Option<u64>,
+    /// Seconds between inventory snapshots (inventory.snapshot_interval_secs).
+    #[arg(long, env = "APISCOPE_INVENTORY_SNAPSHOT_SECS")]
+    pub inventory_snapshot_secs: Option<u64>,
+    /// Seconds without a call before a declared operation is an orphan
+    /// (inventory.orphan_after_secs).
+    #[arg(long, env = "APISCOPE_ORPHAN_AFTER_SECS")]
+    pub orphan_after_secs: Option<u64>,
+    /// Endpoints kept per service (inventory.max_endpoints_per_service).
+    #[arg(long, env = "APISCOPE_MAX_ENDPOINTS_PER_SERVICE")]
+    pub max_endpoints_per_service: Option<usize>,
+    /// Services kept in the inventory (inventory.max_services).
+    #[arg(long, env = "APISCOPE_MAX_SERVICES")]
+    pub max_services: Option<usize>,
 }
 
 /// A flag, variable or file that cannot be used.
@@ -99,6 +133,9 @@ pub enum SettingsError {
     /// `server.listen` is neither an address nor `off`.
     #[error("server.listen: `{0}` is not an address such as 127.0.0.1:9750, nor `off`")]
     Listen(String),
+    /// A declared spec that cannot be used.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
     /// An environment variable.
     #[error("environment variable {name}={value:?}: {reason}")]
     Environment {
@@ -129,6 +166,18 @@ fn parse_compression(text: &str) -> Result<OtlpCompression, String> {
 
 fn parse_rule(text: &str) -> Result<SelectionRule, String> {
     serde_yaml_ng::from_str(text).map_err(|error| format!("`{text}`: {error}"))
+}
+
+fn parse_spec(text: &str) -> Result<SpecFile, String> {
+    match text.split_once('=') {
+        Some((service, file)) if !service.trim().is_empty() && !file.trim().is_empty() => {
+            Ok(SpecFile {
+                service: service.trim().to_owned(),
+                file: PathBuf::from(file.trim()),
+            })
+        }
+        _ => Err(format!("`{text}` is not SERVICE=FILE")),
+    }
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -229,6 +278,29 @@ impl RunArgs {
             .export
             .http_headers
             .extend(self.export_headers.iter().cloned());
+        let routes = &mut config.routes;
+        routes.patterns.extend(self.routes.iter().cloned());
+        routes.max_routes_per_service = self
+            .max_routes_per_service
+            .unwrap_or(routes.max_routes_per_service);
+        let inventory = &mut config.inventory;
+        if let Some(directory) = &self.inventory_dir {
+            inventory.directory.clone_from(directory);
+        }
+        inventory.specs.extend(self.specs.iter().cloned());
+        inventory.persist_interval_secs = self
+            .inventory_persist_secs
+            .unwrap_or(inventory.persist_interval_secs);
+        inventory.snapshot_interval_secs = self
+            .inventory_snapshot_secs
+            .unwrap_or(inventory.snapshot_interval_secs);
+        inventory.orphan_after_secs = self
+            .orphan_after_secs
+            .unwrap_or(inventory.orphan_after_secs);
+        inventory.max_endpoints_per_service = self
+            .max_endpoints_per_service
+            .unwrap_or(inventory.max_endpoints_per_service);
+        inventory.max_services = self.max_services.unwrap_or(inventory.max_services);
         Ok(config)
     }
 
@@ -290,12 +362,40 @@ impl RunArgs {
                         .ok_or(SettingsError::NodeName)?,
                 ),
             },
+            inventory: inventory_options(&config.inventory)?,
             calls,
             describer: Describer::new(
                 HeaderAllowlist::new(&config.export.http_headers).map_err(SettingsError::Header)?,
             ),
         })
     }
+}
+
+/// The inventory's settings, with every declared spec loaded (so a broken one stops the
+/// agent before it starts).
+fn inventory_options(config: &InventoryConfig) -> Result<InventoryOptions, SettingsError> {
+    let specs = config
+        .specs
+        .iter()
+        .map(|spec| {
+            Ok(SpecBinding {
+                service: spec.service.clone(),
+                file: spec.file.display().to_string(),
+                api: Arc::new(DeclaredApi::load(&spec.file)?),
+            })
+        })
+        .collect::<Result<Vec<_>, SpecError>>()?;
+    Ok(InventoryOptions {
+        directory: config.directory.clone(),
+        persist_interval: Duration::from_secs(config.persist_interval_secs.max(1)),
+        snapshot_interval: Duration::from_secs(config.snapshot_interval_secs.max(1)),
+        settings: InventorySettings {
+            specs,
+            orphan_after: Duration::from_secs(config.orphan_after_secs),
+            max_endpoints_per_service: config.max_endpoints_per_service.max(1),
+            max_services: config.max_services.max(1),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,52 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// Which workloads are captured.
     pub selection: SelectionConfig,
+    /// The API inventory.
+    pub inventory: InventoryConfig,
+}
+
+/// `inventory:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// Directory of the inventory database (`inventory.sqlite`), kept across restarts.
+    pub directory: PathBuf,
+    /// Seconds between saves of what changed.
+    pub persist_interval_secs: u64,
+    /// Seconds between full inventory snapshots (`api.inventory.snapshot` events).
+    pub snapshot_interval_secs: u64,
+    /// A declared operation without a call for this many seconds is an orphan.
+    pub orphan_after_secs: u64,
+    /// Endpoints per service; more collapse into one.
+    pub max_endpoints_per_service: usize,
+    /// Services kept.
+    pub max_services: usize,
+    /// Declared OpenAPI documents, each bound to the service it describes.
+    pub specs: Vec<SpecFile>,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            directory: PathBuf::from("/var/lib/apiscope"),
+            persist_interval_secs: 30,
+            snapshot_interval_secs: 300,
+            orphan_after_secs: 86_400,
+            max_endpoints_per_service: 1_000,
+            max_services: 4_096,
+            specs: Vec::new(),
+        }
+    }
+}
+
+/// A declared OpenAPI document (3.0 or 3.1, YAML or JSON) and the service it describes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    /// The `service.name` the document describes.
+    pub service: String,
+    /// The document's path.
+    pub file: PathBuf,
 }
 
 /// `selection:` section: a process is captured when it matches an `include` rule (or there
@@ -323,7 +369,14 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        // Spec files named in a configuration file are found beside it.
+        if let Some(directory) = path.parent() {
+            for spec in &mut config.inventory.specs {
+                spec.file = directory.join(&spec.file);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses configuration text; `path` only names it in errors.
@@ -446,6 +499,23 @@ mod tests {
                 "{text:?}: {message}"
             );
         }
+    }
+
+    #[test]
+    fn inventory_section() {
+        let config = parse(
+            "inventory:\n  directory: /tmp/inv\n  orphan_after_secs: 60\n  specs:\n    - service: shop\n      file: shop.yaml\n",
+        )
+        .unwrap();
+        assert_eq!(config.inventory.directory, Path::new("/tmp/inv"));
+        assert_eq!(config.inventory.orphan_after_secs, 60);
+        assert_eq!(config.inventory.persist_interval_secs, 30);
+        assert_eq!(config.inventory.specs[0].service, "shop");
+        let message = parse("inventory:\n  specs:\n    - service: shop\n")
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("agent.yaml:3:"), "{message}");
+        assert!(message.contains("missing field `file`"), "{message}");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! [`capture`] (kernel programs, their loader and ring-buffer reader) ->
 //! [`streams`] (per-connection, per-direction byte streams) ->
 //! [`protocols`] (one decoder per protocol) -> [`calls`] (the decoded API exchanges) ->
-//! [`enrich`] (who made or served each call) -> [`analysis`] (routes, later inventory and
-//! detectors) -> [`export`] (OTLP, stdout). [`pipeline`] wires them.
+//! [`enrich`] (who made or served each call) -> [`analysis`] (routes, the API inventory and
+//! its conformance with declared specs, sensitive data) -> [`export`] (OTLP, stdout, HTTP
+//! endpoints). [`pipeline`] wires them; [`inventory_command`] reads the inventory back from a
+//! running agent.
 
 pub mod analysis;
 pub mod calls;
@@ -15,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod enrich;
 pub mod export;
+pub mod inventory_command;
 pub mod pipeline;
 pub mod protocols;
 pub mod selection;

@@ -8,6 +8,7 @@ use agent::{
         features::{self, Status},
     },
     cli::RunArgs,
+    inventory_command::{self, InventoryArgs},
     pipeline,
 };
 use anyhow::Context as _;
@@ -31,6 +32,17 @@ enum Command {
     Check,
     /// Capture until SIGINT or SIGTERM.
     Run(Box<RunArgs>),
+    /// Show the running agent's API inventory.
+    Inventory(InventoryArgs),
+}
+
+fn inventory(args: &InventoryArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    print!("{}", runtime.block_on(inventory_command::show(args))?);
+    Ok(())
 }
 
 fn check() -> anyhow::Result<bool> {
@@ -99,6 +111,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Run(args) => run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Inventory(args) => inventory(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|error| {
         eprintln!("apiscope: error: {error:#}");

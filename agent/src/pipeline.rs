@@ -11,11 +11,12 @@
 use std::{
     io::{self, Write},
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
-use agent_common::{ConnKey, PayloadPolicy};
+use agent_common::{ConnKey, PayloadPolicy, Verdict};
 use log::{debug, info, warn};
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -23,7 +24,15 @@ use tokio::{
 };
 
 use crate::{
-    analysis::{AnalyzedCall, Analyzer, routes::RouteSettings},
+    analysis::{
+        AnalyzedCall, Analyzer,
+        events::{ApiEvent, unix_ms_now},
+        inventory::{
+            Inventory, InventorySettings, SharedInventory,
+            store::{InventoryStore, StoreError},
+        },
+        routes::RouteSettings,
+    },
     capture::{
         Capture, CaptureError, CaptureEvent, CaptureSettings, ReaderStats, forward_kernel_log,
         read_events,
@@ -37,7 +46,7 @@ use crate::{
     export::{
         dump::DumpWriter,
         health::AgentHealth,
-        otlp::{self, OtlpError, OtlpRecorder, OtlpSettings},
+        otlp::{self, EventQueue, OtlpError, OtlpRecorder, OtlpSettings},
         semconv::Describer,
         server,
         stdout::CallPrinter,
@@ -63,6 +72,8 @@ const STATS_INTERVAL: Duration = Duration::from_secs(60);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often idle connections are looked for.
 const RECLAIM_INTERVAL_NS: u64 = 10_000_000_000;
+/// How often the inventory looks for orphaned operations.
+const INVENTORY_TICK: Duration = Duration::from_secs(1);
 
 /// Where calls go.
 #[derive(Debug, Clone)]
@@ -94,10 +105,25 @@ pub struct RunOptions {
     pub selection: Selection,
     /// This Kubernetes node's name, when calls are named after its pods.
     pub kubernetes_node: Option<String>,
+    /// The API inventory.
+    pub inventory: InventoryOptions,
     /// Where calls go.
     pub calls: CallOutput,
     /// How calls are described for export (header allowlist).
     pub describer: Describer,
+}
+
+/// How the API inventory is kept.
+#[derive(Debug, Clone)]
+pub struct InventoryOptions {
+    /// Directory of its database.
+    pub directory: PathBuf,
+    /// Time between saves of what changed.
+    pub persist_interval: Duration,
+    /// Time between full snapshots.
+    pub snapshot_interval: Duration,
+    /// What it keeps, and the declared specs.
+    pub settings: InventorySettings,
 }
 
 /// Why the agent stopped other than by a signal.
@@ -126,6 +152,9 @@ pub enum RunError {
     /// The OTLP exporter could not be built.
     #[error(transparent)]
     Otlp(#[from] OtlpError),
+    /// The inventory database cannot be used.
+    #[error(transparent)]
+    Inventory(#[from] StoreError),
 }
 
 /// Runs until SIGINT or SIGTERM; returns after every probe is detached.
@@ -133,17 +162,23 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let health = Arc::new(AgentHealth::default());
+    // Opened first: a database the agent cannot use must stop it before anything attaches.
+    let inventory = match options.calls {
+        CallOutput::None => None,
+        _ => Some(open_inventory(&options.inventory)?),
+    };
     // Served from the start, so that liveness holds and readiness says "not yet" while the
     // programs load.
-    let server = match options.listen {
+    let (server, own_port) = match options.listen {
         Some(address) => {
-            let (bound, task) = server::start(address, Arc::clone(&health))
+            let shared = inventory.as_ref().map(|(shared, _)| Arc::clone(shared));
+            let (bound, task) = server::start(address, Arc::clone(&health), shared)
                 .await
                 .map_err(|source| RunError::Listen { address, source })?;
             info!("serving /healthz, /readyz and /metrics on http://{bound}");
-            Some(task)
+            (Some(task), Some(bound.port()))
         }
-        None => None,
+        None => (None, None),
     };
     // Capture first: the exporters' connections must be opened once the probes that record
     // the agent's own connections are attached, or the collector's end of them, when it runs
@@ -187,6 +222,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         &processes,
         pods.as_deref(),
     ));
+    // Calls to the agent's own endpoints (probes, scrapes, `apiscope inventory`) are not the
+    // host's API traffic.
+    if let Some(port) = own_port {
+        capture_settings.selection.ports.push((port, Verdict::Skip));
+    }
     let (mut capture, outputs) = Capture::start(capture_settings)?;
     let process_verdicts = outputs.process_verdicts;
     let (otlp, otlp_tasks) = match &options.calls {
@@ -195,6 +235,15 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             (Some(recorder), Some(tasks))
         }
         _ => (None, None),
+    };
+    let events = otlp.as_ref().map(OtlpRecorder::events);
+    let (shared_inventory, inventory_keeper) = match inventory {
+        Some((shared, store)) => {
+            let keeper =
+                InventoryKeeper::start(Arc::clone(&shared), store, events, &options.inventory)?;
+            (Some(shared), Some(keeper))
+        }
+        None => (None, None),
     };
 
     let stats = Arc::new(ReaderStats::default());
@@ -238,7 +287,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 event_rx,
                 stream_requests,
                 &options,
-                otlp,
+                StageOutputs {
+                    otlp,
+                    inventory: shared_inventory,
+                },
                 enricher,
                 &stream_health,
             );
@@ -304,6 +356,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     if streams.join().is_err() {
         warn!("stream stage panicked");
     }
+    if let Some(keeper) = inventory_keeper {
+        keeper.stop();
+    }
     if let Some(tasks) = otlp_tasks {
         let stats = Arc::clone(&tasks.stats);
         tasks.finish().await;
@@ -320,6 +375,114 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     info!("stopped: every probe detached");
     outcome
+}
+
+/// Opens the inventory's database and restores what it holds.
+fn open_inventory(
+    options: &InventoryOptions,
+) -> Result<(SharedInventory, InventoryStore), StoreError> {
+    let store = InventoryStore::open(&options.directory)?;
+    let saved = store.load()?;
+    info!(
+        "inventory: {} endpoints restored from {}",
+        saved.len(),
+        store.path().display()
+    );
+    let mut inventory = Inventory::new(options.settings.clone(), unix_ms_now());
+    inventory.restore(saved);
+    Ok((Arc::new(Mutex::new(inventory)), store))
+}
+
+/// Where events go: the collector, or the log when there is none.
+fn emit(events: Option<&EventQueue>, raised: &[ApiEvent]) {
+    for event in raised {
+        match events {
+            Some(queue) => queue.push(event, None),
+            None => log_event(event),
+        }
+    }
+}
+
+fn log_event(event: &ApiEvent) {
+    // A snapshot's body is the whole inventory, served at /inventory: the log names it only.
+    if event.name == crate::analysis::events::INVENTORY_SNAPSHOT {
+        debug!("{}: {}", event.name, event.service.name);
+    } else {
+        info!("{}: {}", event.name, event.body);
+    }
+}
+
+/// The thread that keeps the inventory: it saves what changed, reports orphaned operations
+/// and sends periodic snapshots, and saves once more when stopped.
+struct InventoryKeeper {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl InventoryKeeper {
+    fn start(
+        inventory: SharedInventory,
+        mut store: InventoryStore,
+        events: Option<EventQueue>,
+        options: &InventoryOptions,
+    ) -> io::Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let (persist_every, snapshot_every) = (options.persist_interval, options.snapshot_interval);
+        let thread = std::thread::Builder::new()
+            .name("inventory".into())
+            .spawn(move || {
+                let (mut saved_at, mut snapshot_at) = (Instant::now(), Instant::now());
+                loop {
+                    let stopping = !matches!(
+                        stopped.recv_timeout(INVENTORY_TICK),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    );
+                    let now_ms = unix_ms_now();
+                    let save = stopping || saved_at.elapsed() >= persist_every;
+                    let snapshot = !stopping && snapshot_at.elapsed() >= snapshot_every;
+                    let (orphans, dirty, snapshots) = {
+                        let mut inventory =
+                            inventory.lock().unwrap_or_else(PoisonError::into_inner);
+                        (
+                            inventory.orphan_events(now_ms),
+                            if save {
+                                inventory.take_dirty()
+                            } else {
+                                Vec::new()
+                            },
+                            if snapshot {
+                                inventory.snapshot_events(now_ms)
+                            } else {
+                                Vec::new()
+                            },
+                        )
+                    };
+                    emit(events.as_ref(), &orphans);
+                    emit(events.as_ref(), &snapshots);
+                    if save {
+                        saved_at = Instant::now();
+                        if let Err(error) = store.save(&dirty) {
+                            warn!("inventory not saved: {error}");
+                        }
+                    }
+                    if snapshot {
+                        snapshot_at = Instant::now();
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Saves what is left and waits for the thread.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        if self.thread.join().is_err() {
+            warn!("inventory thread panicked");
+        }
+    }
 }
 
 /// Hands the loss counters to the agent's own metrics.
@@ -358,9 +521,18 @@ impl CallSink {
                 recorder.record(analyzed, description);
                 Ok(())
             }
-            Self::Lines(printer) => printer.print(analyzed, &description),
+            Self::Lines(printer) => {
+                analyzed.events.iter().for_each(log_event);
+                printer.print(analyzed, &description)
+            }
         }
     }
+}
+
+/// What the stream stage hands its results to.
+struct StageOutputs {
+    otlp: Option<OtlpRecorder>,
+    inventory: Option<SharedInventory>,
 }
 
 /// Tells capture what to copy of the connections whose protocol was found (or found
@@ -389,7 +561,7 @@ fn stream_stage(
     mut events: mpsc::Receiver<Vec<CaptureEvent>>,
     requests: mpsc::Sender<CaptureRequest>,
     options: &RunOptions,
-    otlp: Option<OtlpRecorder>,
+    outputs: StageOutputs,
     mut enricher: Enricher,
     health: &AgentHealth,
 ) -> io::Result<()> {
@@ -398,7 +570,7 @@ fn stream_stage(
     let mut dump = options
         .dump
         .then(|| DumpWriter::new(io::BufWriter::new(io::stdout().lock()), clock));
-    let mut sink = match (otlp, &options.calls) {
+    let mut sink = match (outputs.otlp, &options.calls) {
         (Some(recorder), _) => Some(CallSink::Otlp(recorder)),
         (None, CallOutput::Lines) => Some(CallSink::Lines(CallPrinter::new(
             io::stdout().lock(),
@@ -408,6 +580,9 @@ fn stream_stage(
     };
     let mut protocols = ProtocolStage::new(options.decoders);
     let mut analyzer = Analyzer::new(&options.routes);
+    if let Some(inventory) = outputs.inventory {
+        analyzer = analyzer.with_inventory(inventory);
+    }
     let mut out = StreamOutput::default();
     let mut calls = Vec::new();
     let mut last_reclaim_ns = WallClock::monotonic_now_ns();

@@ -884,6 +884,8 @@ pub struct Agent {
     chunks: Vec<Chunk>,
     /// Whether stdout carries `--dump` chunks (else its lines are only kept).
     dump: bool,
+    /// The agent's own inventory directory, when the test named none.
+    _inventory: Option<TempDir>,
 }
 
 impl Agent {
@@ -921,8 +923,14 @@ impl Agent {
                 }
             }
         }
-        // Agents of tests running side by side must not contend for the default port.
+        // Agents of tests running side by side must not contend for the default port, nor
+        // share the host's inventory database.
         cmd.env("APISCOPE_LISTEN", "127.0.0.1:0");
+        let inventory = (!env.iter().any(|(key, _)| *key == "APISCOPE_INVENTORY_DIR"))
+            .then(|| TempDir::new("agent-inventory"));
+        if let Some(directory) = &inventory {
+            cmd.env("APISCOPE_INVENTORY_DIR", directory.path());
+        }
         cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("apiscope", &mut cmd);
         proc.wait_stderr_line("`ready`", AGENT_READY_TIMEOUT, |line| {
@@ -932,6 +940,7 @@ impl Agent {
             proc,
             chunks: Vec::new(),
             dump,
+            _inventory: inventory,
         }
     }
 

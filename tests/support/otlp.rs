@@ -625,6 +625,74 @@ pub fn collapse_series<'a>(points: impl IntoIterator<Item = &'a FlatMetric>) -> 
     series.into_values().collect()
 }
 
+/// One log record (an agent event), with its resource.
+#[derive(Clone, Debug)]
+pub struct FlatLog {
+    pub resource: Attrs,
+    pub event_name: String,
+    pub time_unix_nano: u64,
+    pub severity_text: String,
+    /// The body, when it is a string.
+    pub body: String,
+    pub attributes: Attrs,
+    /// Hex, empty when the record is about no call.
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl FlatLog {
+    fn flatten(request: &ExportLogsServiceRequest, out: &mut Vec<FlatLog>) {
+        for rl in &request.resource_logs {
+            let resource = resource_attrs(rl.resource.as_ref());
+            for sl in &rl.scope_logs {
+                for record in &sl.log_records {
+                    out.push(FlatLog {
+                        resource: resource.clone(),
+                        event_name: record.event_name.clone(),
+                        time_unix_nano: record.time_unix_nano,
+                        severity_text: record.severity_text.clone(),
+                        body: AttrValue::from_proto(record.body.as_ref())
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        attributes: attrs(&record.attributes),
+                        trace_id: hex(&record.trace_id),
+                        span_id: hex(&record.span_id),
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn attr_str(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).and_then(AttrValue::as_str)
+    }
+
+    pub fn service(&self) -> Option<&str> {
+        self.resource
+            .get("service.name")
+            .and_then(AttrValue::as_str)
+    }
+}
+
+impl fmt::Display for FlatLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}] {}",
+            self.event_name,
+            self.service().unwrap_or("?"),
+            self.attr_str("api.endpoint").unwrap_or(&self.body)
+        )
+    }
+}
+
+/// One line per log record, for failure messages.
+pub fn summarize_logs(logs: &[FlatLog]) -> String {
+    let lines: Vec<String> = logs.iter().map(ToString::to_string).collect();
+    format!("{} records:\n  {}", logs.len(), lines.join("\n  "))
+}
+
 // ---------------------------------------------------------------------------
 // The receiver
 // ---------------------------------------------------------------------------
@@ -638,6 +706,7 @@ struct Store {
     bytes: Vec<Vec<u8>>,
     spans: Vec<FlatSpan>,
     points: Vec<FlatMetric>,
+    records: Vec<FlatLog>,
     /// The client ports that sent requests (this receiver's exporters' connections).
     client_ports: BTreeSet<u16>,
 }
@@ -711,6 +780,7 @@ impl LogsService for Services {
         let request = request.into_inner();
         self.0.record(from, |store| {
             store.bytes.push(request.encode_to_vec());
+            FlatLog::flatten(&request, &mut store.records);
             store.logs.push(request);
         });
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
@@ -861,6 +931,23 @@ impl OtlpReceiver {
                     "OTLP receiver {}: expected metrics not received within {timeout:?}; got {}",
                     self.endpoint(),
                     summarize_metrics(&points)
+                )
+            })
+    }
+
+    /// Waits until `pred` holds over every log record received so far and
+    /// returns them all; panics with a summary on timeout.
+    pub fn wait_for_logs(
+        &self,
+        pred: impl FnMut(&[FlatLog]) -> bool,
+        timeout: Duration,
+    ) -> Vec<FlatLog> {
+        self.wait_on(|s| &s.records, pred, timeout)
+            .unwrap_or_else(|records| {
+                panic!(
+                    "OTLP receiver {}: expected log records not received within {timeout:?}; got {}",
+                    self.endpoint(),
+                    summarize_logs(&records)
                 )
             })
     }

@@ -50,6 +50,7 @@ pub const PIP_PACKAGES: &[&str] = &[
     "hypercorn==0.18.0",
     "helm-python-sdk==0.2.2",
     "kubernetes-validate==1.37.0",
+    "openapi-spec-validator==0.9.0",
 ];
 
 /// The Node fixtures (a @grpc/grpc-js server and client, tests/grpc.rs), whose npm packages are

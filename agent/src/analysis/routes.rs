@@ -124,7 +124,7 @@ pub fn template(path: &str) -> String {
 }
 
 /// True for segments that name one object rather than a kind of thing.
-fn is_identifier(segment: &str) -> bool {
+pub(crate) fn is_identifier(segment: &str) -> bool {
     let bytes = segment.as_bytes();
     if bytes.is_empty() {
         return false;

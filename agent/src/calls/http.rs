@@ -24,6 +24,11 @@ impl HeaderName {
     pub fn from_lowercase(name: Bytes) -> Option<Self> {
         (!name.iter().any(u8::is_ascii_uppercase)).then_some(Self(name))
     }
+
+    /// The lowercased name's bytes, as received (not always UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl From<&str> for HeaderName {

@@ -120,4 +120,41 @@ pub struct ExportStats {
     pub spans_failed: AtomicU64,
     /// Metric exports the collector did not accept.
     pub metric_exports_failed: AtomicU64,
+    /// Events (log records) handed to the exporter.
+    pub events_exported: AtomicU64,
+    /// Events dropped because the queue was full.
+    pub events_dropped: AtomicU64,
+    /// Events in batches the collector did not accept.
+    pub events_failed: AtomicU64,
+}
+
+/// Items of one signal by export outcome: exported, dropped (queue full), failed.
+pub type Outcomes = [(&'static str, u64); 3];
+
+impl ExportStats {
+    /// Spans by outcome: exported, dropped (queue full), failed.
+    pub fn spans_by_outcome(&self) -> Outcomes {
+        outcomes(
+            &self.spans_exported,
+            &self.spans_dropped,
+            &self.spans_failed,
+        )
+    }
+
+    /// Events by outcome: exported, dropped (queue full), failed.
+    pub fn events_by_outcome(&self) -> Outcomes {
+        outcomes(
+            &self.events_exported,
+            &self.events_dropped,
+            &self.events_failed,
+        )
+    }
+}
+
+fn outcomes(exported: &AtomicU64, dropped: &AtomicU64, failed: &AtomicU64) -> Outcomes {
+    [
+        ("exported", exported.load(Ordering::Relaxed)),
+        ("dropped", dropped.load(Ordering::Relaxed)),
+        ("failed", failed.load(Ordering::Relaxed)),
+    ]
 }

@@ -576,6 +576,7 @@ pub(crate) mod tests {
                 host_name: "host".into(),
             },
             route: Some("/users/{id}".into()),
+            events: Vec::new(),
         }
     }
 

@@ -1,15 +1,17 @@
 //! The agent's HTTP endpoints: `/healthz` (the process serves), `/readyz` (every kernel probe is
 //! attached and the stages run) and `/metrics` (the agent's own counters in the Prometheus text
-//! format), for kubelet probes and Prometheus scrapes.
+//! format), for kubelet probes and Prometheus scrapes; `/inventory` (the API inventory as
+//! JSON) and `/openapi/{service}` (the OpenAPI document reconstructed from a service's
+//! traffic), for people and `apiscope inventory`.
 
 use std::{fmt, net::SocketAddr, sync::Arc};
 
 use agent_common::Counter;
 use axum::{
-    Router,
-    extract::State,
+    Json, Router,
+    extract::{Path, State},
     http::{StatusCode, header},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
     routing::get,
 };
 use prometheus_client::{
@@ -21,22 +23,30 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 
 use super::health::AgentHealth;
+use crate::analysis::{events::unix_ms_now, inventory::SharedInventory};
 
 /// Binds `address` and serves the endpoints on the current runtime until the task is dropped;
 /// returns the bound address (the port may have been 0) and the serving task.
 pub async fn start(
     address: SocketAddr,
     health: Arc<AgentHealth>,
+    inventory: Option<SharedInventory>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(HealthCollector(Arc::clone(&health))));
-    let state = Arc::new(ServerState { health, registry });
+    let state = Arc::new(ServerState {
+        health,
+        registry,
+        inventory,
+    });
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/inventory", get(inventory_view))
+        .route("/openapi/{service}", get(openapi))
         .with_state(state);
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -49,6 +59,43 @@ pub async fn start(
 struct ServerState {
     health: Arc<AgentHealth>,
     registry: Registry,
+    inventory: Option<SharedInventory>,
+}
+
+fn no_inventory() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "no inventory: the agent runs with --dump only\n",
+    )
+        .into_response()
+}
+
+async fn inventory_view(State(state): State<Arc<ServerState>>) -> Response {
+    let Some(inventory) = &state.inventory else {
+        return no_inventory();
+    };
+    let inventory = inventory
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Json(inventory.view(unix_ms_now())).into_response()
+}
+
+async fn openapi(State(state): State<Arc<ServerState>>, Path(service): Path<String>) -> Response {
+    let Some(inventory) = &state.inventory else {
+        return no_inventory();
+    };
+    let document = inventory
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .openapi(&service);
+    match document {
+        Some(document) => Json(document).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no endpoint of service `{service}` was seen\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
@@ -112,19 +159,22 @@ impl Collector for HealthCollector {
             health.connections_evicted(),
         )?;
         let export = &health.export;
-        let mut family = encoder.encode_descriptor(
-            "apiscope_export_spans",
-            "Spans handed to OTLP export, by outcome: exported, dropped (queue full), failed.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (outcome, count) in [
-            ("exported", &export.spans_exported),
-            ("dropped", &export.spans_dropped),
-            ("failed", &export.spans_failed),
+        for (name, help, outcomes) in [
+            (
+                "apiscope_export_spans",
+                "Spans handed to OTLP export, by outcome: exported, dropped (queue full), failed.",
+                export.spans_by_outcome(),
+            ),
+            (
+                "apiscope_export_events",
+                "Events handed to OTLP export, by outcome: exported, dropped (queue full), failed.",
+                export.events_by_outcome(),
+            ),
         ] {
-            ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
-                .encode(family.encode_family(&[("outcome", outcome)])?)?;
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (outcome, count) in outcomes {
+                ConstCounter::new(count).encode(family.encode_family(&[("outcome", outcome)])?)?;
+            }
         }
         counter(
             &mut encoder,
@@ -196,7 +246,7 @@ mod tests {
     #[tokio::test]
     async fn serves_health_readiness_and_metrics() {
         let health = Arc::new(AgentHealth::default());
-        let (address, task) = start("127.0.0.1:0".parse().unwrap(), Arc::clone(&health))
+        let (address, task) = start("127.0.0.1:0".parse().unwrap(), Arc::clone(&health), None)
             .await
             .unwrap();
         assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));

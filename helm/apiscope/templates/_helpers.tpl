@@ -67,13 +67,17 @@ The image reference.
 
 {{/*
 The agent's config.yaml: the `config` value, plus the keys the chart owns. server.listen is
-all addresses on server.port, so that the kubelet's probes reach it; the node name is not here
+all addresses on server.port, so that the kubelet's probes reach it; inventory.directory is
+where the inventory hostPath is mounted; the node name is not here
 but in APISCOPE_NODE_NAME (downward API), and the OTLP endpoint, protocol and headers are in
 OTEL_EXPORTER_OTLP_* variables (headers from a Secret only).
 */}}
 {{- define "apiscope.config" -}}
 {{- $config := deepCopy .Values.config }}
 {{- $_ := set $config "server" (dict "listen" (printf "0.0.0.0:%d" (int .Values.server.port))) }}
+{{- $inventory := deepCopy (default (dict) $config.inventory) }}
+{{- $_ := set $inventory "directory" "/var/lib/apiscope" }}
+{{- $_ := set $config "inventory" $inventory }}
 {{- toYaml $config }}
 {{- end }}
 

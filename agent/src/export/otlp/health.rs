@@ -2,11 +2,11 @@
 //! metrics under the agent's own resource (`service.name` = `apiscope`), so an operator can
 //! alert on data the agent did not see or did not deliver.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::Arc;
 
 use agent_common::Counter;
 
-use crate::export::health::{AgentHealth, ExportStats};
+use crate::export::health::{AgentHealth, ExportStats, Outcomes};
 use opentelemetry::{KeyValue, metrics::MeterProvider as _};
 use opentelemetry_sdk::{
     Resource,
@@ -14,6 +14,9 @@ use opentelemetry_sdk::{
 };
 
 use super::metrics::SharedReader;
+
+/// An outcome counter's name, description, and where its values come from.
+type OutcomeCounter = (&'static str, &'static str, fn(&ExportStats) -> Outcomes);
 
 /// Why a captured record or call was lost, as the `reason` attribute of
 /// `apiscope.capture.lost`.
@@ -86,23 +89,30 @@ impl HealthMetrics {
                 observer.observe(observed.kernel_total(Counter::PayloadMuted), &[]);
             })
             .build();
-        let observed = Arc::clone(export);
-        meter
-            .u64_observable_counter("apiscope.export.spans")
-            .with_description("Spans by outcome: exported, dropped (queue full), failed.")
-            .with_callback(move |observer| {
-                for (outcome, count) in [
-                    ("exported", &observed.spans_exported),
-                    ("dropped", &observed.spans_dropped),
-                    ("failed", &observed.spans_failed),
-                ] {
-                    observer.observe(
-                        count.load(Ordering::Relaxed),
-                        &[KeyValue::new("outcome", outcome)],
-                    );
-                }
-            })
-            .build();
+        let outcome_counters: [OutcomeCounter; 2] = [
+            (
+                "apiscope.export.spans",
+                "Spans by outcome: exported, dropped (queue full), failed.",
+                ExportStats::spans_by_outcome,
+            ),
+            (
+                "apiscope.export.events",
+                "Events (log records) by outcome: exported, dropped (queue full), failed.",
+                ExportStats::events_by_outcome,
+            ),
+        ];
+        for (name, description, outcomes) in outcome_counters {
+            let observed = Arc::clone(export);
+            meter
+                .u64_observable_counter(name)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    for (outcome, count) in outcomes(&observed) {
+                        observer.observe(count, &[KeyValue::new("outcome", outcome)]);
+                    }
+                })
+                .build();
+        }
         Self { provider, reader }
     }
 

@@ -1,5 +1,5 @@
-//! OTLP export: spans and metrics of every call to an OpenTelemetry collector, over gRPC or
-//! HTTP/protobuf.
+//! OTLP export: spans and metrics of every call, and the events analysis raises (as log
+//! records), to an OpenTelemetry collector, over gRPC or HTTP/protobuf.
 //!
 //! Every traced process is its own OpenTelemetry resource (`service.name`, `process.pid`, ...).
 //! Spans are the volume: each is encoded into the protocol's bytes once, when its call is
@@ -9,6 +9,7 @@
 
 mod batch;
 mod health;
+mod logs;
 mod metrics;
 mod settings;
 mod spans;
@@ -27,15 +28,17 @@ use opentelemetry_sdk::Resource;
 use prost::Message as _;
 use tokio::{sync::oneshot, task::JoinHandle};
 
+pub use logs::{CallContext, EventQueue};
 pub use settings::{OtlpProtocol, OtlpSettings};
 
 use crate::export::health::{AgentHealth, ExportStats};
-pub use spans::encode_span;
+pub use spans::{EncodedSpan, encode_span};
 
 use self::{
+    logs::EventExport,
     metrics::MetricsRegistry,
     spans::{QueuedSpan, SpanQueue},
-    transport::TraceClient,
+    transport::{Signal, SignalClient},
 };
 use crate::{
     analysis::AnalyzedCall,
@@ -81,6 +84,7 @@ type ResourceKey = (u32, usize);
 /// into a bounded queue (counted when full), metrics into in-memory aggregations.
 pub struct OtlpRecorder {
     spans: SpanQueue,
+    events: EventQueue,
     metrics: Arc<MetricsRegistry>,
     stats: Arc<ExportStats>,
     resources: HashMap<ResourceKey, ProcessResource>,
@@ -95,6 +99,7 @@ struct ProcessResource {
 /// The export tasks, to be finished at shutdown once the recorder is dropped.
 pub struct OtlpTasks {
     spans: JoinHandle<()>,
+    events: JoinHandle<()>,
     metrics: JoinHandle<()>,
     stop_metrics: oneshot::Sender<()>,
     /// The exporter's counters.
@@ -182,11 +187,23 @@ pub fn start(
     health: &Arc<AgentHealth>,
     host_name: &str,
 ) -> Result<(OtlpRecorder, OtlpTasks), OtlpError> {
-    let trace_client = TraceClient::new(settings)?;
+    let trace_client = SignalClient::new(settings, Signal::Traces)?;
+    let log_client = SignalClient::new(settings, Signal::Logs)?;
     let metric_exporter = build_metric_exporter(settings)?;
     let stats = Arc::clone(&health.export);
     let (span_queue, span_rx, queued_bytes) =
         SpanQueue::new(settings.max_queue_size, settings.max_queue_bytes);
+    let (event_queue, event_rx) = EventQueue::new(settings.max_queue_size, Arc::clone(&stats));
+    let events = tokio::spawn(logs::export_loop(
+        EventExport {
+            client: log_client,
+            host_name: host_name.to_owned(),
+            max_batch: settings.max_export_batch_size,
+            schedule_delay: settings.schedule_delay,
+            stats: Arc::clone(&stats),
+        },
+        event_rx,
+    ));
     let registry = Arc::new(MetricsRegistry::default());
     let health = health::HealthMetrics::new(health, &stats, host_name);
     let (stop_metrics, metrics_stopped) = oneshot::channel();
@@ -209,12 +226,14 @@ pub fn start(
     Ok((
         OtlpRecorder {
             spans: span_queue,
+            events: event_queue,
             metrics: registry,
             stats: Arc::clone(&stats),
             resources: HashMap::new(),
         },
         OtlpTasks {
             spans,
+            events,
             metrics,
             stop_metrics,
             stats,
@@ -262,7 +281,12 @@ fn build_metric_exporter(settings: &OtlpSettings) -> Result<MetricExporter, Otlp
 }
 
 impl OtlpRecorder {
-    /// Records one call: its span (queued for the next batch) and its metrics.
+    /// The queue events go to, for the stages that raise events outside calls.
+    pub fn events(&self) -> EventQueue {
+        self.events.clone()
+    }
+
+    /// Records one call: its span (queued for the next batch), its metrics and its events.
     pub fn record(&mut self, analyzed: &AnalyzedCall, description: CallDescription) {
         let enriched = &analyzed.call;
         let key = (
@@ -277,10 +301,18 @@ impl OtlpRecorder {
             .entry(key)
             .or_insert_with(|| resource(&enriched.workload, &enriched.host_name));
         self.metrics.record(key, &resource.sdk, &description);
+        let encoded = spans::encode_span(&enriched.call, description);
+        let context = CallContext {
+            trace_id: &encoded.trace_id,
+            span_id: &encoded.span_id,
+        };
+        for event in &analyzed.events {
+            self.events.push(event, Some(context));
+        }
         let span = QueuedSpan {
             key,
             resource: Arc::clone(&resource.encoded),
-            span: spans::encode_span(&enriched.call, description),
+            span: encoded.bytes,
         };
         if !self.spans.push(span) {
             self.stats.spans_dropped.fetch_add(1, Ordering::Relaxed);
@@ -289,10 +321,12 @@ impl OtlpRecorder {
 }
 
 impl OtlpTasks {
-    /// Exports the last batch of spans and a last collection of metrics. Call it after the
-    /// [`OtlpRecorder`] is dropped, so the span queue is closed.
+    /// Exports the last batches of spans and events and a last collection of metrics. Call it
+    /// after the [`OtlpRecorder`] and every [`EventQueue`] are dropped, so the queues are
+    /// closed.
     pub async fn finish(self) {
         let _ = self.spans.await;
+        let _ = self.events.await;
         let _ = self.stop_metrics.send(());
         let _ = self.metrics.await;
     }

@@ -32,7 +32,7 @@ use opentelemetry_sdk::{
 use prost::Message;
 use tokio::sync::mpsc;
 
-use super::{ResourceKey, batch::TraceRequest, transport::TraceClient};
+use super::{ResourceKey, batch::TraceRequest, transport::SignalClient};
 use crate::export::health::ExportStats;
 use crate::{
     calls::ApiCall,
@@ -128,9 +128,20 @@ pub(super) fn proto_attribute(attribute: KeyValue) -> ProtoKeyValue {
     }
 }
 
+/// A call's span, encoded, with its ids for the events the call raised.
+#[derive(Debug)]
+pub struct EncodedSpan {
+    /// The encoded `Span` message.
+    pub bytes: Vec<u8>,
+    /// Its trace id.
+    pub trace_id: Vec<u8>,
+    /// Its span id.
+    pub span_id: Vec<u8>,
+}
+
 /// The span of a call, encoded as an OTLP `Span` message: a child of the request's
 /// `traceparent` when it has a valid one, else the root of a new trace.
-pub fn encode_span(call: &ApiCall, description: CallDescription) -> Vec<u8> {
+pub fn encode_span(call: &ApiCall, description: CallDescription) -> EncodedSpan {
     let ids = RandomIdGenerator::default();
     // Most requests carry no traceparent: skip the propagator for them.
     let parent = match description.traceparent {
@@ -158,9 +169,10 @@ pub fn encode_span(call: &ApiCall, description: CallDescription) -> Vec<u8> {
     };
     let (start, end) =
         CLOCK.with(|clock| (clock.unix_ns(call.start_ns), clock.unix_ns(call.end_ns)));
-    Span {
-        trace_id,
-        span_id: ids.new_span_id().to_bytes().to_vec(),
+    let span_id = ids.new_span_id().to_bytes().to_vec();
+    let span = Span {
+        trace_id: trace_id.clone(),
+        span_id: span_id.clone(),
         trace_state,
         parent_span_id,
         flags,
@@ -181,14 +193,18 @@ pub fn encode_span(call: &ApiCall, description: CallDescription) -> Vec<u8> {
             ..Status::default()
         }),
         ..Span::default()
+    };
+    EncodedSpan {
+        bytes: span.encode_to_vec(),
+        trace_id,
+        span_id,
     }
-    .encode_to_vec()
 }
 
 /// Collects spans into batches and exports each batch, one group per resource, until the queue
 /// closes; then exports what is left.
 pub(super) async fn export_loop(
-    mut client: TraceClient,
+    mut client: SignalClient,
     mut queue: mpsc::Receiver<QueuedSpan>,
     queued_bytes: Arc<AtomicUsize>,
     max_batch: usize,
@@ -250,7 +266,7 @@ impl Batch {
         self.spans += 1;
     }
 
-    async fn export(&mut self, client: &mut TraceClient, stats: &ExportStats) {
+    async fn export(&mut self, client: &mut SignalClient, stats: &ExportStats) {
         if self.spans == 0 {
             return;
         }

@@ -1,10 +1,12 @@
-//! Sending encoded trace export requests to the collector, over gRPC (tonic) or HTTP/protobuf
-//! (reqwest), the same transports and settings the metric exporter uses.
+//! Sending encoded trace and log export requests to the collector, over gRPC (tonic) or
+//! HTTP/protobuf (reqwest), the same transports and settings the metric exporter uses.
 
 use std::io::Write as _;
 
-use bytes::{BufMut as _, Bytes};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use bytes::{Buf as _, BufMut as _, Bytes};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceResponse, trace::v1::ExportTraceServiceResponse,
+};
 use prost::Message as _;
 use tonic::{
     Status,
@@ -15,11 +17,56 @@ use tonic::{
 
 use super::{OtlpError, OtlpProtocol, OtlpSettings, settings};
 
-/// The gRPC method of the OTLP trace service.
-const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// An OTLP signal whose encoded export requests a [`SignalClient`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Signal {
+    /// Spans.
+    Traces,
+    /// Log records (the agent's events).
+    Logs,
+}
 
-/// A client of the collector's trace service.
-pub(super) enum TraceClient {
+impl Signal {
+    /// The export method of the signal's gRPC service.
+    fn grpc_path(self) -> &'static str {
+        match self {
+            Self::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Self::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        }
+    }
+
+    /// The last part of the signal's OTLP/HTTP path (`/v1/traces`).
+    fn http_name(self) -> &'static str {
+        match self {
+            Self::Traces => "traces",
+            Self::Logs => "logs",
+        }
+    }
+
+    /// How many items the collector's answer says it rejected. An empty or unreadable answer
+    /// still means the collector accepted the batch.
+    fn rejected(self, response: Bytes) -> u64 {
+        let rejected = match self {
+            Self::Traces => ExportTraceServiceResponse::decode(response)
+                .ok()
+                .and_then(|response| response.partial_success)
+                .map(|partial| partial.rejected_spans),
+            Self::Logs => ExportLogsServiceResponse::decode(response)
+                .ok()
+                .and_then(|response| response.partial_success)
+                .map(|partial| partial.rejected_log_records),
+        };
+        rejected.map_or(0, |count| u64::try_from(count).unwrap_or(0))
+    }
+}
+
+/// A client of one of the collector's services.
+pub(super) struct SignalClient {
+    signal: Signal,
+    transport: Transport,
+}
+
+enum Transport {
     /// OTLP/gRPC.
     Grpc {
         /// The gRPC client on a lazily connected channel (it reconnects by itself).
@@ -31,7 +78,7 @@ pub(super) enum TraceClient {
     Http {
         /// The HTTP client (connection pool).
         client: reqwest::Client,
-        /// `{endpoint}/v1/traces`.
+        /// `{endpoint}/v1/{signal}`.
         url: String,
         /// Headers sent with every export.
         headers: reqwest::header::HeaderMap,
@@ -40,9 +87,25 @@ pub(super) enum TraceClient {
     },
 }
 
-impl TraceClient {
-    /// A client for the configured collector; connects on first use.
-    pub fn new(settings: &OtlpSettings) -> Result<Self, OtlpError> {
+impl SignalClient {
+    /// A client of `signal`'s service on the configured collector; connects on first use.
+    pub fn new(settings: &OtlpSettings, signal: Signal) -> Result<Self, OtlpError> {
+        Ok(Self {
+            signal,
+            transport: Transport::new(settings, signal)?,
+        })
+    }
+
+    /// Sends one encoded export request; returns how many items the collector said it
+    /// rejected (partial success), or why the export failed.
+    pub async fn export(&mut self, request: Vec<u8>) -> Result<u64, String> {
+        let response = self.transport.export(self.signal, request).await?;
+        Ok(self.signal.rejected(response))
+    }
+}
+
+impl Transport {
+    fn new(settings: &OtlpSettings, signal: Signal) -> Result<Self, OtlpError> {
         let failed = |reason: String| OtlpError::Client {
             endpoint: settings.endpoint.clone(),
             reason,
@@ -82,7 +145,7 @@ impl TraceClient {
                     .map_err(|error| failed(error.to_string()))?;
                 Ok(Self::Http {
                     client,
-                    url: settings.signal_url("traces"),
+                    url: settings.signal_url(signal.http_name()),
                     headers,
                     gzip: settings.gzip,
                 })
@@ -90,24 +153,24 @@ impl TraceClient {
         }
     }
 
-    /// Sends one encoded `ExportTraceServiceRequest`; returns how many spans the collector
-    /// said it rejected (partial success), or why the export failed.
-    pub async fn export(&mut self, request: Vec<u8>) -> Result<u64, String> {
-        let response = match self {
+    /// Sends one encoded request; returns the collector's encoded answer.
+    async fn export(&mut self, signal: Signal, request: Vec<u8>) -> Result<Bytes, String> {
+        match self {
             Self::Grpc { grpc, metadata } => {
                 grpc.ready()
                     .await
                     .map_err(|error| format!("collector unreachable: {error}"))?;
                 let mut request = tonic::Request::new(Bytes::from(request));
                 *request.metadata_mut() = metadata.clone();
-                grpc.unary(
-                    request,
-                    tonic::codegen::http::uri::PathAndQuery::from_static(GRPC_EXPORT),
-                    EncodedCodec,
-                )
-                .await
-                .map_err(|status| format!("{}: {}", status.code(), status.message()))?
-                .into_inner()
+                let response = grpc
+                    .unary(
+                        request,
+                        tonic::codegen::http::uri::PathAndQuery::from_static(signal.grpc_path()),
+                        EncodedCodec,
+                    )
+                    .await
+                    .map_err(|status| format!("{}: {}", status.code(), status.message()))?;
+                Ok(response.into_inner())
             }
             Self::Http {
                 client,
@@ -134,14 +197,9 @@ impl TraceClient {
                 if !status.is_success() {
                     return Err(format!("HTTP {status}"));
                 }
-                let body = response.bytes().await.map_err(|error| error.to_string())?;
-                // An empty or unreadable body still means the collector accepted the batch.
-                ExportTraceServiceResponse::decode(body).unwrap_or_default()
+                response.bytes().await.map_err(|error| error.to_string())
             }
-        };
-        Ok(response.partial_success.map_or(0, |partial| {
-            u64::try_from(partial.rejected_spans).unwrap_or(0)
-        }))
+        }
     }
 }
 
@@ -154,12 +212,12 @@ fn gzip_bytes(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-/// A gRPC codec that sends an already-encoded request and decodes the official response.
+/// A gRPC codec that sends an already-encoded request and hands back the encoded answer.
 struct EncodedCodec;
 
 impl Codec for EncodedCodec {
     type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
+    type Decode = Bytes;
     type Encoder = EncodedRequest;
     type Decoder = ExportResponse;
 
@@ -185,16 +243,14 @@ impl Encoder for EncodedRequest {
     }
 }
 
-/// Decodes the collector's answer.
+/// Takes the collector's answer as it is.
 struct ExportResponse;
 
 impl Decoder for ExportResponse {
-    type Item = ExportTraceServiceResponse;
+    type Item = Bytes;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|error| Status::internal(error.to_string()))
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

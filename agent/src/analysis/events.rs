@@ -1,0 +1,87 @@
+//! Events: what analysis has to say about a service beyond its calls (an endpoint discovered,
+//! a request that breaks the declared spec, sensitive data seen), exported as OpenTelemetry
+//! log records. Events carry names, counts and locations, never the values of a call.
+
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+
+/// `event.name` of an endpoint seen for the first time.
+pub const ENDPOINT_DISCOVERED: &str = "api.endpoint.discovered";
+/// `event.name` of an endpoint of a service with a declared spec that the spec lacks.
+pub const ENDPOINT_SHADOW: &str = "api.endpoint.shadow";
+/// `event.name` of a call to an operation the spec marks deprecated.
+pub const ENDPOINT_ZOMBIE: &str = "api.endpoint.zombie";
+/// `event.name` of a declared operation that saw no call within the orphan window.
+pub const ENDPOINT_ORPHAN: &str = "api.endpoint.orphan";
+/// `event.name` of a request that does not conform to its declared operation.
+pub const SCHEMA_VIOLATION: &str = "api.schema.violation";
+/// `event.name` of a class of sensitive data seen in a call.
+pub const SENSITIVE_DATA_DETECTED: &str = "api.sensitive_data.detected";
+/// `event.name` of the periodic full inventory of one service.
+pub const INVENTORY_SNAPSHOT: &str = "api.inventory.snapshot";
+
+/// A service, as events name it (their OpenTelemetry resource).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct ServiceRef {
+    /// `service.name`.
+    pub name: String,
+    /// `service.namespace`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// How much attention an event asks for (OpenTelemetry severity numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Informational: inventory changes.
+    Info,
+    /// Worth a look: non-conformance, sensitive data.
+    Warn,
+}
+
+impl Severity {
+    /// The OpenTelemetry `SeverityNumber`.
+    pub fn number(self) -> i32 {
+        match self {
+            Self::Info => 9,
+            Self::Warn => 13,
+        }
+    }
+
+    /// The OpenTelemetry severity text.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+        }
+    }
+}
+
+/// One event about a service.
+#[derive(Debug, Clone)]
+pub struct ApiEvent {
+    /// `event.name`, one of the constants above.
+    pub name: &'static str,
+    /// The service it is about.
+    pub service: Arc<ServiceRef>,
+    /// Its severity.
+    pub severity: Severity,
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    /// A readable sentence (or, for snapshots, the JSON inventory).
+    pub body: String,
+    /// Attributes: endpoint, class, location, ...
+    pub attributes: Vec<KeyValue>,
+}
+
+/// Unix time now, in milliseconds.
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
