@@ -9,7 +9,6 @@ use std::{
     time::Duration,
 };
 
-use log::warn;
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceRequest,
@@ -181,18 +180,8 @@ async fn send(export: &mut EventExport, batch: &mut BTreeMap<Arc<ServiceRef>, Ve
         .collect();
     let request = ExportLogsServiceRequest { resource_logs }.encode_to_vec();
     let stats = &export.stats;
-    match export.client.export(request).await {
-        Ok(rejected) => {
-            let rejected = rejected.min(count);
-            stats
-                .events_exported
-                .fetch_add(count - rejected, Ordering::Relaxed);
-            stats.events_failed.fetch_add(rejected, Ordering::Relaxed);
-        }
-        Err(error) => {
-            if stats.events_failed.fetch_add(count, Ordering::Relaxed) == 0 {
-                warn!("OTLP event export failed (further failures are only counted): {error}");
-            }
-        }
-    }
+    export
+        .client
+        .export_counted(request, count, &stats.events_exported, &stats.events_failed)
+        .await;
 }

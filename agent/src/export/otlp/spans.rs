@@ -15,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use log::warn;
 use opentelemetry::{
     Context, KeyValue,
     propagation::{Extractor, TextMapPropagator},
@@ -276,19 +275,13 @@ impl Batch {
             request.add_resource(&group.resource, &self.scope, &group.spans);
         }
         self.groups.clear();
-        match client.export(request.finish()).await {
-            Ok(rejected) => {
-                let rejected = rejected.min(count);
-                stats
-                    .spans_exported
-                    .fetch_add(count - rejected, Ordering::Relaxed);
-                stats.spans_failed.fetch_add(rejected, Ordering::Relaxed);
-            }
-            Err(error) => {
-                if stats.spans_failed.fetch_add(count, Ordering::Relaxed) == 0 {
-                    warn!("OTLP span export failed (further failures are only counted): {error}");
-                }
-            }
-        }
+        client
+            .export_counted(
+                request.finish(),
+                count,
+                &stats.spans_exported,
+                &stats.spans_failed,
+            )
+            .await;
     }
 }

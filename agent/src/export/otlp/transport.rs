@@ -1,7 +1,10 @@
 //! Sending encoded trace and log export requests to the collector, over gRPC (tonic) or
 //! HTTP/protobuf (reqwest), the same transports and settings the metric exporter uses.
 
-use std::io::Write as _;
+use std::{
+    io::Write as _,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use opentelemetry_proto::tonic::collector::{
@@ -101,6 +104,33 @@ impl SignalClient {
     pub async fn export(&mut self, request: Vec<u8>) -> Result<u64, String> {
         let response = self.transport.export(self.signal, request).await?;
         Ok(self.signal.rejected(response))
+    }
+
+    /// Sends one encoded export request of `count` items and counts them as `exported` or
+    /// `failed`; the first failure is logged, later ones only counted, so an unreachable
+    /// collector does not flood the log.
+    pub async fn export_counted(
+        &mut self,
+        request: Vec<u8>,
+        count: u64,
+        exported: &AtomicU64,
+        failed: &AtomicU64,
+    ) {
+        match self.export(request).await {
+            Ok(rejected) => {
+                let rejected = rejected.min(count);
+                exported.fetch_add(count - rejected, Ordering::Relaxed);
+                failed.fetch_add(rejected, Ordering::Relaxed);
+            }
+            Err(error) => {
+                if failed.fetch_add(count, Ordering::Relaxed) == 0 {
+                    log::warn!(
+                        "OTLP {} export failed (further failures are only counted): {error}",
+                        self.signal.http_name()
+                    );
+                }
+            }
+        }
     }
 }
 
