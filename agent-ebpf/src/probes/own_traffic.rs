@@ -6,6 +6,9 @@
 //! move to `SYN_SENT` runs in the connecting task, so the agent's outgoing sockets are known
 //! there; at `ESTABLISHED` their addresses are final and recorded. That happens before the peer
 //! can accept, so the other end's first I/O always finds the record (see `conn::announce`).
+//!
+//! The same move tells any traced `connect` which kernel socket it is connecting, so that the
+//! connection is announced when `connect` returns (see `sock::note_connecting`).
 
 use agent_common::OwnTuple;
 use aya_ebpf::{
@@ -75,6 +78,7 @@ pub fn sock_enter_inet_set_state(ctx: TracePointContext) -> u32 {
     };
     match state {
         TCP_SYN_SENT => {
+            super::sock::note_connecting(sock);
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             if CONFIG
                 .get(0)

@@ -83,6 +83,22 @@ fn note_socket(ctx: &BtfTracePointContext, direction: Direction, peek: bool) {
     }
 }
 
+/// A socket moving to `SYN_SENT` inside a traced `connect`: its kernel socket, so the exit of
+/// `connect` can announce the connection at once, before (or without) any byte on it.
+#[inline(always)]
+pub fn note_connecting(sock: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(pending) = PENDING_IO.get_ptr_mut(&pid_tgid) else {
+        return;
+    };
+    // SAFETY: map value pointer, valid for the program's run.
+    unsafe {
+        if (*pending).shape == IoShape::Connect as u32 && (*pending).sock == 0 {
+            (*pending).sock = sock;
+        }
+    }
+}
+
 /// `sock_send_length(sk, ret, flags)`.
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_enter_send_length(ctx: BtfTracePointContext) -> u32 {

@@ -84,6 +84,11 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
     if shape == IoShape::Connect {
         if result == 0 || result == EINPROGRESS {
             conn::set_role(tgid, pending.fd, Role::Client);
+            // Announced now, with its addresses: a connection that never carries a byte (a
+            // port probe, a forged request's target) is still seen.
+            if pending.sock != 0 {
+                let _ = conn::current(tgid, pending.fd, pending.sock);
+            }
         }
         return;
     }
@@ -350,7 +355,7 @@ pub fn syscalls_enter_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Exit of `connect`: on success the fd is a client connection.
+/// Exit of `connect`: on success the fd is a client connection, announced at once.
 #[tracepoint]
 pub fn syscalls_exit_connect(ctx: TracePointContext) -> u32 {
     complete(&ctx, IoShape::Connect);

@@ -82,6 +82,9 @@ pub struct StreamOutput {
     pub chunks: Vec<StreamChunk>,
     /// Connections that ended: (connection id, `CLOCK_MONOTONIC` time of the end).
     pub ended: Vec<(u64, u64)>,
+    /// Outbound connections whose `connect` the kernel saw, whatever they carry later (or
+    /// not): analysis confirms server-side request forgery with them.
+    pub connected: Vec<Arc<Connection>>,
     /// Work for the capture stage.
     pub requests: Vec<CaptureRequest>,
 }
@@ -91,6 +94,7 @@ impl StreamOutput {
     pub fn clear(&mut self) {
         self.chunks.clear();
         self.ended.clear();
+        self.connected.clear();
         self.requests.clear();
     }
 }
@@ -156,7 +160,11 @@ impl StreamTable {
     pub fn apply(&mut self, event: CaptureEvent, out: &mut StreamOutput) {
         match event {
             CaptureEvent::Data(data) => out.chunks.extend(self.chunk(data, &mut out.ended)),
-            CaptureEvent::Connection(seen) => self.open(seen, &mut out.ended),
+            CaptureEvent::Connection(seen) => {
+                if let Some(connected) = self.open(seen, &mut out.ended) {
+                    out.connected.push(connected);
+                }
+            }
             CaptureEvent::Closed {
                 tgid,
                 fd,
@@ -215,7 +223,12 @@ impl StreamTable {
         idle
     }
 
-    fn open(&mut self, seen: ConnectionSeen, ended: &mut Vec<(u64, u64)>) {
+    /// Tracks a connection the kernel announced; returns it when this process connected it.
+    fn open(
+        &mut self,
+        seen: ConnectionSeen,
+        ended: &mut Vec<(u64, u64)>,
+    ) -> Option<Arc<Connection>> {
         let key = ConnKey {
             tgid: seen.tgid,
             fd: seen.fd,
@@ -236,7 +249,12 @@ impl StreamTable {
             peer: Some(canonical(seen.peer)),
             comm: seen.comm,
         };
+        let connected = role == Role::Client && seen.role != Role::Unknown;
         self.insert(key, seen.sock, connection, seen.ts_ns, ended);
+        self.connections
+            .get(&key)
+            .filter(|_| connected)
+            .map(|state| Arc::clone(&state.connection))
     }
 
     /// Starts tracking a connection on `key`, ending the one it replaces (the fd now holds
