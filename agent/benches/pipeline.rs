@@ -178,7 +178,7 @@ fn describe_and_build_span(c: &mut Criterion) {
     group.bench_function("describe_and_build_span", |b| {
         b.iter(|| {
             let description = describer.describe(black_box(&call));
-            black_box(encode_span(&call.call.call, description))
+            black_box(encode_span(&call.call.call, description, &[]))
         })
     });
     group.finish();

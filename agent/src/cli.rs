@@ -7,6 +7,7 @@ use crate::{
     analysis::{
         inventory::{InventorySettings, SpecBinding},
         routes::RouteSettings,
+        security::rules::{ActiveRules, PackError},
         spec::{DeclaredApi, SpecError},
     },
     capture::{CaptureSettings, KernelSelection},
@@ -15,7 +16,7 @@ use crate::{
         otlp::{OtlpProtocol, OtlpSettings},
         semconv::{Describer, HeaderAllowlist},
     },
-    pipeline::{CallOutput, InventoryOptions, RunOptions},
+    pipeline::{CallOutput, InventoryOptions, RunOptions, SecurityOptions},
     protocols::DecoderSettings,
     selection::Selection,
     streams::StreamSettings,
@@ -114,6 +115,13 @@ pub struct RunArgs {
     /// Services kept in the inventory (inventory.max_services).
     #[arg(long, env = "APISCOPE_MAX_SERVICES")]
     pub max_services: Option<usize>,
+    /// Check calls against the security rules (security.enabled).
+    #[arg(long, env = "APISCOPE_SECURITY")]
+    pub security: Option<bool>,
+    /// A rule pack applied over the built-in one, watched for changes; repeatable,
+    /// `;`-separated in the variable (security.rule_packs).
+    #[arg(long = "rule-pack", env = "APISCOPE_RULE_PACKS", value_delimiter = ';')]
+    pub rule_packs: Vec<PathBuf>,
 }
 
 /// A flag, variable or file that cannot be used.
@@ -136,6 +144,9 @@ pub enum SettingsError {
     /// A declared spec that cannot be used.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A rule pack that cannot be used.
+    #[error(transparent)]
+    RulePack(#[from] PackError),
     /// An environment variable.
     #[error("environment variable {name}={value:?}: {reason}")]
     Environment {
@@ -301,6 +312,9 @@ impl RunArgs {
             .max_endpoints_per_service
             .unwrap_or(inventory.max_endpoints_per_service);
         inventory.max_services = self.max_services.unwrap_or(inventory.max_services);
+        let security = &mut config.security;
+        security.enabled = self.security.unwrap_or(security.enabled);
+        security.rule_packs.extend(self.rule_packs.iter().cloned());
         Ok(config)
     }
 
@@ -363,6 +377,16 @@ impl RunArgs {
                 ),
             },
             inventory: inventory_options(&config.inventory)?,
+            security: config
+                .security
+                .enabled
+                .then(|| -> Result<SecurityOptions, PackError> {
+                    Ok(SecurityOptions {
+                        rules: ActiveRules::load(&config.security.rule_packs)?,
+                        packs: config.security.rule_packs.clone(),
+                    })
+                })
+                .transpose()?,
             calls,
             describer: Describer::new(
                 HeaderAllowlist::new(&config.export.http_headers).map_err(SettingsError::Header)?,

@@ -34,6 +34,28 @@ pub struct Config {
     pub selection: SelectionConfig,
     /// The API inventory.
     pub inventory: InventoryConfig,
+    /// Security rules.
+    pub security: SecurityConfig,
+}
+
+/// `security:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Check calls against the security rules.
+    pub enabled: bool,
+    /// The user's rule packs, applied in order over the built-in default pack; watched for
+    /// changes.
+    pub rule_packs: Vec<PathBuf>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rule_packs: Vec::new(),
+        }
+    }
 }
 
 /// `inventory:` section.
@@ -375,6 +397,9 @@ impl Config {
             for spec in &mut config.inventory.specs {
                 spec.file = directory.join(&spec.file);
             }
+            for pack in &mut config.security.rule_packs {
+                *pack = directory.join(&*pack);
+            }
         }
         Ok(config)
     }
@@ -385,17 +410,7 @@ impl Config {
             return Ok(Self::default());
         }
         serde_yaml_ng::from_str(text).map_err(|error| {
-            let (line, column) = error
-                .location()
-                .map(|at| (at.line(), at.column()))
-                .unwrap_or((0, 0));
-            let reason = error.to_string();
-            // The parser appends " at line L column C"; the location is already in front.
-            let reason = reason
-                .split(" at line ")
-                .next()
-                .unwrap_or(&reason)
-                .to_owned();
+            let (line, column, reason) = yaml_error(&error);
             ConfigError::Invalid {
                 path: path.to_owned(),
                 line,
@@ -404,6 +419,23 @@ impl Config {
             }
         })
     }
+}
+
+/// Where a YAML file is wrong and why: 1-based line and column (0 when the parser gave none)
+/// and the reason without the parser's own " at line L column C" suffix, so that callers can
+/// put the location in front, as `file:line:column: reason`.
+pub fn yaml_error(error: &serde_yaml_ng::Error) -> (usize, usize, String) {
+    let (line, column) = error
+        .location()
+        .map(|at| (at.line(), at.column()))
+        .unwrap_or((0, 0));
+    let reason = error.to_string();
+    let reason = reason
+        .split(" at line ")
+        .next()
+        .unwrap_or(&reason)
+        .to_owned();
+    (line, column, reason)
 }
 
 #[cfg(test)]

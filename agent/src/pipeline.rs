@@ -12,7 +12,10 @@ use std::{
     io::{self, Write},
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -32,6 +35,14 @@ use crate::{
             store::{InventoryStore, StoreError},
         },
         routes::RouteSettings,
+        security::{
+            SecurityAnalyzer,
+            principal::PrincipalKeyer,
+            rules::{
+                ActiveRules,
+                watch::{self, RuleHandle},
+            },
+        },
     },
     capture::{
         Capture, CaptureError, CaptureEvent, CaptureSettings, ReaderStats, forward_kernel_log,
@@ -107,6 +118,8 @@ pub struct RunOptions {
     pub kubernetes_node: Option<String>,
     /// The API inventory.
     pub inventory: InventoryOptions,
+    /// The security rules, unless checking is off.
+    pub security: Option<SecurityOptions>,
     /// Where calls go.
     pub calls: CallOutput,
     /// How calls are described for export (header allowlist).
@@ -124,6 +137,15 @@ pub struct InventoryOptions {
     pub snapshot_interval: Duration,
     /// What it keeps, and the declared specs.
     pub settings: InventorySettings,
+}
+
+/// How calls are checked against the security rules.
+#[derive(Debug, Clone)]
+pub struct SecurityOptions {
+    /// The rules loaded at start.
+    pub rules: ActiveRules,
+    /// The user's packs, watched for changes.
+    pub packs: Vec<PathBuf>,
 }
 
 /// Why the agent stopped other than by a signal.
@@ -161,6 +183,8 @@ pub enum RunError {
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // SIGHUP reloads the rule packs (and must not end the agent, its default).
+    let mut sighup = signal(SignalKind::hangup())?;
     let health = Arc::new(AgentHealth::default());
     // Opened first: a database the agent cannot use must stop it before anything attaches.
     let inventory = match options.calls {
@@ -246,6 +270,26 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         None => (None, None),
     };
 
+    let rules_reload = Arc::new(AtomicBool::new(false));
+    let rules_stop = Arc::new(AtomicBool::new(false));
+    let (security, rule_watcher) = match &options.security {
+        Some(security) if !matches!(options.calls, CallOutput::None) => {
+            let handle = RuleHandle::new(security.rules.clone());
+            let _ = health.rules.set(Arc::clone(&handle));
+            let watcher = watch::spawn(
+                security.packs.clone(),
+                Arc::clone(&handle),
+                Arc::clone(&rules_reload),
+                Arc::clone(&rules_stop),
+            )?;
+            // Kept beside the inventory, so a principal keeps its hash across restarts.
+            let keyer = PrincipalKeyer::in_directory(&options.inventory.directory);
+            let analyzer = SecurityAnalyzer::new(handle, keyer, Arc::clone(&health.findings));
+            (Some(analyzer), Some(watcher))
+        }
+        _ => (None, None),
+    };
+
     let stats = Arc::new(ReaderStats::default());
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let queue_gauge = event_tx.clone();
@@ -290,6 +334,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 StageOutputs {
                     otlp,
                     inventory: shared_inventory,
+                    security,
                 },
                 enricher,
                 &stream_health,
@@ -309,6 +354,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading the rule packs");
+                rules_reload.store(true, Ordering::Relaxed);
+            }
             Some(request) = request_rx.recv() => match request {
                 CaptureRequest::ScanProcess(pid) => {
                     capture.scan_process(pid);
@@ -358,6 +407,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     if let Some(keeper) = inventory_keeper {
         keeper.stop();
+    }
+    rules_stop.store(true, Ordering::Relaxed);
+    if rule_watcher.is_some_and(|watcher| watcher.join().is_err()) {
+        warn!("rule watcher panicked");
     }
     if let Some(tasks) = otlp_tasks {
         let stats = Arc::clone(&tasks.stats);
@@ -533,6 +586,7 @@ impl CallSink {
 struct StageOutputs {
     otlp: Option<OtlpRecorder>,
     inventory: Option<SharedInventory>,
+    security: Option<SecurityAnalyzer>,
 }
 
 /// Tells capture what to copy of the connections whose protocol was found (or found
@@ -583,6 +637,9 @@ fn stream_stage(
     if let Some(inventory) = outputs.inventory {
         analyzer = analyzer.with_inventory(inventory);
     }
+    if let Some(security) = outputs.security {
+        analyzer = analyzer.with_security(security);
+    }
     let mut out = StreamOutput::default();
     let mut calls = Vec::new();
     let mut last_reclaim_ns = WallClock::monotonic_now_ns();
@@ -610,6 +667,9 @@ fn stream_stage(
             }
             if let Some(request) = payload_policy_request(&mut protocols, options.dump) {
                 out.requests.push(request);
+            }
+            for connection in &out.connected {
+                analyzer.connected(connection);
             }
             for call in calls.drain(..) {
                 sink.write(&options.describer, &analyzer.analyze(enricher.enrich(call)))?;

@@ -958,6 +958,11 @@ impl Agent {
         self.proc.pid()
     }
 
+    /// Sends `signal` to the agent, which keeps running.
+    pub fn signal(&mut self, signal: libc::c_int) {
+        self.proc.guard_mut().signal(signal);
+    }
+
     /// Parses every stdout line received so far. Returns false once stdout
     /// is closed.
     fn drain(&mut self, wait: Duration) -> bool {

@@ -7,9 +7,12 @@
 //! * `bench [--quick]`: the end-to-end overhead and completeness benchmark (nginx, wrk, the agent
 //!   exporting to a counting OTLP sink); `bench --micro [-- ARGS...]`: setup, then the criterion
 //!   benchmarks (`cargo bench -p agent ARGS...`).
+//! * `detect-bench [--show N]`: the injection detector's quality benchmark (recall per class and
+//!   false-positive rate on labelled corpora downloaded into `target/detect-bench/`).
 
 mod bench;
 mod build;
+mod detect_bench;
 mod run;
 mod setup;
 mod test;
@@ -58,6 +61,12 @@ enum Task {
     },
     /// End-to-end overhead and completeness benchmark (`--micro`: the criterion benchmarks).
     Bench(bench::BenchArgs),
+    /// Quality benchmark of the injection detector: recall and false positives on corpora.
+    DetectBench {
+        /// Print up to N misses and N false positives per class.
+        #[arg(long, default_value_t = 0)]
+        show: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +76,7 @@ fn main() -> ExitCode {
         Task::Run { args } => run::exec_agent(&args),
         Task::Test { args } => test::test(&args),
         Task::Bench(args) => bench::bench(&args),
+        Task::DetectBench { show } => detect_bench::detect_bench(show),
     };
     // The error chain on one line, without the backtrace `RUST_BACKTRACE` would add.
     if let Err(error) = result {

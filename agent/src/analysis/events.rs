@@ -18,6 +18,8 @@ pub const ENDPOINT_ORPHAN: &str = "api.endpoint.orphan";
 pub const SCHEMA_VIOLATION: &str = "api.schema.violation";
 /// `event.name` of a class of sensitive data seen in a call.
 pub const SENSITIVE_DATA_DETECTED: &str = "api.sensitive_data.detected";
+/// `event.name` of a security rule's match on a call.
+pub const SECURITY_FINDING: &str = "api.security.finding";
 /// `event.name` of the periodic full inventory of one service.
 pub const INVENTORY_SNAPSHOT: &str = "api.inventory.snapshot";
 
@@ -40,6 +42,10 @@ pub enum Severity {
     Info,
     /// Worth a look: non-conformance, sensitive data.
     Warn,
+    /// Worth acting on: high-severity security findings.
+    Error,
+    /// Act now: critical security findings.
+    Fatal,
 }
 
 impl Severity {
@@ -48,6 +54,8 @@ impl Severity {
         match self {
             Self::Info => 9,
             Self::Warn => 13,
+            Self::Error => 17,
+            Self::Fatal => 21,
         }
     }
 
@@ -56,6 +64,8 @@ impl Severity {
         match self {
             Self::Info => "INFO",
             Self::Warn => "WARN",
+            Self::Error => "ERROR",
+            Self::Fatal => "FATAL",
         }
     }
 }

@@ -1,19 +1,21 @@
 //! Analysis: what is derived from calls across time: routes, the API inventory and its
-//! conformance with declared specs, sensitive data.
+//! conformance with declared specs, sensitive data, and security findings.
 
 pub mod events;
 pub mod inventory;
 pub mod routes;
+pub mod security;
 pub mod sensitive;
 pub mod spec;
 
 use std::sync::PoisonError;
 
-use crate::{calls::Payload, enrich::EnrichedCall};
+use crate::{calls::Payload, enrich::EnrichedCall, streams::Connection};
 
 use events::{ApiEvent, unix_ms_now};
 use inventory::SharedInventory;
 use routes::{RouteSettings, RouteTemplater};
+use security::SecurityAnalyzer;
 
 /// A call with what analysis derived from it.
 #[derive(Debug, Clone)]
@@ -23,16 +25,17 @@ pub struct AnalyzedCall {
     /// The route (`http.route`), for protocols with paths: the declared spec's template when
     /// the service has one that declares the call, else the templated path.
     pub route: Option<String>,
-    /// Events the call raised (discoveries, violations, sensitive data), exported with the
-    /// call's trace context.
+    /// Events the call raised (discoveries, violations, sensitive data, security findings),
+    /// exported with the call's trace context.
     pub events: Vec<ApiEvent>,
 }
 
-/// The analysis stage: route templating and, when kept, the inventory.
+/// The analysis stage: route templating and, when kept, the inventory and the security rules.
 #[derive(Debug)]
 pub struct Analyzer {
     routes: RouteTemplater,
     inventory: Option<SharedInventory>,
+    security: Option<SecurityAnalyzer>,
 }
 
 impl Analyzer {
@@ -41,6 +44,7 @@ impl Analyzer {
         Self {
             routes: RouteTemplater::new(routes),
             inventory: None,
+            security: None,
         }
     }
 
@@ -49,6 +53,21 @@ impl Analyzer {
         Self {
             inventory: Some(inventory),
             ..self
+        }
+    }
+
+    /// The same analyzer, checking every call against the security rules.
+    pub fn with_security(self, security: SecurityAnalyzer) -> Self {
+        Self {
+            security: Some(security),
+            ..self
+        }
+    }
+
+    /// Notes an outbound connection the kernel saw opened.
+    pub fn connected(&mut self, connection: &Connection) {
+        if let Some(security) = &mut self.security {
+            security.connected(connection, unix_ms_now());
         }
     }
 
@@ -62,16 +81,22 @@ impl Analyzer {
                     .route(&call.workload.service_name, http.request.path()),
             ),
         };
+        let now_ms = unix_ms_now();
         let mut events = Vec::new();
+        let mut response_sensitive = 0;
         if let Some(inventory) = &self.inventory {
             let observed = inventory
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .observe(&call, route.as_deref(), unix_ms_now());
+                .observe(&call, route.as_deref(), now_ms);
             if observed.declared_route.is_some() {
                 route = observed.declared_route;
             }
             events = observed.events;
+            response_sensitive = observed.response_sensitive;
+        }
+        if let Some(security) = &mut self.security {
+            events.extend(security.assess(&call, route.as_deref(), response_sensitive, now_ms));
         }
         AnalyzedCall {
             call,

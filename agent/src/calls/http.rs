@@ -272,6 +272,25 @@ impl HttpRequest {
     }
 }
 
+/// A `GET target` request with `headers` (lowercase names), for tests of what reads requests.
+#[cfg(test)]
+pub(crate) fn test_request(target: &str, headers: &[(&str, &str)]) -> HttpRequest {
+    HttpRequest {
+        method: "GET".into(),
+        target: target.into(),
+        version: HttpVersion::Http11,
+        headers: headers
+            .iter()
+            .map(|(name, value)| Header {
+                name: (*name).into(),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+            })
+            .collect(),
+        trailers: Vec::new(),
+        body: HttpBody::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@ use std::sync::{
 
 use agent_common::Counter;
 
+use crate::analysis::security::{FindingCounts, rules::watch::RuleHandle};
+
 /// Counts the stages publish for export. Cumulative totals since the agent started.
 #[derive(Debug)]
 pub struct AgentHealth {
@@ -20,6 +22,10 @@ pub struct AgentHealth {
     ready: AtomicBool,
     /// What the OTLP exporter did with the spans and metrics handed to it.
     pub export: Arc<ExportStats>,
+    /// Security findings per rule, raised by the analysis stage.
+    pub findings: Arc<FindingCounts>,
+    /// The security rules in force, once loaded.
+    pub rules: std::sync::OnceLock<Arc<RuleHandle>>,
 }
 
 impl Default for AgentHealth {
@@ -33,6 +39,8 @@ impl Default for AgentHealth {
             tls_files: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             export: Arc::default(),
+            findings: Arc::default(),
+            rules: std::sync::OnceLock::new(),
         }
     }
 }

@@ -184,6 +184,30 @@ impl Collector for HealthCollector {
                 .metric_exports_failed
                 .load(std::sync::atomic::Ordering::Relaxed),
         )?;
+        let mut family = encoder.encode_descriptor(
+            "apiscope_security_findings",
+            "Security findings, by rule and lane.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (rule, lane, count) in health.findings.snapshot() {
+            let labels = [("rule", rule.as_str()), ("lane", lane)];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        if let Some(rules) = health.rules.get() {
+            counter(
+                &mut encoder,
+                "apiscope_rule_reloads_rejected",
+                "Rule pack changes rejected (the previous rules stayed active).",
+                rules.rejected(),
+            )?;
+            gauge(
+                &mut encoder,
+                "apiscope_rules_kill_switch",
+                "1 while a rule pack's kill switch stops every rule.",
+                u64::from(rules.current().kill_switch),
+            )?;
+        }
         gauge(
             &mut encoder,
             "apiscope_event_batches_queued",

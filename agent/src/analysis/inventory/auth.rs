@@ -75,7 +75,7 @@ pub fn schemes(request: &HttpRequest) -> Vec<AuthScheme> {
 }
 
 /// Header names (besides `authorization` and `cookie`) that carry an API key or token.
-fn api_key_name(name: &str) -> bool {
+pub(crate) fn api_key_name(name: &str) -> bool {
     // Proxies' bookkeeping headers hold no credential of the caller's.
     let bookkeeping = name.starts_with("x-forwarded") || name.starts_with("sec-");
     !bookkeeping && names_a_secret(name)
@@ -99,27 +99,8 @@ fn authorization_scheme(value: &[u8]) -> AuthScheme {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
-    use crate::calls::{Header, HttpBody, http::HttpVersion};
-
-    fn request(target: &str, headers: &[(&str, &str)]) -> HttpRequest {
-        HttpRequest {
-            method: "GET".into(),
-            target: target.into(),
-            version: HttpVersion::Http11,
-            headers: headers
-                .iter()
-                .map(|(name, value)| Header {
-                    name: (*name).into(),
-                    value: Bytes::copy_from_slice(value.as_bytes()),
-                })
-                .collect(),
-            trailers: Vec::new(),
-            body: HttpBody::default(),
-        }
-    }
+    use crate::calls::http::test_request as request;
 
     /// `{"alg":"HS256","typ":"JWT"}`.{"sub":"1"}.signature
     const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIn0.c2ln";

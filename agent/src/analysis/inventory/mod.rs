@@ -92,6 +92,8 @@ pub struct Observed {
     pub declared_route: Option<String>,
     /// Events the call raised.
     pub events: Vec<ApiEvent>,
+    /// Sensitive data findings in the response.
+    pub response_sensitive: u32,
 }
 
 /// Which service a call counts for, and who called it.
@@ -198,14 +200,19 @@ impl Inventory {
         if let Some(template) = &declared_route {
             key.route.clone_from(template);
         }
-        let mut observed = Observed {
-            declared_route,
-            events: Vec::new(),
-        };
         let findings = if attribution.counts {
             scan(&self.scanner, http)
         } else {
             Vec::new()
+        };
+        let in_response = findings
+            .iter()
+            .filter(|(direction, _)| *direction == Direction::Response)
+            .count();
+        let mut observed = Observed {
+            declared_route,
+            events: Vec::new(),
+            response_sensitive: u32::try_from(in_response).unwrap_or(u32::MAX),
         };
         let service = Arc::new(attribution.service.clone());
         let max_endpoints = self.settings.max_endpoints_per_service;

@@ -113,6 +113,22 @@ impl HealthMetrics {
                 })
                 .build();
         }
+        let observed = Arc::clone(&health.findings);
+        meter
+            .u64_observable_counter("apiscope.security.findings")
+            .with_description("Security findings, by rule and lane.")
+            .with_callback(move |observer| {
+                for (rule, lane, count) in observed.snapshot() {
+                    observer.observe(
+                        count,
+                        &[
+                            KeyValue::new("security_rule.name", rule),
+                            KeyValue::new("apiscope.rule.lane", lane),
+                        ],
+                    );
+                }
+            })
+            .build();
         Self { provider, reader }
     }
 

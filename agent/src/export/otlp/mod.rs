@@ -301,7 +301,7 @@ impl OtlpRecorder {
             .entry(key)
             .or_insert_with(|| resource(&enriched.workload, &enriched.host_name));
         self.metrics.record(key, &resource.sdk, &description);
-        let encoded = spans::encode_span(&enriched.call, description);
+        let encoded = spans::encode_span(&enriched.call, description, &analyzed.events);
         let context = CallContext {
             trace_id: &encoded.trace_id,
             span_id: &encoded.span_id,

@@ -22,7 +22,11 @@ use opentelemetry::{
 };
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, InstrumentationScope, KeyValue as ProtoKeyValue},
-    trace::v1::{Span, SpanFlags, Status, span::SpanKind, status::StatusCode},
+    trace::v1::{
+        Span, SpanFlags, Status,
+        span::{Event, SpanKind},
+        status::StatusCode,
+    },
 };
 use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
@@ -34,6 +38,7 @@ use tokio::sync::mpsc;
 use super::{ResourceKey, batch::TraceRequest, transport::SignalClient};
 use crate::export::health::ExportStats;
 use crate::{
+    analysis::events::{ApiEvent, SECURITY_FINDING},
     calls::ApiCall,
     clock::WallClock,
     export::semconv::{CallDescription, Kind},
@@ -140,7 +145,11 @@ pub struct EncodedSpan {
 
 /// The span of a call, encoded as an OTLP `Span` message: a child of the request's
 /// `traceparent` when it has a valid one, else the root of a new trace.
-pub fn encode_span(call: &ApiCall, description: CallDescription) -> EncodedSpan {
+pub fn encode_span(
+    call: &ApiCall,
+    description: CallDescription,
+    events: &[ApiEvent],
+) -> EncodedSpan {
     let ids = RandomIdGenerator::default();
     // Most requests carry no traceparent: skip the propagator for them.
     let parent = match description.traceparent {
@@ -191,6 +200,7 @@ pub fn encode_span(call: &ApiCall, description: CallDescription) -> EncodedSpan 
             code: StatusCode::Error as i32,
             ..Status::default()
         }),
+        events: finding_events(events, end),
         ..Span::default()
     };
     EncodedSpan {
@@ -198,6 +208,34 @@ pub fn encode_span(call: &ApiCall, description: CallDescription) -> EncodedSpan 
         trace_id,
         span_id,
     }
+}
+
+/// The call's security findings as span events, at the call's end (when they were found),
+/// with the rule's identity: the log records carry the rest.
+fn finding_events(events: &[ApiEvent], at: u64) -> Vec<Event> {
+    const ON_THE_SPAN: [&str; 5] = [
+        "security_rule.uuid",
+        "security_rule.name",
+        "security_rule.category",
+        "apiscope.rule.severity",
+        "apiscope.finding.location",
+    ];
+    events
+        .iter()
+        .filter(|event| event.name == SECURITY_FINDING)
+        .map(|event| Event {
+            time_unix_nano: at,
+            name: SECURITY_FINDING.to_owned(),
+            attributes: event
+                .attributes
+                .iter()
+                .filter(|attribute| ON_THE_SPAN.contains(&attribute.key.as_str()))
+                .cloned()
+                .map(proto_attribute)
+                .collect(),
+            dropped_attributes_count: 0,
+        })
+        .collect()
 }
 
 /// Collects spans into batches and exports each batch, one group per resource, until the queue

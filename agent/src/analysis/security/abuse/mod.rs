@@ -1,0 +1,202 @@
+//! Stateful detectors of API abuse (OWASP API Security Top 10 2023): broken object level
+//! authorization (API1, [`BolaDetector`]), broken authentication (API2,
+//! [`AuthFailureDetector`], [`CredentialStuffingDetector`], [`TokenSpreadDetector`]),
+//! unrestricted resource consumption (API4, [`RateDetector`]) and excessive data exposure
+//! (API3, [`ExposureDetector`]).
+//!
+//! Each detector sees one [`Observation`] per API call and sometimes answers with a
+//! [`Detection`]: counts and thresholds, and the key it counted per (a principal id, a source
+//! address, a service and endpoint), never an object id, a credential or a user name. Pure:
+//! no I/O, no clock of its own (time is the observations' `now_ms`), no threads.
+//!
+//! # Windows
+//!
+//! Counts are over a sliding window of `window_secs`: event counts in a ring of 10 sub-buckets
+//! (the count covers the last 9/10 to 10/10 of the window), distinct counts as exact sets of
+//! 64-bit hashes with the time each was last seen. A key fires when it crosses its threshold and
+//! then stays quiet for one window: once per key per window, re-armed after it.
+//!
+//! # Baselines
+//!
+//! BOLA and rate thresholds are `max(floor, factor × baseline)`, the baseline being the key's
+//! own count per completed window (tumbling windows of `window_secs` from time 0): an
+//! exponentially weighted moving average, each new window weighing 1/8 (its influence halves in
+//! about five windows), starting at the first window learned. Only windows in which the key was
+//! seen and never went above its threshold are learned, so an attack does not teach itself as
+//! normal and idle hours do not lower the bar. Exposure baselines are per-call means of an
+//! endpoint's response sizes and sensitive findings (equal weights for the first 64 calls, then
+//! 1/64 each), anomalous responses excluded.
+//!
+//! # Bounds
+//!
+//! Each detector tracks at most [`MAX_KEYS`] keys and remembers at most 262 144 values (id,
+//! user name or source hashes, 16 bytes each) across its distinct sets; beyond either the least
+//! recently seen key is forgotten, baseline included. A distinct set never holds more than the
+//! threshold + 1 values (BOLA thresholds, baseline included, are capped at 1024), the oldest
+//! forgotten first. An observation costs O(threshold) at most, allocates only for a new key, and
+//! memory does not grow with traffic.
+//!
+//! # Time
+//!
+//! Time may repeat, start at 0, jump ahead by hours (the windows are simply empty) or go back:
+//! by up to a window it is counted at the latest time the key saw; further back the key's
+//! windows start over (its baseline kept).
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod auth;
+mod bola;
+mod credentials;
+mod exposure;
+mod rate;
+mod table;
+#[cfg(test)]
+mod tests;
+mod window;
+
+pub use self::{
+    auth::{AuthFailureDetector, AuthFailureParams, AuthFailureScope},
+    bola::{BolaDetector, BolaParams},
+    credentials::{
+        CredentialStuffingDetector, CredentialStuffingParams, TokenSpreadDetector,
+        TokenSpreadParams,
+    },
+    exposure::{ExposureDetector, ExposureParams},
+    rate::{RateDetector, RateParams, RateScope},
+};
+
+/// Keys (principals, sources, endpoints, credentials) one detector tracks at most; when full,
+/// the least recently seen is forgotten.
+pub const MAX_KEYS: usize = 16_384;
+
+/// The largest distinct-count threshold: it bounds the size of a key's distinct set.
+const MAX_DISTINCT: usize = 1024;
+
+/// The longest window, a day.
+const MAX_WINDOW_SECS: u64 = 86_400;
+
+/// The largest baseline or size factor accepted.
+const MAX_FACTOR: f64 = 1_000_000.0;
+
+/// One API call as the abuse detectors see it: who, what, how it ended. All strings are already
+/// bounded by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// Unix ms of the call (monotonic enough; may repeat; may go slightly backwards: tolerate
+    /// it).
+    pub now_ms: u64,
+    /// The service that served it, e.g. `orders-api`.
+    pub service: &'a str,
+    /// Its endpoint, e.g. `GET /orders/{id}`.
+    pub endpoint: &'a str,
+    /// A stable id of the caller (principal): e.g. `jwt:sub=alice`, `key:3fa9...` (a keyed
+    /// hash), `basic:5e1c...`, `cookie:...`, or `ip:10.0.0.7` when nothing better is known.
+    /// Never a raw credential.
+    pub principal: &'a str,
+    /// The client address (source), e.g. `10.0.0.7`.
+    pub source: &'a str,
+    /// The username the request tried to log in with, hashed by the caller (Basic auth user or
+    /// a login body's username field), when any.
+    pub login_user: Option<u64>,
+    /// A hash of the credential presented (token/API key/cookie), when any, to see one token
+    /// used from many sources.
+    pub credential: Option<u64>,
+    /// The object ids named by the request's path parameters (the templated `{id}` segments),
+    /// hashed by the caller. At most a few.
+    pub object_ids: &'a [u64],
+    /// HTTP status (0 when no response was seen).
+    pub status: u16,
+    /// Response body bytes (declared or seen).
+    pub response_bytes: u64,
+    /// Sensitive-data findings counted in the response.
+    pub response_sensitive: u32,
+}
+
+/// What a detector found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Counts and thresholds, e.g. `21 distinct object ids in 60 s (threshold 20, baseline
+    /// 2.1)`; never ids, tokens or user names.
+    pub evidence: String,
+    /// What it was counted per: the principal id (BOLA, authentication failures per principal,
+    /// token spread, rate per principal), `source <address>` (authentication failures per
+    /// source, credential stuffing) or `<service> <endpoint>` (rate per endpoint, exposure).
+    pub key: String,
+}
+
+/// A detector of one abuse family, fed every observation of the calls its rule selects.
+pub trait AbuseDetector: Send {
+    /// Counts `obs` and returns a detection when it makes its key cross the threshold (at most
+    /// once per key per window).
+    fn observe(&mut self, obs: &Observation<'_>) -> Option<Detection>;
+
+    /// Keys tracked now (at most [`MAX_KEYS`]), for metrics and tests.
+    fn tracked_keys(&self) -> usize;
+}
+
+/// The parameters of any detector, to build one with [`detector`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AbuseParams {
+    /// BOLA / enumeration.
+    Bola(BolaParams),
+    /// Bursts of 401/403.
+    AuthFailures(AuthFailureParams),
+    /// Many login user names from one source.
+    CredentialStuffing(CredentialStuffingParams),
+    /// One credential from many sources.
+    TokenSpread(TokenSpreadParams),
+    /// Rate anomalies and layer-7 floods.
+    Rate(RateParams),
+    /// Oversized or sensitive-heavy responses.
+    Exposure(ExposureParams),
+}
+
+impl AbuseParams {
+    /// Rejects out-of-range values, saying which and why.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Bola(p) => p.validate(),
+            Self::AuthFailures(p) => p.validate(),
+            Self::CredentialStuffing(p) => p.validate(),
+            Self::TokenSpread(p) => p.validate(),
+            Self::Rate(p) => p.validate(),
+            Self::Exposure(p) => p.validate(),
+        }
+    }
+}
+
+/// A new detector (no keys yet) for `params`, which should have passed
+/// [`AbuseParams::validate`].
+pub fn detector(params: &AbuseParams) -> Box<dyn AbuseDetector> {
+    match params {
+        AbuseParams::Bola(p) => Box::new(BolaDetector::new(p)),
+        AbuseParams::AuthFailures(p) => Box::new(AuthFailureDetector::new(p)),
+        AbuseParams::CredentialStuffing(p) => Box::new(CredentialStuffingDetector::new(p)),
+        AbuseParams::TokenSpread(p) => Box::new(TokenSpreadDetector::new(p)),
+        AbuseParams::Rate(p) => Box::new(RateDetector::new(p)),
+        AbuseParams::Exposure(p) => Box::new(ExposureDetector::new(p)),
+    }
+}
+
+/// A window in ms, its length clamped to what validation accepts (so never 0).
+fn window_ms(secs: u64) -> u64 {
+    secs.clamp(1, MAX_WINDOW_SECS) * 1000
+}
+
+fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{name} must be from {min} to {max}, not {value}"))
+    }
+}
+
+fn check_factor(name: &str, value: f64, min: f64) -> Result<(), String> {
+    if value.is_finite() && (min..=MAX_FACTOR).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be a number from {min} to {MAX_FACTOR} (a multiple of the baseline), not {value}"
+        ))
+    }
+}
