@@ -113,14 +113,16 @@ fn send(
     trace
 }
 
-/// `count` keep-alive `GET path` requests from one Python client.
-fn burst(port: u16, path: &str, headers: &[(&str, &str)], count: usize) {
+/// `count` keep-alive `GET path` requests from one Python client, `pause_ms` apart (the
+/// traffic's own rhythm, not a wait for anything).
+fn burst(port: u16, path: &str, headers: &[(&str, &str)], count: usize, pause_ms: u64) {
     let headers: BTreeMap<&str, &str> = headers.iter().copied().collect();
     let script = format!(
-        "import http.client, json\n\
+        "import http.client, json, time\n\
          c = http.client.HTTPConnection('127.0.0.1', {port}, timeout=10)\n\
-         for _ in range({count}):\n    c.request('GET', {path:?}, headers=json.loads({headers:?}))\n    c.getresponse().read()\n",
+         for _ in range({count}):\n    c.request('GET', {path:?}, headers=json.loads({headers:?}))\n    c.getresponse().read()\n    time.sleep({pause})\n",
         headers = serde_json::to_string(&headers).unwrap(),
+        pause = pause_ms as f64 / 1000.0,
     );
     let out = run(
         Command::new(python()).args(["-c", &script]),
@@ -393,8 +395,22 @@ fn enumeration_auth_failures_floods_and_unsigned_tokens_raise_their_rules() {
             None,
         ));
     }
-    burst(port, "/private", &[("Authorization", "Bearer guess")], 30);
-    burst(port, "/health", &[], 250);
+    burst(
+        port,
+        "/private",
+        &[("Authorization", "Bearer guess")],
+        30,
+        0,
+    );
+    burst(port, "/health", &[], 250, 0);
+    // A script on a fixed sleep.
+    burst(
+        port,
+        "/search?q=pace",
+        &[("X-Api-Key", "pacer-key")],
+        25,
+        100,
+    );
     let unsigned = send(
         port,
         "GET",
@@ -418,6 +434,10 @@ fn enumeration_auth_failures_floods_and_unsigned_tokens_raise_their_rules() {
             ]
             .iter()
             .all(|expected| raised.contains(expected))
+                && findings(logs, service).iter().any(|log| {
+                    rule(log) == "automated-client"
+                        && log.attr_str("api.endpoint") == Some("GET /search")
+                })
         },
         EXPORT_TIMEOUT,
     );
@@ -466,7 +486,16 @@ fn enumeration_auth_failures_floods_and_unsigned_tokens_raise_their_rules() {
         rules_of(&logs, service, &unsigned).contains("jwt-alg-none"),
         "{summary}"
     );
-    for token in ["mallory", "alice", "guess"] {
+    // The paced script is bot-like (so are the test's own curl loops, which is right).
+    let paced = findings(&logs, service)
+        .into_iter()
+        .find(|log| {
+            rule(log) == "automated-client" && log.attr_str("api.endpoint") == Some("GET /search")
+        })
+        .unwrap_or_else(|| panic!("the paced script was not found bot-like: {summary}"));
+    assert_eq!(paced.attr_str("apiscope.rule.lane"), Some("monitor"));
+    assert_eq!(paced.severity_text, "INFO");
+    for token in ["mallory", "alice", "guess", "pacer-key"] {
         assert!(
             !logs.iter().any(|log| format!("{log:?}").contains(token)),
             "{token} was exported: {summary}"

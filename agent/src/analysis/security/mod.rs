@@ -487,6 +487,7 @@ fn abuse_params(matcher: &Matcher) -> Option<AbuseParams> {
         Matcher::TokenSpread(params) => AbuseParams::TokenSpread(params.clone()),
         Matcher::Rate(params) => AbuseParams::Rate(params.clone()),
         Matcher::Exposure(params) => AbuseParams::Exposure(params.clone()),
+        Matcher::Regularity(params) => AbuseParams::Regularity(params.clone()),
         _ => return None,
     })
 }

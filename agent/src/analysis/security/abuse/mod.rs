@@ -1,8 +1,8 @@
 //! Stateful detectors of API abuse (OWASP API Security Top 10 2023): broken object level
 //! authorization (API1, [`BolaDetector`]), broken authentication (API2,
 //! [`AuthFailureDetector`], [`CredentialStuffingDetector`], [`TokenSpreadDetector`]),
-//! unrestricted resource consumption (API4, [`RateDetector`]) and excessive data exposure
-//! (API3, [`ExposureDetector`]).
+//! unrestricted resource consumption (API4, [`RateDetector`]), excessive data exposure
+//! (API3, [`ExposureDetector`]) and bot-like clients (API6, [`RegularityDetector`]).
 //!
 //! Each detector sees one [`Observation`] per API call and sometimes answers with a
 //! [`Detection`]: counts and thresholds, and the key it counted per (a principal id, a source
@@ -49,6 +49,7 @@ mod bola;
 mod credentials;
 mod exposure;
 mod rate;
+mod regularity;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,7 @@ pub use self::{
     },
     exposure::{ExposureDetector, ExposureParams},
     rate::{RateDetector, RateParams, RateScope},
+    regularity::{RegularityDetector, RegularityParams},
 };
 
 /// Keys (principals, sources, endpoints, credentials) one detector tracks at most; when full,
@@ -149,6 +151,8 @@ pub enum AbuseParams {
     Rate(RateParams),
     /// Oversized or sensitive-heavy responses.
     Exposure(ExposureParams),
+    /// Calls at machine-regular intervals.
+    Regularity(RegularityParams),
 }
 
 impl AbuseParams {
@@ -161,6 +165,7 @@ impl AbuseParams {
             Self::TokenSpread(p) => p.validate(),
             Self::Rate(p) => p.validate(),
             Self::Exposure(p) => p.validate(),
+            Self::Regularity(p) => p.validate(),
         }
     }
 }
@@ -175,6 +180,7 @@ pub fn detector(params: &AbuseParams) -> Box<dyn AbuseDetector> {
         AbuseParams::TokenSpread(p) => Box::new(TokenSpreadDetector::new(p)),
         AbuseParams::Rate(p) => Box::new(RateDetector::new(p)),
         AbuseParams::Exposure(p) => Box::new(ExposureDetector::new(p)),
+        AbuseParams::Regularity(p) => Box::new(RegularityDetector::new(p)),
     }
 }
 

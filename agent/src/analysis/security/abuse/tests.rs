@@ -1185,3 +1185,63 @@ fn unvalidated_params_never_panic() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regularity
+
+#[test]
+fn a_script_on_a_fixed_sleep_is_bot_like_and_a_person_is_not() {
+    let mut det = RegularityDetector::new(&RegularityParams::default());
+    // One call every 2 s, give or take 20 ms: a script.
+    let found = run(
+        &mut det,
+        (0..60u64).map(|i| call(T0 + i * 2 * SEC + (i % 3) * 10, "key:bot", &[], 200)),
+    );
+    assert_eq!(found.len(), 3, "once per span of 20 calls: {found:?}");
+    assert!(
+        found[0].evidence.contains("20 calls"),
+        "{}",
+        found[0].evidence
+    );
+    // A person: gaps from 0.3 s to 9 s.
+    let gaps = [
+        300u64, 4_000, 1_200, 9_000, 700, 2_500, 6_100, 400, 3_300, 800,
+    ];
+    let mut at = T0;
+    let person = run(
+        &mut det,
+        (0..60usize).map(|i| {
+            at += gaps[i % gaps.len()];
+            call(at, "jwt:sub=alice", &[], 200)
+        }),
+    );
+    assert!(person.is_empty(), "{person:?}");
+    // A burst with no gaps is not a rhythm, and a long pause starts over.
+    let burst = run(
+        &mut det,
+        (0..40u64).map(|_| call(T0, "ip:10.0.0.9", &[], 200)),
+    );
+    assert!(burst.is_empty());
+    let paused = run(
+        &mut det,
+        (0..30u64).map(|i| {
+            call(
+                T0 + i * 2 * SEC + (i / 10) * 3_600 * SEC,
+                "key:cron",
+                &[],
+                200,
+            )
+        }),
+    );
+    assert!(paused.is_empty(), "{paused:?}");
+}
+
+#[test]
+fn regularity_parameters_are_checked() {
+    let bad = RegularityParams {
+        min_requests: 2,
+        ..RegularityParams::default()
+    };
+    assert!(bad.validate().unwrap_err().contains("min_requests"));
+    assert!(RegularityParams::default().validate().is_ok());
+}

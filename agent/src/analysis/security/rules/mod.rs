@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{
     abuse::{
         AuthFailureParams, BolaParams, CredentialStuffingParams, ExposureParams, RateParams,
-        TokenSpreadParams,
+        RegularityParams, TokenSpreadParams,
     },
     injection::InjectionClass,
 };
@@ -176,6 +176,8 @@ pub enum Matcher {
     Rate(RateParams),
     /// Responses far larger, or with far more sensitive data, than their endpoint's baseline.
     Exposure(ExposureParams),
+    /// Calls of one principal to one endpoint at machine-regular intervals.
+    Regularity(RegularityParams),
 }
 
 /// `detector: injection`.
@@ -243,6 +245,7 @@ impl Matcher {
             Self::TokenSpread(params) => params.validate(),
             Self::Rate(params) => params.validate(),
             Self::Exposure(params) => params.validate(),
+            Self::Regularity(params) => params.validate(),
             _ => Ok(()),
         }
     }
