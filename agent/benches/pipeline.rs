@@ -1,10 +1,18 @@
 //! The per-event and per-call userspace paths: ring-buffer record decoding with stream
-//! assembly, and turning a decoded call into its convention attributes and span.
+//! assembly, checking a call against the default security rules, and turning a decoded call
+//! into its convention attributes and span.
 
 use std::{hint::black_box, sync::Arc};
 
 use agent::{
-    analysis::AnalyzedCall,
+    analysis::{
+        AnalyzedCall,
+        security::{
+            FindingCounts, SecurityAnalyzer,
+            principal::PrincipalKeyer,
+            rules::{ActiveRules, watch::RuleHandle},
+        },
+    },
     calls::{
         ApiCall, CallGaps, Header, HttpBody, HttpExchange, HttpRequest, HttpResponse, Payload, Side,
     },
@@ -184,5 +192,38 @@ fn describe_and_build_span(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode_and_assemble, describe_and_build_span);
+/// One served call through every rule of the default pack: an ordinary request, and one whose
+/// query carries SQL injection (the detectors' slow path: decoding, libinjection, a finding).
+fn security_rules(c: &mut Criterion) {
+    let rules = ActiveRules::load(&[] as &[&str]).expect("the default pack loads");
+    let handle = RuleHandle::new(rules);
+    let mut analyzer = SecurityAnalyzer::new(
+        handle,
+        PrincipalKeyer::random(),
+        Arc::new(FindingCounts::default()),
+    );
+    let ordinary = analyzed_call();
+    let mut attack = analyzed_call();
+    let Payload::Http(http) = &mut attack.call.call.payload;
+    http.request.target = "/users/42?q=1%27%20OR%20%271%27%3D%271%27%20--".into();
+    let mut group = c.benchmark_group("security");
+    group.throughput(Throughput::Elements(1));
+    let mut now_ms = 1_700_000_000_000u64;
+    for (name, call) in [("ordinary_call", &ordinary), ("sqli_call", &attack)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                now_ms += 1;
+                black_box(analyzer.assess(black_box(&call.call), Some("/users/{id}"), 0, now_ms))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    decode_and_assemble,
+    security_rules,
+    describe_and_build_span
+);
 criterion_main!(benches);

@@ -504,7 +504,12 @@ impl InjectionDetector {
                 target,
             });
         };
-        if wanted(InjectionClass::Sqli, found) {
+        // One bare word (letters, digits, `_`, `-`) is one SQL token and no markup: libinjection
+        // cannot find anything in it, and most values are such words (ids, names, enums).
+        let bare_word = text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !bare_word && wanted(InjectionClass::Sqli, found) {
             let sqli = libinjectionrs::detect_sqli(text.as_bytes());
             if sqli.is_injection() {
                 let fingerprint = sqli.fingerprint.as_ref().map_or("", |fp| fp.as_str());
@@ -512,7 +517,8 @@ impl InjectionDetector {
                 add(InjectionClass::Sqli, evidence, None, found);
             }
         }
-        if wanted(InjectionClass::Xss, found)
+        if !bare_word
+            && wanted(InjectionClass::Xss, found)
             && libinjectionrs::detect_xss(text.as_bytes()).is_injection()
         {
             add(
