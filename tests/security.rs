@@ -402,7 +402,7 @@ fn enumeration_auth_failures_floods_and_unsigned_tokens_raise_their_rules() {
         30,
         0,
     );
-    burst(port, "/health", &[], 250, 0);
+    burst(port, "/health", &[], 400, 0);
     // A script on a fixed sleep.
     burst(
         port,
