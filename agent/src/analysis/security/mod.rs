@@ -26,7 +26,7 @@ use crate::{
     streams::Connection,
 };
 
-use abuse::{AbuseDetector, AbuseParams, Observation};
+use abuse::{AbuseDetector, Observation};
 use injection::{InjectionClass, InjectionDetector, InjectionMatch};
 use posture::AuthHabits;
 use principal::{Principal, PrincipalKeyer};
@@ -119,11 +119,7 @@ impl SecurityAnalyzer {
         let mut analyzer = Self {
             generation: handle.generation(),
             handle,
-            rules: Arc::new(ActiveRules {
-                rules: Vec::new(),
-                kill_switch: false,
-                audit: rules.audit.clone(),
-            }),
+            rules: Arc::clone(&rules),
             injection: InjectionDetector::new(),
             keyer,
             abuse: HashMap::new(),
@@ -162,7 +158,7 @@ impl SecurityAnalyzer {
     fn adopt(&mut self, rules: Arc<ActiveRules>) {
         let mut kept = HashMap::new();
         for rule in &rules.rules {
-            let Some(params) = abuse_params(&rule.matcher) else {
+            let Some(params) = rule.matcher.abuse_params() else {
                 continue;
             };
             let state = match self.abuse.remove(&rule.id) {
@@ -314,7 +310,9 @@ impl SecurityAnalyzer {
                             )
                         })
                 }
-                Matcher::JwtAlgNone => posture::bearer_jwt(request)
+                Matcher::JwtAlgNone => principal
+                    .jwt
+                    .as_ref()
                     .filter(|claims| {
                         claims
                             .alg
@@ -328,7 +326,9 @@ impl SecurityAnalyzer {
                             format!("JWT header alg none, answered {status}"),
                         )
                     }),
-                Matcher::JwtWithoutExpiry => posture::bearer_jwt(request)
+                Matcher::JwtWithoutExpiry => principal
+                    .jwt
+                    .as_ref()
                     .filter(|claims| !claims.expires)
                     .map(|_| {
                         (
@@ -476,20 +476,6 @@ fn severity(severity: RuleSeverity) -> Severity {
         RuleSeverity::High => Severity::Error,
         RuleSeverity::Critical => Severity::Fatal,
     }
-}
-
-/// The stateful detector a matcher needs, if any.
-fn abuse_params(matcher: &Matcher) -> Option<AbuseParams> {
-    Some(match matcher {
-        Matcher::Bola(params) => AbuseParams::Bola(params.clone()),
-        Matcher::AuthFailures(params) => AbuseParams::AuthFailures(params.clone()),
-        Matcher::CredentialStuffing(params) => AbuseParams::CredentialStuffing(params.clone()),
-        Matcher::TokenSpread(params) => AbuseParams::TokenSpread(params.clone()),
-        Matcher::Rate(params) => AbuseParams::Rate(params.clone()),
-        Matcher::Exposure(params) => AbuseParams::Exposure(params.clone()),
-        Matcher::Regularity(params) => AbuseParams::Regularity(params.clone()),
-        _ => return None,
-    })
 }
 
 /// Keyed hashes of the path segments the route templates (`/orders/{id}` of `/orders/42`).

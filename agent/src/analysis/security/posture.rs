@@ -1,33 +1,20 @@
-//! Authentication posture: how a request presents its credentials (a JWT that asks for no
-//! signature or never expires, Basic credentials in plaintext, secrets in the query string)
-//! and whether an endpoint that nearly always gets credentials answered without them.
+//! Authentication posture: how a request presents its credentials (Basic credentials in
+//! plaintext, secrets in the query string; its JWT's claims come with its principal) and
+//! whether an endpoint that nearly always gets credentials answered without them.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 
-use super::principal::{JwtClaims, jwt_claims};
+use lru::LruCache;
+
+use super::principal::authorization;
 use crate::calls::{HttpRequest, secrets::names_a_secret};
 
 /// Endpoints whose authentication habit is kept; past it the least recently seen is dropped.
 const MAX_ENDPOINTS: usize = 16_384;
 
-/// The claims of the request's bearer JWT, when it sends one.
-pub fn bearer_jwt(request: &HttpRequest) -> Option<JwtClaims> {
-    let value = request.header_str("authorization")?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| jwt_claims(token.trim()))
-        .flatten()
-}
-
 /// The request sends Basic credentials.
 pub fn sends_basic(request: &HttpRequest) -> bool {
-    request.header_str("authorization").is_some_and(|value| {
-        value
-            .trim()
-            .split_once(' ')
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-    })
+    authorization(request).is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
 }
 
 /// The request carries any credentials at all.
@@ -53,17 +40,23 @@ pub fn credential_in_query(request: &HttpRequest) -> Option<String> {
 
 /// How often each endpoint gets credentials, to see an answer without them where they are
 /// the rule.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthHabits {
-    endpoints: HashMap<String, Habit>,
-    clock: u64,
+    endpoints: LruCache<String, Habit>,
+}
+
+impl Default for AuthHabits {
+    fn default() -> Self {
+        Self {
+            endpoints: LruCache::new(NonZeroUsize::new(MAX_ENDPOINTS).unwrap_or(NonZeroUsize::MIN)),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Habit {
     calls: u64,
     authenticated: u64,
-    last_seen: u64,
 }
 
 impl AuthHabits {
@@ -77,19 +70,10 @@ impl AuthHabits {
         min_calls: u32,
         auth_ratio: f64,
     ) -> Option<String> {
-        self.clock += 1;
-        if !self.endpoints.contains_key(endpoint) && self.endpoints.len() >= MAX_ENDPOINTS {
-            let oldest = self
-                .endpoints
-                .iter()
-                .min_by_key(|(_, habit)| habit.last_seen)
-                .map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                self.endpoints.remove(&oldest);
-            }
+        if !self.endpoints.contains(endpoint) {
+            self.endpoints.put(endpoint.to_owned(), Habit::default());
         }
-        let habit = self.endpoints.entry(endpoint.to_owned()).or_default();
-        habit.last_seen = self.clock;
+        let habit = self.endpoints.get_mut(endpoint)?;
         let usual = habit.calls >= u64::from(min_calls)
             && habit.authenticated as f64 >= auth_ratio * habit.calls as f64;
         let found = (usual && !authenticated && (200..300).contains(&status)).then(|| {

@@ -63,6 +63,8 @@ pub struct Principal {
     pub login_user: Option<u64>,
     /// Keyed hash of the credential presented, to see one used from many places.
     pub credential: Option<u64>,
+    /// What the bearer JWT says, unverified, when the request sent one.
+    pub jwt: Option<JwtClaims>,
 }
 
 /// What a JWT's parts say, unverified.
@@ -137,7 +139,10 @@ impl PrincipalKeyer {
     /// The principal of `request`, sent from `source`.
     pub fn principal(&self, request: &HttpRequest, source: Option<IpAddr>) -> Principal {
         let login_user = self.login_user(request);
-        let mut found = self.by_credentials(request);
+        let jwt = authorization(request)
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .and_then(|(_, token)| jwt_claims(token));
+        let mut found = self.by_credentials(request, jwt.as_ref());
         if found.is_none() {
             found = source.map(|ip| (format!("ip:{ip}"), PrincipalKind::Address, None));
         }
@@ -149,23 +154,22 @@ impl PrincipalKeyer {
             kind,
             login_user,
             credential,
+            jwt,
         }
     }
 
     fn by_credentials(
         &self,
         request: &HttpRequest,
+        jwt: Option<&JwtClaims>,
     ) -> Option<(String, PrincipalKind, Option<u64>)> {
-        if let Some(value) = request.header_str("authorization") {
-            let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
-            let credentials = credentials.trim();
+        if let Some((scheme, credentials)) = authorization(request) {
             let credential = Some(self.hash(credentials.as_bytes()));
             if scheme.eq_ignore_ascii_case("bearer") {
-                let claims = jwt_claims(credentials);
                 return Some(
-                    match claims.and_then(|claims| claims.subject.map(|sub| (sub, claims.issuer))) {
+                    match jwt.and_then(|claims| Some((claims.subject.as_ref()?, &claims.issuer))) {
                         Some((subject, issuer)) => (
-                            format!("jwt:{}/{subject}", issuer.unwrap_or_default()),
+                            format!("jwt:{}/{subject}", issuer.as_deref().unwrap_or_default()),
                             PrincipalKind::Jwt,
                             credential,
                         ),
@@ -214,11 +218,10 @@ impl PrincipalKeyer {
     /// The username a login request names: Basic credentials, or a `username`/`email`/`login`
     /// field of a JSON or form body posted to a path that looks like a login.
     fn login_user(&self, request: &HttpRequest) -> Option<u64> {
-        if let Some(value) = request.header_str("authorization") {
-            let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
-            if scheme.eq_ignore_ascii_case("basic") {
-                return basic_user(credentials.trim()).map(|user| self.hash(user.as_bytes()));
-            }
+        if let Some((scheme, credentials)) = authorization(request)
+            && scheme.eq_ignore_ascii_case("basic")
+        {
+            return basic_user(credentials).map(|user| self.hash(user.as_bytes()));
         }
         let path = request.path().to_ascii_lowercase();
         let login = ["login", "signin", "sign-in", "auth", "token", "session"]
@@ -242,6 +245,13 @@ impl PrincipalKeyer {
         }?;
         (!user.is_empty()).then(|| self.hash(user.as_bytes()))
     }
+}
+
+/// The scheme and credentials of the request's `Authorization` header, trimmed.
+pub fn authorization(request: &HttpRequest) -> Option<(&str, &str)> {
+    let value = request.header_str("authorization")?.trim();
+    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    Some((scheme, credentials.trim()))
 }
 
 /// Body fields that name who is logging in.

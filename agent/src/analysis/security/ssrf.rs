@@ -83,21 +83,16 @@ impl<T> SsrfTracker<T> {
     /// An outbound call: the pending requests it confirms, removed.
     pub fn outbound(&mut self, call: Outbound) -> Vec<T> {
         let now = call.at_ms;
-        self.pending.retain(|pending| pending.until_ms >= now);
-        let mut confirmed = Vec::new();
-        let mut index = 0;
-        while index < self.pending.len() {
-            let matches = self
-                .pending
-                .get(index)
-                .is_some_and(|pending| pending.pid == call.pid && reaches(&call, &pending.target));
-            match matches.then(|| self.pending.remove(index)).flatten() {
-                Some(pending) => confirmed.push(pending.payload),
-                None => index += 1,
-            }
-        }
+        let (confirmed, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter(|pending| pending.until_ms >= now)
+            .partition(|pending| pending.pid == call.pid && reaches(&call, &pending.target));
+        self.pending = waiting;
         self.remember(call);
         confirmed
+            .into_iter()
+            .map(|pending| pending.payload)
+            .collect()
     }
 
     /// Keeps an outbound call or connection for the requests that come after it.

@@ -83,11 +83,6 @@ impl AuthFailureDetector {
             keys: KeyTable::new(),
         }
     }
-
-    /// The parameters it runs with.
-    pub fn params(&self) -> &AuthFailureParams {
-        &self.params
-    }
 }
 
 impl AbuseDetector for AuthFailureDetector {

@@ -86,11 +86,6 @@ impl BolaDetector {
             keys: KeyTable::new(),
         }
     }
-
-    /// The parameters it runs with.
-    pub fn params(&self) -> &BolaParams {
-        &self.params
-    }
 }
 
 impl AbuseDetector for BolaDetector {

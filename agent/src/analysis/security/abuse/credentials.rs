@@ -135,11 +135,6 @@ impl CredentialStuffingDetector {
             keys: KeyTable::new(),
         }
     }
-
-    /// The parameters it runs with.
-    pub fn params(&self) -> &CredentialStuffingParams {
-        &self.params
-    }
 }
 
 impl AbuseDetector for CredentialStuffingDetector {
@@ -186,11 +181,6 @@ impl TokenSpreadDetector {
             window_ms: window_ms(params.window_secs),
             keys: KeyTable::new(),
         }
-    }
-
-    /// The parameters it runs with.
-    pub fn params(&self) -> &TokenSpreadParams {
-        &self.params
     }
 }
 

@@ -97,11 +97,6 @@ impl ExposureDetector {
             keys: KeyTable::new(),
         }
     }
-
-    /// The parameters it runs with.
-    pub fn params(&self) -> &ExposureParams {
-        &self.params
-    }
 }
 
 impl AbuseDetector for ExposureDetector {

@@ -109,11 +109,6 @@ impl RateDetector {
             keys: KeyTable::new(),
         }
     }
-
-    /// The parameters it runs with.
-    pub fn params(&self) -> &RateParams {
-        &self.params
-    }
 }
 
 impl AbuseDetector for RateDetector {

@@ -85,11 +85,6 @@ impl RegularityDetector {
             keys: KeyTable::new(),
         }
     }
-
-    /// The parameters it runs with.
-    pub fn params(&self) -> &RegularityParams {
-        &self.params
-    }
 }
 
 impl AbuseDetector for RegularityDetector {

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::{
     abuse::{
-        AuthFailureParams, BolaParams, CredentialStuffingParams, ExposureParams, RateParams,
-        RegularityParams, TokenSpreadParams,
+        AbuseParams, AuthFailureParams, BolaParams, CredentialStuffingParams, ExposureParams,
+        RateParams, RegularityParams, TokenSpreadParams,
     },
     injection::InjectionClass,
 };
@@ -222,6 +222,20 @@ fn default_auth_ratio() -> f64 {
 }
 
 impl Matcher {
+    /// The stateful detector the matcher needs, if any.
+    pub fn abuse_params(&self) -> Option<AbuseParams> {
+        Some(match self {
+            Self::Bola(params) => AbuseParams::Bola(params.clone()),
+            Self::AuthFailures(params) => AbuseParams::AuthFailures(params.clone()),
+            Self::CredentialStuffing(params) => AbuseParams::CredentialStuffing(params.clone()),
+            Self::TokenSpread(params) => AbuseParams::TokenSpread(params.clone()),
+            Self::Rate(params) => AbuseParams::Rate(params.clone()),
+            Self::Exposure(params) => AbuseParams::Exposure(params.clone()),
+            Self::Regularity(params) => AbuseParams::Regularity(params.clone()),
+            _ => return None,
+        })
+    }
+
     /// Rejects parameters out of range.
     pub(super) fn validate(&self) -> Result<(), String> {
         match self {
@@ -239,14 +253,7 @@ impl Matcher {
                         .to_owned(),
                 )
             }
-            Self::Bola(params) => params.validate(),
-            Self::AuthFailures(params) => params.validate(),
-            Self::CredentialStuffing(params) => params.validate(),
-            Self::TokenSpread(params) => params.validate(),
-            Self::Rate(params) => params.validate(),
-            Self::Exposure(params) => params.validate(),
-            Self::Regularity(params) => params.validate(),
-            _ => Ok(()),
+            _ => self.abuse_params().map_or(Ok(()), |params| params.validate()),
         }
     }
 }
