@@ -1245,3 +1245,17 @@ fn regularity_parameters_are_checked() {
     assert!(bad.validate().unwrap_err().contains("min_requests"));
     assert!(RegularityParams::default().validate().is_ok());
 }
+
+#[test]
+fn a_burst_begun_late_in_a_window_does_not_teach_its_first_part_as_the_baseline() {
+    let mut det = RateDetector::new(&RateParams {
+        per: RateScope::Endpoint,
+        ..RateParams::default()
+    });
+    // 90 calls in the last 3 s of the key's first window, then 150 more in the next 2 s: one
+    // burst of 240 calls in 5 s, far above the floor of 100.
+    let first = (0..90u64).map(|i| call(T0 + 7 * SEC + i * 30, "ip:10.0.0.7", &[], 200));
+    let next = (0..150u64).map(|i| call(T0 + 10 * SEC + i * 10, "ip:10.0.0.7", &[], 200));
+    let found = run(&mut det, first.chain(next));
+    assert_eq!(found.len(), 1, "{found:?}");
+}

@@ -186,6 +186,10 @@ pub(super) struct Baseline {
     active: bool,
     /// The key went above its threshold in it.
     over: bool,
+    /// The window in progress is watched from its start: the key's first window, begun
+    /// part-way, holds only part of a window's calls (a burst's first seconds), which must
+    /// not be learned as a whole window.
+    whole: bool,
     /// The moving average; none before the first learned window.
     mean: Option<f64>,
 }
@@ -196,6 +200,7 @@ impl Baseline {
             window: now / window_ms.max(1),
             active: false,
             over: false,
+            whole: now.is_multiple_of(window_ms.max(1)),
             mean: None,
         }
     }
@@ -214,7 +219,7 @@ impl Baseline {
         if window <= self.window {
             return false;
         }
-        if self.active && !self.over {
+        if self.whole && self.active && !self.over {
             let x = value(self.window.saturating_mul(window_ms)) as f64;
             self.mean = Some(match self.mean {
                 None => x,
@@ -224,6 +229,7 @@ impl Baseline {
         self.window = window;
         self.active = false;
         self.over = false;
+        self.whole = true;
         true
     }
 
