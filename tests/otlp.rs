@@ -785,6 +785,26 @@ fn each_call_is_one_server_and_one_client_span() {
     agent.stop();
     let spans = receiver.spans();
     assert_calls_match_spans(&spans, &calls, "5 calls each to http and https");
+
+    // The TLS server's spans carry its client's JA4, read from the ClientHello the kernel saw:
+    // one curl build, one fingerprint. Plaintext and client spans have none.
+    let fingerprints: BTreeSet<Option<&str>> = server_spans(&spans, tls.pid())
+        .iter()
+        .map(|span| span.attr_str("tls.client.ja4"))
+        .collect();
+    let [Some(ja4)] = fingerprints.iter().copied().collect::<Vec<_>>()[..] else {
+        panic!("TLS server spans' tls.client.ja4: {fingerprints:?}");
+    };
+    let parts: Vec<&str> = ja4.split('_').collect();
+    assert!(
+        ja4.starts_with("t1") && parts.len() == 3 && parts[0].len() == 10,
+        "{ja4} is not shaped as a JA4"
+    );
+    let elsewhere = spans_of(&spans, &[plain.pid()])
+        .into_iter()
+        .chain(client_spans(&spans, &client_pids))
+        .find(|span| span.attr_str("tls.client.ja4").is_some());
+    assert!(elsewhere.is_none(), "{elsewhere:?}");
 }
 
 // ---------------------------------------------------------------------------

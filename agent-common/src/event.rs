@@ -86,6 +86,10 @@ pub mod data_flags {
     pub const READ_FAILED: u32 = 1 << 2;
     /// More iovecs (or messages) than the kernel side walks: the rest of `len` is not captured.
     pub const IOV_TRUNCATED: u32 = 1 << 3;
+    /// The first ciphertext bytes a TLS connection received, its peer's first handshake record
+    /// (a ClientHello when the process serves): not stream data, `offset` counts within the
+    /// handshake. Sent whatever the payload policy, for the client's TLS fingerprint.
+    pub const TLS_HANDSHAKE: u32 = 1 << 4;
 }
 
 /// Fixed part of a data record; `captured` payload bytes follow it in the ring buffer.

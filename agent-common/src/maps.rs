@@ -67,6 +67,12 @@ pub struct ConnState {
     /// Bytes moved so far in each direction (indexed by `Direction`), counted whether or not
     /// their records reached userspace: a lost record shows there as a jump in offsets.
     pub offsets: [u64; 2],
+    /// Ciphertext bytes received so far that were copied as the start of the TLS handshake
+    /// (records flagged [`crate::data_flags::TLS_HANDSHAKE`]).
+    pub handshake_seen: u32,
+    /// How many of the first received ciphertext bytes are wanted: the first TLS record, within
+    /// a cap. Zero until the first record is seen.
+    pub handshake_wanted: u32,
 }
 
 /// Key of the `OWN_TUPLES` map: one of the agent's own TCP connections, from the agent's end.

@@ -25,6 +25,8 @@ pub fn set_role(tgid: u32, fd: i32, role: Role) {
         role: role as u32,
         flags: 0,
         offsets: [0; 2],
+        handshake_seen: 0,
+        handshake_wanted: 0,
     };
     let _ = CONNS.insert(&ConnKey { tgid, fd }, &state, 0);
 }
@@ -68,6 +70,8 @@ pub fn current(tgid: u32, fd: i32, sock: u64) -> Option<*mut ConnState> {
         role,
         flags,
         offsets: [0; 2],
+        handshake_seen: 0,
+        handshake_wanted: 0,
     };
     let _ = CONNS.insert(&key, &state, 0);
     let state = CONNS.get_ptr_mut(&key)?;

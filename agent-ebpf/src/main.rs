@@ -14,6 +14,7 @@
 
 mod conn;
 mod filter;
+mod handshake;
 mod maps;
 mod probes;
 mod record;

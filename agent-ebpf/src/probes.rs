@@ -5,4 +5,4 @@ mod openssl;
 mod own_traffic;
 mod process;
 mod sock;
-mod syscalls;
+pub(crate) mod syscalls;

@@ -68,7 +68,7 @@ impl DataRecord {
     /// As [`DataRecord::start`], to hold at most `cap` bytes (and never more than
     /// [`MAX_PAYLOAD`]).
     #[inline(always)]
-    fn start_within(source: DataSource, len: u64, cap: u32) -> Option<Self> {
+    pub fn start_within(source: DataSource, len: u64, cap: u32) -> Option<Self> {
         // SAFETY: helper without arguments. Programs do not migrate between CPUs while they run
         // and do not nest on one CPU, so the slot is this program's alone until it returns.
         let cpu = unsafe { generated::bpf_get_smp_processor_id() };

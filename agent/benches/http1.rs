@@ -43,6 +43,7 @@ impl Recorder {
                 fd: 3,
                 role: Role::Server,
                 opened_unseen: false,
+                tls_client_ja4: None,
                 local: None,
                 peer: None,
                 comm: "bench".into(),

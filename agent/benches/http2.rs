@@ -55,6 +55,7 @@ impl Recorder {
                 fd: 3,
                 role: Role::Server,
                 opened_unseen: false,
+                tls_client_ja4: None,
                 local: None,
                 peer: None,
                 comm: "bench".into(),

@@ -132,6 +132,7 @@ fn analyzed_call() -> AnalyzedCall {
                     fd: 3,
                     role: Role::Server,
                     opened_unseen: false,
+                    tls_client_ja4: None,
                     local: Some("127.0.0.1:8080".parse().unwrap()),
                     peer: Some("127.0.0.1:50000".parse().unwrap()),
                     comm: "bench".into(),

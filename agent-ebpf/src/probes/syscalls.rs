@@ -14,6 +14,7 @@ use aya_ebpf::{
 use crate::{
     conn,
     filter::is_traced,
+    handshake,
     maps::{CIPHERTEXT_READS, IoShape, PENDING_IO, PENDING_TLS, PendingIo, count},
     record::{DataRecord, DataSource, UserBytes, submit_framed, submit_gap, submit_lifecycle},
 };
@@ -108,6 +109,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
             }
             (*state).flags |= conn_flags::TLS;
         }
+        handshake::capture_start(pid_tgid, &pending, state, result, shape);
         return;
     }
     // SAFETY: as above.
@@ -116,6 +118,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
         return;
     }
     if flags & conn_flags::TLS != 0 {
+        handshake::capture_start(pid_tgid, &pending, state, result, shape);
         remember_ciphertext_read(pid_tgid, &pending);
         return;
     }
@@ -143,22 +146,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
         emit_messages(source, state, pending.buf, len);
         return;
     }
-    let bytes = if shape == IoShape::Buffer {
-        UserBytes::Buffer(pending.buf)
-    } else if shape == IoShape::Iovec {
-        UserBytes::Iovecs {
-            iov: pending.buf,
-            count: pending.count,
-        }
-    } else {
-        let msg = pending.buf;
-        // SAFETY: user reads through the helper.
-        let iov = unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.unwrap_or(0);
-        // SAFETY: as above.
-        let count =
-            unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
-        UserBytes::Iovecs { iov, count }
-    };
+    let bytes = user_bytes(&pending, shape);
     if flags & conn_flags::FRAMED != 0 {
         source.offset = conn::advance(state, pending.direction, len);
         submit_framed(source, len, bytes);
@@ -178,6 +166,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
             // handshake of one we do. Mark the connection so none of it is sent.
             // SAFETY: as above.
             unsafe { (*state).flags |= conn_flags::TLS };
+            handshake::capture_start(pid_tgid, &pending, state, result, shape);
             remember_ciphertext_read(pid_tgid, &pending);
             return;
         }
@@ -190,6 +179,28 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
     }
     record.set_offset(offset);
     record.submit();
+}
+
+/// Where the bytes of a finished call of `shape` are in user memory (any shape but
+/// [`IoShape::Mmsghdr`], whose messages each have their own).
+#[inline(always)]
+pub(crate) fn user_bytes(pending: &PendingIo, shape: IoShape) -> UserBytes {
+    if shape == IoShape::Buffer {
+        UserBytes::Buffer(pending.buf)
+    } else if shape == IoShape::Iovec {
+        UserBytes::Iovecs {
+            iov: pending.buf,
+            count: pending.count,
+        }
+    } else {
+        let msg = pending.buf;
+        // SAFETY: user reads through the helper.
+        let iov = unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.unwrap_or(0);
+        // SAFETY: as above.
+        let count =
+            unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
+        UserBytes::Iovecs { iov, count }
+    }
 }
 
 /// Notes a TLS socket read made outside any OpenSSL call: with a memory BIO, the `SSL_read`

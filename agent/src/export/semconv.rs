@@ -37,6 +37,8 @@ pub const SERVICE_PEER_NAMESPACE: &str = "service.peer.namespace";
 pub const SERVER_ADDRESS: &str = "server.address";
 /// `server.port`.
 pub const SERVER_PORT: &str = "server.port";
+/// `tls.client.ja4`: the JA4 fingerprint of the client's TLS ClientHello.
+pub const TLS_CLIENT_JA4: &str = "tls.client.ja4";
 /// `client.address`.
 pub const CLIENT_ADDRESS: &str = "client.address";
 /// `network.peer.address`.
@@ -343,6 +345,9 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
             span_attributes.push(KeyValue::new(CLIENT_ADDRESS, peer.ip().to_string()));
         }
     }
+    if let Some(ja4) = &connection.tls_client_ja4 {
+        span_attributes.push(KeyValue::new(TLS_CLIENT_JA4, ja4.to_string()));
+    }
     if let Some(agent) = request.header_str("user-agent") {
         span_attributes.push(KeyValue::new(USER_AGENT_ORIGINAL, agent.to_owned()));
     }
@@ -553,6 +558,7 @@ pub(crate) mod tests {
                         fd: 3,
                         role: agent_common::Role::Server,
                         opened_unseen: false,
+                        tls_client_ja4: None,
                         local: Some("127.0.0.1:8080".parse().unwrap()),
                         peer: Some("127.0.0.1:50000".parse().unwrap()),
                         comm: "srv".into(),

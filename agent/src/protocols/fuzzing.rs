@@ -40,6 +40,7 @@ impl Feed {
                 fd: 3,
                 role,
                 opened_unseen,
+                tls_client_ja4: None,
                 local: None,
                 peer: None,
                 comm: "fuzz".into(),

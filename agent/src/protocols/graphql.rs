@@ -601,6 +601,7 @@ mod tests {
                 fd: 3,
                 role: agent_common::Role::Server,
                 opened_unseen: false,
+                tls_client_ja4: None,
                 local: None,
                 peer: None,
                 comm: "srv".into(),

@@ -540,6 +540,7 @@ mod tests {
                         fd: 3,
                         role: Role::Server,
                         opened_unseen: false,
+                        tls_client_ja4: None,
                         local: None,
                         peer: None,
                         comm: "t".into(),

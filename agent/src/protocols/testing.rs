@@ -16,6 +16,7 @@ pub fn connection(id: u64, role: Role) -> Arc<Connection> {
         fd: 5,
         role,
         opened_unseen: false,
+        tls_client_ja4: None,
         local: None,
         peer: None,
         comm: "test".into(),

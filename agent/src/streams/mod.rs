@@ -4,8 +4,11 @@
 //! generation changes whenever the fd starts holding another socket. Each direction keeps a
 //! byte offset; a chunk says where it starts, how many bytes the call moved and how many were
 //! captured, so a gap or a truncation is always visible and never glued over. The stage keeps
-//! no payload: its memory is a fixed record per connection, bounded by `max_connections`.
+//! no payload beyond a TLS connection's first handshake record (at most 4 KiB, until its
+//! client fingerprint is taken): its memory is a small record per connection, bounded by
+//! `max_connections`.
 
+pub mod client_hello;
 pub mod procfs;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -15,6 +18,8 @@ use bytes::Bytes;
 use foldhash::HashMap;
 
 use crate::capture::{CaptureEvent, ConnectionSeen, DataChunk};
+
+use self::client_hello::{ClientHelloAssembly, HelloProgress};
 
 /// Limits of the connection table.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +53,9 @@ pub struct Connection {
     pub peer: Option<SocketAddr>,
     /// Thread name of the process when the connection was first seen.
     pub comm: String,
+    /// The JA4 fingerprint of the TLS client, on the serving end of a TLS connection whose
+    /// ClientHello the kernel saw.
+    pub tls_client_ja4: Option<Arc<str>>,
 }
 
 /// A piece of one direction of one connection.
@@ -118,6 +126,7 @@ struct ConnectionState {
     sock: u64,
     next_offset: [u64; 2],
     last_seen_ns: u64,
+    client_hello: ClientHelloAssembly,
 }
 
 /// Per-connection stream assembly.
@@ -245,6 +254,7 @@ impl StreamTable {
             role,
             // The kernel saw neither `connect` nor `accept` on this fd.
             opened_unseen: seen.role == Role::Unknown,
+            tls_client_ja4: None,
             local: Some(canonical(seen.local)),
             peer: Some(canonical(seen.peer)),
             comm: seen.comm,
@@ -282,6 +292,7 @@ impl StreamTable {
                 sock,
                 next_offset: [0, 0],
                 last_seen_ns: now_ns,
+                client_hello: ClientHelloAssembly::default(),
             },
         );
     }
@@ -315,6 +326,22 @@ impl StreamTable {
                 self.connections.get_mut(&key)?
             }
         };
+        if data.flags & data_flags::TLS_HANDSHAKE != 0 {
+            state.last_seen_ns = state.last_seen_ns.max(data.ts_ns);
+            let progress = state
+                .client_hello
+                .add(data.offset.unwrap_or_default(), &data.payload);
+            if let Some(HelloProgress::Fingerprint(ja4)) = progress
+                && state.connection.role == Role::Server
+            {
+                // Before any plaintext: every chunk of the connection carries the fingerprint.
+                state.connection = Arc::new(Connection {
+                    tls_client_ja4: Some(ja4.into()),
+                    ..Connection::clone(&state.connection)
+                });
+            }
+            return None;
+        }
         let slot = data.direction as usize & 1;
         // The kernel's count sees records lost on the way; it restarts when the kernel side
         // forgot the connection, so it is trusted only while it does not go backwards.
@@ -375,6 +402,7 @@ fn resolve_from_proc(pid: u32, fd: i32, comm: &str) -> Connection {
         sock: 0,
         role,
         opened_unseen: true,
+        tls_client_ja4: None,
         local: entry.map(|entry| canonical(entry.local)),
         peer: entry.map(|entry| canonical(entry.remote)),
         comm: comm.to_owned(),

@@ -343,6 +343,23 @@ impl SecurityAnalyzer {
                             "Basic credentials on a plaintext connection".to_owned(),
                         )
                     }),
+                Matcher::TlsFingerprint(params) => call
+                    .call
+                    .connection
+                    .tls_client_ja4
+                    .as_deref()
+                    .filter(|ja4| {
+                        params
+                            .ja4
+                            .iter()
+                            .any(|listed| listed.eq_ignore_ascii_case(ja4))
+                    })
+                    .map(|ja4| {
+                        (
+                            "tls:client_hello".to_owned(),
+                            format!("JA4 {ja4} is listed"),
+                        )
+                    }),
                 Matcher::CredentialsInQuery => posture::credential_in_query(request).map(|name| {
                     (
                         format!("query:{name}"),

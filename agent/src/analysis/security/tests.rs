@@ -161,6 +161,37 @@ fn a_rule_set_off_stops_and_a_bad_pack_keeps_the_old_rules() {
 }
 
 #[test]
+fn a_tls_client_is_flagged_once_a_pack_lists_its_fingerprint() {
+    let ja4 = "t13d1812h2_85036bcba153_d41ae481755e";
+    let mut fixture = Fixture::new();
+    let mut call = served("/orders", Vec::new(), 200, "10.0.0.7:5000");
+    let mut connection = (*call.call.connection).clone();
+    connection.tls_client_ja4 = Some(ja4.into());
+    call.call.connection = Arc::new(connection);
+    let listed = "listed-tls-client".to_owned();
+    assert!(
+        !fixture.rules(&call, "/orders").contains(&listed),
+        "the default list is empty"
+    );
+    fixture.pack(&format!(
+        "name: team\nversion: '2'\nrules:\n  - id: listed-tls-client\n    match: {{detector: tls_fingerprint, ja4: [{}]}}\n",
+        ja4.to_uppercase()
+    ));
+    let events = fixture.assess(&call, "/orders");
+    let finding = events
+        .iter()
+        .find(|event| attribute(event, "security_rule.name") == listed)
+        .expect("the listed client is flagged");
+    assert!(attribute(finding, "apiscope.finding.evidence").contains(ja4));
+    fixture.pack("name: team\nversion: '3'\nrules:\n  - id: listed-tls-client\n    match: {detector: tls_fingerprint, ja4: [curl]}\n");
+    assert_eq!(
+        fixture.handle.rejected(),
+        1,
+        "a list entry that is no JA4 is refused"
+    );
+}
+
+#[test]
 fn authentication_posture_rules() {
     let mut fixture = Fixture::new();
     let encode = |text: &str| {

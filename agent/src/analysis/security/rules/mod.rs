@@ -178,6 +178,31 @@ pub enum Matcher {
     Exposure(ExposureParams),
     /// Calls of one principal to one endpoint at machine-regular intervals.
     Regularity(RegularityParams),
+    /// A TLS client whose ClientHello fingerprint is on a list.
+    TlsFingerprint(TlsFingerprintParams),
+}
+
+/// `detector: tls_fingerprint`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFingerprintParams {
+    /// JA4 fingerprints (`t13d1516h2_8daaf6152771_b0da82dd1658`) of the clients to flag.
+    pub ja4: Vec<String>,
+}
+
+/// True for text shaped as a JA4 fingerprint: a 10-character first part, then two 12-digit
+/// hex hashes.
+fn is_ja4(text: &str) -> bool {
+    let mut parts = text.split('_');
+    let hashed = |part: Option<&str>| {
+        part.is_some_and(|part| part.len() == 12 && part.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    parts
+        .next()
+        .is_some_and(|a| a.len() == 10 && a.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && hashed(parts.next())
+        && hashed(parts.next())
+        && parts.next().is_none()
 }
 
 /// `detector: injection`.
@@ -239,6 +264,12 @@ impl Matcher {
     /// Rejects parameters out of range.
     pub(super) fn validate(&self) -> Result<(), String> {
         match self {
+            Self::TlsFingerprint(params) => match params.ja4.iter().find(|ja4| !is_ja4(ja4)) {
+                Some(bad) => Err(format!(
+                    "tls_fingerprint: {bad:?} is not a JA4 fingerprint (like t13d1516h2_8daaf6152771_b0da82dd1658)"
+                )),
+                None => Ok(()),
+            },
             Self::Injection(params) if params.classes.is_empty() => {
                 Err("injection: `classes` names no class".to_owned())
             }

@@ -97,6 +97,11 @@ fn bad_packs_name_file_line_and_reason() {
             "distinct_ids",
         ),
         (
+            "name: t\nversion: '1'\nrules:\n  - id: listed-tls-client\n    match: {detector: tls_fingerprint, ja4: [curl]}\n",
+            4,
+            "\"curl\" is not a JA4 fingerprint",
+        ),
+        (
             "name: t\nversion: '1'\nrules:\n  - id: Bad Id\n",
             4,
             "rule id `Bad Id`",
