@@ -161,6 +161,7 @@ fn analyzed_call() -> AnalyzedCall {
                     upgraded: false,
                     grpc: None,
                     graphql: None,
+                    genai: None,
                 }),
             },
             workload: Arc::new(Workload::new(

@@ -42,7 +42,8 @@ pub const TEST_PACKAGES: &[&str] = &[
 /// `Upgrade: h2c` (nginx does not), for tests/http2.rs. `helm-python-sdk`: Helm 4's Go SDK as a
 /// shared library (`libhelm_c.so` inside the wheel, no helm binary), which lints and renders the
 /// chart in tests/helm.rs; `kubernetes-validate`: the Kubernetes API schemas, per version, that
-/// the rendered objects are validated against there.
+/// the rendered objects are validated against there. `openai`: the official OpenAI client, whose
+/// chat calls tests/genai.rs watches.
 pub const PIP_PACKAGES: &[&str] = &[
     "rotel==0.0.1a15",
     "grpcio==1.85.1",
@@ -51,6 +52,7 @@ pub const PIP_PACKAGES: &[&str] = &[
     "helm-python-sdk==0.2.2",
     "kubernetes-validate==1.37.0",
     "openapi-spec-validator==0.9.0",
+    "openai==3.60.0",
 ];
 
 /// The Node fixtures (a @grpc/grpc-js server and client, tests/grpc.rs), whose npm packages are

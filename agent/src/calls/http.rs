@@ -208,6 +208,8 @@ pub struct HttpExchange {
     pub grpc: Option<super::GrpcCall>,
     /// The GraphQL operation, when the request carried one.
     pub graphql: Option<super::GraphqlOperation>,
+    /// The generative-AI model call, when the exchange is one.
+    pub genai: Option<super::GenAiCall>,
 }
 
 /// Finds a header by lowercase name.

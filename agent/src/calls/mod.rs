@@ -1,6 +1,7 @@
 //! Calls: the decoded API exchanges every later stage works on. Each protocol fills its own
 //! payload type; the fields common to all of them live on [`ApiCall`].
 
+pub mod genai;
 pub mod graphql;
 pub mod grpc;
 pub mod http;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use crate::streams::Connection;
 
+pub use genai::{GenAiCall, GenAiOperation};
 pub use graphql::{GraphqlOperation, GraphqlOperationType};
 pub use grpc::GrpcCall;
 pub use http::{Header, HeaderName, HttpBody, HttpExchange, HttpRequest, HttpResponse};

@@ -7,7 +7,9 @@ use opentelemetry::{KeyValue, Value};
 use crate::{
     analysis::AnalyzedCall,
     calls::secrets::names_a_secret,
-    calls::{GraphqlOperation, GrpcCall, HttpExchange, Payload, Side, grpc::status_name},
+    calls::{
+        GenAiCall, GraphqlOperation, GrpcCall, HttpExchange, Payload, Side, grpc::status_name,
+    },
     enrich::PeerService,
 };
 
@@ -69,6 +71,32 @@ pub const APISCOPE_RPC_RESPONSE_MESSAGE_COUNT: &str = "apiscope.rpc.response.mes
 /// apiscope's own: some gRPC message of the call was compressed (set only when true).
 pub const APISCOPE_GRPC_COMPRESSED: &str = "apiscope.grpc.compressed";
 
+/// `gen_ai.operation.name`: `chat`, `text_completion`, `embeddings`, `generate_content`.
+pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
+/// `gen_ai.provider.name`.
+pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
+/// `gen_ai.request.model`.
+pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+/// `gen_ai.response.model`.
+pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
+/// `gen_ai.response.id`.
+pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
+/// `gen_ai.response.finish_reasons`.
+pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+/// `gen_ai.usage.input_tokens`.
+pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+/// `gen_ai.usage.output_tokens`.
+pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+/// `gen_ai.request.max_tokens`.
+pub const GEN_AI_REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+/// `gen_ai.request.temperature`.
+pub const GEN_AI_REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+/// `gen_ai.request.top_p`.
+pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+/// `apiscope.gen_ai.streamed`: the response came as a stream of events.
+pub const APISCOPE_GEN_AI_STREAMED: &str = "apiscope.gen_ai.streamed";
+/// `apiscope.gen_ai.incomplete`: a body was cut, so model fields it held may be missing.
+pub const APISCOPE_GEN_AI_INCOMPLETE: &str = "apiscope.gen_ai.incomplete";
 /// `graphql.operation.type`: `query`, `mutation` or `subscription`.
 pub const GRAPHQL_OPERATION_TYPE: &str = "graphql.operation.type";
 /// `graphql.operation.name`, when the operation is named.
@@ -120,6 +148,20 @@ pub struct CallDescription {
     pub traceparent: Option<String>,
     /// The incoming `tracestate` header, if any.
     pub tracestate: Option<String>,
+    /// What the GenAI metrics record, when the call is a model call.
+    pub genai: Option<GenAiMeasures>,
+}
+
+/// A model call's measures for the GenAI metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenAiMeasures {
+    /// `gen_ai.operation.name`, `gen_ai.provider.name`, the request and response models, and
+    /// `error.type` when the call failed.
+    pub attributes: Vec<KeyValue>,
+    /// `gen_ai.usage.input_tokens`, when the response said.
+    pub input_tokens: Option<u64>,
+    /// `gen_ai.usage.output_tokens`, when the response said.
+    pub output_tokens: Option<u64>,
 }
 
 /// Headers exported beyond the conventions' own, as `http.request.header.<name>` and
@@ -187,6 +229,9 @@ impl Describer {
                 if let Some(operation) = &http.graphql {
                     describe_graphql(operation, &mut description);
                 }
+                if let Some(genai) = &http.genai {
+                    describe_genai(genai, &mut description);
+                }
                 self.headers.attributes(
                     "http.request.header",
                     &http.request.headers,
@@ -214,6 +259,83 @@ fn describe_peer(peer: &PeerService, attributes: &mut Vec<KeyValue>) {
     if let Some(namespace) = &peer.namespace {
         attributes.push(KeyValue::new(SERVICE_PEER_NAMESPACE, namespace.clone()));
     }
+}
+
+/// A model call names the span `{gen_ai.operation.name} {gen_ai.request.model}` and adds the
+/// GenAI conventions' attributes; prompts and completions never leave the host.
+fn describe_genai(call: &GenAiCall, description: &mut CallDescription) {
+    let Some(operation) = call.operation else {
+        return;
+    };
+    let mut measured = vec![
+        KeyValue::new(GEN_AI_OPERATION_NAME, operation.as_str()),
+        KeyValue::new(GEN_AI_PROVIDER_NAME, call.provider),
+    ];
+    let models = [
+        (GEN_AI_REQUEST_MODEL, &call.request_model),
+        (GEN_AI_RESPONSE_MODEL, &call.response_model),
+    ];
+    for (key, value) in models {
+        if let Some(value) = value {
+            measured.push(KeyValue::new(key, value.clone()));
+        }
+    }
+    let attributes = &mut description.span_attributes;
+    attributes.extend(measured.iter().cloned());
+    if let Some(id) = &call.response_id {
+        attributes.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.clone()));
+    }
+    if let Some(error) = &description.error {
+        measured.push(KeyValue::new(ERROR_TYPE, error.clone()));
+    }
+    description.genai = Some(GenAiMeasures {
+        attributes: measured,
+        input_tokens: call.input_tokens,
+        output_tokens: call.output_tokens,
+    });
+    let attributes = &mut description.span_attributes;
+    if !call.finish_reasons.is_empty() {
+        attributes.push(KeyValue::new(
+            GEN_AI_RESPONSE_FINISH_REASONS,
+            Value::Array(
+                call.finish_reasons
+                    .iter()
+                    .cloned()
+                    .map(opentelemetry::StringValue::from)
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+        ));
+    }
+    let counts = [
+        (GEN_AI_USAGE_INPUT_TOKENS, call.input_tokens),
+        (GEN_AI_USAGE_OUTPUT_TOKENS, call.output_tokens),
+        (GEN_AI_REQUEST_MAX_TOKENS, call.max_tokens),
+    ];
+    for (key, value) in counts {
+        if let Some(value) = value {
+            attributes.push(KeyValue::new(key, int(value)));
+        }
+    }
+    let floats = [
+        (GEN_AI_REQUEST_TEMPERATURE, call.temperature),
+        (GEN_AI_REQUEST_TOP_P, call.top_p),
+    ];
+    for (key, value) in floats {
+        if let Some(value) = value {
+            attributes.push(KeyValue::new(key, value));
+        }
+    }
+    if call.streamed {
+        attributes.push(KeyValue::new(APISCOPE_GEN_AI_STREAMED, true));
+    }
+    if call.incomplete {
+        attributes.push(KeyValue::new(APISCOPE_GEN_AI_INCOMPLETE, true));
+    }
+    description.name = match &call.request_model {
+        Some(model) => format!("{} {model}", operation.as_str()),
+        None => operation.as_str().to_owned(),
+    };
 }
 
 /// A GraphQL operation names the span (`{type} {name}`, or `{type}`) and adds its attributes;
@@ -394,6 +516,7 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
         duration_seconds: call.end_ns.saturating_sub(call.start_ns) as f64 / 1e9,
         traceparent: request.header_str("traceparent").map(str::to_owned),
         tracestate: request.header_str("tracestate").map(str::to_owned),
+        genai: None,
     }
 }
 
@@ -547,6 +670,7 @@ pub(crate) mod tests {
             upgraded: false,
             grpc: None,
             graphql: None,
+            genai: None,
         };
         AnalyzedCall {
             call: EnrichedCall {

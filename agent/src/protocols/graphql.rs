@@ -617,6 +617,7 @@ mod tests {
                 upgraded: false,
                 grpc: None,
                 graphql: None,
+                genai: None,
             }),
         }
     }

@@ -3,6 +3,7 @@
 //! connection from its first bytes and feeds the matching decoder.
 
 pub mod fuzzing;
+pub mod genai;
 pub mod graphql;
 pub mod grpc;
 pub mod http1;
@@ -157,10 +158,11 @@ impl ProtocolStage {
 }
 
 /// What every decoder's calls go through, from `calls[first_new..]` on: the layers carried
-/// inside HTTP (GraphQL, which may turn one call into several) are found here once, whichever
+/// inside HTTP (GraphQL, which may turn one call into several, and model calls) are found here once, whichever
 /// HTTP version carried them.
 fn post_process(calls: &mut Vec<ApiCall>, first_new: usize) {
     graphql::annotate(calls, first_new);
+    genai::annotate(calls, first_new);
 }
 
 /// Picks the decoder for a connection from its first captured bytes.

@@ -1,6 +1,6 @@
-//! Metrics: the HTTP duration and body-size histograms and the RPC duration histograms,
-//! aggregated by one SDK meter provider per process (its resource) and collected for all of
-//! them on one timer.
+//! Metrics: the HTTP duration and body-size histograms, the RPC duration histograms and the
+//! GenAI duration and token-usage histograms, aggregated by one SDK meter provider per process
+//! (its resource) and collected for all of them on one timer.
 
 use std::{
     collections::HashMap,
@@ -9,7 +9,10 @@ use std::{
 };
 
 use log::warn;
-use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry::{
+    KeyValue,
+    metrics::{Histogram, MeterProvider as _},
+};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -22,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::{ResourceKey, health::HealthMetrics};
 use crate::export::health::ExportStats;
-use crate::export::semconv::{CallDescription, Kind};
+use crate::export::semconv::{CallDescription, GenAiMeasures, Kind};
 
 /// Bucket boundaries of the duration histograms, in seconds, as the HTTP conventions advise.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -125,6 +128,74 @@ impl RpcInstruments {
     }
 }
 
+/// Bucket boundaries of the GenAI operation duration, in seconds, as the GenAI conventions
+/// advise (model calls take far longer than most HTTP calls).
+const GENAI_DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+/// Bucket boundaries of the token usage histogram, as the GenAI conventions advise.
+const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+/// The GenAI conventions' instruments: the client's operation duration and token usage (from
+/// the calling process's side), the server's request duration (a model served on this host).
+struct GenAiInstruments {
+    client_duration: Histogram<f64>,
+    token_usage: Histogram<u64>,
+    server_duration: Histogram<f64>,
+}
+
+impl GenAiInstruments {
+    fn new(provider: &SdkMeterProvider) -> Self {
+        let meter = provider.meter("apiscope");
+        let duration = |name: &'static str, description: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(GENAI_DURATION_BUCKETS.to_vec())
+                .build()
+        };
+        Self {
+            client_duration: duration(
+                "gen_ai.client.operation.duration",
+                "GenAI operation duration.",
+            ),
+            server_duration: duration(
+                "gen_ai.server.request.duration",
+                "Generative AI server request duration.",
+            ),
+            token_usage: meter
+                .u64_histogram("gen_ai.client.token.usage")
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used.")
+                .with_boundaries(TOKEN_BUCKETS.to_vec())
+                .build(),
+        }
+    }
+
+    fn record(&self, kind: Kind, duration_seconds: f64, measures: &GenAiMeasures) {
+        let attributes = &measures.attributes;
+        if kind == Kind::Server {
+            self.server_duration.record(duration_seconds, attributes);
+            return;
+        }
+        self.client_duration.record(duration_seconds, attributes);
+        for (token_type, count) in [
+            ("input", measures.input_tokens),
+            ("output", measures.output_tokens),
+        ] {
+            if let Some(count) = count {
+                let mut typed = attributes.clone();
+                typed.push(KeyValue::new("gen_ai.token.type", token_type));
+                self.token_usage.record(count, &typed);
+            }
+        }
+    }
+}
+
 /// One process's aggregations.
 struct ProcessMetrics {
     provider: SdkMeterProvider,
@@ -133,6 +204,7 @@ struct ProcessMetrics {
     client: HttpInstruments,
     rpc_server: RpcInstruments,
     rpc_client: RpcInstruments,
+    genai: GenAiInstruments,
     recorded_since_collect: bool,
 }
 
@@ -148,6 +220,7 @@ impl ProcessMetrics {
             client: HttpInstruments::new(&provider, "client"),
             rpc_server: RpcInstruments::new(&provider, "server"),
             rpc_client: RpcInstruments::new(&provider, "client"),
+            genai: GenAiInstruments::new(&provider),
             provider,
             reader,
             recorded_since_collect: false,
@@ -177,6 +250,11 @@ impl MetricsRegistry {
             .or_insert_with(|| ProcessMetrics::new(resource));
         let attributes = &description.metric_attributes;
         metrics.recorded_since_collect = true;
+        if let Some(measures) = &description.genai {
+            metrics
+                .genai
+                .record(description.kind, description.duration_seconds, measures);
+        }
         // A gRPC call is measured as an RPC only: its HTTP/2 carrier would repeat the same
         // duration under `POST` with the method path as route.
         if description.rpc {

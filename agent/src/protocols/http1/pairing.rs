@@ -422,6 +422,7 @@ impl Pairing {
                 upgraded: call.upgraded,
                 grpc: None,
                 graphql: None,
+                genai: None,
             }),
         }
     }

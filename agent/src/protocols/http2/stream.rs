@@ -526,6 +526,7 @@ impl Streams {
                 upgraded: false,
                 grpc,
                 graphql: None,
+                genai: None,
             }),
         }
     }

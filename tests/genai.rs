@@ -1,0 +1,219 @@
+//! End-to-end LLM API calls: the official `openai` Python client (PyPI) talks to a local
+//! OpenAI-compatible server (tests/fixtures/openai_server.py), streaming and not, while the
+//! real agent watches both ends; the spans arrive at an in-process OTLP receiver. Each call
+//! tells the server which id, finish reason and token counts to answer, so the spans are
+//! checked against exactly what the server sent.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::otlp::{AttrValue, FlatMetric, FlatSpan, OtlpReceiver, summarize_spans};
+use support::{
+    Agent, COMMAND_TIMEOUT, Finished, fixture, free_port, python, random_hex, require_root, run,
+    start_python_server,
+};
+
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The API key the client sends: it must not leave the agent.
+const API_KEY: &str = "sk-apiscope-test-secret-key";
+
+/// One chat completion and what the server was told to answer.
+struct Chat {
+    id: String,
+    finish: &'static str,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    stream: bool,
+}
+
+fn chat(base_url: &str, model: &str, chat: &Chat) -> Finished {
+    let mut cmd = Command::new(python());
+    cmd.arg(fixture("openai_client.py"))
+        .args(["--base-url", base_url, "--model", model, "--id", &chat.id])
+        .args(["--finish", chat.finish])
+        .args(["--prompt-tokens", &chat.prompt_tokens.to_string()])
+        .args(["--completion-tokens", &chat.completion_tokens.to_string()])
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    if chat.stream {
+        cmd.arg("--stream");
+    }
+    let out = run(&mut cmd, COMMAND_TIMEOUT);
+    assert!(out.status.success(), "openai client: {}", out.describe());
+    let seen: Value = serde_json::from_str(out.stdout_text().trim())
+        .unwrap_or_else(|e| panic!("client printed no JSON ({e}): {}", out.describe()));
+    assert_eq!(seen["id"], chat.id.as_str(), "what the client got");
+    assert_eq!(seen["finish"], chat.finish);
+    out
+}
+
+fn span_of<'a>(spans: &'a [FlatSpan], pid: u32, server: bool, id: &str) -> Option<&'a FlatSpan> {
+    spans.iter().find(|span| {
+        span.pid() == Some(pid)
+            && span.is_server() == server
+            && span.attr_str("gen_ai.response.id") == Some(id)
+    })
+}
+
+fn check(span: &FlatSpan, model: &str, chat: &Chat) -> Vec<String> {
+    let mut problems = Vec::new();
+    let served = format!("{model}-2026-12");
+    if span.name != format!("chat {model}") {
+        problems.push(format!("name {:?}", span.name));
+    }
+    let strings = [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.request.model", model),
+        ("gen_ai.response.model", served.as_str()),
+    ];
+    for (key, want) in strings {
+        if span.attr_str(key) != Some(want) {
+            problems.push(format!(
+                "{key} = {:?}, expected {want:?}",
+                span.attr_str(key)
+            ));
+        }
+    }
+    let ints = [
+        ("gen_ai.usage.input_tokens", chat.prompt_tokens),
+        ("gen_ai.usage.output_tokens", chat.completion_tokens),
+        ("gen_ai.request.max_tokens", 64),
+    ];
+    for (key, want) in ints {
+        if span.attr_int(key) != Some(want) {
+            problems.push(format!("{key} = {:?}, expected {want}", span.attr_int(key)));
+        }
+    }
+    let finish = span.attr("gen_ai.response.finish_reasons");
+    if finish
+        != Some(&AttrValue::Array(vec![AttrValue::Str(
+            chat.finish.to_owned(),
+        )]))
+    {
+        problems.push(format!("finish reasons {finish:?}"));
+    }
+    if span
+        .attr("gen_ai.request.temperature")
+        .and_then(AttrValue::as_double)
+        != Some(0.25)
+    {
+        problems.push("gen_ai.request.temperature is not 0.25".to_owned());
+    }
+    let streamed = span
+        .attr("apiscope.gen_ai.streamed")
+        .and_then(AttrValue::as_bool);
+    if streamed != chat.stream.then_some(true) {
+        problems.push(format!("apiscope.gen_ai.streamed = {streamed:?}"));
+    }
+    if span.attr("apiscope.gen_ai.incomplete").is_some() {
+        problems.push("marked incomplete".to_owned());
+    }
+    problems
+}
+
+#[test]
+fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let server = start_python_server("openai_server.py", port, &[]);
+    let agent = Agent::start_exporting(
+        &["--otlp-endpoint", &receiver.endpoint()],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ],
+    );
+    let base_url = format!("http://127.0.0.1:{port}/v1");
+    let model = format!("apiscope-model-{}", random_hex(3));
+    let chats = [
+        Chat {
+            id: format!("chatcmpl-{}", random_hex(6)),
+            finish: "stop",
+            prompt_tokens: 17,
+            completion_tokens: 6,
+            stream: false,
+        },
+        Chat {
+            id: format!("chatcmpl-{}", random_hex(6)),
+            finish: "length",
+            prompt_tokens: 23,
+            completion_tokens: 4,
+            stream: true,
+        },
+    ];
+    let clients: Vec<u32> = chats
+        .iter()
+        .map(|one| chat(&base_url, &model, one).pid)
+        .collect();
+
+    let spans = receiver.wait_for_spans(
+        |spans| {
+            chats.iter().zip(&clients).all(|(one, pid)| {
+                span_of(spans, server.pid(), true, &one.id).is_some()
+                    && span_of(spans, *pid, false, &one.id).is_some()
+            })
+        },
+        EXPORT_TIMEOUT,
+    );
+    // Each client made one call: its token usage series holds exactly that call's counts.
+    let usage_of = |points: &[FlatMetric], pid: u32, token_type: &str| {
+        points
+            .iter()
+            .filter(|point| {
+                point.name == "gen_ai.client.token.usage"
+                    && point.pid() == Some(pid)
+                    && point.attr_str("gen_ai.token.type") == Some(token_type)
+                    && point.attr_str("gen_ai.request.model") == Some(model.as_str())
+            })
+            .map(|point| (point.count, point.sum))
+            .next_back()
+    };
+    let served_duration = |points: &[FlatMetric]| {
+        points.iter().any(|point| {
+            point.name == "gen_ai.server.request.duration"
+                && point.pid() == Some(server.pid())
+                && point.attr_str("gen_ai.operation.name") == Some("chat")
+                && point.count == 2
+        })
+    };
+    let expected = |points: &[FlatMetric]| {
+        served_duration(points)
+            && chats.iter().zip(&clients).all(|(one, pid)| {
+                usage_of(points, *pid, "input") == Some((1, Some(one.prompt_tokens as f64)))
+                    && usage_of(points, *pid, "output")
+                        == Some((1, Some(one.completion_tokens as f64)))
+            })
+    };
+    receiver.wait_for_metrics(expected, EXPORT_TIMEOUT);
+    agent.stop();
+    let mut problems = Vec::new();
+    for (one, pid) in chats.iter().zip(&clients) {
+        for (side, span) in [
+            ("server", span_of(&spans, server.pid(), true, &one.id)),
+            ("client", span_of(&spans, *pid, false, &one.id)),
+        ] {
+            let span = span.expect("waited for");
+            for problem in check(span, &model, one) {
+                problems.push(format!("{side} span of {}: {problem}", one.id));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        summarize_spans(&spans)
+    );
+    let exported = receiver.all_bytes();
+    assert!(
+        !exported
+            .windows(API_KEY.len())
+            .any(|window| window == API_KEY.as_bytes()),
+        "the API key left the agent"
+    );
+}
