@@ -25,6 +25,8 @@ struct Chat {
     finish: &'static str,
     prompt_tokens: i64,
     completion_tokens: i64,
+    /// How many times the server repeats its answer's words (a long stream).
+    repeat: u32,
     stream: bool,
 }
 
@@ -35,6 +37,7 @@ fn chat(base_url: &str, model: &str, chat: &Chat) -> Finished {
         .args(["--finish", chat.finish])
         .args(["--prompt-tokens", &chat.prompt_tokens.to_string()])
         .args(["--completion-tokens", &chat.completion_tokens.to_string()])
+        .args(["--repeat", &chat.repeat.to_string()])
         .env("PYTHONDONTWRITEBYTECODE", "1");
     if chat.stream {
         cmd.arg("--stream");
@@ -113,6 +116,16 @@ fn check(span: &FlatSpan, model: &str, chat: &Chat) -> Vec<String> {
     problems
 }
 
+/// The client reads the long stream in large buffers, and the kernel copies at most the
+/// capture cap (16 KiB) of each read, so the stream's last events may be lost on the client
+/// side: the span must then say it is incomplete and carry no usage rather than a wrong one.
+fn cut_short(span: &FlatSpan) -> bool {
+    span.attr("apiscope.gen_ai.incomplete")
+        .and_then(AttrValue::as_bool)
+        == Some(true)
+        && span.attr("gen_ai.usage.output_tokens").is_none()
+}
+
 #[test]
 fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
     if !require_root() {
@@ -136,6 +149,7 @@ fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
             finish: "stop",
             prompt_tokens: 17,
             completion_tokens: 6,
+            repeat: 1,
             stream: false,
         },
         Chat {
@@ -143,6 +157,17 @@ fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
             finish: "length",
             prompt_tokens: 23,
             completion_tokens: 4,
+            repeat: 1,
+            stream: true,
+        },
+        // About 100 KiB of events, far past the 4 KiB body cap: the finish reason and usage
+        // come from the stream's kept tail.
+        Chat {
+            id: format!("chatcmpl-{}", random_hex(6)),
+            finish: "stop",
+            prompt_tokens: 31,
+            completion_tokens: 600,
+            repeat: 100,
             stream: true,
         },
     ];
@@ -160,7 +185,30 @@ fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
         },
         EXPORT_TIMEOUT,
     );
-    // Each client made one call: its token usage series holds exactly that call's counts.
+    let mut problems = Vec::new();
+    for (one, pid) in chats.iter().zip(&clients) {
+        for (side, span) in [
+            ("server", span_of(&spans, server.pid(), true, &one.id)),
+            ("client", span_of(&spans, *pid, false, &one.id)),
+        ] {
+            let span = span.expect("waited for");
+            if side == "client" && one.repeat > 1 && cut_short(span) {
+                continue;
+            }
+            for problem in check(span, &model, one) {
+                problems.push(format!("{side} span of {}: {problem}", one.id));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        summarize_spans(&spans)
+    );
+    // Each client made one call: its token usage series holds exactly that call's counts. (A
+    // process idle for a collection interval starts a new series, so the server's count is
+    // not a total.)
     let usage_of = |points: &[FlatMetric], pid: u32, token_type: &str| {
         points
             .iter()
@@ -178,37 +226,23 @@ fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
             point.name == "gen_ai.server.request.duration"
                 && point.pid() == Some(server.pid())
                 && point.attr_str("gen_ai.operation.name") == Some("chat")
-                && point.count == 2
+                && point.count >= 1
         })
     };
     let expected = |points: &[FlatMetric]| {
         served_duration(points)
-            && chats.iter().zip(&clients).all(|(one, pid)| {
-                usage_of(points, *pid, "input") == Some((1, Some(one.prompt_tokens as f64)))
-                    && usage_of(points, *pid, "output")
-                        == Some((1, Some(one.completion_tokens as f64)))
-            })
+            && chats
+                .iter()
+                .zip(&clients)
+                .filter(|(one, _)| one.repeat == 1)
+                .all(|(one, pid)| {
+                    usage_of(points, *pid, "input") == Some((1, Some(one.prompt_tokens as f64)))
+                        && usage_of(points, *pid, "output")
+                            == Some((1, Some(one.completion_tokens as f64)))
+                })
     };
     receiver.wait_for_metrics(expected, EXPORT_TIMEOUT);
     agent.stop();
-    let mut problems = Vec::new();
-    for (one, pid) in chats.iter().zip(&clients) {
-        for (side, span) in [
-            ("server", span_of(&spans, server.pid(), true, &one.id)),
-            ("client", span_of(&spans, *pid, false, &one.id)),
-        ] {
-            let span = span.expect("waited for");
-            for problem in check(span, &model, one) {
-                problems.push(format!("{side} span of {}: {problem}", one.id));
-            }
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        summarize_spans(&spans)
-    );
     let exported = receiver.all_bytes();
     assert!(
         !exported

@@ -129,6 +129,17 @@ pub struct HttpBody {
     pub captured: Bytes,
     /// Some body bytes fell in a capture gap or past the capture cap.
     pub incomplete: bool,
+    /// The last body bytes past `captured`, at most the body cap, for a response streaming
+    /// events (server-sent events, JSON lines), whose last events sum it up; empty otherwise.
+    pub tail: Bytes,
+}
+
+/// True when the headers announce a stream of events: `text/event-stream` or JSON lines.
+pub fn carries_event_stream(headers: &[Header]) -> bool {
+    header(headers, "content-type").is_some_and(|header| {
+        let value = String::from_utf8_lossy(&header.value).to_ascii_lowercase();
+        value.contains("event-stream") || value.contains("ndjson") || value.contains("jsonl")
+    })
 }
 
 /// The HTTP version an exchange travelled with.

@@ -8,15 +8,18 @@
 //! well-known endpoints, else by the API's shape (a self-hosted OpenAI-compatible server is
 //! `openai`).
 //!
-//! The fields come from the kept body bytes (at most the body cap): one JSON document, or the
-//! JSON events of a stream (server-sent `data:` lines, or Ollama's JSON lines), read in
-//! order: the first id and model stand, the last finish reasons and token counts stand. A
-//! stream longer than the body cap loses its last events, which carry the finish reasons and
-//! usage: those are then absent and the call is marked incomplete. Nothing is guessed.
+//! The fields come from the kept body bytes: one JSON document (its first body-cap bytes), or
+//! the JSON events of a stream (server-sent `data:` lines, or Ollama's JSON lines) from its
+//! start and its tail (the decoders keep the last body-cap bytes of event streams), read in
+//! order: the first id and model stand, the last finish reasons and token counts stand. A cut
+//! stream whose tail still holds its finish reasons and usage lacks only content deltas and is
+//! complete for these fields; otherwise the call is marked incomplete. Nothing is guessed.
 
 use serde_json::Value;
 
-use crate::calls::{ApiCall, GenAiCall, GenAiOperation, HttpBody, HttpExchange, Payload};
+use crate::calls::{
+    ApiCall, GenAiCall, GenAiOperation, HttpBody, HttpExchange, Payload, http::carries_event_stream,
+};
 
 /// Choices or candidates read per response: a response asking for more is still bounded work.
 const MAX_CHOICES: usize = 16;
@@ -61,26 +64,24 @@ pub fn describe(http: &HttpExchange) -> Option<GenAiCall> {
         incomplete: body_cut(&request.body),
         ..GenAiCall::default()
     };
+    if http.response.is_none() {
+        call.incomplete = true;
+    }
     for document in documents(&request.body.captured) {
         read_request(&document, &mut call);
     }
     if let Some(response) = &http.response {
-        call.incomplete |= body_cut(&response.body);
-        let content_type = response
-            .headers
-            .iter()
-            .find(|header| header.name == "content-type")
-            .map(|header| String::from_utf8_lossy(&header.value).to_ascii_lowercase());
-        if content_type
-            .as_deref()
-            .is_some_and(|value| value.contains("event-stream") || value.contains("ndjson"))
-        {
-            call.streamed = true;
-        }
+        call.streamed |= carries_event_stream(&response.headers);
         if (200..300).contains(&response.status) {
-            for document in documents(&response.body.captured) {
+            let body = &response.body;
+            // The stream's start gives the id and model, its tail the finish and usage.
+            let events = documents(&body.captured)
+                .into_iter()
+                .chain(documents(&body.tail));
+            for document in events {
                 read_response(&document, &mut call);
             }
+            call.incomplete |= body_cut(body) && !ends_summed_up(&call);
         }
     }
     Some(call)
@@ -132,6 +133,12 @@ fn provider_of_host(host: &str) -> Option<&'static str> {
 
 fn body_cut(body: &HttpBody) -> bool {
     body.incomplete || (body.captured.len() as u64) < body.size
+}
+
+/// A cut stream whose kept tail still held its summing-up events lacks only middle parts
+/// (content deltas), which no field comes from.
+fn ends_summed_up(call: &GenAiCall) -> bool {
+    call.streamed && !call.finish_reasons.is_empty() && call.output_tokens.is_some()
 }
 
 /// The JSON documents of a body: the whole body, else each `data:` line of a server-sent

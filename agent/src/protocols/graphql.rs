@@ -342,6 +342,7 @@ mod tests {
                 size: body.len() as u64,
                 captured: Bytes::copy_from_slice(body.as_bytes()),
                 incomplete: false,
+                tail: Bytes::new(),
             },
         }
     }

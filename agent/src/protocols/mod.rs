@@ -2,6 +2,7 @@
 //! [`ApiCall`]s behind the [`Decoder`] trait. [`ProtocolStage`] detects the protocol of each
 //! connection from its first bytes and feeds the matching decoder.
 
+pub mod body_tail;
 pub mod fuzzing;
 pub mod genai;
 pub mod graphql;

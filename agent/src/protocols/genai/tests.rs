@@ -8,6 +8,7 @@ fn body(text: &str) -> HttpBody {
         size: text.len() as u64,
         captured: Bytes::copy_from_slice(text.as_bytes()),
         incomplete: false,
+        tail: Bytes::new(),
     }
 }
 
@@ -237,4 +238,32 @@ fn other_requests_are_not_model_calls_and_bad_bodies_give_no_fields() {
     assert_eq!(garbage.operation, Some(GenAiOperation::Embeddings));
     assert_eq!(garbage.request_model, None);
     assert_eq!(garbage.response_model, None);
+}
+
+#[test]
+fn a_long_stream_is_summed_up_from_its_kept_tail() {
+    let start = "data: {\"id\":\"c-7\",\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\ndata: {\"id\":\"c-7\",\"mo";
+    let tail = "ntent\":\"z\"},\"finish_reason\":null}]}\n\n\
+                data: {\"id\":\"c-7\",\"model\":\"m\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                data: {\"id\":\"c-7\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":900}}\n\n\
+                data: [DONE]\n\n";
+    let mut http = exchange(
+        "localhost",
+        "/v1/chat/completions",
+        "{}",
+        "text/event-stream",
+        start,
+    );
+    if let Some(response) = &mut http.response {
+        response.body.size = 200_000;
+        response.body.tail = Bytes::copy_from_slice(tail.as_bytes());
+    }
+    let call = describe(&http).unwrap();
+    assert_eq!(call.response_id.as_deref(), Some("c-7"));
+    assert_eq!(call.finish_reasons, ["stop"]);
+    assert_eq!(
+        (call.input_tokens, call.output_tokens),
+        (Some(3), Some(900))
+    );
+    assert!(!call.incomplete, "only content deltas are missing");
 }

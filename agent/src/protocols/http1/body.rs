@@ -1,10 +1,10 @@
-//! The body of the message being parsed: its size, counted in full, and its first bytes, kept
-//! up to the body cap.
+//! The body of the message being parsed: its size, counted in full, its first bytes, kept up
+//! to the body cap, and for a stream of events its last bytes too.
 
 use bytes::Bytes;
 
 use super::head::sub_bytes;
-use crate::calls::HttpBody;
+use crate::{calls::HttpBody, protocols::body_tail::BodyTail};
 
 /// Collects one message body at a time.
 pub(super) struct BodyCollector {
@@ -16,6 +16,8 @@ pub(super) struct BodyCollector {
     /// The kept bytes once they come from more than one piece (`shared` is empty then).
     owned: Vec<u8>,
     incomplete: bool,
+    /// The last bytes, kept for a body streaming events.
+    tail: Option<BodyTail>,
 }
 
 impl BodyCollector {
@@ -27,7 +29,13 @@ impl BodyCollector {
             shared: Bytes::new(),
             owned: Vec::new(),
             incomplete: false,
+            tail: None,
         }
+    }
+
+    /// Keeps the last bytes of the body in progress too (it streams events).
+    pub(super) fn keep_tail(&mut self) {
+        self.tail = Some(BodyTail::new(self.cap));
     }
 
     /// Payload bytes seen: `data`, a slice of the received bytes `source`.
@@ -35,18 +43,27 @@ impl BodyCollector {
         self.size = self.size.saturating_add(data.len() as u64);
         // Once a byte was lost the captured bytes stop: they are the body's first bytes, never
         // pieces glued across a hole.
-        if self.incomplete {
-            return;
+        let kept = if self.incomplete {
+            0
+        } else {
+            self.keep_start(source, data)
+        };
+        if let Some(tail) = &mut self.tail {
+            tail.push(data.get(kept..).unwrap_or_default());
         }
+    }
+
+    /// Keeps what fits of `data` in the body's first bytes; returns how many.
+    fn keep_start(&mut self, source: &Bytes, data: &[u8]) -> usize {
         let len = self.shared.len().saturating_add(self.owned.len());
         let room = self.cap.saturating_sub(len);
         let keep = data.get(..room).unwrap_or(data);
         if keep.is_empty() {
-            return;
+            return 0;
         }
         if len == 0 {
             self.shared = sub_bytes(source, keep);
-            return;
+            return keep.len();
         }
         // Grow by doubling but never past the cap, so a body retains at most `cap` bytes.
         let wanted = len
@@ -60,12 +77,16 @@ impl BodyCollector {
         self.owned
             .extend_from_slice(&std::mem::take(&mut self.shared));
         self.owned.extend_from_slice(keep);
+        keep.len()
     }
 
     /// `count` payload bytes were not captured.
     pub(super) fn lose(&mut self, count: u64) {
         self.size = self.size.saturating_add(count);
         self.incomplete = true;
+        if let Some(tail) = &mut self.tail {
+            tail.restart();
+        }
     }
 
     /// Some of the body was never seen (its framing was lost).
@@ -84,6 +105,11 @@ impl BodyCollector {
             size: self.size,
             captured,
             incomplete: self.incomplete,
+            tail: self
+                .tail
+                .take()
+                .map(BodyTail::into_bytes)
+                .unwrap_or_default(),
         };
         self.size = 0;
         self.incomplete = false;
@@ -93,6 +119,9 @@ impl BodyCollector {
     /// Bytes held for the body in progress.
     #[cfg(test)]
     pub(super) fn retained(&self) -> usize {
-        self.owned.capacity().saturating_add(self.shared.len())
+        self.owned
+            .capacity()
+            .saturating_add(self.shared.len())
+            .saturating_add(self.tail.as_ref().map_or(0, BodyTail::retained))
     }
 }

@@ -4,7 +4,10 @@
 use bytes::Bytes;
 use httparse::{ParserConfig, Status};
 
-use crate::calls::{Header, HeaderName, HttpBody, HttpRequest, HttpResponse, http::HttpVersion};
+use crate::calls::{
+    Header, HeaderName, HttpBody, HttpRequest, HttpResponse,
+    http::{HttpVersion, carries_event_stream},
+};
 
 /// Header lines parsed per head or trailer section; more is a parse failure.
 const MAX_HEADERS: usize = 128;
@@ -40,6 +43,9 @@ pub(super) trait Kind {
     /// Parses a complete head (ending in its blank line), a slice of `source`, which the head's
     /// parts share; `None` when it is not valid.
     fn parse(source: &Bytes, head: &[u8]) -> Option<Self::Head>;
+
+    /// Whether the message's body streams events whose last ones matter (its tail is kept).
+    fn streams_events(head: &Self::Head) -> bool;
 }
 
 /// Requests (the request line starts with a method).
@@ -78,6 +84,10 @@ impl Kind for RequestKind {
             body: HttpBody::default(),
         })
     }
+
+    fn streams_events(_: &HttpRequest) -> bool {
+        false
+    }
 }
 
 impl Kind for ResponseKind {
@@ -107,6 +117,10 @@ impl Kind for ResponseKind {
             trailers: Vec::new(),
             body: HttpBody::default(),
         })
+    }
+
+    fn streams_events(head: &HttpResponse) -> bool {
+        carries_event_stream(&head.headers)
     }
 }
 

@@ -407,6 +407,9 @@ impl<K: Kind> MessageParser<K> {
             unseen_before: std::mem::take(&mut self.unseen_before),
         };
         self.synced = true;
+        if K::streams_events(&parsed) {
+            self.body.keep_tail();
+        }
         match sink.head(parsed, meta) {
             Framing::Empty => self.finish(ts_ns, sink),
             Framing::Length(length) => self.state = State::Body(Body::Length(length)),

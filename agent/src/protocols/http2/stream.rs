@@ -9,9 +9,10 @@ use foldhash::HashMap;
 use crate::{
     calls::{
         ApiCall, CallGaps, Header, HeaderName, HttpBody, HttpExchange, HttpRequest, HttpResponse,
-        Payload, Side, http::HttpVersion,
+        Payload, Side,
+        http::{HttpVersion, carries_event_stream},
     },
-    protocols::grpc::GrpcTracker,
+    protocols::{body_tail::BodyTail, grpc::GrpcTracker},
     streams::Connection,
 };
 
@@ -96,6 +97,8 @@ struct Body {
     size: u64,
     captured: Vec<u8>,
     incomplete: bool,
+    /// The last bytes, kept for a response streaming events.
+    tail: Option<BodyTail>,
 }
 
 impl From<HttpBody> for Body {
@@ -104,6 +107,7 @@ impl From<HttpBody> for Body {
             size: body.size,
             captured: body.captured.to_vec(),
             incomplete: body.incomplete,
+            tail: None,
         }
     }
 }
@@ -114,6 +118,7 @@ impl Body {
             size: self.size,
             captured: Bytes::from(self.captured),
             incomplete: self.incomplete,
+            tail: self.tail.map(BodyTail::into_bytes).unwrap_or_default(),
         }
     }
 }
@@ -159,6 +164,12 @@ impl Stream {
         let room = body_cap.saturating_sub(body.captured.len()).min(data.len());
         body.captured
             .extend_from_slice(data.get(..room).unwrap_or_default());
+        if let Some(tail) = &mut body.tail {
+            tail.push(data.get(room..).unwrap_or_default());
+            if lost > 0 {
+                tail.restart();
+            }
+        }
         if lost > 0 {
             body.incomplete = true;
             match part {
@@ -256,6 +267,10 @@ impl Streams {
                                 // Interim responses are not kept.
                                 Some(status) if (100..200).contains(&status) => {}
                                 Some(status) => {
+                                    if carries_event_stream(&fields.headers) {
+                                        stream.response_body.tail =
+                                            Some(BodyTail::new(self.body_cap));
+                                    }
                                     stream.response = Some(HttpResponse {
                                         version: HttpVersion::Http2,
                                         status,
