@@ -29,10 +29,10 @@ impl GenAiOperation {
 
 /// One model call, read from the request and response bodies. Each field is what the bytes
 /// said; a field the seen bytes did not hold is `None`, never guessed.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenAiCall {
-    /// The operation; `None` only in `Default`.
-    pub operation: Option<GenAiOperation>,
+    /// The operation.
+    pub operation: GenAiOperation,
     /// `gen_ai.provider.name`: `openai`, `anthropic`, `gcp.gemini`, `azure.ai.openai`, `ollama`,
     /// or another OpenAI-compatible provider known by its host.
     pub provider: &'static str,
@@ -54,7 +54,7 @@ pub struct GenAiCall {
     pub top_p: Option<f64>,
     /// `gen_ai.request.max_tokens`.
     pub max_tokens: Option<u64>,
-    /// The response came as a stream of server-sent events.
+    /// The response came as a stream of events (server-sent events or JSON lines).
     pub streamed: bool,
     /// A body was cut (beyond the body cap, or bytes lost), so fields it would have held may
     /// be missing.

@@ -135,10 +135,17 @@ pub struct HttpBody {
 }
 
 /// True when the headers announce a stream of events: `text/event-stream` or JSON lines.
+/// Asked of every response head, so it compares bytes in place rather than allocating.
 pub fn carries_event_stream(headers: &[Header]) -> bool {
     header(headers, "content-type").is_some_and(|header| {
-        let value = String::from_utf8_lossy(&header.value).to_ascii_lowercase();
-        value.contains("event-stream") || value.contains("ndjson") || value.contains("jsonl")
+        [&b"event-stream"[..], b"ndjson", b"jsonl"]
+            .iter()
+            .any(|kind| {
+                header
+                    .value
+                    .windows(kind.len())
+                    .any(|window| window.eq_ignore_ascii_case(kind))
+            })
     })
 }
 

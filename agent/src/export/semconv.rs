@@ -264,11 +264,10 @@ fn describe_peer(peer: &PeerService, attributes: &mut Vec<KeyValue>) {
 /// A model call names the span `{gen_ai.operation.name} {gen_ai.request.model}` and adds the
 /// GenAI conventions' attributes; prompts and completions never leave the host.
 fn describe_genai(call: &GenAiCall, description: &mut CallDescription) {
-    let Some(operation) = call.operation else {
-        return;
-    };
-    let mut measured = vec![
-        KeyValue::new(GEN_AI_OPERATION_NAME, operation.as_str()),
+    let operation = call.operation.as_str();
+    // What names the call: on the span, and as the GenAI metrics' attributes.
+    let mut identity = vec![
+        KeyValue::new(GEN_AI_OPERATION_NAME, operation),
         KeyValue::new(GEN_AI_PROVIDER_NAME, call.provider),
     ];
     let models = [
@@ -277,34 +276,18 @@ fn describe_genai(call: &GenAiCall, description: &mut CallDescription) {
     ];
     for (key, value) in models {
         if let Some(value) = value {
-            measured.push(KeyValue::new(key, value.clone()));
+            identity.push(KeyValue::new(key, value.clone()));
         }
     }
     let attributes = &mut description.span_attributes;
-    attributes.extend(measured.iter().cloned());
+    attributes.extend(identity.iter().cloned());
     if let Some(id) = &call.response_id {
         attributes.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.clone()));
     }
-    if let Some(error) = &description.error {
-        measured.push(KeyValue::new(ERROR_TYPE, error.clone()));
-    }
-    description.genai = Some(GenAiMeasures {
-        attributes: measured,
-        input_tokens: call.input_tokens,
-        output_tokens: call.output_tokens,
-    });
-    let attributes = &mut description.span_attributes;
     if !call.finish_reasons.is_empty() {
         attributes.push(KeyValue::new(
             GEN_AI_RESPONSE_FINISH_REASONS,
-            Value::Array(
-                call.finish_reasons
-                    .iter()
-                    .cloned()
-                    .map(opentelemetry::StringValue::from)
-                    .collect::<Vec<_>>()
-                    .into(),
-            ),
+            string_array(call.finish_reasons.iter().cloned()),
         ));
     }
     let counts = [
@@ -332,9 +315,17 @@ fn describe_genai(call: &GenAiCall, description: &mut CallDescription) {
     if call.incomplete {
         attributes.push(KeyValue::new(APISCOPE_GEN_AI_INCOMPLETE, true));
     }
+    if let Some(error) = &description.error {
+        identity.push(KeyValue::new(ERROR_TYPE, error.clone()));
+    }
+    description.genai = Some(GenAiMeasures {
+        attributes: identity,
+        input_tokens: call.input_tokens,
+        output_tokens: call.output_tokens,
+    });
     description.name = match &call.request_model {
-        Some(model) => format!("{} {model}", operation.as_str()),
-        None => operation.as_str().to_owned(),
+        Some(model) => format!("{operation} {model}"),
+        None => operation.to_owned(),
     };
 }
 
@@ -354,6 +345,17 @@ fn describe_graphql(operation: &GraphqlOperation, description: &mut CallDescript
     if operation.incomplete {
         attributes.push(KeyValue::new(APISCOPE_GRAPHQL_INCOMPLETE, true));
     }
+}
+
+/// A string-array attribute value.
+fn string_array<S: Into<opentelemetry::StringValue>>(values: impl IntoIterator<Item = S>) -> Value {
+    Value::Array(
+        values
+            .into_iter()
+            .map(Into::into)
+            .collect::<Vec<_>>()
+            .into(),
+    )
 }
 
 fn int(value: u64) -> Value {
@@ -487,15 +489,7 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
     }
     let gaps = incomplete_parts(call);
     if !gaps.is_empty() {
-        span_attributes.push(KeyValue::new(
-            APISCOPE_CALL_INCOMPLETE,
-            Value::Array(
-                gaps.into_iter()
-                    .map(opentelemetry::StringValue::from)
-                    .collect::<Vec<_>>()
-                    .into(),
-            ),
-        ));
+        span_attributes.push(KeyValue::new(APISCOPE_CALL_INCOMPLETE, string_array(gaps)));
     }
 
     // The conventions name a span of an unknown method `HTTP`.

@@ -58,15 +58,20 @@ pub fn describe(http: &HttpExchange) -> Option<GenAiCall> {
         .and_then(|(host, _)| provider_of_host(host))
         .unwrap_or(shape_provider);
     let mut call = GenAiCall {
-        operation: Some(operation),
+        operation,
         provider,
         request_model: path_model,
-        incomplete: body_cut(&request.body),
-        ..GenAiCall::default()
+        response_model: None,
+        response_id: None,
+        finish_reasons: Vec::new(),
+        input_tokens: None,
+        output_tokens: None,
+        temperature: None,
+        top_p: None,
+        max_tokens: None,
+        streamed: false,
+        incomplete: body_cut(&request.body) || http.response.is_none(),
     };
-    if http.response.is_none() {
-        call.incomplete = true;
-    }
     for document in documents(&request.body.captured) {
         read_request(&document, &mut call);
     }

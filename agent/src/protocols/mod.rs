@@ -159,8 +159,8 @@ impl ProtocolStage {
 }
 
 /// What every decoder's calls go through, from `calls[first_new..]` on: the layers carried
-/// inside HTTP (GraphQL, which may turn one call into several, and model calls) are found here once, whichever
-/// HTTP version carried them.
+/// inside HTTP (GraphQL, which may turn one call into several, and model calls) are found here
+/// once, whichever HTTP version carried them.
 fn post_process(calls: &mut Vec<ApiCall>, first_new: usize) {
     graphql::annotate(calls, first_new);
     genai::annotate(calls, first_new);

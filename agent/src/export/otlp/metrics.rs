@@ -38,6 +38,17 @@ const SIZE_BUCKETS: [f64; 12] = [
     67108864.0,
 ];
 
+/// Bucket boundaries of the GenAI operation duration, in seconds, as the GenAI conventions
+/// advise (model calls take far longer than most HTTP calls).
+const GENAI_DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+/// Bucket boundaries of the token usage histogram, as the GenAI conventions advise.
+const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
 /// Processes with metrics at once; beyond it new processes are not measured (and counted).
 const MAX_PROCESSES: usize = 4_096;
 
@@ -127,17 +138,6 @@ impl RpcInstruments {
         }
     }
 }
-
-/// Bucket boundaries of the GenAI operation duration, in seconds, as the GenAI conventions
-/// advise (model calls take far longer than most HTTP calls).
-const GENAI_DURATION_BUCKETS: [f64; 14] = [
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-];
-/// Bucket boundaries of the token usage histogram, as the GenAI conventions advise.
-const TOKEN_BUCKETS: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
-    16777216.0, 67108864.0,
-];
 
 /// The GenAI conventions' instruments: the client's operation duration and token usage (from
 /// the calling process's side), the server's request duration (a model served on this host).

@@ -61,7 +61,7 @@ fn an_openai_chat_completion_gives_model_usage_and_finish_reasons() {
     assert_eq!(
         call,
         GenAiCall {
-            operation: Some(GenAiOperation::Chat),
+            operation: GenAiOperation::Chat,
             provider: "openai",
             request_model: Some("gpt-4o-mini".into()),
             response_model: Some("gpt-4o-mini-2024-07-18".into()),
@@ -172,7 +172,7 @@ fn gemini_names_its_model_in_the_path() {
         r#"{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6},"modelVersion":"gemini-2.5-flash","responseId":"r-1"}"#,
     ))
     .unwrap();
-    assert_eq!(call.operation, Some(GenAiOperation::GenerateContent));
+    assert_eq!(call.operation, GenAiOperation::GenerateContent);
     assert_eq!(
         (call.provider, call.request_model.as_deref()),
         ("gcp.gemini", Some("gemini-2.5-flash"))
@@ -205,7 +205,7 @@ fn ollama_streams_json_lines() {
     .unwrap();
     assert_eq!(
         (call.provider, call.operation),
-        ("ollama", Some(GenAiOperation::Chat))
+        ("ollama", GenAiOperation::Chat)
     );
     assert_eq!((call.temperature, call.max_tokens), (Some(0.1), Some(32)));
     assert_eq!(call.finish_reasons, ["stop"]);
@@ -235,7 +235,7 @@ fn other_requests_are_not_model_calls_and_bad_bodies_give_no_fields() {
         "[1,2,",
     ))
     .unwrap();
-    assert_eq!(garbage.operation, Some(GenAiOperation::Embeddings));
+    assert_eq!(garbage.operation, GenAiOperation::Embeddings);
     assert_eq!(garbage.request_model, None);
     assert_eq!(garbage.response_model, None);
 }
