@@ -10,6 +10,15 @@ pub struct ConnKey {
     pub fd: i32,
 }
 
+/// The `sock` of a process's stdio connection (its fd 0 and fd 1 taken as one), which has no
+/// kernel socket: kernel addresses are never this small.
+pub const STDIO_SOCK: u64 = 1;
+/// The fd a stdio connection is keyed and announced by: never a real fd, so that closing or
+/// reusing fd 0 does not touch it.
+pub const STDIO_FD: i32 = -2;
+/// [`crate::ConnectionEvent::family`] of a stdio connection (`AF_UNSPEC`): it has no addresses.
+pub const STDIO_FAMILY: u32 = 0;
+
 /// Bits of [`ConnState::flags`].
 pub mod conn_flags {
     /// A [`crate::ConnectionEvent`] was sent for `ConnState::sock`.

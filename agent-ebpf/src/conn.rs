@@ -3,6 +3,7 @@
 use agent_common::{
     ConnKey, ConnState, ConnectionEvent, EventKind, OwnTuple, PayloadPolicy, Role, SockOffsets,
     conn_flags,
+    maps::{STDIO_FAMILY, STDIO_SOCK},
 };
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_probe_read_kernel, generated::bpf_ktime_get_ns};
 
@@ -58,10 +59,18 @@ pub fn current(tgid: u32, fd: i32, sock: u64) -> Option<*mut ConnState> {
         // connect/accept seen, socket not yet: keep the role they gave.
         // SAFETY: as above.
         Some(state) if unsafe { (*state).sock } == 0 => unsafe { (*state).role },
+        // A process's stdio serves the agent that started it.
+        _ if sock == STDIO_SOCK => Role::Server as u32,
         // Opened before the agent started, or the fd was reused unseen (dup2).
         _ => Role::Unknown as u32,
     };
-    let flags = match announce(tgid, fd, sock, role) {
+    let announced = if sock == STDIO_SOCK {
+        send_connection(tgid, fd, sock, role, STDIO_FAMILY, [[0; 16]; 2], [0; 2]);
+        Some(())
+    } else {
+        announce(tgid, fd, sock, role)
+    };
+    let flags = match announced {
         Some(()) => conn_flags::ANNOUNCED,
         None => conn_flags::IGNORED,
     };
@@ -197,15 +206,38 @@ fn announce(tgid: u32, fd: i32, sock: u64, role: u32) -> Option<()> {
         // The far end of one of the agent's own connections (its exports): never traced.
         return None;
     }
+    send_connection(
+        tgid,
+        fd,
+        sock,
+        role,
+        family as u32,
+        [local_addr, peer_addr],
+        [local_port as u32, peer_port as u32],
+    );
+    Some(())
+}
+
+/// Sends a connection record: addresses and ports are this end's, then the peer's.
+#[inline(always)]
+fn send_connection(
+    tgid: u32,
+    fd: i32,
+    sock: u64,
+    role: u32,
+    family: u32,
+    [local_addr, peer_addr]: [[u8; 16]; 2],
+    [local_port, peer_port]: [u32; 2],
+) {
     let event = ConnectionEvent {
         kind: EventKind::Connection as u32,
         role,
         tgid,
         fd,
         sock,
-        family: family as u32,
-        local_port: local_port as u32,
-        peer_port: peer_port as u32,
+        family,
+        local_port,
+        peer_port,
         reserved: 0,
         local_addr,
         peer_addr,
@@ -221,5 +253,4 @@ fn announce(tgid: u32, fd: i32, sock: u64, role: u32) -> Option<()> {
         )
     };
     output(bytes);
-    Some(())
 }

@@ -7,6 +7,7 @@
 //! - `probes::openssl`: uprobes on `SSL_read`/`SSL_write` and their `_ex` forms for TLS plaintext.
 //! - `probes::process`: exec and exit, so userspace can attach to new OpenSSL copies and drop
 //!   state of dead processes.
+//! - `stdio`: the standard input and output of the processes selected for stdio capture.
 //!
 //! Every map is defined once, in `maps`. Records go through the one ring buffer `EVENTS`.
 #![no_std]
@@ -18,6 +19,7 @@ mod handshake;
 mod maps;
 mod probes;
 mod record;
+mod stdio;
 
 #[cfg(not(test))]
 #[panic_handler]

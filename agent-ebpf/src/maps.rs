@@ -159,6 +159,31 @@ pub static OWN_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1024,
 #[map]
 pub static OWN_TUPLES: LruHashMap<OwnTuple, u8> = LruHashMap::with_max_entries(1024, 0);
 
+/// Processes whose standard input and output are captured (MCP tool servers an agent talks to
+/// over pipes), by process id; set by userspace when a process matches the stdio rules. An LRU
+/// map: a process that exited unseen ages out.
+#[map]
+pub static STDIO_PROCESSES: LruHashMap<u32, u8> = LruHashMap::with_max_entries(4096, 0);
+
+/// The fds of selected processes that hold their stdio wire, with the `agent_common::Direction` as `u32`
+/// each carries; see `stdio`.
+#[map]
+pub static STDIO_FDS: LruHashMap<ConnKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// `dup`-family calls of selected processes in flight, by `pid_tgid`.
+#[map]
+pub static PENDING_DUPS: LruHashMap<u64, PendingDup> = LruHashMap::with_max_entries(1024, 0);
+
+/// The fds of a duplicating call, at its entry.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingDup {
+    /// The fd duplicated.
+    pub old: i32,
+    /// The fd asked for (`dup2`, `dup3`), or -1.
+    pub new: i32,
+}
+
 /// The selection rules' [`agent_common::Verdict`] per process (and thread) id; processes it
 /// does not list follow `CaptureConfig::filter_mode`. Sized for a host's `pid_max` worth of
 /// live processes.

@@ -18,7 +18,7 @@ use crate::{
     },
     pipeline::{CallOutput, InventoryOptions, RunOptions, SecurityOptions},
     protocols::DecoderSettings,
-    selection::Selection,
+    selection::{Selection, StdioSelection},
     streams::StreamSettings,
 };
 
@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Payload bytes captured per call on HTTP/2 connections (capture.framed_cap).
     #[arg(long, env = "APISCOPE_FRAMED_CAP")]
     pub framed_cap: Option<u32>,
+    /// Command-line glob of processes whose stdin and stdout are captured, repeatable: MCP
+    /// tool servers over stdio (capture.stdio_commands).
+    #[arg(long = "stdio-command")]
+    pub stdio_commands: Vec<String>,
     /// Ring-buffer size in bytes, a power of two (capture.ring_buffer_bytes).
     #[arg(long, env = "APISCOPE_RING_BUFFER_BYTES")]
     pub ring_buffer_bytes: Option<u32>,
@@ -138,6 +142,9 @@ pub enum SettingsError {
         "kubernetes.enabled needs this node's name: kubernetes.node_name, --node-name or APISCOPE_NODE_NAME"
     )]
     NodeName,
+    /// A stdio command glob that does not compile.
+    #[error("capture.stdio_commands: {0}")]
+    StdioCommand(String),
     /// `server.listen` is neither an address nor `off`.
     #[error("server.listen: `{0}` is not an address such as 127.0.0.1:9750, nor `off`")]
     Listen(String),
@@ -262,6 +269,9 @@ impl RunArgs {
         capture.capture_cap = self.capture_cap.unwrap_or(capture.capture_cap);
         capture.framed_cap = self.framed_cap.unwrap_or(capture.framed_cap);
         capture.ring_buffer_bytes = self.ring_buffer_bytes.unwrap_or(capture.ring_buffer_bytes);
+        capture
+            .stdio_commands
+            .extend(self.stdio_commands.iter().cloned());
         let streams = &mut config.streams;
         streams.max_connections = self.max_connections.unwrap_or(streams.max_connections);
         streams.idle_timeout_secs = self.idle_timeout_secs.unwrap_or(streams.idle_timeout_secs);
@@ -350,6 +360,8 @@ impl RunArgs {
                 selection: KernelSelection::default(),
             },
             selection: Selection::new(&config.selection),
+            stdio: StdioSelection::new(&config.capture.stdio_commands)
+                .map_err(SettingsError::StdioCommand)?,
             streams: StreamSettings {
                 max_connections: config.streams.max_connections.max(1),
                 idle_timeout_ns: config

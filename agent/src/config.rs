@@ -327,6 +327,10 @@ pub struct CaptureConfig {
     pub framed_cap: u32,
     /// Size in bytes of the ring buffer shared by all CPUs; a power of two.
     pub ring_buffer_bytes: u32,
+    /// Globs of the command lines (arguments joined by spaces) of processes whose standard
+    /// input and output are captured: MCP tool servers that agents start and talk to over
+    /// pipes, e.g. `*mcp-server-*`. Empty: no pipe is captured.
+    pub stdio_commands: Vec<String>,
 }
 
 impl Default for CaptureConfig {
@@ -335,6 +339,7 @@ impl Default for CaptureConfig {
             capture_cap: 16 * 1024,
             framed_cap: 256 * 1024,
             ring_buffer_bytes: 8 * 1024 * 1024,
+            stdio_commands: Vec::new(),
         }
     }
 }

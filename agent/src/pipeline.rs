@@ -63,7 +63,7 @@ use crate::{
         stdout::CallPrinter,
     },
     protocols::{DecoderSettings, ProtocolStage},
-    selection::{Selection, Selector, initial_verdicts},
+    selection::{Selection, Selector, StdioSelection, initial_verdicts},
     streams::{CaptureRequest, StreamOutput, StreamSettings, StreamTable},
 };
 
@@ -114,6 +114,8 @@ pub struct RunOptions {
     pub listen: Option<SocketAddr>,
     /// Which workloads are captured.
     pub selection: Selection,
+    /// Which processes have their standard input and output captured.
+    pub stdio: StdioSelection,
     /// This Kubernetes node's name, when calls are named after its pods.
     pub kubernetes_node: Option<String>,
     /// The API inventory.
@@ -253,6 +255,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     let (mut capture, outputs) = Capture::start(capture_settings)?;
     let process_verdicts = outputs.process_verdicts;
+    let stdio_processes = outputs.stdio_processes;
     let (otlp, otlp_tasks) = match &options.calls {
         CallOutput::Otlp(settings) => {
             let (recorder, tasks) = otlp::start(settings, &health, &enrich::host_name())?;
@@ -294,12 +297,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let queue_gauge = event_tx.clone();
     let (request_tx, mut request_rx) = mpsc::channel(REQUEST_QUEUE);
-    let (selected_tx, selected_rx) = std::sync::mpsc::channel();
-    let exec_notices = start_identity_reader(
-        &processes,
-        process_verdicts.is_some().then_some(selected_tx),
-    )?;
+    let mut identified = Vec::new();
     if let Some(verdicts) = process_verdicts {
+        let (selected_tx, selected_rx) = std::sync::mpsc::channel();
+        identified.push(selected_tx);
         let selector = Selector::new(
             options.selection.clone(),
             Arc::clone(&processes),
@@ -310,6 +311,15 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             .name("selection".into())
             .spawn(move || selector.run(selected_rx))?;
     }
+    if !options.stdio.is_empty() {
+        let (stdio_tx, stdio_rx) = std::sync::mpsc::channel();
+        identified.push(stdio_tx);
+        let stdio = options.stdio.clone();
+        std::thread::Builder::new()
+            .name("stdio-selection".into())
+            .spawn(move || stdio.run(stdio_processes, stdio_rx))?;
+    }
+    let exec_notices = start_identity_reader(&processes, identified)?;
     let mut reader = tokio::spawn(read_events(
         outputs.ring,
         event_tx,

@@ -4,6 +4,10 @@
 //! excluded process costs one map lookup per call and none of its bytes reach userspace.
 //! Port rules are handed to the kernel as they are.
 
+mod stdio;
+
+pub use stdio::StdioSelection;
+
 use std::{
     collections::HashSet,
     sync::{Arc, mpsc},

@@ -2,7 +2,8 @@
 //!
 //! Entry programs stash the call's arguments per thread; the `sock_*_length` tracepoints fire in
 //! between only when the fd is a socket and fill in the kernel socket; exit programs then copy
-//! the bytes actually moved. Files and pipes never get a socket and are dropped at exit.
+//! the bytes actually moved. Files and pipes never get a socket and are dropped at exit, but for
+//! the standard input and output of the processes selected for stdio capture.
 
 use agent_common::{ConnState, Counter, Direction, EventKind, Role, conn_flags, data_flags};
 use aya_ebpf::{
@@ -17,6 +18,7 @@ use crate::{
     handshake,
     maps::{CIPHERTEXT_READS, IoShape, PENDING_IO, PENDING_TLS, PendingIo, count},
     record::{DataRecord, DataSource, UserBytes, submit_framed, submit_gap, submit_lifecycle},
+    stdio,
 };
 
 /// Offset of the first argument in a `syscalls:sys_enter_*` record; each argument is 8 bytes.
@@ -71,7 +73,7 @@ fn stash(fd: u64, buf: u64, count: u64, shape: IoShape, direction: Direction) {
 fn complete(ctx: &TracePointContext, shape: IoShape) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: value copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING_IO.get(&pid_tgid) }).copied() else {
+    let Some(mut pending) = (unsafe { PENDING_IO.get(&pid_tgid) }).copied() else {
         return;
     };
     let _ = PENDING_IO.remove(&pid_tgid);
@@ -93,7 +95,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
         }
         return;
     }
-    if pending.sock == 0 {
+    if pending.sock == 0 && !stdio::claim(tgid, &mut pending, shape) {
         return;
     }
     let Some(state) = conn::current(tgid, pending.fd, pending.sock) else {
@@ -404,5 +406,52 @@ pub fn syscalls_enter_close(ctx: TracePointContext) -> u32 {
     if let Some(sock) = conn::forget(tgid, fd) {
         submit_lifecycle(EventKind::Close, tgid, fd, sock);
     }
+    stdio::forget(tgid, fd);
     0
 }
+
+/// Entry of `dup(fd)`: a duplicate of a stdio wire fd carries the wire too.
+#[tracepoint]
+pub fn syscalls_enter_dup(ctx: TracePointContext) -> u32 {
+    stdio::enter_dup(arg(&ctx, 0), u64::MAX);
+    0
+}
+
+/// Entry of `dup2(old, new)`.
+#[tracepoint]
+pub fn syscalls_enter_dup2(ctx: TracePointContext) -> u32 {
+    stdio::enter_dup(arg(&ctx, 0), arg(&ctx, 1));
+    0
+}
+
+/// Entry of `dup3(old, new, flags)`.
+#[tracepoint]
+pub fn syscalls_enter_dup3(ctx: TracePointContext) -> u32 {
+    stdio::enter_dup(arg(&ctx, 0), arg(&ctx, 1));
+    0
+}
+
+/// Entry of `fcntl(fd, cmd, arg)`: `F_DUPFD` and `F_DUPFD_CLOEXEC` duplicate.
+#[tracepoint]
+pub fn syscalls_enter_fcntl(ctx: TracePointContext) -> u32 {
+    stdio::enter_fcntl(arg(&ctx, 0), arg(&ctx, 1));
+    0
+}
+
+macro_rules! duplicating_exit {
+    ($($exit:ident),*) => {$(
+        #[doc = concat!("Exit of a duplicating call (`", stringify!($exit), "`): its result is the new fd.")]
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            stdio::exit_dup(ret(&ctx));
+            0
+        }
+    )*};
+}
+
+duplicating_exit!(
+    syscalls_exit_dup,
+    syscalls_exit_dup2,
+    syscalls_exit_dup3,
+    syscalls_exit_fcntl
+);

@@ -80,6 +80,7 @@ impl Analyzer {
                 self.routes
                     .route(&call.workload.service_name, http.request.path()),
             ),
+            Payload::Mcp(_) => None,
         };
         let now_ms = unix_ms_now();
         let mut events = Vec::new();

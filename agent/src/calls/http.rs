@@ -134,6 +134,13 @@ pub struct HttpBody {
     pub tail: Bytes,
 }
 
+impl HttpBody {
+    /// True when some of the body was not kept: past the body cap, or lost.
+    pub fn is_cut(&self) -> bool {
+        self.incomplete || (self.captured.len() as u64) < self.size
+    }
+}
+
 /// True when the headers announce a stream of events: `text/event-stream` or JSON lines.
 /// Asked of every response head, so it compares bytes in place rather than allocating.
 pub fn carries_event_stream(headers: &[Header]) -> bool {
@@ -228,6 +235,8 @@ pub struct HttpExchange {
     pub graphql: Option<super::GraphqlOperation>,
     /// The generative-AI model call, when the exchange is one.
     pub genai: Option<super::GenAiCall>,
+    /// The MCP message exchange, when the exchange carries one (streamable HTTP).
+    pub mcp: Option<super::McpCall>,
 }
 
 /// Finds a header by lowercase name.

@@ -5,6 +5,7 @@ pub mod genai;
 pub mod graphql;
 pub mod grpc;
 pub mod http;
+pub mod mcp;
 pub mod secrets;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ pub use genai::{GenAiCall, GenAiOperation};
 pub use graphql::{GraphqlOperation, GraphqlOperationType};
 pub use grpc::GrpcCall;
 pub use http::{Header, HeaderName, HttpBody, HttpExchange, HttpRequest, HttpResponse};
+pub use mcp::{McpCall, McpOutcome, McpTool};
 
 /// Which end of the exchange the traced process was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,8 +56,10 @@ impl CallGaps {
 /// The protocol-specific part of a call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
-    /// HTTP/1.x.
+    /// HTTP/1.x or HTTP/2, with the layers found inside (gRPC, GraphQL, model calls, MCP).
     Http(HttpExchange),
+    /// An MCP exchange over stdio, the pipes between an agent and its tool server process.
+    Mcp(McpCall),
 }
 
 /// One API exchange (a request and its response) as seen by one process.

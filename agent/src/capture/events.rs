@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use agent_common::{
     ConnectionEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role,
-    event::UNKNOWN_OFFSET,
+    event::UNKNOWN_OFFSET, maps::STDIO_FAMILY,
 };
 use bytes::Bytes;
 
@@ -71,6 +71,16 @@ pub struct DataChunk {
     pub comm: String,
 }
 
+/// What carries a connection's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP socket.
+    Tcp,
+    /// The standard input and output of a process selected for stdio capture (an MCP tool
+    /// server), read and written over pipes; it has no addresses.
+    Stdio,
+}
+
 /// One connection record.
 #[derive(Debug, Clone)]
 pub struct ConnectionSeen {
@@ -86,6 +96,8 @@ pub struct ConnectionSeen {
     pub local: SocketAddr,
     /// The other end.
     pub peer: SocketAddr,
+    /// A TCP socket, or a process's stdio (whose addresses are then unspecified).
+    pub transport: Transport,
     /// Thread name.
     pub comm: String,
     /// `CLOCK_MONOTONIC` time of first sight.
@@ -176,6 +188,11 @@ impl CaptureEvent {
                     role: role(event.role),
                     local: socket_addr(event.family, event.local_addr, event.local_port),
                     peer: socket_addr(event.family, event.peer_addr, event.peer_port),
+                    transport: if event.family == STDIO_FAMILY {
+                        Transport::Stdio
+                    } else {
+                        Transport::Tcp
+                    },
                     comm: comm_string(&event.comm),
                     ts_ns: event.ts_ns,
                 }))

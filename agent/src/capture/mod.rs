@@ -24,9 +24,9 @@ use aya::{
 use log::{debug, info, warn};
 
 pub use btf::BtfError;
-pub use events::{CaptureEvent, ConnectionSeen, DataChunk};
+pub use events::{CaptureEvent, ConnectionSeen, DataChunk, Transport};
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
-pub use selection::{KernelSelection, ProcessVerdicts};
+pub use selection::{KernelSelection, ProcessVerdicts, StdioProcesses};
 
 use self::{
     links::ProbeLink,
@@ -96,6 +96,8 @@ pub struct CaptureOutputs {
     pub kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// The per-process verdicts, when the selection rules match processes.
     pub process_verdicts: Option<ProcessVerdicts>,
+    /// The processes whose stdio is captured.
+    pub stdio_processes: StdioProcesses,
 }
 
 /// The loaded and attached kernel side. Dropping it detaches every probe, all at once (see
@@ -201,6 +203,10 @@ impl Capture {
         for (pid, verdict) in &settings.selection.processes {
             process_verdicts.set(*pid, *verdict);
         }
+        let stdio_processes = StdioProcesses::new(
+            take_map(&mut ebpf, "STDIO_PROCESSES", HashMap::try_from)?,
+            take_map(&mut ebpf, "STDIO_FDS", HashMap::try_from)?,
+        );
         let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         let mut capture = Self {
             ebpf,
@@ -224,6 +230,7 @@ impl Capture {
                 ring,
                 kernel_log,
                 process_verdicts: settings.selection.per_process.then_some(process_verdicts),
+                stdio_processes,
             },
         ))
     }

@@ -90,6 +90,14 @@ pub const KERNEL_PROBES: &[Probe] = &[
     syscall("syscalls_exit_accept", "sys_exit_accept"),
     syscall("syscalls_exit_accept4", "sys_exit_accept4"),
     syscall("syscalls_enter_close", "sys_enter_close"),
+    syscall("syscalls_enter_dup", "sys_enter_dup"),
+    syscall("syscalls_enter_dup2", "sys_enter_dup2"),
+    syscall("syscalls_enter_dup3", "sys_enter_dup3"),
+    syscall("syscalls_enter_fcntl", "sys_enter_fcntl"),
+    syscall("syscalls_exit_dup", "sys_exit_dup"),
+    syscall("syscalls_exit_dup2", "sys_exit_dup2"),
+    syscall("syscalls_exit_dup3", "sys_exit_dup3"),
+    syscall("syscalls_exit_fcntl", "sys_exit_fcntl"),
     Probe {
         program: "process_enter_exec",
         hook: Hook::Tracepoint {

@@ -2,7 +2,7 @@
 //! decided in their filter maps so that an excluded workload costs one map lookup per call and
 //! never reaches userspace.
 
-use agent_common::{FilterMode, Verdict, filter_maps};
+use agent_common::{ConnKey, Direction, FilterMode, Verdict, filter_maps};
 use aya::maps::{HashMap, MapData};
 use log::warn;
 
@@ -87,6 +87,52 @@ impl ProcessVerdicts {
 impl std::fmt::Debug for ProcessVerdicts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ProcessVerdicts")
+    }
+}
+
+/// The kernel's `STDIO_PROCESSES` and `STDIO_FDS`: the processes whose standard input and
+/// output are captured and the fds of their wire, written by the thread that matches processes
+/// against the stdio globs.
+pub struct StdioProcesses {
+    processes: HashMap<MapData, u32, u8>,
+    fds: HashMap<MapData, ConnKey, u32>,
+}
+
+impl StdioProcesses {
+    pub(super) fn new(
+        processes: HashMap<MapData, u32, u8>,
+        fds: HashMap<MapData, ConnKey, u32>,
+    ) -> Self {
+        Self { processes, fds }
+    }
+
+    /// Follows `pid`'s stdio from now on, its fd 0 in and fd 1 out (the kernel follows their
+    /// duplicates); false when it was followed already (or a map refused it, which is logged).
+    pub fn add(&mut self, pid: u32) -> bool {
+        if self.processes.get(&pid, 0).is_ok() {
+            return false;
+        }
+        let wire = [(0, Direction::Ingress), (1, Direction::Egress)];
+        let inserted = wire
+            .into_iter()
+            .try_for_each(|(fd, direction)| {
+                self.fds
+                    .insert(ConnKey { tgid: pid, fd }, direction as u32, 0)
+            })
+            .and_then(|()| self.processes.insert(pid, 1, 0));
+        match inserted {
+            Ok(()) => true,
+            Err(error) => {
+                warn!("cannot follow the stdio of process {pid}: {error}");
+                false
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for StdioProcesses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StdioProcesses")
     }
 }
 

@@ -278,7 +278,7 @@ mod tests {
         let registry = Arc::new(ProcessRegistry::default());
         let old = registry.get_or_read(u32::MAX - 1, "sh");
         assert_eq!(old.executable_name, "sh");
-        let notices = start_identity_reader(&registry, None).unwrap();
+        let notices = start_identity_reader(&registry, Vec::new()).unwrap();
         let exe = std::env::current_exe().unwrap();
         notices.exec(u32::MAX - 1, exe.to_str().map(str::to_owned));
         // Forgotten at once, so no call is named after the old image meanwhile.

@@ -100,11 +100,11 @@ impl ExecNotices {
 }
 
 /// Starts the thread that reads the identity of every process that execs, into `registry`,
-/// and hands each to `identified` (the selection rules). It ends when every [`ExecNotices`] is
-/// dropped.
+/// and hands each to every one of `identified` (the selection rules, the stdio selection). It
+/// ends when every [`ExecNotices`] is dropped.
 pub fn start_identity_reader(
     registry: &Arc<ProcessRegistry>,
-    identified: Option<mpsc::Sender<Arc<ProcessIdentity>>>,
+    identified: Vec<mpsc::Sender<Arc<ProcessIdentity>>>,
 ) -> std::io::Result<ExecNotices> {
     let (queue, execs) = mpsc::sync_channel::<(u32, Option<String>)>(EXEC_QUEUE);
     let reader = Arc::clone(registry);
@@ -112,9 +112,11 @@ pub fn start_identity_reader(
         .name("identity".into())
         .spawn(move || {
             for (pid, path) in execs {
-                let identity = reader.exec(pid, path.as_deref());
-                if let (Some(identity), Some(identified)) = (identity, &identified) {
-                    let _ = identified.send(identity);
+                let Some(identity) = reader.exec(pid, path.as_deref()) else {
+                    continue;
+                };
+                for receiver in &identified {
+                    let _ = receiver.send(Arc::clone(&identity));
                 }
             }
         })?;

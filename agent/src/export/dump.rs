@@ -122,6 +122,7 @@ mod tests {
                 role: Role::Server,
                 opened_unseen: false,
                 tls_client_ja4: None,
+                transport: crate::streams::Transport::Tcp,
                 local: Some("127.0.0.1:8080".parse().unwrap()),
                 peer: Some("[::1]:5000".parse().unwrap()),
                 comm: "python3".into(),

@@ -2,6 +2,10 @@
 //! mapping from an analyzed HTTP call to span and metric attributes (stable HTTP conventions).
 //! Shared by every exporter so that a span, its metrics and its stdout line agree.
 
+mod mcp;
+
+pub use mcp::session_digest;
+
 use opentelemetry::{KeyValue, Value};
 
 use crate::{
@@ -128,8 +132,8 @@ pub enum Kind {
 pub struct CallDescription {
     /// Span kind.
     pub kind: Kind,
-    /// The call is an RPC (gRPC): its duration goes to the RPC metrics instead of the HTTP ones.
-    pub rpc: bool,
+    /// Which duration metrics the carrier protocol's measures go to.
+    pub carrier: CarrierMetric,
     /// Span name: `{method} {route}` or `{method}` (`{service}/{method}` for gRPC).
     pub name: String,
     /// Span attributes.
@@ -150,6 +154,20 @@ pub struct CallDescription {
     pub tracestate: Option<String>,
     /// What the GenAI metrics record, when the call is a model call.
     pub genai: Option<GenAiMeasures>,
+    /// The MCP metrics' attributes, when the call is an MCP exchange.
+    pub mcp: Option<Vec<KeyValue>>,
+}
+
+/// The duration metrics of a call's carrier protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarrierMetric {
+    /// The HTTP server and client metrics.
+    Http,
+    /// The RPC metrics (gRPC): its HTTP/2 carrier would repeat the same duration under `POST`
+    /// with the method path as route.
+    Rpc,
+    /// None: the call has no carrier protocol (MCP over stdio).
+    None,
 }
 
 /// A model call's measures for the GenAI metrics.
@@ -232,6 +250,9 @@ impl Describer {
                 if let Some(genai) = &http.genai {
                     describe_genai(genai, &mut description);
                 }
+                if let Some(call) = &http.mcp {
+                    mcp::describe_on_http(call, &mut description);
+                }
                 self.headers.attributes(
                     "http.request.header",
                     &http.request.headers,
@@ -249,6 +270,7 @@ impl Describer {
                 }
                 description
             }
+            Payload::Mcp(call) => mcp::describe_on_stdio(analyzed, call),
         }
     }
 }
@@ -500,7 +522,7 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
     };
     CallDescription {
         kind,
-        rpc: false,
+        carrier: CarrierMetric::Http,
         name,
         span_attributes,
         metric_attributes,
@@ -511,6 +533,7 @@ fn describe_http(analyzed: &AnalyzedCall, http: &HttpExchange) -> CallDescriptio
         traceparent: request.header_str("traceparent").map(str::to_owned),
         tracestate: request.header_str("tracestate").map(str::to_owned),
         genai: None,
+        mcp: None,
     }
 }
 
@@ -597,7 +620,7 @@ fn describe_grpc(analyzed: &AnalyzedCall, http: &HttpExchange, grpc: &GrpcCall) 
             .span_attributes
             .push(KeyValue::new(APISCOPE_GRPC_COMPRESSED, true));
     }
-    description.rpc = true;
+    description.carrier = CarrierMetric::Rpc;
     // Message bytes are not HTTP bodies to measure.
     description.request_body_size = None;
     description.response_body_size = None;
@@ -665,6 +688,7 @@ pub(crate) mod tests {
             grpc: None,
             graphql: None,
             genai: None,
+            mcp: None,
         };
         AnalyzedCall {
             call: EnrichedCall {
@@ -677,6 +701,7 @@ pub(crate) mod tests {
                         role: agent_common::Role::Server,
                         opened_unseen: false,
                         tls_client_ja4: None,
+                        transport: crate::streams::Transport::Tcp,
                         local: Some("127.0.0.1:8080".parse().unwrap()),
                         peer: Some("127.0.0.1:50000".parse().unwrap()),
                         comm: "srv".into(),
@@ -823,7 +848,9 @@ pub(crate) mod tests {
         use crate::calls::GraphqlOperationType;
 
         let mut analyzed = call(Side::Server, 200, Vec::new());
-        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        let Payload::Http(http) = &mut analyzed.call.call.payload else {
+            panic!("an HTTP call");
+        };
         http.graphql = Some(GraphqlOperation {
             operation_type: GraphqlOperationType::Mutation,
             name: Some("AddUser".into()),
@@ -844,7 +871,9 @@ pub(crate) mod tests {
         // The HTTP attributes stay.
         assert_eq!(attribute(a, HTTP_ROUTE), Some(&Value::from("/users/{id}")));
 
-        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        let Payload::Http(http) = &mut analyzed.call.call.payload else {
+            panic!("an HTTP call");
+        };
         http.graphql = Some(GraphqlOperation {
             operation_type: GraphqlOperationType::Query,
             name: None,
@@ -863,7 +892,9 @@ pub(crate) mod tests {
     #[test]
     fn unknown_methods_are_other() {
         let mut analyzed = call(Side::Server, 200, Vec::new());
-        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        let Payload::Http(http) = &mut analyzed.call.call.payload else {
+            panic!("an HTTP call");
+        };
         http.request.method = "PURGE".into();
         analyzed.route = None;
         let described = Describer::default().describe(&analyzed);
@@ -878,7 +909,9 @@ pub(crate) mod tests {
     /// A gRPC call of `helloworld.Greeter/SayHello` that ended with `status_code`.
     pub(crate) fn grpc_call(side: Side, status_code: Option<u32>) -> AnalyzedCall {
         let mut analyzed = call(side, 200, vec![header("user-agent", "grpc-python/1")]);
-        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        let Payload::Http(http) = &mut analyzed.call.call.payload else {
+            panic!("an HTTP call");
+        };
         http.request.target = "/helloworld.Greeter/SayHello".into();
         http.grpc = Some(GrpcCall {
             service: "helloworld.Greeter".into(),
@@ -895,7 +928,7 @@ pub(crate) mod tests {
     fn grpc_calls_follow_the_rpc_conventions() {
         let described = Describer::default().describe(&grpc_call(Side::Server, Some(0)));
         assert_eq!(described.name, "helloworld.Greeter/SayHello");
-        assert!(described.rpc);
+        assert_eq!(described.carrier, CarrierMetric::Rpc);
         assert!(described.error.is_none());
         let a = &described.span_attributes;
         assert_eq!(attribute(a, RPC_SYSTEM), Some(&Value::from("grpc")));
@@ -959,7 +992,9 @@ pub(crate) mod tests {
         );
         // No `grpc-status` and an HTTP error: the HTTP status says how it ended.
         let mut analyzed = grpc_call(Side::Client, None);
-        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        let Payload::Http(http) = &mut analyzed.call.call.payload else {
+            panic!("an HTTP call");
+        };
         if let Some(response) = &mut http.response {
             response.status = 503;
         }

@@ -8,6 +8,7 @@ use crate::{
     calls::{Payload, grpc::status_name},
     clock::WallClock,
     export::semconv::{CallDescription, Kind},
+    streams::Transport,
 };
 
 /// Writes one line per call.
@@ -46,6 +47,9 @@ impl<W: Write> CallPrinter<W> {
                     if http.graphql.is_some() {
                         what = format!("{what} graphql {}", description.name);
                     }
+                    if http.mcp.is_some() {
+                        what = format!("{what} mcp {}", description.name);
+                    }
                     let status = http
                         .response
                         .as_ref()
@@ -53,6 +57,10 @@ impl<W: Write> CallPrinter<W> {
                     (what, status)
                 }
             },
+            Payload::Mcp(mcp) => (
+                format!("mcp {}", description.name),
+                mcp.outcome.as_str().into_owned(),
+            ),
         };
         let side = match description.kind {
             Kind::Server => "server",
@@ -62,10 +70,11 @@ impl<W: Write> CallPrinter<W> {
             Kind::Server => "<-",
             Kind::Client => "->",
         };
-        let peer = call
-            .connection
-            .peer
-            .map_or_else(|| "?".to_owned(), |peer| peer.to_string());
+        let peer = match (call.connection.peer, call.connection.transport) {
+            (Some(peer), _) => peer.to_string(),
+            (None, Transport::Stdio) => "stdio".to_owned(),
+            (None, Transport::Tcp) => "?".to_owned(),
+        };
         writeln!(
             self.out,
             "{} {} {side} {what} {status} {:.3}ms {arrow} {peer}{}",

@@ -41,6 +41,7 @@ impl Feed {
                 role,
                 opened_unseen,
                 tls_client_ja4: None,
+                transport: crate::streams::Transport::Tcp,
                 local: None,
                 peer: None,
                 comm: "fuzz".into(),

@@ -17,8 +17,9 @@
 
 use serde_json::Value;
 
+use super::json_documents::documents;
 use crate::calls::{
-    ApiCall, GenAiCall, GenAiOperation, HttpBody, HttpExchange, Payload, http::carries_event_stream,
+    ApiCall, GenAiCall, GenAiOperation, HttpExchange, Payload, http::carries_event_stream,
 };
 
 /// Choices or candidates read per response: a response asking for more is still bounded work.
@@ -41,8 +42,9 @@ const PROVIDER_HOSTS: &[(&str, &str)] = &[
 /// Annotates every HTTP call from `calls[from..]` that is a model call.
 pub fn annotate(calls: &mut [ApiCall], from: usize) {
     for call in calls.iter_mut().skip(from) {
-        let Payload::Http(http) = &mut call.payload;
-        http.genai = describe(http);
+        if let Payload::Http(http) = &mut call.payload {
+            http.genai = describe(http);
+        }
     }
 }
 
@@ -70,7 +72,7 @@ pub fn describe(http: &HttpExchange) -> Option<GenAiCall> {
         top_p: None,
         max_tokens: None,
         streamed: false,
-        incomplete: body_cut(&request.body) || http.response.is_none(),
+        incomplete: request.body.is_cut() || http.response.is_none(),
     };
     for document in documents(&request.body.captured) {
         read_request(&document, &mut call);
@@ -86,7 +88,7 @@ pub fn describe(http: &HttpExchange) -> Option<GenAiCall> {
             for document in events {
                 read_response(&document, &mut call);
             }
-            call.incomplete |= body_cut(body) && !ends_summed_up(&call);
+            call.incomplete |= body.is_cut() && !ends_summed_up(&call);
         }
     }
     Some(call)
@@ -136,34 +138,10 @@ fn provider_of_host(host: &str) -> Option<&'static str> {
         .map(|(_, provider)| *provider)
 }
 
-fn body_cut(body: &HttpBody) -> bool {
-    body.incomplete || (body.captured.len() as u64) < body.size
-}
-
 /// A cut stream whose kept tail still held its summing-up events lacks only middle parts
 /// (content deltas), which no field comes from.
 fn ends_summed_up(call: &GenAiCall) -> bool {
     call.streamed && !call.finish_reasons.is_empty() && call.output_tokens.is_some()
-}
-
-/// The JSON documents of a body: the whole body, else each `data:` line of a server-sent
-/// event stream or each line of a JSON-lines stream. Lines that do not parse (the cut last
-/// one, `[DONE]`) are skipped.
-fn documents(body: &[u8]) -> Vec<Value> {
-    if body.is_empty() {
-        return Vec::new();
-    }
-    if let Ok(whole) = serde_json::from_slice::<Value>(body) {
-        return vec![whole];
-    }
-    body.split(|byte| *byte == b'\n')
-        .filter_map(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let payload = line.strip_prefix(b"data:").unwrap_or(line);
-            serde_json::from_slice::<Value>(payload.trim_ascii()).ok()
-        })
-        .filter(Value::is_object)
-        .collect()
 }
 
 fn read_request(document: &Value, call: &mut GenAiCall) {

@@ -48,6 +48,7 @@ pub fn annotate(calls: &mut Vec<ApiCall>, from: usize) {
     while let Some(call) = calls.get(index) {
         let operations = match &call.payload {
             Payload::Http(http) => operations(&http.request),
+            Payload::Mcp(_) => Vec::new(),
         };
         let count = operations.len().max(1);
         let mut operations = operations.into_iter();
@@ -71,8 +72,8 @@ pub fn annotate(calls: &mut Vec<ApiCall>, from: usize) {
 }
 
 fn set_operation(call: &mut ApiCall, operation: GraphqlOperation) {
-    match &mut call.payload {
-        Payload::Http(http) => http.graphql = Some(operation),
+    if let Payload::Http(http) = &mut call.payload {
+        http.graphql = Some(operation);
     }
 }
 
@@ -603,6 +604,7 @@ mod tests {
                 role: agent_common::Role::Server,
                 opened_unseen: false,
                 tls_client_ja4: None,
+                transport: crate::streams::Transport::Tcp,
                 local: None,
                 peer: None,
                 comm: "srv".into(),
@@ -619,6 +621,7 @@ mod tests {
                 grpc: None,
                 graphql: None,
                 genai: None,
+                mcp: None,
             }),
         }
     }
@@ -626,6 +629,7 @@ mod tests {
     fn graphql_of(call: &ApiCall) -> Option<&GraphqlOperation> {
         match &call.payload {
             Payload::Http(http) => http.graphql.as_ref(),
+            Payload::Mcp(_) => None,
         }
     }
 

@@ -541,6 +541,7 @@ mod tests {
                         role: Role::Server,
                         opened_unseen: false,
                         tls_client_ja4: None,
+                        transport: crate::streams::Transport::Tcp,
                         local: None,
                         peer: None,
                         comm: "t".into(),
@@ -607,6 +608,7 @@ mod tests {
                     .into_iter()
                     .map(|call| match call.payload {
                         Payload::Http(http) => http.grpc.expect("a gRPC call"),
+                        Payload::Mcp(_) => panic!("not a gRPC call"),
                     })
                     .collect()
             }

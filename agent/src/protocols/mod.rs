@@ -9,6 +9,8 @@ pub mod graphql;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod json_documents;
+pub mod mcp;
 #[cfg(test)]
 mod testing;
 
@@ -19,7 +21,7 @@ use foldhash::HashMap;
 
 use crate::{
     calls::{ApiCall, Side},
-    streams::{Connection, StreamChunk},
+    streams::{Connection, StreamChunk, Transport},
 };
 
 /// A protocol decoder for one connection. Chunks arrive in offset order per direction; a chunk
@@ -131,7 +133,7 @@ impl ProtocolStage {
                 }
                 *decoder = successor;
             }
-            post_process(calls, first_new);
+            post_process(calls, first_new, self.settings);
             if !decoder.wants_more() {
                 *slot = None;
                 self.payload_policies
@@ -153,21 +155,25 @@ impl ProtocolStage {
         if let Some(Some(mut decoder)) = self.connections.remove(&id) {
             let first_new = calls.len();
             decoder.on_end(ts_ns, calls);
-            post_process(calls, first_new);
+            post_process(calls, first_new, self.settings);
         }
     }
 }
 
 /// What every decoder's calls go through, from `calls[first_new..]` on: the layers carried
-/// inside HTTP (GraphQL, which may turn one call into several, and model calls) are found here
-/// once, whichever HTTP version carried them.
-fn post_process(calls: &mut Vec<ApiCall>, first_new: usize) {
+/// inside HTTP (GraphQL, which may turn one call into several, model calls and MCP) are found
+/// here once, whichever HTTP version carried them.
+fn post_process(calls: &mut Vec<ApiCall>, first_new: usize, settings: DecoderSettings) {
     graphql::annotate(calls, first_new);
     genai::annotate(calls, first_new);
+    mcp::http::annotate(calls, first_new, settings.body_cap);
 }
 
 /// Picks the decoder for a connection from its first captured bytes.
 fn detect(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>> {
+    if chunk.connection.transport == Transport::Stdio {
+        return Some(Box::new(mcp::stdio::StdioDecoder::new(settings)));
+    }
     if let Some(detected) = http2::detect(chunk) {
         return Some(Box::new(http2::Http2Decoder::new(detected, settings)));
     }

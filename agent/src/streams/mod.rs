@@ -17,6 +17,7 @@ use agent_common::{ConnKey, Direction, PayloadPolicy, Role, data_flags};
 use bytes::Bytes;
 use foldhash::HashMap;
 
+pub use crate::capture::Transport;
 use crate::capture::{CaptureEvent, ConnectionSeen, DataChunk};
 
 use self::client_hello::{ClientHelloAssembly, HelloProgress};
@@ -56,6 +57,8 @@ pub struct Connection {
     /// The JA4 fingerprint of the TLS client, on the serving end of a TLS connection whose
     /// ClientHello the kernel saw.
     pub tls_client_ja4: Option<Arc<str>>,
+    /// What carries the bytes.
+    pub transport: Transport,
 }
 
 /// A piece of one direction of one connection.
@@ -242,8 +245,9 @@ impl StreamTable {
             tgid: seen.tgid,
             fd: seen.fd,
         };
+        let stdio = seen.transport == Transport::Stdio;
         let role = match seen.role {
-            Role::Unknown => infer_role(seen.tgid, seen.local),
+            Role::Unknown if !stdio => infer_role(seen.tgid, seen.local),
             known => known,
         };
         let connection = Connection {
@@ -255,8 +259,9 @@ impl StreamTable {
             // The kernel saw neither `connect` nor `accept` on this fd.
             opened_unseen: seen.role == Role::Unknown,
             tls_client_ja4: None,
-            local: Some(canonical(seen.local)),
-            peer: Some(canonical(seen.peer)),
+            transport: seen.transport,
+            local: (!stdio).then(|| canonical(seen.local)),
+            peer: (!stdio).then(|| canonical(seen.peer)),
             comm: seen.comm,
         };
         let connected = role == Role::Client && seen.role != Role::Unknown;
@@ -403,6 +408,7 @@ fn resolve_from_proc(pid: u32, fd: i32, comm: &str) -> Connection {
         role,
         opened_unseen: true,
         tls_client_ja4: None,
+        transport: Transport::Tcp,
         local: entry.map(|entry| canonical(entry.local)),
         peer: entry.map(|entry| canonical(entry.remote)),
         comm: comm.to_owned(),

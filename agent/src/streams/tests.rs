@@ -15,6 +15,7 @@ fn seen(fd: i32, sock: u64, ts_ns: u64) -> CaptureEvent {
         role: Role::Client,
         local: "127.0.0.1:50000".parse().unwrap(),
         peer: "127.0.0.1:8080".parse().unwrap(),
+        transport: crate::capture::Transport::Tcp,
         comm: "curl".into(),
         ts_ns,
     })

@@ -168,7 +168,9 @@ impl Inventory {
 
     /// Adds one call; `route` is its templated route, when it has a path.
     pub fn observe(&mut self, call: &EnrichedCall, route: Option<&str>, now_ms: u64) -> Observed {
-        let Payload::Http(http) = &call.call.payload;
+        let Payload::Http(http) = &call.call.payload else {
+            return Observed::default();
+        };
         let request = &http.request;
         if request.method.is_empty() || request.target.is_empty() {
             return Observed::default();
@@ -1013,7 +1015,9 @@ mod tests {
 
     fn observe_at(inventory: &mut Inventory, method: &str, target: &str, at: u64) -> Observed {
         let mut analyzed = call(Side::Server, 200, Vec::new());
-        let Payload::Http(http) = &mut analyzed.call.call.payload;
+        let Payload::Http(http) = &mut analyzed.call.call.payload else {
+            panic!("an HTTP call");
+        };
         http.request.method = method.into();
         http.request.target = target.into();
         let route = crate::analysis::routes::template(http.request.path());

@@ -146,7 +146,9 @@ impl SecurityAnalyzer {
         if self.rules.kill_switch {
             return Vec::new();
         }
-        let Payload::Http(http) = &call.call.payload;
+        let Payload::Http(http) = &call.call.payload else {
+            return Vec::new();
+        };
         match call.call.side {
             Side::Client => self.outbound(call, http, now_ms),
             Side::Server => self.served(call, http, route, response_sensitive, now_ms),

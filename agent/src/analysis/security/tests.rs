@@ -15,7 +15,9 @@ fn header(name: &str, value: &str) -> Header {
 /// A served `GET target` from `peer`, answered `status`.
 fn served(target: &str, headers: Vec<Header>, status: u16, peer: &str) -> EnrichedCall {
     let mut analyzed = call(Side::Server, status, headers);
-    let Payload::Http(http) = &mut analyzed.call.call.payload;
+    let Payload::Http(http) = &mut analyzed.call.call.payload else {
+        panic!("an HTTP call");
+    };
     http.request.method = "GET".into();
     http.request.target = target.into();
     let mut connection = (*analyzed.call.call.connection).clone();

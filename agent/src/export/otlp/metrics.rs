@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::{ResourceKey, health::HealthMetrics};
 use crate::export::health::ExportStats;
-use crate::export::semconv::{CallDescription, GenAiMeasures, Kind};
+use crate::export::semconv::{CallDescription, CarrierMetric, GenAiMeasures, Kind};
 
 /// Bucket boundaries of the duration histograms, in seconds, as the HTTP conventions advise.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -50,6 +50,10 @@ const TOKEN_BUCKETS: [f64; 14] = [
 ];
 
 /// Processes with metrics at once; beyond it new processes are not measured (and counted).
+/// The MCP conventions' buckets for operation durations, in seconds.
+const MCP_DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 const MAX_PROCESSES: usize = 4_096;
 
 /// A manual reader the provider and the collection loop share.
@@ -118,24 +122,46 @@ impl HttpInstruments {
     }
 }
 
-/// The instrument of one side of RPC (gRPC): the current RPC conventions' call duration, in
-/// seconds with the HTTP buckets (the older `rpc.{side}.duration` in milliseconds is
-/// deprecated).
-struct RpcInstruments {
+/// A duration histogram of one side of a protocol measured by its calls' duration only: RPC
+/// (gRPC), with the current RPC conventions' `rpc.{side}.call.duration` in seconds (the older
+/// `rpc.{side}.duration` in milliseconds is deprecated), and MCP's
+/// `mcp.{side}.operation.duration`.
+struct DurationInstrument {
     duration: Histogram<f64>,
 }
 
-impl RpcInstruments {
-    fn new(provider: &SdkMeterProvider, side: &str) -> Self {
+impl DurationInstrument {
+    fn new(
+        provider: &SdkMeterProvider,
+        name: String,
+        description: String,
+        buckets: &[f64],
+    ) -> Self {
         Self {
             duration: provider
                 .meter("apiscope")
-                .f64_histogram(format!("rpc.{side}.call.duration"))
+                .f64_histogram(name)
                 .with_unit("s")
-                .with_description(format!("Duration of RPC {side} calls."))
-                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .with_description(description)
+                .with_boundaries(buckets.to_vec())
                 .build(),
         }
+    }
+
+    fn rpc(provider: &SdkMeterProvider, side: &str) -> Self {
+        let description = format!("Duration of RPC {side} calls.");
+        Self::new(
+            provider,
+            format!("rpc.{side}.call.duration"),
+            description,
+            &DURATION_BUCKETS,
+        )
+    }
+
+    fn mcp(provider: &SdkMeterProvider, side: &str) -> Self {
+        let description = format!("Duration of MCP requests and notifications on the {side}.");
+        let name = format!("mcp.{side}.operation.duration");
+        Self::new(provider, name, description, &MCP_DURATION_BUCKETS)
     }
 }
 
@@ -202,8 +228,10 @@ struct ProcessMetrics {
     reader: SharedReader,
     server: HttpInstruments,
     client: HttpInstruments,
-    rpc_server: RpcInstruments,
-    rpc_client: RpcInstruments,
+    rpc_server: DurationInstrument,
+    rpc_client: DurationInstrument,
+    mcp_server: DurationInstrument,
+    mcp_client: DurationInstrument,
     genai: GenAiInstruments,
     recorded_since_collect: bool,
 }
@@ -218,8 +246,10 @@ impl ProcessMetrics {
         Self {
             server: HttpInstruments::new(&provider, "server"),
             client: HttpInstruments::new(&provider, "client"),
-            rpc_server: RpcInstruments::new(&provider, "server"),
-            rpc_client: RpcInstruments::new(&provider, "client"),
+            rpc_server: DurationInstrument::rpc(&provider, "server"),
+            rpc_client: DurationInstrument::rpc(&provider, "client"),
+            mcp_server: DurationInstrument::mcp(&provider, "server"),
+            mcp_client: DurationInstrument::mcp(&provider, "client"),
             genai: GenAiInstruments::new(&provider),
             provider,
             reader,
@@ -255,21 +285,29 @@ impl MetricsRegistry {
                 .genai
                 .record(description.kind, description.duration_seconds, measures);
         }
-        // A gRPC call is measured as an RPC only: its HTTP/2 carrier would repeat the same
-        // duration under `POST` with the method path as route.
-        if description.rpc {
-            let instruments = match description.kind {
-                Kind::Server => &metrics.rpc_server,
-                Kind::Client => &metrics.rpc_client,
+        if let Some(mcp) = &description.mcp {
+            let instrument = match description.kind {
+                Kind::Server => &metrics.mcp_server,
+                Kind::Client => &metrics.mcp_client,
             };
-            instruments
+            instrument
                 .duration
-                .record(description.duration_seconds, attributes);
-            return;
+                .record(description.duration_seconds, mcp);
         }
-        let instruments = match description.kind {
-            Kind::Server => &metrics.server,
-            Kind::Client => &metrics.client,
+        let instruments = match (description.carrier, description.kind) {
+            (CarrierMetric::None, _) => return,
+            (CarrierMetric::Rpc, kind) => {
+                let instrument = match kind {
+                    Kind::Server => &metrics.rpc_server,
+                    Kind::Client => &metrics.rpc_client,
+                };
+                instrument
+                    .duration
+                    .record(description.duration_seconds, attributes);
+                return;
+            }
+            (CarrierMetric::Http, Kind::Server) => &metrics.server,
+            (CarrierMetric::Http, Kind::Client) => &metrics.client,
         };
         instruments
             .duration

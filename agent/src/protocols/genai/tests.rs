@@ -1,16 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::calls::{Header, HttpRequest, HttpResponse, http::HttpVersion};
-
-fn body(text: &str) -> HttpBody {
-    HttpBody {
-        size: text.len() as u64,
-        captured: Bytes::copy_from_slice(text.as_bytes()),
-        incomplete: false,
-        tail: Bytes::new(),
-    }
-}
+use crate::protocols::testing::{header, post};
 
 fn exchange(
     host: &str,
@@ -19,33 +10,13 @@ fn exchange(
     content_type: &str,
     response: &str,
 ) -> HttpExchange {
-    HttpExchange {
-        request: HttpRequest {
-            method: "POST".into(),
-            target: path.into(),
-            version: HttpVersion::Http11,
-            headers: vec![Header {
-                name: "host".into(),
-                value: Bytes::copy_from_slice(host.as_bytes()),
-            }],
-            trailers: Vec::new(),
-            body: body(request),
-        },
-        response: Some(HttpResponse {
-            version: HttpVersion::Http11,
-            status: 200,
-            headers: vec![Header {
-                name: "content-type".into(),
-                value: Bytes::copy_from_slice(content_type.as_bytes()),
-            }],
-            trailers: Vec::new(),
-            body: body(response),
-        }),
-        upgraded: false,
-        grpc: None,
-        graphql: None,
-        genai: None,
-    }
+    let answer = vec![header("content-type", content_type)];
+    post(
+        path,
+        vec![header("host", host)],
+        request,
+        Some((answer, response)),
+    )
 }
 
 #[test]

@@ -423,6 +423,7 @@ impl Pairing {
                 grpc: None,
                 graphql: None,
                 genai: None,
+                mcp: None,
             }),
         }
     }

@@ -542,6 +542,7 @@ impl Streams {
                 grpc,
                 graphql: None,
                 genai: None,
+                mcp: None,
             }),
         }
     }

@@ -176,6 +176,7 @@ impl Wire {
 fn exchange(call: &ApiCall) -> &HttpExchange {
     match &call.payload {
         Payload::Http(exchange) => exchange,
+        Payload::Mcp(_) => panic!("not HTTP"),
     }
 }
 

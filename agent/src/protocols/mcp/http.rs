@@ -1,0 +1,74 @@
+//! MCP's streamable HTTP transport: each JSON-RPC message is POSTed to the server's endpoint,
+//! which answers with one JSON document or a server-sent event stream holding the response
+//! (and maybe messages of its own first). The session id travels in `Mcp-Session-Id`, the
+//! negotiated version in `MCP-Protocol-Version`.
+
+use crate::calls::{ApiCall, HttpExchange, McpCall, McpOutcome, Payload, http::header};
+use crate::protocols::json_documents::documents;
+
+/// Annotates every HTTP call from `calls[from..]` that carries an MCP message.
+pub fn annotate(calls: &mut [ApiCall], from: usize, output_cap: usize) {
+    for call in calls.iter_mut().skip(from) {
+        if let Payload::Http(http) = &mut call.payload {
+            http.mcp = describe(http, output_cap);
+        }
+    }
+}
+
+/// The MCP exchange `http` carries, if it carries one.
+pub fn describe(http: &HttpExchange, output_cap: usize) -> Option<McpCall> {
+    let request = &http.request;
+    if request.method != "POST" {
+        return None;
+    }
+    let header_text = |headers, name| {
+        header(headers, name).map(|found| String::from_utf8_lossy(&found.value).into_owned())
+    };
+    let session = header_text(&request.headers, "mcp-session-id");
+    let version = header_text(&request.headers, "mcp-protocol-version");
+    let said_by_headers = session.is_some() || version.is_some();
+    // A batch (allowed by the 2025-03-26 revision) is reported by its first message.
+    let message = documents(&request.body.captured)
+        .into_iter()
+        .next()
+        .map(|document| match document {
+            serde_json::Value::Array(mut batch) if !batch.is_empty() => batch.swap_remove(0),
+            other => other,
+        })?;
+    if message.get("jsonrpc").is_none() {
+        return None;
+    }
+    let mut call = super::request(&message)?;
+    if !said_by_headers && !super::is_mcp_method(&call.method) {
+        return None;
+    }
+    call.incomplete = request.body.is_cut();
+    call.protocol_version = version.or(call.protocol_version);
+    let response = http.response.as_ref();
+    // `initialize`'s answer assigns the session.
+    call.session_id = session
+        .or_else(|| response.and_then(|response| header_text(&response.headers, "mcp-session-id")));
+    let (Some(id), Some(response)) = (call.request_id.clone(), response) else {
+        return Some(call);
+    };
+    let body = &response.body;
+    let answer = documents(&body.captured)
+        .into_iter()
+        .chain(documents(&body.tail))
+        .find(|document| super::answers(document, &id));
+    match answer {
+        Some(answer) => super::read_answer(&answer, &mut call, output_cap),
+        None if body.is_cut() => {
+            call.incomplete = true;
+            if call.method == "tools/list" {
+                call.tools = super::tools_of_cut_listing(&body.captured);
+                if !call.tools.is_empty() {
+                    call.outcome = McpOutcome::Result;
+                }
+            }
+        }
+        // An HTTP error without a JSON-RPC one (a 404 for an expired session).
+        None => {}
+    }
+    Some(call)
+}
