@@ -56,6 +56,7 @@ impl Recorder {
                 role: Role::Server,
                 opened_unseen: false,
                 tls_client_ja4: None,
+                transport: agent::streams::Transport::Tcp,
                 local: None,
                 peer: None,
                 comm: "bench".into(),

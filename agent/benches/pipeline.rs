@@ -133,6 +133,7 @@ fn analyzed_call() -> AnalyzedCall {
                     role: Role::Server,
                     opened_unseen: false,
                     tls_client_ja4: None,
+                    transport: agent::streams::Transport::Tcp,
                     local: Some("127.0.0.1:8080".parse().unwrap()),
                     peer: Some("127.0.0.1:50000".parse().unwrap()),
                     comm: "bench".into(),
@@ -162,6 +163,7 @@ fn analyzed_call() -> AnalyzedCall {
                     grpc: None,
                     graphql: None,
                     genai: None,
+                    mcp: None,
                 }),
             },
             workload: Arc::new(Workload::new(
@@ -206,7 +208,9 @@ fn security_rules(c: &mut Criterion) {
     );
     let ordinary = analyzed_call();
     let mut attack = analyzed_call();
-    let Payload::Http(http) = &mut attack.call.call.payload;
+    let Payload::Http(http) = &mut attack.call.call.payload else {
+        unreachable!("the attack call is HTTP");
+    };
     http.request.target = "/users/42?q=1%27%20OR%20%271%27%3D%271%27%20--".into();
     let mut group = c.benchmark_group("security");
     group.throughput(Throughput::Elements(1));

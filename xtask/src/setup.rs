@@ -53,6 +53,7 @@ pub const PIP_PACKAGES: &[&str] = &[
     "kubernetes-validate==1.37.0",
     "openapi-spec-validator==0.9.0",
     "openai==3.60.0",
+    "mcp==2.3.0",
 ];
 
 /// The Node fixtures (a @grpc/grpc-js server and client, tests/grpc.rs), whose npm packages are

@@ -55,6 +55,9 @@ impl CallGaps {
 
 /// The protocol-specific part of a call.
 #[derive(Debug, Clone, PartialEq)]
+// Nearly every call is HTTP: boxing the exchange would cost an allocation per call to save
+// bytes on the rare stdio MCP exchange.
+#[allow(clippy::large_enum_variant)]
 pub enum Payload {
     /// HTTP/1.x or HTTP/2, with the layers found inside (gRPC, GraphQL, model calls, MCP).
     Http(HttpExchange),

@@ -35,9 +35,7 @@ pub fn describe(http: &HttpExchange, output_cap: usize) -> Option<McpCall> {
             serde_json::Value::Array(mut batch) if !batch.is_empty() => batch.swap_remove(0),
             other => other,
         })?;
-    if message.get("jsonrpc").is_none() {
-        return None;
-    }
+    message.get("jsonrpc")?;
     let mut call = super::request(&message)?;
     if !said_by_headers && !super::is_mcp_method(&call.method) {
         return None;

@@ -1,0 +1,229 @@
+//! End-to-end Model Context Protocol: the official `mcp` Python SDK (PyPI) runs a client and a
+//! tool server (tests/fixtures/mcp_client.py, mcp_server.py), over streamable HTTP and over
+//! stdio, while the real agent watches; spans arrive at an in-process OTLP receiver. The client
+//! runs `initialize`, `tools/list`, three `tools/call`s (one a tool error, one that changes a
+//! tool's description) and `tools/list` again.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
+use support::{
+    Agent, COMMAND_TIMEOUT, fixture, free_port, python, require_root, run, start_python_server,
+};
+
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The spans one MCP session must give, by name, in the order the client sent them.
+const SESSION: [&str; 6] = [
+    "initialize",
+    "tools/list",
+    "tools/call add",
+    "tools/call fail",
+    "tools/call rotate_notes",
+    "tools/list",
+];
+
+/// Runs the client with `args`; returns its pid and what it printed.
+fn run_client(args: &[&str]) -> (u32, Value) {
+    let mut cmd = Command::new(python());
+    cmd.arg(fixture("mcp_client.py"))
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let out = run(&mut cmd, COMMAND_TIMEOUT);
+    assert!(out.status.success(), "mcp client: {}", out.describe());
+    let seen: Value = serde_json::from_str(out.stdout_text().trim())
+        .unwrap_or_else(|e| panic!("client printed no JSON ({e}): {}", out.describe()));
+    assert_eq!(seen["fail_is_error"], true, "what the client got: {seen}");
+    assert_ne!(seen["notes_before"], seen["notes_after"]);
+    (out.pid, seen)
+}
+
+/// The MCP spans of `pid` on one side, in start order.
+fn mcp_spans(spans: &[FlatSpan], pid: u32, server: bool) -> Vec<&FlatSpan> {
+    let mut found: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|span| {
+            span.pid() == Some(pid)
+                && span.is_server() == server
+                && span.attr_str("mcp.method.name").is_some()
+                && span.attr_str("mcp.method.name") != Some("notifications/initialized")
+        })
+        .collect();
+    found.sort_by_key(|span| span.start_unix_nano);
+    found
+}
+
+/// What is wrong with one side's spans of a session over `transport`.
+fn session_problems(spans: &[&FlatSpan], transport: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let names: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
+    if names != SESSION {
+        problems.push(format!("span names {names:?}, expected {SESSION:?}"));
+        return problems;
+    }
+    let ids: Vec<Option<&str>> = spans
+        .iter()
+        .map(|span| span.attr_str("jsonrpc.request.id"))
+        .collect();
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    if ids.contains(&None) || distinct.len() != ids.len() {
+        problems.push(format!("request ids {ids:?} are not one per request"));
+    }
+    for span in spans {
+        let method = span.name.split(' ').next().unwrap_or_default();
+        if span.attr_str("mcp.method.name") != Some(method) {
+            problems.push(format!("{}: mcp.method.name", span.name));
+        }
+        if span.attr_str("network.transport") != Some(transport) {
+            problems.push(format!("{}: network.transport", span.name));
+        }
+        if span.attr("apiscope.mcp.incomplete").is_some() {
+            problems.push(format!("{}: marked incomplete", span.name));
+        }
+        let tool = span.name.strip_prefix("tools/call ");
+        if span.attr_str("gen_ai.tool.name") != tool {
+            problems.push(format!("{}: gen_ai.tool.name", span.name));
+        }
+        let error = (span.name == "tools/call fail").then_some("tool_error");
+        if span.attr_str("error.type") != error {
+            problems.push(format!(
+                "{}: error.type {:?}",
+                span.name,
+                span.attr_str("error.type")
+            ));
+        }
+    }
+    let first = spans[0];
+    if first.attr_str("mcp.protocol.version").is_none()
+        || first.attr_str("apiscope.mcp.server.name") != Some("apiscope-test-tools")
+    {
+        problems.push("initialize lacks the protocol version or the server name".to_owned());
+    }
+    if spans[1].attr_int("apiscope.mcp.tool.count") != Some(4) {
+        problems.push("tools/list does not count its 4 tools".to_owned());
+    }
+    problems
+}
+
+#[test]
+fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let server = start_python_server("mcp_server.py", port, &[]);
+    let agent = Agent::start_exporting(
+        &["--otlp-endpoint", &receiver.endpoint()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (client, seen) = run_client(&["--url", &url]);
+    let session = seen["session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    let digest = seen["session_digest"]
+        .as_str()
+        .expect("its digest")
+        .to_owned();
+
+    let spans = receiver.wait_for_spans(
+        |spans| {
+            mcp_spans(spans, server.pid(), true).len() >= SESSION.len()
+                && mcp_spans(spans, client, false).len() >= SESSION.len()
+        },
+        EXPORT_TIMEOUT,
+    );
+    let served = mcp_spans(&spans, server.pid(), true);
+    let called = mcp_spans(&spans, client, false);
+    let mut problems = Vec::new();
+    for (side, side_spans) in [("server", &served), ("client", &called)] {
+        for problem in session_problems(side_spans, "tcp") {
+            problems.push(format!("{side}: {problem}"));
+        }
+        for span in side_spans.iter() {
+            if span.attr_str("mcp.session.id") != Some(digest.as_str()) {
+                problems.push(format!("{side}: {} is not in the session", span.name));
+            }
+        }
+    }
+    let ids = |spans: &[&FlatSpan]| -> Vec<Option<String>> {
+        spans
+            .iter()
+            .map(|span| span.attr_str("jsonrpc.request.id").map(str::to_owned))
+            .collect()
+    };
+    if problems.is_empty() && ids(&served) != ids(&called) {
+        problems.push("the two ends disagree on the request ids".to_owned());
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        summarize_spans(&spans)
+    );
+    agent.stop();
+    let exported = receiver.all_bytes();
+    assert!(
+        !exported
+            .windows(session.len())
+            .any(|window| window == session.as_bytes()),
+        "the raw session id left the agent"
+    );
+}
+
+#[test]
+fn a_stdio_tool_server_started_by_its_client_is_followed_through_its_pipes() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let agent = Agent::start_exporting(
+        &[
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--stdio-command",
+            "*mcp_server.py --stdio*",
+        ],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    let server_script = fixture("mcp_server.py");
+    let (client, _) = run_client(&["--stdio", &server_script.to_string_lossy()]);
+
+    let piped = |spans: &[FlatSpan]| -> Option<u32> {
+        spans
+            .iter()
+            .find(|span| {
+                span.attr_str("network.transport") == Some("pipe") && span.pid() != Some(client)
+            })
+            .and_then(FlatSpan::pid)
+    };
+    let spans = receiver.wait_for_spans(
+        |spans| piped(spans).is_some_and(|pid| mcp_spans(spans, pid, true).len() >= SESSION.len()),
+        EXPORT_TIMEOUT,
+    );
+    let server = piped(&spans).expect("waited for");
+    let problems = session_problems(&mcp_spans(&spans, server, true), "pipe");
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        summarize_spans(&spans)
+    );
+    let sessions: Vec<_> = spans
+        .iter()
+        .filter(|span| span.attr_str("network.transport") == Some("pipe"))
+        .filter_map(|span| span.attr_str("mcp.session.id"))
+        .collect();
+    assert!(
+        sessions.is_empty(),
+        "stdio has no session ids: {sessions:?}"
+    );
+    agent.stop();
+}
