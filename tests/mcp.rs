@@ -2,14 +2,15 @@
 //! tool server (tests/fixtures/mcp_client.py, mcp_server.py), over streamable HTTP and over
 //! stdio, while the real agent watches; spans arrive at an in-process OTLP receiver. The client
 //! runs `initialize`, `tools/list`, three `tools/call`s (one a tool error, one that changes a
-//! tool's description) and `tools/list` again.
+//! tool's description) and `tools/list` again: the second listing must raise the rug-pull
+//! rule, once for the session whichever ends the agent sees, and nothing else may be raised.
 
 mod support;
 
 use std::process::Command;
 
 use serde_json::Value;
-use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
+use support::otlp::{FlatLog, FlatSpan, OtlpReceiver, summarize_logs, summarize_spans};
 use support::{
     Agent, COMMAND_TIMEOUT, fixture, free_port, python, require_root, run, start_python_server,
 };
@@ -110,6 +111,46 @@ fn session_problems(spans: &[&FlatSpan], transport: &str) -> Vec<String> {
     problems
 }
 
+/// The security findings about `spans`, by rule.
+fn findings_on<'a>(logs: &'a [FlatLog], spans: &[&FlatSpan]) -> Vec<(&'a str, &'a FlatLog)> {
+    logs.iter()
+        .filter(|log| log.event_name == "api.security.finding")
+        .filter(|log| spans.iter().any(|span| span.span_id == log.span_id))
+        .filter_map(|log| Some((log.attr_str("security_rule.name")?, log)))
+        .collect()
+}
+
+/// Waits for the rug-pull finding on the session's last listing and checks it is the only
+/// finding of the session.
+fn expect_one_rug_pull(receiver: &OtlpReceiver, session: &[&FlatSpan]) {
+    let logs = receiver.wait_for_logs(
+        |logs| !findings_on(logs, session).is_empty(),
+        EXPORT_TIMEOUT,
+    );
+    let found = findings_on(&logs, session);
+    let rules: Vec<&str> = found.iter().map(|(rule, _)| *rule).collect();
+    assert_eq!(rules, ["mcp-tool-rug-pull"], "{}", summarize_logs(&logs));
+    let (_, finding) = found[0];
+    assert_eq!(
+        finding.attr_str("apiscope.finding.location"),
+        Some("tool:read_notes")
+    );
+    let listed_last = session
+        .iter()
+        .filter(|span| span.name == "tools/list")
+        .max_by_key(|span| span.start_unix_nano)
+        .expect("a listing");
+    let on_a_last_listing = session.iter().any(|span| {
+        span.span_id == finding.span_id
+            && span.name == "tools/list"
+            && span.attr_str("jsonrpc.request.id") == listed_last.attr_str("jsonrpc.request.id")
+    });
+    assert!(
+        on_a_last_listing,
+        "the finding is not on the second listing"
+    );
+}
+
 #[test]
 fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
     if !require_root() {
@@ -168,6 +209,8 @@ fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
         problems.join("\n"),
         summarize_spans(&spans)
     );
+    let both_ends: Vec<&FlatSpan> = served.iter().chain(&called).copied().collect();
+    expect_one_rug_pull(&receiver, &both_ends);
     agent.stop();
     let exported = receiver.all_bytes();
     assert!(
@@ -209,7 +252,8 @@ fn a_stdio_tool_server_started_by_its_client_is_followed_through_its_pipes() {
         EXPORT_TIMEOUT,
     );
     let server = piped(&spans).expect("waited for");
-    let problems = session_problems(&mcp_spans(&spans, server, true), "pipe");
+    let session = mcp_spans(&spans, server, true);
+    let problems = session_problems(&session, "pipe");
     assert!(
         problems.is_empty(),
         "{}\n{}",
@@ -225,5 +269,6 @@ fn a_stdio_tool_server_started_by_its_client_is_followed_through_its_pipes() {
         sessions.is_empty(),
         "stdio has no session ids: {sessions:?}"
     );
+    expect_one_rug_pull(&receiver, &session);
     agent.stop();
 }

@@ -1,6 +1,9 @@
 //! A Model Context Protocol exchange: one JSON-RPC 2.0 request (or notification) and its
 //! answer, between an AI agent and a tool server, over streamable HTTP or stdio.
 
+/// Bytes of a tool call's arguments kept for analysis.
+pub const MAX_ARGUMENTS: usize = 4096;
+
 /// How an MCP request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum McpOutcome {
@@ -65,6 +68,9 @@ pub struct McpCall {
     pub server_info: Option<(String, Option<String>)>,
     /// The tools a `tools/list` result described.
     pub tools: Vec<McpTool>,
+    /// The arguments of a `tools/call`, as JSON text (at most [`MAX_ARGUMENTS`] bytes), kept for
+    /// analysis (destructive operations), never exported.
+    pub arguments: String,
     /// The text a `tools/call` result returned to the agent (its text content items, up to the
     /// body cap), kept for analysis (indirect prompt injection), never exported.
     pub tool_output: String,
@@ -84,6 +90,7 @@ impl McpCall {
             outcome: McpOutcome::Unanswered,
             server_info: None,
             tools: Vec::new(),
+            arguments: String::new(),
             tool_output: String::new(),
             incomplete: false,
         }

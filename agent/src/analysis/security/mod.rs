@@ -5,6 +5,7 @@
 //! caller's principal hash and redacted evidence: which part matched and why, never its value.
 
 pub mod abuse;
+pub mod agentic;
 pub mod injection;
 mod posture;
 pub mod principal;
@@ -27,6 +28,7 @@ use crate::{
 };
 
 use abuse::{AbuseDetector, Observation};
+use agentic::{AgenticDetector, AgenticMatch};
 use injection::{InjectionClass, InjectionDetector, InjectionMatch};
 use posture::AuthHabits;
 use principal::{Principal, PrincipalKeyer};
@@ -100,6 +102,7 @@ pub struct SecurityAnalyzer {
     abuse: HashMap<RuleId, (Matcher, Box<dyn AbuseDetector>)>,
     habits: AuthHabits,
     ssrf: SsrfTracker<SsrfContext>,
+    agentic: AgenticDetector,
     counts: Arc<FindingCounts>,
 }
 
@@ -125,6 +128,7 @@ impl SecurityAnalyzer {
             abuse: HashMap::new(),
             habits: AuthHabits::default(),
             ssrf: SsrfTracker::default(),
+            agentic: AgenticDetector::default(),
             counts,
         };
         analyzer.adopt(rules);
@@ -146,12 +150,103 @@ impl SecurityAnalyzer {
         if self.rules.kill_switch {
             return Vec::new();
         }
+        let mut events = self.agentic(call, now_ms);
         let Payload::Http(http) = &call.call.payload else {
-            return Vec::new();
+            return events;
         };
-        match call.call.side {
+        events.extend(match call.call.side {
             Side::Client => self.outbound(call, http, now_ms),
             Side::Server => self.served(call, http, route, response_sensitive, now_ms),
+        });
+        events
+    }
+
+    /// The findings of the AI-traffic rules, on either end of a model call or MCP exchange.
+    fn agentic(&mut self, call: &EnrichedCall, now_ms: u64) -> Vec<ApiEvent> {
+        let rules = Arc::clone(&self.rules);
+        let active: Vec<&Arc<Rule>> = rules
+            .rules
+            .iter()
+            .filter(|rule| rule.lane != Lane::Off && rule.matcher.agentic_detector().is_some())
+            .collect();
+        if active.is_empty() {
+            return Vec::new();
+        }
+        let (destructive, window_ms) = active
+            .iter()
+            .find_map(|rule| match &rule.matcher {
+                Matcher::ExcessiveAgency(params) => Some((
+                    params.destructive.as_slice(),
+                    params.window_secs.saturating_mul(1_000),
+                )),
+                _ => None,
+            })
+            .unwrap_or((&[], 0));
+        let found = self.agentic.observe(call, destructive, window_ms, now_ms);
+        if found.is_empty() {
+            return Vec::new();
+        }
+        let service = Arc::new(ServiceRef {
+            name: call.workload.service_name.clone(),
+            namespace: call.workload.service_namespace().map(str::to_owned),
+        });
+        let (endpoint, principal, source) = self.ai_context(call);
+        let findings: Vec<Finding<'_>> = found
+            .iter()
+            .flat_map(
+                |AgenticMatch {
+                     detector,
+                     location,
+                     evidence,
+                 }| {
+                    active
+                        .iter()
+                        .filter(|rule| rule.matcher.agentic_detector() == Some(*detector))
+                        .map(|rule| Finding {
+                            rule,
+                            location: location.clone(),
+                            evidence: evidence.clone(),
+                        })
+                },
+            )
+            .collect();
+        findings
+            .iter()
+            .map(|finding| self.event(finding, &service, &endpoint, &principal, source, now_ms))
+            .collect()
+    }
+
+    /// The endpoint, principal and client address an AI-traffic finding names: an MCP
+    /// exchange's endpoint is `MCP {method} {target}`; a stdio exchange's caller is the agent
+    /// process that started the server.
+    fn ai_context(&self, call: &EnrichedCall) -> (Endpoint, Principal, Option<IpAddr>) {
+        let source = call.call.connection.peer.map(|peer| peer.ip());
+        let mcp_endpoint = |mcp: &crate::calls::McpCall| Endpoint {
+            method: "MCP".to_owned(),
+            route: match &mcp.target {
+                Some(target) => format!("{} {target}", mcp.method),
+                None => mcp.method.clone(),
+            },
+        };
+        match &call.call.payload {
+            Payload::Http(http) => {
+                let endpoint = match &http.mcp {
+                    Some(mcp) => mcp_endpoint(mcp),
+                    None => Endpoint {
+                        method: http.request.method.clone(),
+                        route: http.request.path().to_owned(),
+                    },
+                };
+                (
+                    endpoint,
+                    self.keyer.principal(&http.request, source),
+                    source,
+                )
+            }
+            Payload::Mcp(mcp) => {
+                let agent = agentic::agent_name(call);
+                (mcp_endpoint(mcp), self.keyer.process(&agent), None)
+            }
         }
     }
 

@@ -34,6 +34,9 @@ pub enum PrincipalKind {
     Cookie,
     /// Nothing but the client address.
     Address,
+    /// A local process with no credentials of its own on the exchange: the agent that started
+    /// a stdio tool server.
+    Process,
 }
 
 impl PrincipalKind {
@@ -45,6 +48,7 @@ impl PrincipalKind {
             Self::Basic => "basic",
             Self::Cookie => "cookie",
             Self::Address => "address",
+            Self::Process => "process",
         }
     }
 }
@@ -134,6 +138,19 @@ impl PrincipalKeyer {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(tag.as_ref().get(..8).unwrap_or(&[0; 8]));
         u64::from_le_bytes(bytes)
+    }
+
+    /// The principal of an exchange that carries no credentials: the local process `name`.
+    pub fn process(&self, name: &str) -> Principal {
+        let id = format!("process:{name}");
+        Principal {
+            hash: format!("{:016x}", self.hash(id.as_bytes())),
+            id,
+            kind: PrincipalKind::Process,
+            login_user: None,
+            credential: None,
+            jwt: None,
+        }
     }
 
     /// The principal of `request`, sent from `source`.

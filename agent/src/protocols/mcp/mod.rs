@@ -13,7 +13,7 @@ pub mod stdio;
 use ring::digest::{SHA256, digest};
 use serde_json::Value;
 
-use crate::calls::{McpCall, McpOutcome, McpTool};
+use crate::calls::{McpCall, McpOutcome, McpTool, mcp::MAX_ARGUMENTS};
 
 /// Tools read per listing: a listing of more is still bounded work.
 const MAX_TOOLS: usize = 256;
@@ -65,6 +65,13 @@ pub fn request(message: &Value) -> Option<McpCall> {
     };
     if method == "initialize" {
         call.protocol_version = param("protocolVersion").map(str::to_owned);
+    }
+    if method == "tools/call"
+        && let Some(arguments) = params.and_then(|params| params.get("arguments"))
+    {
+        call.arguments = arguments.to_string();
+        call.arguments
+            .truncate(call.arguments.floor_char_boundary(MAX_ARGUMENTS));
     }
     Some(call)
 }
@@ -168,11 +175,7 @@ fn tool_output(result: &Value, cap: usize) -> String {
             output.push('\n');
         }
         let room = cap.saturating_sub(output.len());
-        let mut end = text.len().min(room);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        output.push_str(&text[..end]);
+        output.push_str(&text[..text.floor_char_boundary(room)]);
         if output.len() >= cap {
             break;
         }

@@ -84,6 +84,10 @@ pub struct References {
     /// `API1:2023` ... `API10:2023`.
     #[serde(deserialize_with = "owasp_item")]
     pub owasp_api: String,
+    /// The OWASP Top 10 for LLM Applications 2025 item, `LLM01:2025` ... `LLM10:2025`, for
+    /// the rules about AI traffic.
+    #[serde(default, deserialize_with = "owasp_llm_item")]
+    pub owasp_llm: Option<String>,
     /// PCI DSS v4.0 requirements, e.g. `6.4.1`.
     #[serde(default)]
     pub pci_dss: Vec<String>,
@@ -115,6 +119,22 @@ fn owasp_item<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Strin
     })
 }
 
+fn owasp_llm_item<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let item = String::deserialize(deserializer)?;
+    let number: Option<u32> = item
+        .strip_prefix("LLM")
+        .and_then(|rest| rest.strip_suffix(":2025"))
+        .and_then(|number| number.parse().ok());
+    match number {
+        Some(1..=10) if item.len() == "LLM01:2025".len() => Ok(Some(item)),
+        _ => Err(serde::de::Error::custom(format!(
+            "owasp_llm `{item}`: expected LLM01:2025 to LLM10:2025"
+        ))),
+    }
+}
+
 /// The page of an OWASP API Security Top 10 2023 item (`API1:2023`).
 fn owasp_page(item: &str) -> Option<&'static str> {
     let number: usize = item
@@ -135,6 +155,9 @@ impl References {
     /// Every reference in one line: `OWASP API1:2023; PCI DSS 6.4.1; GDPR Art. 32`.
     pub fn text(&self) -> String {
         let mut text = format!("OWASP {}", self.owasp_api);
+        if let Some(item) = &self.owasp_llm {
+            let _ = write!(text, "; OWASP {item}");
+        }
         for requirement in &self.pci_dss {
             let _ = write!(text, "; PCI DSS {requirement}");
         }
@@ -180,6 +203,30 @@ pub enum Matcher {
     Regularity(RegularityParams),
     /// A TLS client whose ClientHello fingerprint is on a list.
     TlsFingerprint(TlsFingerprintParams),
+    /// Prompt-injection markers in model messages and answers, and in tool results.
+    PromptInjection,
+    /// Directives hidden in an MCP tool's description.
+    McpToolPoisoning,
+    /// An MCP tool whose description or input schema changed after it was first seen.
+    McpToolChanged,
+    /// A destructive tool call right after the agent read injection markers.
+    ExcessiveAgency(ExcessiveAgencyParams),
+}
+
+/// `detector: excessive_agency`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExcessiveAgencyParams {
+    /// Words of tool names (`delete` matches `delete_file` and `deleteFile`) and phrases of
+    /// tool arguments (`rm -rf`, with a space) that name destructive operations.
+    pub destructive: Vec<String>,
+    /// How long after reading injection markers an agent's destructive call counts.
+    #[serde(default = "default_agency_window")]
+    pub window_secs: u64,
+}
+
+fn default_agency_window() -> u64 {
+    300
 }
 
 /// `detector: tls_fingerprint`.
@@ -247,6 +294,17 @@ fn default_auth_ratio() -> f64 {
 }
 
 impl Matcher {
+    /// The agentic detector's name (`prompt_injection`, ...) when the matcher is one.
+    pub fn agentic_detector(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::PromptInjection => "prompt_injection",
+            Self::McpToolPoisoning => "mcp_tool_poisoning",
+            Self::McpToolChanged => "mcp_tool_changed",
+            Self::ExcessiveAgency(_) => "excessive_agency",
+            _ => return None,
+        })
+    }
+
     /// The stateful detector the matcher needs, if any.
     pub fn abuse_params(&self) -> Option<AbuseParams> {
         Some(match self {
@@ -270,6 +328,12 @@ impl Matcher {
                 )),
                 None => Ok(()),
             },
+            Self::ExcessiveAgency(params)
+                if params.destructive.iter().any(|word| word.trim().is_empty())
+                    || !(1..=86_400).contains(&params.window_secs) =>
+            {
+                Err("excessive_agency: `destructive` holds an empty word, or `window_secs` is not 1 to 86400".to_owned())
+            }
             Self::Injection(params) if params.classes.is_empty() => {
                 Err("injection: `classes` names no class".to_owned())
             }

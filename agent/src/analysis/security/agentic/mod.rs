@@ -1,0 +1,360 @@
+//! Detectors for AI traffic: what rides in the JSON of model calls and MCP exchanges, judged on
+//! whichever end of the exchange the agent sees (an agent's own calls to a remote model, a
+//! tool server on this host), unlike the API detectors, which judge served calls.
+//!
+//! - prompt injection: markers ([`prompt`]) in the messages sent to a model, in what a model
+//!   answered, and in what a tool returned to an agent (indirect injection);
+//! - tool poisoning: directives hidden in an MCP tool's description;
+//! - rug pull: a tool whose description or input schema changed after it was first seen, for
+//!   the same server (its address and path, or for stdio its command line);
+//! - excessive agency: a destructive tool call by an agent that has just read injection
+//!   markers (from a model or a tool).
+//!
+//! Both ends of an exchange on this host are seen: a finding already raised for the same rule
+//! and content within [`REPEAT_WINDOW_MS`] is not raised again.
+
+pub mod prompt;
+
+use std::collections::HashMap;
+
+use crate::{
+    calls::{GenAiCall, HttpExchange, McpCall, McpOutcome, Payload, Side},
+    enrich::EnrichedCall,
+};
+
+/// How long a finding stands for the other end's copy of the same exchange.
+pub const REPEAT_WINDOW_MS: u64 = 5_000;
+/// Tools remembered for rug pulls; beyond it the memory starts over (missing a change, never
+/// inventing one).
+const MAX_TOOLS: usize = 16_384;
+/// Agents remembered as having read injection markers.
+const MAX_AGENTS: usize = 4_096;
+/// Findings remembered for repeats.
+const MAX_RECENT: usize = 4_096;
+
+/// What an agentic detector found in one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgenticMatch {
+    /// The detector: `prompt_injection`, `mcp_tool_poisoning`, `mcp_tool_changed` or
+    /// `excessive_agency`.
+    pub detector: &'static str,
+    /// Where: `request:messages`, `response:content`, `tool:<name>:description`, ...
+    pub location: String,
+    /// Why, never the text itself.
+    pub evidence: String,
+}
+
+/// The state of the agentic detectors.
+#[derive(Debug, Default)]
+pub struct AgenticDetector {
+    /// Digest of each tool as first seen, by server and tool name.
+    tools: HashMap<(String, String), String>,
+    /// When each agent process last read injection markers, in unix ms.
+    marked_agents: HashMap<u32, u64>,
+    /// Recent findings, by a hash of their content, with when they were raised.
+    recent: HashMap<u64, u64>,
+}
+
+/// What one call carries for these detectors.
+struct AiExchange<'a> {
+    genai: Option<&'a GenAiCall>,
+    http: Option<&'a HttpExchange>,
+    mcp: Option<&'a McpCall>,
+}
+
+impl AgenticDetector {
+    /// The matches of one call. `destructive` names the tool-name words and argument phrases
+    /// of destructive operations; `agency_window_ms` how long a marker read makes an agent
+    /// suspect.
+    pub fn observe(
+        &mut self,
+        call: &EnrichedCall,
+        destructive: &[String],
+        agency_window_ms: u64,
+        now_ms: u64,
+    ) -> Vec<AgenticMatch> {
+        let exchange = match &call.call.payload {
+            Payload::Http(http) => AiExchange {
+                genai: http.genai.as_ref(),
+                http: Some(http),
+                mcp: http.mcp.as_ref(),
+            },
+            Payload::Mcp(mcp) => AiExchange {
+                genai: None,
+                http: None,
+                mcp: Some(mcp),
+            },
+        };
+        let mut found = Vec::new();
+        let agent = agent_process(call);
+        if let (Some(_), Some(http)) = (exchange.genai, exchange.http) {
+            self.model_call(http, agent, now_ms, &mut found);
+        }
+        if let Some(mcp) = exchange.mcp {
+            let server = server_identity(call, exchange.http);
+            self.mcp_exchange(
+                mcp,
+                &server,
+                agent,
+                destructive,
+                agency_window_ms,
+                now_ms,
+                &mut found,
+            );
+        }
+        found.retain(|found| self.first_time(found, now_ms));
+        found
+    }
+
+    fn model_call(
+        &mut self,
+        http: &HttpExchange,
+        agent: Option<u32>,
+        now_ms: u64,
+        found: &mut Vec<AgenticMatch>,
+    ) {
+        let sent = json_text(&http.request.body.captured);
+        if let Some(marker) = prompt::scan(&sent) {
+            found.push(injection("request:messages", &marker));
+        }
+        let Some(response) = &http.response else {
+            return;
+        };
+        let mut answered = json_text(&response.body.captured);
+        answered.push('\n');
+        answered.push_str(&json_text(&response.body.tail));
+        if let Some(marker) = prompt::scan(&answered) {
+            found.push(injection("response:content", &marker));
+            self.mark_agent(agent, now_ms);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mcp_exchange(
+        &mut self,
+        mcp: &McpCall,
+        server: &str,
+        agent: Option<u32>,
+        destructive: &[String],
+        agency_window_ms: u64,
+        now_ms: u64,
+        found: &mut Vec<AgenticMatch>,
+    ) {
+        if mcp.method == "tools/list" && mcp.outcome == McpOutcome::Result {
+            for tool in &mcp.tools {
+                if self.tools.len() >= MAX_TOOLS {
+                    self.tools.clear();
+                }
+                let key = (server.to_owned(), tool.name.clone());
+                let changed = match self.tools.get_mut(&key) {
+                    Some(digest) if *digest == tool.digest => continue,
+                    Some(digest) => {
+                        *digest = tool.digest.clone();
+                        true
+                    }
+                    None => {
+                        self.tools.insert(key, tool.digest.clone());
+                        false
+                    }
+                };
+                if changed {
+                    found.push(AgenticMatch {
+                        detector: "mcp_tool_changed",
+                        location: format!("tool:{}", tool.name),
+                        evidence: format!(
+                            "the description or input schema of tool {} changed since it was first listed by {server}",
+                            tool.name
+                        ),
+                    });
+                }
+                if let Some(marker) = prompt::scan_tool_description(&tool.description) {
+                    found.push(AgenticMatch {
+                        detector: "mcp_tool_poisoning",
+                        location: format!("tool:{}:description", tool.name),
+                        evidence: format!("{}: {}", marker.kind, marker.detail),
+                    });
+                }
+            }
+        }
+        if mcp.method != "tools/call" {
+            return;
+        }
+        let tool = mcp.target.as_deref().unwrap_or_default();
+        if let Some(since) = agent.and_then(|agent| self.marked_agents.get(&agent).copied())
+            && now_ms.saturating_sub(since) <= agency_window_ms
+            && let Some(operation) = destructive_operation(tool, &mcp.arguments, destructive)
+        {
+            found.push(AgenticMatch {
+                detector: "excessive_agency",
+                location: format!("tool:{tool}"),
+                evidence: format!(
+                    "a destructive call ({operation}) {} ms after the agent read injection markers",
+                    now_ms.saturating_sub(since)
+                ),
+            });
+        }
+        if let Some(marker) = prompt::scan(&mcp.tool_output) {
+            found.push(injection(&format!("tool:{tool}:result"), &marker));
+            self.mark_agent(agent, now_ms);
+        }
+    }
+
+    fn mark_agent(&mut self, agent: Option<u32>, now_ms: u64) {
+        let Some(agent) = agent else {
+            return;
+        };
+        if self.marked_agents.len() >= MAX_AGENTS {
+            self.marked_agents.clear();
+        }
+        self.marked_agents.insert(agent, now_ms);
+    }
+
+    /// False for a match already raised within the repeat window (the other end's copy).
+    fn first_time(&mut self, found: &AgenticMatch, now_ms: u64) -> bool {
+        use std::hash::BuildHasher;
+        let key = foldhash::fast::FixedState::with_seed(0).hash_one((
+            found.detector,
+            &found.location,
+            &found.evidence,
+        ));
+        if self.recent.len() >= MAX_RECENT {
+            self.recent
+                .retain(|_, at| now_ms.saturating_sub(*at) <= REPEAT_WINDOW_MS);
+        }
+        match self.recent.insert(key, now_ms) {
+            Some(at) => now_ms.saturating_sub(at) > REPEAT_WINDOW_MS,
+            None => true,
+        }
+    }
+}
+
+fn injection(location: &str, marker: &prompt::Marker) -> AgenticMatch {
+    AgenticMatch {
+        detector: "prompt_injection",
+        location: location.to_owned(),
+        evidence: format!("{}: {}", marker.kind, marker.detail),
+    }
+}
+
+/// The agent process of an exchange: the caller when this end made it; for a stdio tool
+/// server, the parent that started it.
+fn agent_process(call: &EnrichedCall) -> Option<u32> {
+    let connection = &call.call.connection;
+    match (call.call.side, connection.transport) {
+        (Side::Client, _) => Some(connection.pid),
+        (Side::Server, crate::streams::Transport::Stdio) => parent_of(connection.pid),
+        (Side::Server, crate::streams::Transport::Tcp) => None,
+    }
+}
+
+/// The name of the agent process of an exchange (its thread name), or `unknown`.
+pub fn agent_name(call: &EnrichedCall) -> String {
+    agent_process(call)
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+        .map_or_else(|| "unknown".to_owned(), |comm| comm.trim().to_owned())
+}
+
+/// The parent of `pid`, from `/proc/PID/stat` (after the command name, which may hold spaces
+/// and parentheses, come the state and the parent's pid).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The MCP server an exchange went to, the same from both ends: the Host and path of a
+/// streamable-HTTP endpoint, or for stdio the server's service and a digest of its command
+/// line (so that a restarted server is the same one, and two servers run by one interpreter
+/// are not).
+fn server_identity(call: &EnrichedCall, http: Option<&HttpExchange>) -> String {
+    let connection = &call.call.connection;
+    if let Some(http) = http {
+        let address = match call.call.side {
+            Side::Server => connection.local,
+            Side::Client => connection.peer,
+        };
+        let host = http
+            .request
+            .header_str("host")
+            .map(str::to_owned)
+            .or_else(|| address.map(|address| address.to_string()))
+            .unwrap_or_default();
+        return format!("{host}{}", http.request.path());
+    }
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", connection.pid)).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &cmdline);
+    let short: String = digest.as_ref()[..6]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("stdio:{}:{short}", call.workload.service_name)
+}
+
+/// The destructive operation a tool call names, if any: a word of the tool's name (split at
+/// `_`, `-`, `.`, `/` and case changes), or a phrase of its arguments.
+fn destructive_operation(tool: &str, arguments: &str, destructive: &[String]) -> Option<String> {
+    let words: Vec<String> = tool
+        .split(['_', '-', '.', '/', ' '])
+        .flat_map(split_camel_case)
+        .map(|word| word.to_ascii_lowercase())
+        .collect();
+    let arguments = arguments.to_ascii_lowercase();
+    destructive.iter().find_map(|pattern| {
+        let pattern = pattern.to_ascii_lowercase();
+        if words.contains(&pattern) {
+            Some(format!("tool name word `{pattern}`"))
+        } else if pattern.contains(' ') && arguments.contains(&pattern) {
+            Some(format!("arguments hold `{pattern}`"))
+        } else {
+            None
+        }
+    })
+}
+
+fn split_camel_case(word: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let bytes = word.as_bytes();
+    for index in 1..bytes.len() {
+        if bytes[index].is_ascii_uppercase() && bytes[index - 1].is_ascii_lowercase() {
+            parts.push(&word[start..index]);
+            start = index;
+        }
+    }
+    parts.push(&word[start..]);
+    parts
+}
+
+/// The string values and keys of the JSON in `body` (a document, possibly cut, or the events
+/// of a stream), decoded and joined by newlines: the text a model or an agent reads, whatever
+/// the API's shape. A cut string at the end is left out.
+pub fn json_text(body: &[u8]) -> String {
+    let mut text = String::new();
+    let mut index = 0;
+    while let Some(start) = body[index..].iter().position(|byte| *byte == b'"') {
+        let start = index + start;
+        let mut end = start + 1;
+        let mut escaped = false;
+        while let Some(byte) = body.get(end) {
+            match (escaped, *byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => break,
+                _ => {}
+            }
+            end += 1;
+        }
+        let Some(literal) = body.get(start..=end) else {
+            break;
+        };
+        if let Ok(value) = serde_json::from_slice::<String>(literal) {
+            text.push_str(&value);
+            text.push('\n');
+        }
+        index = end + 1;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;
