@@ -14,8 +14,8 @@ use support::otlp::{
     AttrValue, FlatLog, FlatMetric, FlatSpan, OtlpReceiver, summarize_logs, summarize_spans,
 };
 use support::{
-    Agent, COMMAND_TIMEOUT, Finished, fixture, free_port, python, random_hex, require_root, run,
-    start_python_server,
+    Agent, COMMAND_TIMEOUT, Finished, curl, fixture, free_port, python, random_hex, require_root,
+    run, start_python_server,
 };
 
 const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -59,6 +59,15 @@ fn chat(base_url: &str, model: &str, chat: &Chat) -> Finished {
     assert_eq!(seen["id"], chat.id.as_str(), "what the client got");
     assert_eq!(seen["finish"], chat.finish);
     out
+}
+
+/// The `ai` section of the agent's `/inventory`.
+fn ai_inventory(agent: &mut Agent) -> Vec<Value> {
+    let url = format!("{}/inventory", agent.endpoints_url());
+    let out = curl(&["-sS", "--fail-with-body", &url]);
+    assert!(out.status.success(), "GET {url}: {}", out.describe());
+    let inventory: Value = serde_json::from_str(&out.stdout_text()).expect("JSON");
+    inventory["ai"].as_array().cloned().unwrap_or_default()
 }
 
 fn span_of<'a>(spans: &'a [FlatSpan], pid: u32, server: bool, id: &str) -> Option<&'a FlatSpan> {
@@ -123,6 +132,14 @@ fn check(span: &FlatSpan, model: &str, chat: &Chat) -> Vec<String> {
     if span.attr("apiscope.gen_ai.incomplete").is_some() {
         problems.push("marked incomplete".to_owned());
     }
+    // A streamed answer's first chunk comes after the request and before its end.
+    let first_chunk = span
+        .attr("gen_ai.response.time_to_first_chunk")
+        .and_then(AttrValue::as_double);
+    let within = |seconds: f64| seconds > 0.0 && seconds * 1e9 <= span.duration_nanos() as f64;
+    if chat.stream != first_chunk.is_some_and(within) {
+        problems.push(format!("time to first chunk {first_chunk:?}"));
+    }
     problems
 }
 
@@ -144,7 +161,7 @@ fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = start_python_server("openai_server.py", port, &[]);
-    let agent = Agent::start_exporting(
+    let mut agent = Agent::start_exporting(
         &["--otlp-endpoint", &receiver.endpoint()],
         &[
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
@@ -311,6 +328,26 @@ fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
             one.id
         );
     }
+
+    // The inventory's AI section: the serving workload's model, with every call's tokens (the
+    // serving end sees every stream whole).
+    let inventory = ai_inventory(&mut agent);
+    let served = inventory
+        .iter()
+        .find_map(|workload| workload["models"].get(format!("server openai {model}")))
+        .unwrap_or_else(|| panic!("no served model in {inventory:?}"));
+    let total = |field: fn(&Chat) -> i64| chats.iter().map(field).sum::<i64>();
+    assert_eq!(served["calls"], 4, "{served}");
+    assert_eq!(
+        served["input_tokens"],
+        total(|one| one.prompt_tokens),
+        "{served}"
+    );
+    assert_eq!(
+        served["output_tokens"],
+        total(|one| one.completion_tokens),
+        "{served}"
+    );
     agent.stop();
     let exported = receiver.all_bytes();
     assert!(

@@ -12,7 +12,8 @@ use std::process::Command;
 use serde_json::Value;
 use support::otlp::{FlatLog, FlatSpan, OtlpReceiver, summarize_logs, summarize_spans};
 use support::{
-    Agent, COMMAND_TIMEOUT, fixture, free_port, python, require_root, run, start_python_server,
+    Agent, COMMAND_TIMEOUT, curl, fixture, free_port, python, require_root, run,
+    start_python_server,
 };
 
 const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -159,7 +160,7 @@ fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = start_python_server("mcp_server.py", port, &[]);
-    let agent = Agent::start_exporting(
+    let mut agent = Agent::start_exporting(
         &["--otlp-endpoint", &receiver.endpoint()],
         &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
     );
@@ -211,6 +212,28 @@ fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
     );
     let both_ends: Vec<&FlatSpan> = served.iter().chain(&called).copied().collect();
     expect_one_rug_pull(&receiver, &both_ends);
+
+    // The inventory's AI section: the server and the client each list the server, its four
+    // tools, the one change of `read_notes` and the one call of `add`.
+    let url = format!("{}/inventory", agent.endpoints_url());
+    let out = curl(&["-sS", "--fail-with-body", &url]);
+    assert!(out.status.success(), "GET {url}: {}", out.describe());
+    let inventory: Value = serde_json::from_str(&out.stdout_text()).expect("JSON");
+    let workloads = inventory["ai"].as_array().cloned().unwrap_or_default();
+    for side in ["server", "client"] {
+        let key = format!("{side} 127.0.0.1:{port}/mcp");
+        let server = workloads
+            .iter()
+            .find_map(|workload| workload["mcp_servers"].get(&key))
+            .unwrap_or_else(|| panic!("no {key} in {workloads:?}"));
+        assert_eq!(server["name"], "apiscope-test-tools", "{server}");
+        assert_eq!(server["transport"], "tcp");
+        let tools = server["tools"].as_object().expect("tools");
+        assert_eq!(tools.len(), 4, "{server}");
+        assert_eq!(tools["read_notes"]["changes"], 1, "{server}");
+        assert_eq!(tools["add"]["calls"], 1, "{server}");
+        assert_eq!(tools["add"]["digest"].as_str().map(str::len), Some(64));
+    }
     agent.stop();
     let exported = receiver.all_bytes();
     assert!(

@@ -20,6 +20,12 @@ pub const SCHEMA_VIOLATION: &str = "api.schema.violation";
 pub const SENSITIVE_DATA_DETECTED: &str = "api.sensitive_data.detected";
 /// `event.name` of a security rule's match on a call.
 pub const SECURITY_FINDING: &str = "api.security.finding";
+/// `event.name` of a workload calling (or serving) a model API it was not seen using before.
+pub const AI_MODEL_DISCOVERED: &str = "api.ai.model.discovered";
+/// `event.name` of a workload using (or being) an MCP server not seen before.
+pub const MCP_SERVER_DISCOVERED: &str = "api.mcp.server.discovered";
+/// `event.name` of an MCP server listing a tool not seen before.
+pub const MCP_TOOL_DISCOVERED: &str = "api.mcp.tool.discovered";
 /// `event.name` of the periodic full inventory of one service.
 pub const INVENTORY_SNAPSHOT: &str = "api.inventory.snapshot";
 

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod inventory;
+pub mod mcp_server;
 pub mod routes;
 pub mod security;
 pub mod sensitive;

@@ -56,6 +56,10 @@ pub struct GenAiCall {
     pub max_tokens: Option<u64>,
     /// The response came as a stream of events (server-sent events or JSON lines).
     pub streamed: bool,
+    /// For a streamed response, the time from the request's first byte to the response
+    /// body's first byte, in ns: the client's time to first chunk, the server's time to first
+    /// token.
+    pub time_to_first_chunk_ns: Option<u64>,
     /// A body was cut (beyond the body cap, or bytes lost), so fields it would have held may
     /// be missing.
     pub incomplete: bool,

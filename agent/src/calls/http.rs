@@ -132,6 +132,9 @@ pub struct HttpBody {
     /// The last body bytes past `captured`, at most the body cap, for a response streaming
     /// events (server-sent events, JSON lines), whose last events sum it up; empty otherwise.
     pub tail: Bytes,
+    /// `CLOCK_MONOTONIC` time of the syscall that carried the body's first byte; 0 when no
+    /// body byte was seen. A streamed answer's time to first chunk.
+    pub first_ns: u64,
 }
 
 impl HttpBody {

@@ -97,6 +97,9 @@ pub const GEN_AI_REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
 pub const GEN_AI_REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
 /// `gen_ai.request.top_p`.
 pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+/// `gen_ai.response.time_to_first_chunk`: seconds from the request to a streamed response's
+/// first chunk.
+pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
 /// `apiscope.gen_ai.streamed`: the response came as a stream of events.
 pub const APISCOPE_GEN_AI_STREAMED: &str = "apiscope.gen_ai.streamed";
 /// `apiscope.gen_ai.incomplete`: a body was cut, so model fields it held may be missing.
@@ -180,6 +183,8 @@ pub struct GenAiMeasures {
     pub input_tokens: Option<u64>,
     /// `gen_ai.usage.output_tokens`, when the response said.
     pub output_tokens: Option<u64>,
+    /// Seconds to a streamed response's first chunk.
+    pub time_to_first_chunk: Option<f64>,
 }
 
 /// Headers exported beyond the conventions' own, as `http.request.header.<name>` and
@@ -334,6 +339,10 @@ fn describe_genai(call: &GenAiCall, description: &mut CallDescription) {
     if call.streamed {
         attributes.push(KeyValue::new(APISCOPE_GEN_AI_STREAMED, true));
     }
+    let time_to_first_chunk = call.time_to_first_chunk_ns.map(|nanos| nanos as f64 / 1e9);
+    if let Some(seconds) = time_to_first_chunk {
+        attributes.push(KeyValue::new(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, seconds));
+    }
     if call.incomplete {
         attributes.push(KeyValue::new(APISCOPE_GEN_AI_INCOMPLETE, true));
     }
@@ -344,6 +353,7 @@ fn describe_genai(call: &GenAiCall, description: &mut CallDescription) {
         attributes: identity,
         input_tokens: call.input_tokens,
         output_tokens: call.output_tokens,
+        time_to_first_chunk,
     });
     description.name = match &call.request_model {
         Some(model) => format!("{operation} {model}"),

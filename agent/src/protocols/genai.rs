@@ -42,8 +42,15 @@ const PROVIDER_HOSTS: &[(&str, &str)] = &[
 /// Annotates every HTTP call from `calls[from..]` that is a model call.
 pub fn annotate(calls: &mut [ApiCall], from: usize) {
     for call in calls.iter_mut().skip(from) {
+        let start_ns = call.start_ns;
         if let Payload::Http(http) = &mut call.payload {
             http.genai = describe(http);
+            if let (Some(genai), Some(response)) = (&mut http.genai, &http.response) {
+                let first_ns = response.body.first_ns;
+                genai.time_to_first_chunk_ns = (genai.streamed && first_ns >= start_ns)
+                    .then(|| first_ns - start_ns)
+                    .filter(|_| first_ns > 0);
+            }
         }
     }
 }
@@ -72,6 +79,7 @@ pub fn describe(http: &HttpExchange) -> Option<GenAiCall> {
         top_p: None,
         max_tokens: None,
         streamed: false,
+        time_to_first_chunk_ns: None,
         incomplete: request.body.is_cut() || http.response.is_none(),
     };
     for document in documents(&request.body.captured) {

@@ -344,6 +344,7 @@ mod tests {
                 captured: Bytes::copy_from_slice(body.as_bytes()),
                 incomplete: false,
                 tail: Bytes::new(),
+                first_ns: 0,
             },
         }
     }

@@ -57,6 +57,7 @@ pub fn body(text: &str) -> HttpBody {
         captured: Bytes::copy_from_slice(text.as_bytes()),
         incomplete: false,
         tail: Bytes::new(),
+        first_ns: 0,
     }
 }
 

@@ -8,6 +8,7 @@
 //! there (the server side counts it), and a call to a service elsewhere counts for that
 //! service, named after the host it was sent to.
 
+pub mod ai;
 pub mod auth;
 mod endpoint;
 pub mod openapi;
@@ -118,6 +119,8 @@ pub struct Inventory {
     reported: HashSet<u64>,
     /// Declared operations reported as orphans, per service.
     orphans: BTreeMap<ServiceRef, BTreeSet<EndpointKey>>,
+    /// Model APIs and MCP servers per workload.
+    ai: ai::AiInventory,
     started_ms: u64,
 }
 
@@ -137,6 +140,7 @@ impl Inventory {
             dirty: BTreeSet::new(),
             reported: HashSet::new(),
             orphans: BTreeMap::new(),
+            ai: ai::AiInventory::default(),
             started_ms: now_ms,
         }
     }
@@ -168,9 +172,22 @@ impl Inventory {
 
     /// Adds one call; `route` is its templated route, when it has a path.
     pub fn observe(&mut self, call: &EnrichedCall, route: Option<&str>, now_ms: u64) -> Observed {
-        let Payload::Http(http) = &call.call.payload else {
-            return Observed::default();
+        let ai_events = self.ai.observe(call, now_ms);
+        let mut observed = match &call.call.payload {
+            Payload::Http(http) => self.observe_http(call, http, route, now_ms),
+            Payload::Mcp(_) => Observed::default(),
         };
+        observed.events.splice(0..0, ai_events);
+        observed
+    }
+
+    fn observe_http(
+        &mut self,
+        call: &EnrichedCall,
+        http: &HttpExchange,
+        route: Option<&str>,
+        now_ms: u64,
+    ) -> Observed {
         let request = &http.request;
         if request.method.is_empty() || request.target.is_empty() {
             return Observed::default();
@@ -390,6 +407,7 @@ impl Inventory {
         InventoryView {
             generated_ms: now_ms,
             services,
+            ai: self.ai.view(),
         }
     }
 
@@ -431,6 +449,8 @@ pub struct InventoryView<'a> {
     pub generated_ms: u64,
     /// Every service.
     pub services: Vec<ServiceView<'a>>,
+    /// Every workload's model APIs and MCP servers.
+    pub ai: Vec<ai::AiWorkloadView<'a>>,
 }
 
 /// One service in the view.

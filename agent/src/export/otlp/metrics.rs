@@ -50,6 +50,11 @@ const TOKEN_BUCKETS: [f64; 14] = [
 ];
 
 /// Processes with metrics at once; beyond it new processes are not measured (and counted).
+/// The GenAI conventions' buckets for the time to a streamed answer's first token or chunk, in
+/// seconds.
+const FIRST_TOKEN_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 /// The MCP conventions' buckets for operation durations, in seconds.
 const MCP_DURATION_BUCKETS: [f64; 14] = [
     0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -165,26 +170,39 @@ impl DurationInstrument {
     }
 }
 
-/// The GenAI conventions' instruments: the client's operation duration and token usage (from
-/// the calling process's side), the server's request duration (a model served on this host).
+/// The GenAI conventions' instruments: the client's operation duration, time to first chunk
+/// and token usage (from the calling process's side), the server's request duration and time
+/// to first token (a model served on this host).
 struct GenAiInstruments {
     client_duration: Histogram<f64>,
+    client_first_chunk: Histogram<f64>,
     token_usage: Histogram<u64>,
     server_duration: Histogram<f64>,
+    server_first_token: Histogram<f64>,
 }
 
 impl GenAiInstruments {
     fn new(provider: &SdkMeterProvider) -> Self {
         let meter = provider.meter("apiscope");
-        let duration = |name: &'static str, description: &'static str| {
+        let seconds = |name: &'static str, description: &'static str, buckets: &[f64]| {
             meter
                 .f64_histogram(name)
                 .with_unit("s")
                 .with_description(description)
-                .with_boundaries(GENAI_DURATION_BUCKETS.to_vec())
+                .with_boundaries(buckets.to_vec())
                 .build()
         };
+        let duration = |name, description| seconds(name, description, &GENAI_DURATION_BUCKETS);
+        let first = |name, description| seconds(name, description, &FIRST_TOKEN_BUCKETS);
         Self {
+            client_first_chunk: first(
+                "gen_ai.client.operation.time_to_first_chunk",
+                "Time to receive the first chunk of a streamed response.",
+            ),
+            server_first_token: first(
+                "gen_ai.server.time_to_first_token",
+                "Time to generate first token for successful responses.",
+            ),
             client_duration: duration(
                 "gen_ai.client.operation.duration",
                 "GenAI operation duration.",
@@ -206,9 +224,15 @@ impl GenAiInstruments {
         let attributes = &measures.attributes;
         if kind == Kind::Server {
             self.server_duration.record(duration_seconds, attributes);
+            if let Some(first) = measures.time_to_first_chunk {
+                self.server_first_token.record(first, attributes);
+            }
             return;
         }
         self.client_duration.record(duration_seconds, attributes);
+        if let Some(first) = measures.time_to_first_chunk {
+            self.client_first_chunk.record(first, attributes);
+        }
         for (token_type, count) in [
             ("input", measures.input_tokens),
             ("output", measures.output_tokens),

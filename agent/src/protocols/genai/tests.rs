@@ -44,6 +44,7 @@ fn an_openai_chat_completion_gives_model_usage_and_finish_reasons() {
             top_p: None,
             max_tokens: Some(64),
             streamed: false,
+            time_to_first_chunk_ns: None,
             incomplete: false,
         }
     );

@@ -18,6 +18,8 @@ pub(super) struct BodyCollector {
     incomplete: bool,
     /// The last bytes, kept for a body streaming events.
     tail: Option<BodyTail>,
+    /// When the first byte came.
+    first_ns: u64,
 }
 
 impl BodyCollector {
@@ -30,6 +32,7 @@ impl BodyCollector {
             owned: Vec::new(),
             incomplete: false,
             tail: None,
+            first_ns: 0,
         }
     }
 
@@ -39,7 +42,11 @@ impl BodyCollector {
     }
 
     /// Payload bytes seen: `data`, a slice of the received bytes `source`.
-    pub(super) fn push(&mut self, source: &Bytes, data: &[u8]) {
+    /// Adds the next body bytes, `data` (a slice of `source`), carried by a syscall at `ts_ns`.
+    pub(super) fn push(&mut self, source: &Bytes, data: &[u8], ts_ns: u64) {
+        if self.first_ns == 0 && !data.is_empty() {
+            self.first_ns = ts_ns;
+        }
         self.size = self.size.saturating_add(data.len() as u64);
         // Once a byte was lost the captured bytes stop: they are the body's first bytes, never
         // pieces glued across a hole.
@@ -110,6 +117,7 @@ impl BodyCollector {
                 .take()
                 .map(BodyTail::into_bytes)
                 .unwrap_or_default(),
+            first_ns: std::mem::take(&mut self.first_ns),
         };
         self.size = 0;
         self.incomplete = false;

@@ -435,7 +435,7 @@ impl<K: Kind> MessageParser<K> {
     ) -> usize {
         match body {
             Body::Length(remaining) => {
-                let used = self.body_bytes(source, data, remaining);
+                let used = self.body_bytes(source, data, remaining, ts_ns);
                 match remaining.checked_sub(used as u64).filter(|left| *left > 0) {
                     Some(left) => self.state = State::Body(Body::Length(left)),
                     None => self.finish(ts_ns, sink),
@@ -443,12 +443,12 @@ impl<K: Kind> MessageParser<K> {
                 used
             }
             Body::UntilClose => {
-                self.body.push(source, data);
+                self.body.push(source, data, ts_ns);
                 data.len()
             }
             Body::ChunkSize => self.chunk_size(data, sink),
             Body::ChunkData(remaining) => {
-                let used = self.body_bytes(source, data, remaining);
+                let used = self.body_bytes(source, data, remaining, ts_ns);
                 self.state = match remaining.checked_sub(used as u64).filter(|left| *left > 0) {
                     Some(left) => State::Body(Body::ChunkData(left)),
                     None => State::Body(Body::ChunkEnd { cr: false }),
@@ -472,10 +472,10 @@ impl<K: Kind> MessageParser<K> {
     }
 
     /// Pushes up to `remaining` body bytes from `data`, a slice of `source`, returning how many.
-    fn body_bytes(&mut self, source: &Bytes, data: &[u8], remaining: u64) -> usize {
+    fn body_bytes(&mut self, source: &Bytes, data: &[u8], remaining: u64, ts_ns: u64) -> usize {
         let take = usize::try_from(remaining).map_or(data.len(), |left| left.min(data.len()));
         let taken = data.get(..take).unwrap_or(data);
-        self.body.push(source, taken);
+        self.body.push(source, taken, ts_ns);
         taken.len()
     }
 

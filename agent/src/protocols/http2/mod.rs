@@ -534,7 +534,7 @@ impl DirectionReader {
             *data_left -= in_data as u32;
             *pad_left -= (lost - in_data) as u32;
             let frame = *frame;
-            streams.on_data(self.part, frame.stream, &[], in_data);
+            streams.on_data(self.part, frame.stream, &[], in_data, ts_ns);
             if *data_left == 0 && *pad_left == 0 {
                 self.read = Read::Header;
                 self.end_data(frame, ts_ns, streams);
@@ -631,6 +631,7 @@ impl DirectionReader {
                             frame.stream,
                             data.get(..n).unwrap_or_default(),
                             0,
+                            ts_ns,
                         );
                     }
                     data = data.get(n + pad..).unwrap_or_default();

@@ -99,6 +99,8 @@ struct Body {
     incomplete: bool,
     /// The last bytes, kept for a response streaming events.
     tail: Option<BodyTail>,
+    /// When the first byte came.
+    first_ns: u64,
 }
 
 impl From<HttpBody> for Body {
@@ -108,6 +110,7 @@ impl From<HttpBody> for Body {
             captured: body.captured.to_vec(),
             incomplete: body.incomplete,
             tail: None,
+            first_ns: body.first_ns,
         }
     }
 }
@@ -119,6 +122,7 @@ impl Body {
             captured: Bytes::from(self.captured),
             incomplete: self.incomplete,
             tail: self.tail.map(BodyTail::into_bytes).unwrap_or_default(),
+            first_ns: self.first_ns,
         }
     }
 }
@@ -144,9 +148,10 @@ struct Stream {
 }
 
 impl Stream {
-    /// The next DATA payload bytes of one direction (padding removed), and `lost` bytes that
-    /// were not captured after them. Every body byte of the stream passes here.
-    fn on_data(&mut self, part: Part, data: &[u8], lost: u64, body_cap: usize) {
+    /// The next DATA payload bytes of one direction (padding removed), carried by a syscall at
+    /// `ts_ns`, and `lost` bytes that were not captured after them. Every body byte of the
+    /// stream passes here.
+    fn on_data(&mut self, part: Part, data: &[u8], lost: u64, body_cap: usize, ts_ns: u64) {
         if let Some(grpc) = &mut self.grpc {
             match part {
                 Part::Request => grpc.on_request_data(data, lost),
@@ -157,6 +162,9 @@ impl Stream {
             Part::Request => &mut self.request_body,
             Part::Response => &mut self.response_body,
         };
+        if body.first_ns == 0 && (!data.is_empty() || lost > 0) {
+            body.first_ns = ts_ns;
+        }
         body.size = body
             .size
             .saturating_add(data.len() as u64)
@@ -394,10 +402,11 @@ impl Streams {
         self.open.insert(id, stream);
     }
 
-    /// DATA payload bytes of `part` on stream `id`, and `lost` uncaptured ones after them.
-    pub(super) fn on_data(&mut self, part: Part, id: u32, data: &[u8], lost: u64) {
+    /// DATA payload bytes of `part` on stream `id`, carried at `ts_ns`, and `lost` uncaptured
+    /// ones after them.
+    pub(super) fn on_data(&mut self, part: Part, id: u32, data: &[u8], lost: u64, ts_ns: u64) {
         if let Some(stream) = self.open.get_mut(&id) {
-            stream.on_data(part, data, lost, self.body_cap);
+            stream.on_data(part, data, lost, self.body_cap, ts_ns);
         }
     }
 

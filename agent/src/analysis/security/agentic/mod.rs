@@ -18,6 +18,7 @@ pub mod prompt;
 use std::collections::HashMap;
 
 use crate::{
+    analysis::mcp_server,
     calls::{GenAiCall, HttpExchange, McpCall, McpOutcome, Payload, Side},
     enrich::EnrichedCall,
 };
@@ -91,7 +92,7 @@ impl AgenticDetector {
             self.model_call(http, agent, now_ms, &mut found);
         }
         if let Some(mcp) = exchange.mcp {
-            let server = server_identity(call, exchange.http);
+            let server = mcp_server::identity(call);
             self.mcp_exchange(
                 mcp,
                 &server,
@@ -260,34 +261,6 @@ fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, after_name) = stat.rsplit_once(')')?;
     after_name.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The MCP server an exchange went to, the same from both ends: the Host and path of a
-/// streamable-HTTP endpoint, or for stdio the server's service and a digest of its command
-/// line (so that a restarted server is the same one, and two servers run by one interpreter
-/// are not).
-fn server_identity(call: &EnrichedCall, http: Option<&HttpExchange>) -> String {
-    let connection = &call.call.connection;
-    if let Some(http) = http {
-        let address = match call.call.side {
-            Side::Server => connection.local,
-            Side::Client => connection.peer,
-        };
-        let host = http
-            .request
-            .header_str("host")
-            .map(str::to_owned)
-            .or_else(|| address.map(|address| address.to_string()))
-            .unwrap_or_default();
-        return format!("{host}{}", http.request.path());
-    }
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", connection.pid)).unwrap_or_default();
-    let digest = ring::digest::digest(&ring::digest::SHA256, &cmdline);
-    let short: String = digest.as_ref()[..6]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("stdio:{}:{short}", call.workload.service_name)
 }
 
 /// The destructive operation a tool call names, if any: a word of the tool's name (split at

@@ -1,0 +1,36 @@
+//! Which MCP server an exchange went to, named the same from both ends and across restarts:
+//! the rug-pull rule compares a tool with what the same server listed before, and the
+//! inventory lists servers per workload.
+
+use crate::{
+    calls::{Payload, Side},
+    enrich::EnrichedCall,
+};
+
+/// The MCP server an exchange went to, the same from both ends: the Host and path of a
+/// streamable-HTTP endpoint, or for stdio the server's service and a digest of its command
+/// line (so that a restarted server is the same one, and two servers run by one interpreter
+/// are not).
+pub fn identity(call: &EnrichedCall) -> String {
+    let connection = &call.call.connection;
+    if let Payload::Http(http) = &call.call.payload {
+        let address = match call.call.side {
+            Side::Server => connection.local,
+            Side::Client => connection.peer,
+        };
+        let host = http
+            .request
+            .header_str("host")
+            .map(str::to_owned)
+            .or_else(|| address.map(|address| address.to_string()))
+            .unwrap_or_default();
+        return format!("{host}{}", http.request.path());
+    }
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", connection.pid)).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &cmdline);
+    let short: String = digest.as_ref()[..6]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("stdio:{}:{short}", call.workload.service_name)
+}
