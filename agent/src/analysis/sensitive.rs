@@ -233,6 +233,41 @@ impl SensitiveScanner {
     }
 
     /// The classes a text shows by its content alone (and by `name: value` pairs within it).
+    /// `text` with every value the scan would report replaced by `[REDACTED:<class>]`, the
+    /// values of named pairs (`password: hunter2`) included; text past the scan limit is
+    /// dropped. For content an operator chose to export.
+    pub fn redact(&self, text: &str) -> String {
+        let text = capped(text, MAX_SCAN_BYTES);
+        let mut cuts: Vec<(usize, usize, SensitiveClass)> = Vec::new();
+        for index in self.set.matches(text).iter() {
+            match self.rules.get(index) {
+                Some((rule, regex)) => cuts.extend(
+                    regex
+                        .find_iter(text)
+                        .take(MAX_CANDIDATES)
+                        .filter(|candidate| rule.accepts(text, *candidate))
+                        .map(|candidate| (candidate.start(), candidate.end(), rule.class())),
+                ),
+                None => pair_values(&self.pairs, text, &mut cuts),
+            }
+        }
+        cuts.sort_unstable_by_key(|(start, end, _)| (*start, std::cmp::Reverse(*end)));
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end, class) in cuts {
+            if end <= at {
+                continue;
+            }
+            out.push_str(text.get(at..start.max(at)).unwrap_or_default());
+            out.push_str("[REDACTED:");
+            out.push_str(class.name());
+            out.push(']');
+            at = end;
+        }
+        out.push_str(text.get(at..).unwrap_or_default());
+        out
+    }
+
     fn classes_in(&self, text: &str) -> ClassSet {
         let mut found = ClassSet::default();
         if text.len() < MIN_PATTERN_LEN {
@@ -868,9 +903,9 @@ fn is_jwt(text: &str, start: usize, candidate: &str) -> bool {
         .is_ok_and(|header| header.get("alg").is_some_and(Value::is_string))
 }
 
-/// Runs the named-value rules on each `name: value` pair of a text (a JSON body cut short,
-/// an env dump, a URL in a `Referer`).
-fn named_pairs(regex: &Regex, text: &str, found: &mut ClassSet) {
+/// Calls `visit` with the name and value of each `name: value` (or `name=value`, or quoted)
+/// pair in `text`, at most [`MAX_NODES`] of them.
+fn for_each_pair<'t>(regex: &Regex, text: &'t str, mut visit: impl FnMut(Match<'t>, Match<'t>)) {
     let mut start = 0;
     for _ in 0..MAX_NODES {
         let Some(captures) = regex.captures_at(text, start) else {
@@ -880,11 +915,30 @@ fn named_pairs(regex: &Regex, text: &str, found: &mut ClassSet) {
         let Some((name, value)) = quoted.or_else(|| captures.get(3).zip(captures.get(4))) else {
             return;
         };
-        named_classes(name.as_str(), value.as_str(), found);
+        visit(name, value);
         // A value may be the next pair's name (`note: password = hunter2`); it starts after
         // the name, so the search always moves on.
         start = value.start();
     }
+}
+
+/// Runs the named-value rules on each `name: value` pair of a text (a JSON body cut short,
+/// an env dump, a URL in a `Referer`).
+fn named_pairs(regex: &Regex, text: &str, found: &mut ClassSet) {
+    for_each_pair(regex, text, |name, value| {
+        named_classes(name.as_str(), value.as_str(), found);
+    });
+}
+
+/// Where the sensitive values of `name: value` pairs are in `text`, for redaction.
+fn pair_values(regex: &Regex, text: &str, cuts: &mut Vec<(usize, usize, SensitiveClass)>) {
+    for_each_pair(regex, text, |name, value| {
+        let mut found = ClassSet::default();
+        named_classes(name.as_str(), value.as_str(), &mut found);
+        if let Some(class) = found.iter().next() {
+            cuts.push((value.start(), value.end(), class));
+        }
+    });
 }
 
 /// What a value is by the name it is under: a password (or other secret), an AWS secret
@@ -1047,6 +1101,24 @@ mod tests {
         let mut out = Vec::new();
         SCANNER.scan_named(name, value, "n", &mut out);
         out.into_iter().map(|finding| finding.class).collect()
+    }
+
+    #[test]
+    fn redaction_replaces_what_the_scan_finds_and_keeps_the_rest() {
+        let redacted = SCANNER.redact(&format!(
+            "Mail jane.doe@example.com, card 4111 1111 1111 1111, token {JWT}; password: hunter2 ok"
+        ));
+        for secret in [
+            "jane.doe@example.com",
+            "4111 1111 1111 1111",
+            JWT,
+            "hunter2",
+        ] {
+            assert!(!redacted.contains(secret), "{secret} in {redacted}");
+        }
+        assert!(redacted.starts_with("Mail [REDACTED:"), "{redacted}");
+        assert!(redacted.ends_with(" ok"), "{redacted}");
+        assert_eq!(SCANNER.redact("Say hello."), "Say hello.");
     }
 
     /// A body's findings, sorted (JSON objects are walked in key order).

@@ -28,7 +28,7 @@ use crate::{
 };
 
 use abuse::{AbuseDetector, Observation};
-use agentic::{AgenticDetector, AgenticMatch};
+use agentic::{AgenticDetector, AgenticMatch, AgenticSettings};
 use injection::{InjectionClass, InjectionDetector, InjectionMatch};
 use posture::AuthHabits;
 use principal::{Principal, PrincipalKeyer};
@@ -172,17 +172,19 @@ impl SecurityAnalyzer {
         if active.is_empty() {
             return Vec::new();
         }
-        let (destructive, window_ms) = active
-            .iter()
-            .find_map(|rule| match &rule.matcher {
-                Matcher::ExcessiveAgency(params) => Some((
-                    params.destructive.as_slice(),
-                    params.window_secs.saturating_mul(1_000),
-                )),
-                _ => None,
-            })
-            .unwrap_or((&[], 0));
-        let found = self.agentic.observe(call, destructive, window_ms, now_ms);
+        let mut settings = AgenticSettings::default();
+        for rule in &active {
+            match &rule.matcher {
+                Matcher::ExcessiveAgency(params) => {
+                    settings.destructive = &params.destructive;
+                    settings.agency_window_ms = params.window_secs.saturating_mul(1_000);
+                }
+                Matcher::GenaiProviderAllowlist(params) => settings.providers = &params.providers,
+                Matcher::McpServerAllowlist(params) => settings.servers = &params.servers,
+                _ => {}
+            }
+        }
+        let found = self.agentic.observe(call, &settings, now_ms);
         if found.is_empty() {
             return Vec::new();
         }

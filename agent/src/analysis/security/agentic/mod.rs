@@ -8,14 +8,18 @@
 //! - rug pull: a tool whose description or input schema changed after it was first seen, for
 //!   the same server (its address and path, or for stdio its command line);
 //! - excessive agency: a destructive tool call by an agent that has just read injection
-//!   markers (from a model or a tool).
+//!   markers (from a model or a tool);
+//! - allowlists: a model provider or an MCP server not on the configured list (once per
+//!   workload and provider or server).
 //!
 //! Both ends of an exchange on this host are seen: a finding already raised for the same rule
 //! and content within [`REPEAT_WINDOW_MS`] is not raised again.
 
 pub mod prompt;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use globset::Glob;
 
 use crate::{
     analysis::mcp_server,
@@ -32,6 +36,22 @@ const MAX_TOOLS: usize = 16_384;
 const MAX_AGENTS: usize = 4_096;
 /// Findings remembered for repeats.
 const MAX_RECENT: usize = 4_096;
+
+/// Uses of providers and servers off the allowlists remembered as reported.
+const MAX_DISALLOWED: usize = 4_096;
+
+/// The parameters of the agentic rules in force.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AgenticSettings<'a> {
+    /// Tool-name words and argument phrases of destructive operations.
+    pub destructive: &'a [String],
+    /// How long a marker read makes an agent suspect, in ms.
+    pub agency_window_ms: u64,
+    /// The model providers workloads may call; empty: any.
+    pub providers: &'a [String],
+    /// Globs of the MCP servers workloads may use; empty: any.
+    pub servers: &'a [String],
+}
 
 /// What an agentic detector found in one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +74,10 @@ pub struct AgenticDetector {
     marked_agents: HashMap<u32, u64>,
     /// Recent findings, by a hash of their content, with when they were raised.
     recent: HashMap<u64, u64>,
+    /// The name each MCP server's `initialize` answer gave, by server.
+    server_names: HashMap<String, String>,
+    /// Workload and provider or server pairs already reported as off the allowlist.
+    disallowed: HashSet<String>,
 }
 
 /// What one call carries for these detectors.
@@ -64,14 +88,11 @@ struct AiExchange<'a> {
 }
 
 impl AgenticDetector {
-    /// The matches of one call. `destructive` names the tool-name words and argument phrases
-    /// of destructive operations; `agency_window_ms` how long a marker read makes an agent
-    /// suspect.
+    /// The matches of one call under the rules' `settings`.
     pub fn observe(
         &mut self,
         call: &EnrichedCall,
-        destructive: &[String],
-        agency_window_ms: u64,
+        settings: &AgenticSettings<'_>,
         now_ms: u64,
     ) -> Vec<AgenticMatch> {
         let exchange = match &call.call.payload {
@@ -88,20 +109,37 @@ impl AgenticDetector {
         };
         let mut found = Vec::new();
         let agent = agent_process(call);
-        if let (Some(_), Some(http)) = (exchange.genai, exchange.http) {
+        let workload = &call.workload.service_name;
+        if let (Some(genai), Some(http)) = (exchange.genai, exchange.http) {
             self.model_call(http, agent, now_ms, &mut found);
+            let provider = genai.provider;
+            if !settings.providers.is_empty()
+                && !settings.providers.iter().any(|allowed| allowed == provider)
+                && self.first_disallowed(workload, provider)
+            {
+                found.push(AgenticMatch {
+                    detector: "genai_provider_allowlist",
+                    location: "gen_ai.provider.name".to_owned(),
+                    evidence: format!("provider {provider} is not on the allowlist"),
+                });
+            }
         }
         if let Some(mcp) = exchange.mcp {
             let server = mcp_server::identity(call);
-            self.mcp_exchange(
-                mcp,
-                &server,
-                agent,
-                destructive,
-                agency_window_ms,
-                now_ms,
-                &mut found,
-            );
+            if let Some((name, _)) = &mcp.server_info {
+                self.server_names.insert(server.clone(), name.clone());
+            }
+            if !settings.servers.is_empty()
+                && !self.server_allowed(&server, settings.servers)
+                && self.first_disallowed(workload, &server)
+            {
+                found.push(AgenticMatch {
+                    detector: "mcp_server_allowlist",
+                    location: "mcp.server".to_owned(),
+                    evidence: format!("MCP server {server} is not on the allowlist"),
+                });
+            }
+            self.mcp_exchange(mcp, &server, agent, settings, now_ms, &mut found);
         }
         found.retain(|found| self.first_time(found, now_ms));
         found
@@ -130,14 +168,30 @@ impl AgenticDetector {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// True when a glob of `allowed` matches the server or the name it gave.
+    fn server_allowed(&self, server: &str, allowed: &[String]) -> bool {
+        let name = self.server_names.get(server);
+        allowed
+            .iter()
+            .filter_map(|glob| Glob::new(glob).ok())
+            .map(|glob| glob.compile_matcher())
+            .any(|glob| glob.is_match(server) || name.is_some_and(|name| glob.is_match(name)))
+    }
+
+    /// True the first time `workload` is seen using `what` off an allowlist.
+    fn first_disallowed(&mut self, workload: &str, what: &str) -> bool {
+        if self.disallowed.len() >= MAX_DISALLOWED {
+            self.disallowed.clear();
+        }
+        self.disallowed.insert(format!("{workload}\u{0}{what}"))
+    }
+
     fn mcp_exchange(
         &mut self,
         mcp: &McpCall,
         server: &str,
         agent: Option<u32>,
-        destructive: &[String],
-        agency_window_ms: u64,
+        settings: &AgenticSettings<'_>,
         now_ms: u64,
         found: &mut Vec<AgenticMatch>,
     ) {
@@ -182,8 +236,9 @@ impl AgenticDetector {
         }
         let tool = mcp.target.as_deref().unwrap_or_default();
         if let Some(since) = agent.and_then(|agent| self.marked_agents.get(&agent).copied())
-            && now_ms.saturating_sub(since) <= agency_window_ms
-            && let Some(operation) = destructive_operation(tool, &mcp.arguments, destructive)
+            && now_ms.saturating_sub(since) <= settings.agency_window_ms
+            && let Some(operation) =
+                destructive_operation(tool, &mcp.arguments, settings.destructive)
         {
             found.push(AgenticMatch {
                 detector: "excessive_agency",

@@ -211,6 +211,29 @@ pub enum Matcher {
     McpToolChanged,
     /// A destructive tool call right after the agent read injection markers.
     ExcessiveAgency(ExcessiveAgencyParams),
+    /// A model call to a provider not on the allowlist.
+    GenaiProviderAllowlist(ProviderAllowlistParams),
+    /// An MCP exchange with a server not on the allowlist.
+    McpServerAllowlist(ServerAllowlistParams),
+}
+
+/// `detector: genai_provider_allowlist`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderAllowlistParams {
+    /// The `gen_ai.provider.name`s workloads may call (`openai`, `anthropic`, ...); empty:
+    /// any (the rule is off until a pack names some).
+    pub providers: Vec<String>,
+}
+
+/// `detector: mcp_server_allowlist`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAllowlistParams {
+    /// Globs of the MCP servers workloads may use, matched against the server as the inventory
+    /// names it (`mcp.example.com/mcp`, `stdio:<service>:<digest>`) and against the name its
+    /// `initialize` answer gave; empty: any.
+    pub servers: Vec<String>,
 }
 
 /// `detector: excessive_agency`.
@@ -301,6 +324,8 @@ impl Matcher {
             Self::McpToolPoisoning => "mcp_tool_poisoning",
             Self::McpToolChanged => "mcp_tool_changed",
             Self::ExcessiveAgency(_) => "excessive_agency",
+            Self::GenaiProviderAllowlist(_) => "genai_provider_allowlist",
+            Self::McpServerAllowlist(_) => "mcp_server_allowlist",
             _ => return None,
         })
     }
@@ -333,6 +358,12 @@ impl Matcher {
                     || !(1..=86_400).contains(&params.window_secs) =>
             {
                 Err("excessive_agency: `destructive` holds an empty word, or `window_secs` is not 1 to 86400".to_owned())
+            }
+            Self::McpServerAllowlist(params) => {
+                match params.servers.iter().find_map(|glob| globset::Glob::new(glob).err()) {
+                    Some(error) => Err(format!("mcp_server_allowlist: {error}")),
+                    None => Ok(()),
+                }
             }
             Self::Injection(params) if params.classes.is_empty() => {
                 Err("injection: `classes` names no class".to_owned())
