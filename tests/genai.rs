@@ -132,6 +132,10 @@ fn check(span: &FlatSpan, model: &str, chat: &Chat) -> Vec<String> {
     if span.attr("apiscope.gen_ai.incomplete").is_some() {
         problems.push("marked incomplete".to_owned());
     }
+    if span.attr("gen_ai.input.messages").is_some() || span.attr("gen_ai.output.messages").is_some()
+    {
+        problems.push("prompts or answers exported without the opt-in".to_owned());
+    }
     // A streamed answer's first chunk comes after the request and before its end.
     let first_chunk = span
         .attr("gen_ai.response.time_to_first_chunk")
@@ -356,4 +360,65 @@ fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
             .any(|window| window == API_KEY.as_bytes()),
         "the API key left the agent"
     );
+}
+
+#[test]
+fn opted_in_prompts_and_answers_are_exported_redacted() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let server = start_python_server("openai_server.py", port, &[]);
+    let agent = Agent::start_exporting(
+        &[
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--export-genai-content",
+        ],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    let base_url = format!("http://127.0.0.1:{port}/v1");
+    let model = format!("apiscope-model-{}", random_hex(3));
+    let one = Chat {
+        id: format!("chatcmpl-{}", random_hex(6)),
+        finish: "stop",
+        prompt_tokens: 12,
+        completion_tokens: 6,
+        repeat: 1,
+        stream: true,
+        message: "Write to jane.doe@example.com about card 4111 1111 1111 1111.",
+    };
+    chat(&base_url, &model, &one);
+    let spans = receiver.wait_for_spans(
+        |spans| span_of(spans, server.pid(), true, &one.id).is_some(),
+        EXPORT_TIMEOUT,
+    );
+    let span = span_of(&spans, server.pid(), true, &one.id).expect("waited for");
+    let input = span.attr_str("gen_ai.input.messages").unwrap_or_default();
+    let messages: Value = serde_json::from_str(input).expect("gen_ai.input.messages is JSON");
+    let text = messages[0]["parts"][0]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(messages[0]["role"], "user", "{input}");
+    assert!(
+        text.starts_with("Write to [REDACTED:email] about card [REDACTED:"),
+        "{text}"
+    );
+    let output = span.attr_str("gen_ai.output.messages").unwrap_or_default();
+    let answers: Value = serde_json::from_str(output).expect("gen_ai.output.messages is JSON");
+    assert_eq!(
+        answers[0]["parts"][0]["content"], "Hello from a local model.",
+        "{output}"
+    );
+    agent.stop();
+    let exported = receiver.all_bytes();
+    for secret in ["jane.doe@example.com", "4111 1111 1111 1111"] {
+        assert!(
+            !exported
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes()),
+            "{secret} left the agent"
+        );
+    }
 }

@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// carry credentials are refused.
     #[arg(long = "export-header")]
     pub export_headers: Vec<String>,
+    /// Export the prompts and answers of model calls, redacted of sensitive values
+    /// (export.genai_content).
+    #[arg(long)]
+    pub export_genai_content: bool,
     /// A route pattern tried before the heuristic, e.g. `/users/{id}`; repeatable
     /// (routes.patterns).
     #[arg(long = "route")]
@@ -299,6 +303,7 @@ impl RunArgs {
             .export
             .http_headers
             .extend(self.export_headers.iter().cloned());
+        config.export.genai_content |= self.export_genai_content;
         let routes = &mut config.routes;
         routes.patterns.extend(self.routes.iter().cloned());
         routes.max_routes_per_service = self
@@ -402,7 +407,8 @@ impl RunArgs {
             calls,
             describer: Describer::new(
                 HeaderAllowlist::new(&config.export.http_headers).map_err(SettingsError::Header)?,
-            ),
+            )
+            .with_genai_content(config.export.genai_content),
         })
     }
 }

@@ -271,6 +271,10 @@ pub struct ExportConfig {
     /// HTTP headers exported as `http.request.header.<name>` / `http.response.header.<name>`,
     /// beyond the conventions' own. Names that may carry credentials are refused.
     pub http_headers: Vec<String>,
+    /// Export the prompts and answers of model calls (`gen_ai.input.messages`,
+    /// `gen_ai.output.messages`), with the sensitive values the scan finds redacted. Off by
+    /// default: they are the users' own words.
+    pub genai_content: bool,
 }
 
 /// Compression of OTLP exports.

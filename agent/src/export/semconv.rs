@@ -6,10 +6,12 @@ mod mcp;
 
 pub use mcp::session_digest;
 
+use std::sync::Arc;
+
 use opentelemetry::{KeyValue, Value};
 
 use crate::{
-    analysis::AnalyzedCall,
+    analysis::{AnalyzedCall, sensitive::SensitiveScanner},
     calls::secrets::names_a_secret,
     calls::{
         GenAiCall, GraphqlOperation, GrpcCall, HttpExchange, Payload, Side, grpc::status_name,
@@ -100,6 +102,10 @@ pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
 /// `gen_ai.response.time_to_first_chunk`: seconds from the request to a streamed response's
 /// first chunk.
 pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+/// `gen_ai.input.messages`: the prompts sent, opt-in and redacted (JSON).
+pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
+/// `gen_ai.output.messages`: the answers, opt-in and redacted (JSON).
+pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 /// `apiscope.gen_ai.streamed`: the response came as a stream of events.
 pub const APISCOPE_GEN_AI_STREAMED: &str = "apiscope.gen_ai.streamed";
 /// `apiscope.gen_ai.incomplete`: a body was cut, so model fields it held may be missing.
@@ -233,12 +239,26 @@ impl HeaderAllowlist {
 #[derive(Debug, Clone, Default)]
 pub struct Describer {
     headers: HeaderAllowlist,
+    /// Redacts the prompts and answers of model calls, when their export was opted into.
+    genai_content: Option<Arc<SensitiveScanner>>,
 }
 
 impl Describer {
     /// A describer exporting the allowlisted headers.
     pub fn new(headers: HeaderAllowlist) -> Self {
-        Self { headers }
+        Self {
+            headers,
+            genai_content: None,
+        }
+    }
+
+    /// The same describer, exporting the prompts and answers of model calls (redacted) when
+    /// `export` is set.
+    pub fn with_genai_content(self, export: bool) -> Self {
+        Self {
+            genai_content: export.then(|| Arc::new(SensitiveScanner::new())),
+            ..self
+        }
     }
 
     /// Describes an analyzed call for export.
@@ -254,6 +274,9 @@ impl Describer {
                 }
                 if let Some(genai) = &http.genai {
                     describe_genai(genai, &mut description);
+                    if let Some(scanner) = &self.genai_content {
+                        describe_genai_content(http, scanner, &mut description.span_attributes);
+                    }
                 }
                 if let Some(call) = &http.mcp {
                     mcp::describe_on_http(call, &mut description);
@@ -276,6 +299,44 @@ impl Describer {
                 description
             }
             Payload::Mcp(call) => mcp::describe_on_stdio(analyzed, call),
+        }
+    }
+}
+
+/// The opted-in prompts and answers of a model call, in the conventions' message shape
+/// (`[{"role": ..., "parts": [{"type": "text", "content": ...}]}]`), redacted of the sensitive
+/// values the scan finds.
+fn describe_genai_content(
+    http: &HttpExchange,
+    scanner: &SensitiveScanner,
+    attributes: &mut Vec<KeyValue>,
+) {
+    let said = crate::protocols::genai::content::content(http);
+    let message = |role: &str, text: &str| {
+        serde_json::json!({
+            "role": role,
+            "parts": [{"type": "text", "content": scanner.redact(text)}],
+        })
+    };
+    let input: Vec<_> = said
+        .input
+        .iter()
+        .map(|(role, text)| message(role, text))
+        .collect();
+    let output: Vec<_> = said
+        .output
+        .iter()
+        .map(|text| message("assistant", text))
+        .collect();
+    for (key, messages) in [
+        (GEN_AI_INPUT_MESSAGES, input),
+        (GEN_AI_OUTPUT_MESSAGES, output),
+    ] {
+        if !messages.is_empty() {
+            attributes.push(KeyValue::new(
+                key,
+                serde_json::Value::Array(messages).to_string(),
+            ));
         }
     }
 }

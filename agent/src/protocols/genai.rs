@@ -278,5 +278,6 @@ fn keys_u64(value: &Value, keys: &[&str]) -> Option<u64> {
     keys.iter().find_map(|key| value.get(*key)?.as_u64())
 }
 
+pub mod content;
 #[cfg(test)]
 mod tests;
