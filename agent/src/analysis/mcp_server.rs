@@ -28,9 +28,6 @@ pub fn identity(call: &EnrichedCall) -> String {
     }
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", connection.pid)).unwrap_or_default();
     let digest = ring::digest::digest(&ring::digest::SHA256, &cmdline);
-    let short: String = digest.as_ref()[..6]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let short = hex::encode(&digest.as_ref()[..6]);
     format!("stdio:{}:{short}", call.workload.service_name)
 }

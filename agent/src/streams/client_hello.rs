@@ -209,12 +209,7 @@ fn truncated_hash(text: &str) -> String {
     if text.is_empty() {
         return "000000000000".to_owned();
     }
-    digest(&SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .take(6)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(&digest(&SHA256, text.as_bytes()).as_ref()[..6])
 }
 
 #[cfg(test)]

@@ -138,10 +138,5 @@ fn describe(call: &McpCall, transport: &'static str, description: &mut CallDescr
 
 /// The exported form of a session id: the first 16 bytes of its SHA-256, hex.
 pub fn session_digest(session: &str) -> String {
-    digest(&SHA256, session.as_bytes())
-        .as_ref()
-        .iter()
-        .take(16)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(&digest(&SHA256, session.as_bytes()).as_ref()[..16])
 }

@@ -147,16 +147,12 @@ fn tool(described: &Value) -> Option<McpTool> {
     hashed.extend_from_slice(description.as_bytes());
     hashed.push(0);
     hashed.extend_from_slice(schema.as_bytes());
-    let digest = hex(digest(&SHA256, &hashed).as_ref());
+    let digest = hex::encode(digest(&SHA256, &hashed));
     Some(McpTool {
         name,
         digest,
         description,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// The text items of a tool result's content, joined by newlines, at most `cap` bytes.
