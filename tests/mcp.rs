@@ -38,8 +38,6 @@ fn run_client(args: &[&str]) -> (u32, Value) {
     assert!(out.status.success(), "mcp client: {}", out.describe());
     let seen: Value = serde_json::from_str(out.stdout_text().trim())
         .unwrap_or_else(|e| panic!("client printed no JSON ({e}): {}", out.describe()));
-    assert_eq!(seen["fail_is_error"], true, "what the client got: {seen}");
-    assert_ne!(seen["notes_before"], seen["notes_after"]);
     (out.pid, seen)
 }
 
@@ -106,8 +104,8 @@ fn session_problems(spans: &[&FlatSpan], transport: &str) -> Vec<String> {
     {
         problems.push("initialize lacks the protocol version or the server name".to_owned());
     }
-    if spans[1].attr_int("apiscope.mcp.tool.count") != Some(4) {
-        problems.push("tools/list does not count its 4 tools".to_owned());
+    if spans[1].attr_int("apiscope.mcp.tool.count") != Some(6) {
+        problems.push("tools/list does not count its 6 tools".to_owned());
     }
     problems
 }
@@ -166,6 +164,8 @@ fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
     );
     let url = format!("http://127.0.0.1:{port}/mcp");
     let (client, seen) = run_client(&["--url", &url]);
+    assert_eq!(seen["fail_is_error"], true, "what the client got: {seen}");
+    assert_ne!(seen["notes_before"], seen["notes_after"]);
     let session = seen["session_id"]
         .as_str()
         .expect("a session id")
@@ -213,7 +213,7 @@ fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
     let both_ends: Vec<&FlatSpan> = served.iter().chain(&called).copied().collect();
     expect_one_rug_pull(&receiver, &both_ends);
 
-    // The inventory's AI section: the server and the client each list the server, its four
+    // The inventory's AI section: the server and the client each list the server, its six
     // tools, the one change of `read_notes` and the one call of `add`.
     let url = format!("{}/inventory", agent.endpoints_url());
     let out = curl(&["-sS", "--fail-with-body", &url]);
@@ -229,7 +229,7 @@ fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
         assert_eq!(server["name"], "apiscope-test-tools", "{server}");
         assert_eq!(server["transport"], "tcp");
         let tools = server["tools"].as_object().expect("tools");
-        assert_eq!(tools.len(), 4, "{server}");
+        assert_eq!(tools.len(), 6, "{server}");
         assert_eq!(tools["read_notes"]["changes"], 1, "{server}");
         assert_eq!(tools["add"]["calls"], 1, "{server}");
         assert_eq!(tools["add"]["digest"].as_str().map(str::len), Some(64));
@@ -260,7 +260,9 @@ fn a_stdio_tool_server_started_by_its_client_is_followed_through_its_pipes() {
         &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
     );
     let server_script = fixture("mcp_server.py");
-    let (client, _) = run_client(&["--stdio", &server_script.to_string_lossy()]);
+    let (client, seen) = run_client(&["--stdio", &server_script.to_string_lossy()]);
+    assert_eq!(seen["fail_is_error"], true, "what the client got: {seen}");
+    assert_ne!(seen["notes_before"], seen["notes_after"]);
 
     let piped = |spans: &[FlatSpan]| -> Option<u32> {
         spans
@@ -293,5 +295,63 @@ fn a_stdio_tool_server_started_by_its_client_is_followed_through_its_pipes() {
         "stdio has no session ids: {sessions:?}"
     );
     expect_one_rug_pull(&receiver, &session);
+    agent.stop();
+}
+
+#[test]
+fn an_agent_obeying_an_injected_tool_result_is_flagged() {
+    if !require_root() {
+        return;
+    }
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let server = start_python_server("mcp_server.py", port, &[]);
+    let agent = Agent::start_exporting(
+        &["--otlp-endpoint", &receiver.endpoint()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (client, seen) = run_client(&["--url", &url, "--agency"]);
+    assert_eq!(seen["deleted"], "deleted", "what the client got: {seen}");
+    let named = |spans: &[FlatSpan], name: &str| -> Vec<FlatSpan> {
+        spans
+            .iter()
+            .filter(|span| span.name == name)
+            .filter(|span| span.pid() == Some(client) || span.pid() == Some(server.pid()))
+            .cloned()
+            .collect()
+    };
+    let spans = receiver.wait_for_spans(
+        |spans| {
+            named(spans, "tools/call fetch_page").len() == 2
+                && named(spans, "tools/call delete_notes").len() == 2
+        },
+        EXPORT_TIMEOUT,
+    );
+    let fetched = named(&spans, "tools/call fetch_page");
+    let deleted = named(&spans, "tools/call delete_notes");
+    let fetched: Vec<&FlatSpan> = fetched.iter().collect();
+    let deleted: Vec<&FlatSpan> = deleted.iter().collect();
+    let logs = receiver.wait_for_logs(
+        |logs| !findings_on(logs, &fetched).is_empty() && !findings_on(logs, &deleted).is_empty(),
+        EXPORT_TIMEOUT,
+    );
+    let on_fetch = findings_on(&logs, &fetched);
+    let rules: Vec<&str> = on_fetch.iter().map(|(rule, _)| *rule).collect();
+    assert_eq!(rules, ["prompt-injection"], "{}", summarize_logs(&logs));
+    assert_eq!(
+        on_fetch[0].1.attr_str("apiscope.finding.location"),
+        Some("tool:fetch_page:result")
+    );
+    let on_delete = findings_on(&logs, &deleted);
+    let rules: Vec<&str> = on_delete.iter().map(|(rule, _)| *rule).collect();
+    assert_eq!(rules, ["excessive-agency"], "{}", summarize_logs(&logs));
+    let (_, finding) = on_delete[0];
+    assert!(
+        deleted
+            .iter()
+            .any(|span| span.span_id == finding.span_id && span.pid() == Some(client)),
+        "the finding is not on the agent's own call"
+    );
     agent.stop();
 }
