@@ -163,6 +163,14 @@ impl SecurityAnalyzer {
 
     /// The findings of the AI-traffic rules, on either end of a model call or MCP exchange.
     fn agentic(&mut self, call: &EnrichedCall, now_ms: u64) -> Vec<ApiEvent> {
+        // Asked of every call: most carry neither, and cost nothing more.
+        let carries_ai = match &call.call.payload {
+            Payload::Http(http) => http.genai.is_some() || http.mcp.is_some(),
+            Payload::Mcp(_) => true,
+        };
+        if !carries_ai {
+            return Vec::new();
+        }
         let rules = Arc::clone(&self.rules);
         let active: Vec<&Arc<Rule>> = rules
             .rules
