@@ -14,8 +14,8 @@ use support::otlp::{
     AttrValue, FlatLog, FlatMetric, FlatSpan, OtlpReceiver, summarize_logs, summarize_spans,
 };
 use support::{
-    Agent, COMMAND_TIMEOUT, Finished, curl, fixture, free_port, python, random_hex, require_root,
-    run, start_python_server,
+    Agent, COMMAND_TIMEOUT, Finished, fixture, free_port, python, random_hex, require_root, run,
+    start_python_server,
 };
 
 const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -63,10 +63,7 @@ fn chat(base_url: &str, model: &str, chat: &Chat) -> Finished {
 
 /// The `ai` section of the agent's `/inventory`.
 fn ai_inventory(agent: &mut Agent) -> Vec<Value> {
-    let url = format!("{}/inventory", agent.endpoints_url());
-    let out = curl(&["-sS", "--fail-with-body", &url]);
-    assert!(out.status.success(), "GET {url}: {}", out.describe());
-    let inventory: Value = serde_json::from_str(&out.stdout_text()).expect("JSON");
+    let inventory: Value = serde_json::from_str(&agent.get("/inventory")).expect("JSON");
     inventory["ai"].as_array().cloned().unwrap_or_default()
 }
 

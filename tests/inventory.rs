@@ -77,16 +77,6 @@ fn call(port: u16, method: &str, path: &str, body: Option<&str>) {
     assert!(out.status.success(), "{method} {path}: {}", out.describe());
 }
 
-/// The body of one of the agent's own endpoints.
-fn get(agent: &mut Agent, path: &str) -> String {
-    let url = format!("{}{path}", agent.endpoints_url());
-    let out = curl(&["-sS", "--fail-with-body", &url]);
-    if !out.status.success() {
-        agent.fail(&format!("GET {url}: {}", out.describe()));
-    }
-    out.stdout_text()
-}
-
 /// The endpoint `name` (e.g. `GET /users/{id}`) of `service` in an `/inventory` answer.
 fn endpoint<'a>(inventory: &'a Value, service: &str, name: &str) -> Option<&'a Value> {
     inventory["services"]
@@ -101,7 +91,7 @@ fn endpoint<'a>(inventory: &'a Value, service: &str, name: &str) -> Option<&'a V
 fn wait_for_inventory(agent: &mut Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + EXPORT_TIMEOUT;
     loop {
-        let text = get(agent, "/inventory");
+        let text = agent.get("/inventory");
         let inventory: Value = serde_json::from_str(&text).unwrap_or_else(|error| {
             agent.fail(&format!("/inventory is not JSON ({error}): {text}"))
         });
@@ -314,7 +304,7 @@ fn five_hundred_user_ids_are_one_endpoint_in_a_valid_openapi_document() {
         .collect();
     assert_eq!(users.len(), 1, "one templated endpoint: {inventory}");
 
-    let document = get(&mut agent, &format!("/openapi/{service}"));
+    let document = agent.get(&format!("/openapi/{service}"));
     let parsed: Value = serde_json::from_str(&document).unwrap();
     let operation = &parsed["paths"]["/users/{id}"]["get"];
     assert_eq!(operation["parameters"][0]["name"], "id", "{document}");
@@ -467,7 +457,7 @@ fn the_inventory_survives_a_restart_and_a_corrupt_database_is_refused() {
 
     // Restored before any new traffic.
     let mut agent = Agent::start_exporting(&[], &env);
-    let text = get(&mut agent, "/inventory");
+    let text = agent.get("/inventory");
     let inventory: Value = serde_json::from_str(&text).unwrap();
     let users = endpoint(&inventory, service, "GET /users/{id}")
         .unwrap_or_else(|| agent.fail(&format!("not restored: {text}")));

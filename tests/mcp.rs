@@ -12,8 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 use support::otlp::{FlatLog, FlatSpan, OtlpReceiver, summarize_logs, summarize_spans};
 use support::{
-    Agent, COMMAND_TIMEOUT, curl, fixture, free_port, python, require_root, run,
-    start_python_server,
+    Agent, COMMAND_TIMEOUT, fixture, free_port, python, require_root, run, start_python_server,
 };
 
 const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -215,10 +214,7 @@ fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
 
     // The inventory's AI section: the server and the client each list the server, its six
     // tools, the one change of `read_notes` and the one call of `add`.
-    let url = format!("{}/inventory", agent.endpoints_url());
-    let out = curl(&["-sS", "--fail-with-body", &url]);
-    assert!(out.status.success(), "GET {url}: {}", out.describe());
-    let inventory: Value = serde_json::from_str(&out.stdout_text()).expect("JSON");
+    let inventory: Value = serde_json::from_str(&agent.get("/inventory")).expect("JSON");
     let workloads = inventory["ai"].as_array().cloned().unwrap_or_default();
     for side in ["server", "client"] {
         let key = format!("{side} 127.0.0.1:{port}/mcp");

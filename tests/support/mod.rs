@@ -1077,6 +1077,17 @@ impl Agent {
         }
     }
 
+    /// The body of one of the agent's own endpoints (`/inventory`, `/openapi/{service}`);
+    /// fails the test with the agent's log when the request fails.
+    pub fn get(&mut self, path: &str) -> String {
+        let url = format!("{}{path}", self.endpoints_url());
+        let out = curl(&["-sS", "--fail-with-body", &url]);
+        if !out.status.success() {
+            self.fail(&format!("GET {url}: {}", out.describe()));
+        }
+        out.stdout_text()
+    }
+
     /// Waits for a log line matching `pred`; panics with the log on timeout.
     pub fn wait_log_line(
         &mut self,

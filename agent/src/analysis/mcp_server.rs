@@ -26,8 +26,7 @@ pub fn identity(call: &EnrichedCall) -> String {
             .unwrap_or_default();
         return format!("{host}{}", http.request.path());
     }
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", connection.pid)).unwrap_or_default();
-    let digest = ring::digest::digest(&ring::digest::SHA256, &cmdline);
-    let short = hex::encode(&digest.as_ref()[..6]);
-    format!("stdio:{}:{short}", call.workload.service_name)
+    let process = &call.workload.process;
+    let command_line = process.command_line_digest.as_deref().unwrap_or("unknown");
+    format!("stdio:{}:{command_line}", call.workload.service_name)
 }

@@ -89,6 +89,10 @@ pub struct ProcessIdentity {
     pub otel_service_name: Option<String>,
     /// The command it runs, its first argument only (`process.command`).
     pub command: Option<String>,
+    /// The first 6 bytes of the SHA-256 of its whole command line, hex: names the same program
+    /// run the same way (a stdio MCP server across restarts) without keeping arguments, which
+    /// may hold secrets.
+    pub command_line_digest: Option<String>,
     /// The user id that owns it (`process.user.id`).
     pub user_id: Option<u32>,
     /// That user's name on this host (`process.owner`).

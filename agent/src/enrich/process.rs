@@ -50,12 +50,15 @@ pub(super) fn read(
     let cgroup_path = cgroup::v2_path(&cgroups);
     let environment = read_environ(&proc);
     let user_id = read_user_id(&proc);
+    let cmdline = std::fs::read(format!("{proc}/cmdline")).ok();
     ProcessIdentity {
         pid,
         otel_service_name: service_name_from_environment(&environment),
-        command: std::fs::read(format!("{proc}/cmdline"))
-            .ok()
-            .and_then(|cmdline| command(&cmdline)),
+        command: cmdline.as_deref().and_then(command),
+        command_line_digest: cmdline.as_deref().map(|cmdline| {
+            let digest = ring::digest::digest(&ring::digest::SHA256, cmdline);
+            hex::encode(&digest.as_ref()[..6])
+        }),
         user_name: user_id.and_then(|uid| users.name(uid)),
         user_id,
         container_id: cgroup::container_id(&cgroups).map(str::to_owned),

@@ -47,9 +47,9 @@ pub fn annotate(calls: &mut [ApiCall], from: usize) {
             http.genai = describe(http);
             if let (Some(genai), Some(response)) = (&mut http.genai, &http.response) {
                 let first_ns = response.body.first_ns;
-                genai.time_to_first_chunk_ns = (genai.streamed && first_ns >= start_ns)
-                    .then(|| first_ns - start_ns)
-                    .filter(|_| first_ns > 0);
+                genai.time_to_first_chunk_ns = first_ns
+                    .checked_sub(start_ns)
+                    .filter(|_| genai.streamed && first_ns > 0);
             }
         }
     }

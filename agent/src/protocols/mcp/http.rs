@@ -3,7 +3,7 @@
 //! (and maybe messages of its own first). The session id travels in `Mcp-Session-Id`, the
 //! negotiated version in `MCP-Protocol-Version`.
 
-use crate::calls::{ApiCall, HttpExchange, McpCall, McpOutcome, Payload, http::header};
+use crate::calls::{ApiCall, HttpExchange, McpCall, Payload, http::header};
 use crate::protocols::json_documents::documents;
 
 /// Annotates every HTTP call from `calls[from..]` that carries an MCP message.
@@ -57,13 +57,7 @@ pub fn describe(http: &HttpExchange, output_cap: usize) -> Option<McpCall> {
     match answer {
         Some(answer) => super::read_answer(&answer, &mut call, output_cap),
         None if body.is_cut() => {
-            call.incomplete = true;
-            if call.method == "tools/list" {
-                call.tools = super::tools_of_cut_listing(&body.captured);
-                if !call.tools.is_empty() {
-                    call.outcome = McpOutcome::Result;
-                }
-            }
+            super::read_cut_answer(&body.captured, &mut call);
         }
         // An HTTP error without a JSON-RPC one (a 404 for an expired session).
         None => {}

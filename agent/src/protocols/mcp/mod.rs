@@ -179,9 +179,21 @@ fn tool_output(result: &Value, cap: usize) -> String {
     output
 }
 
+/// Reads what the leading bytes of a cut response `message` still say into `call`, which is
+/// marked incomplete: a listing's complete tools.
+pub fn read_cut_answer(message: &[u8], call: &mut McpCall) {
+    call.incomplete = true;
+    if call.method == "tools/list" {
+        call.tools = tools_of_cut_listing(message);
+        if !call.tools.is_empty() {
+            call.outcome = McpOutcome::Result;
+        }
+    }
+}
+
 /// The tools a `tools/list` response cut short still lists whole: each complete element of
 /// its `"tools"` array, read from the leading bytes of the cut JSON message.
-pub fn tools_of_cut_listing(message: &[u8]) -> Vec<McpTool> {
+fn tools_of_cut_listing(message: &[u8]) -> Vec<McpTool> {
     let Some(start) = array_after_key(message, b"\"tools\"") else {
         return Vec::new();
     };

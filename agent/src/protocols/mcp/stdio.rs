@@ -149,13 +149,7 @@ impl StdioDecoder {
         let Some(mut pending) = id.and_then(|id| self.take_pending(direction, &id)) else {
             return;
         };
-        pending.call.incomplete = true;
-        if pending.call.method == "tools/list" {
-            pending.call.tools = super::tools_of_cut_listing(line);
-            if !pending.call.tools.is_empty() {
-                pending.call.outcome = McpOutcome::Result;
-            }
-        }
+        super::read_cut_answer(line, &mut pending.call);
         let gaps = CallGaps {
             request_incomplete: pending.request_cut,
             response_incomplete: true,
