@@ -1,7 +1,11 @@
 //! The `apiscope run` command line: flags, environment variables and the configuration file,
 //! resolved into [`RunOptions`]. Flags and variables win over the file.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use crate::{
     analysis::{
@@ -13,7 +17,7 @@ use crate::{
     capture::{CaptureSettings, KernelSelection},
     config::{Config, ConfigError, InventoryConfig, OtlpCompression, SelectionRule, SpecFile},
     export::{
-        otlp::{OtlpProtocol, OtlpSettings},
+        otlp::{OtlpHeaders, OtlpProtocol, OtlpSettings, RetrySettings},
         semconv::{Describer, HeaderAllowlist},
     },
     pipeline::{CallOutput, InventoryOptions, RunOptions, SecurityOptions},
@@ -62,6 +66,10 @@ pub struct RunArgs {
     /// Extra OTLP header `NAME=VALUE`, repeatable (export.otlp.headers).
     #[arg(long = "otlp-header", value_parser = parse_header)]
     pub otlp_headers: Vec<(String, String)>,
+    /// File of OTLP headers, one `NAME=VALUE` per line (export.otlp.headers_file): for API
+    /// keys, which a flag would show to every user of `ps`.
+    #[arg(long, env = "APISCOPE_OTLP_HEADERS_FILE")]
+    pub otlp_headers_file: Option<PathBuf>,
     /// OTLP compression: `gzip` or `none` (export.otlp.compression).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_COMPRESSION", value_parser = parse_compression)]
     pub otlp_compression: Option<OtlpCompression>,
@@ -158,6 +166,16 @@ pub enum SettingsError {
     /// A rule pack that cannot be used.
     #[error(transparent)]
     RulePack(#[from] PackError),
+    /// A line of the OTLP headers file. The line itself is not shown: it may hold a key.
+    #[error("{path}:{line}: {reason}")]
+    HeadersFile {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0: the file could not be read).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// An environment variable.
     #[error("environment variable {name}={value:?}: {reason}")]
     Environment {
@@ -232,6 +250,25 @@ fn env_number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T,
     }
 }
 
+/// The headers of an OTLP headers file: `name=value` lines; blank lines and lines starting
+/// with `#` are skipped.
+fn file_headers(path: &Path) -> Result<Vec<(String, String)>, SettingsError> {
+    let failed = |line: usize, reason: String| SettingsError::HeadersFile {
+        path: path.to_owned(),
+        line,
+        reason,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| failed(0, format!("cannot read OTLP headers: {error}")))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
+        .map(|(index, line)| {
+            parse_header(line).map_err(|_| failed(index + 1, "expected NAME=VALUE".to_owned()))
+        })
+        .collect()
+}
+
 /// `OTEL_EXPORTER_OTLP_HEADERS`: `name=value` pairs separated by commas.
 fn env_headers() -> Result<Vec<(String, String)>, SettingsError> {
     const NAME: &str = "OTEL_EXPORTER_OTLP_HEADERS";
@@ -297,6 +334,12 @@ impl RunArgs {
         otlp.protocol = self.otlp_protocol.unwrap_or(otlp.protocol);
         otlp.compression = self.otlp_compression.unwrap_or(otlp.compression);
         otlp.max_queue_bytes = self.otlp_max_queue_bytes.unwrap_or(otlp.max_queue_bytes);
+        if self.otlp_headers_file.is_some() {
+            otlp.headers_file.clone_from(&self.otlp_headers_file);
+        }
+        if let Some(path) = &otlp.headers_file {
+            otlp.headers.extend(file_headers(path)?);
+        }
         otlp.headers.extend(env_headers()?);
         otlp.headers.extend(self.otlp_headers.iter().cloned());
         config
@@ -341,7 +384,7 @@ impl RunArgs {
             Some(endpoint) if !endpoint.trim().is_empty() => CallOutput::Otlp(OtlpSettings {
                 endpoint: endpoint.trim().to_owned(),
                 protocol: otlp.protocol,
-                headers: otlp.headers.clone().into_iter().collect(),
+                headers: OtlpHeaders(otlp.headers.clone().into_iter().collect()),
                 gzip: otlp.compression == OtlpCompression::Gzip,
                 timeout: env_millis("OTEL_EXPORTER_OTLP_TIMEOUT", otlp.timeout_ms)?,
                 // The SDKs' default of 2,048 suits one application; an agent exports the whole
@@ -353,6 +396,15 @@ impl RunArgs {
                     .max(Duration::from_millis(1)),
                 metric_interval: env_millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000)?
                     .max(Duration::from_millis(1)),
+                retry: RetrySettings {
+                    initial_interval: Duration::from_millis(otlp.retry.initial_interval_ms),
+                    max_interval: Duration::from_millis(
+                        otlp.retry
+                            .max_interval_ms
+                            .max(otlp.retry.initial_interval_ms),
+                    ),
+                    max_elapsed: Duration::from_millis(otlp.retry.max_elapsed_ms),
+                },
             }),
             _ if self.dump => CallOutput::None,
             _ => CallOutput::Lines,
@@ -457,6 +509,34 @@ mod tests {
         );
         assert!(parse_protocol("http/json").is_err());
         assert_eq!(parse_compression("none").unwrap(), OtlpCompression::None);
+    }
+
+    #[test]
+    fn headers_file_lines_are_read_and_bad_lines_are_not_shown() {
+        let dir = std::env::temp_dir().join(format!("apiscope-headers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("headers");
+        std::fs::write(
+            &path,
+            "# the backend's key\n\nx-api-key = s3cret\nx-team=shop\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file_headers(&path).unwrap(),
+            [
+                ("x-api-key".to_owned(), "s3cret".to_owned()),
+                ("x-team".to_owned(), "shop".to_owned())
+            ]
+        );
+        std::fs::write(&path, "x-team=shop\ns3cret-without-a-name\n").unwrap();
+        let message = file_headers(&path).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!("{}:2: expected NAME=VALUE", path.display())
+        );
+        let message = file_headers(&dir.join("missing")).unwrap_err().to_string();
+        assert!(message.contains("cannot read OTLP headers"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

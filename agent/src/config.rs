@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use crate::export::otlp::OtlpProtocol;
 
+mod ranges;
+
 /// Everything `apiscope run` can be configured with.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -233,7 +235,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecodeConfig {
-    /// Body bytes kept per message for analysis; never exported.
+    /// Body bytes kept per message for analysis (at most 1 MiB); never exported.
+    #[serde(deserialize_with = "ranges::within::<_, _, 0, 1_048_576>")]
     pub body_cap: usize,
 }
 
@@ -297,12 +300,49 @@ pub struct OtlpConfig {
     pub protocol: OtlpProtocol,
     /// Headers sent with every export (e.g. an API key for a SaaS backend).
     pub headers: BTreeMap<String, String>,
+    /// A file of headers, one `name=value` per line (`#` starts a comment), read at start:
+    /// where API keys belong, rather than in this file (which may be readable by more people).
+    pub headers_file: Option<PathBuf>,
     /// Compression.
     pub compression: OtlpCompression,
     /// Time allowed per export, in milliseconds.
+    #[serde(deserialize_with = "ranges::within::<_, _, 1, 600_000>")]
     pub timeout_ms: u64,
     /// Encoded span bytes waiting for export at most; spans beyond are dropped and counted.
+    #[serde(deserialize_with = "ranges::within::<_, _, 1024, 4_294_967_296>")]
     pub max_queue_bytes: usize,
+    /// How failed exports are tried again.
+    pub retry: RetryConfig,
+}
+
+/// `export.otlp.retry:` section: exponential backoff with jitter, for failures the OTLP
+/// specification calls retryable (unreachable, overloaded or restarting collector).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Delay before the first retry, in milliseconds; each next one doubles.
+    #[serde(deserialize_with = "ranges::within::<_, _, 1, 60_000>")]
+    pub initial_interval_ms: u64,
+    /// Longest delay between two attempts, in milliseconds.
+    #[serde(deserialize_with = "ranges::within::<_, _, 1, 600_000>")]
+    pub max_interval_ms: u64,
+    /// Total delay after which a batch is given up (counted as failed), in milliseconds; 0:
+    /// no retries.
+    #[serde(deserialize_with = "ranges::within::<_, _, 0, 3_600_000>")]
+    pub max_elapsed_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let defaults = crate::export::otlp::RetrySettings::default();
+        let millis =
+            |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            initial_interval_ms: millis(defaults.initial_interval),
+            max_interval_ms: millis(defaults.max_interval),
+            max_elapsed_ms: millis(defaults.max_elapsed),
+        }
+    }
 }
 
 impl Default for OtlpConfig {
@@ -311,9 +351,11 @@ impl Default for OtlpConfig {
             endpoint: None,
             protocol: OtlpProtocol::Grpc,
             headers: BTreeMap::new(),
+            headers_file: None,
             compression: OtlpCompression::Gzip,
             timeout_ms: 10_000,
             max_queue_bytes: 16 * 1024 * 1024,
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -324,12 +366,15 @@ impl Default for OtlpConfig {
 pub struct CaptureConfig {
     /// Payload bytes copied per socket call or OpenSSL call (1 to 32768). Bytes past the cap are
     /// counted but not captured.
+    #[serde(deserialize_with = "ranges::within::<_, _, 1, 32_768>")]
     pub capture_cap: u32,
     /// Payload bytes copied per call on connections of a framed protocol (HTTP/2, so gRPC),
     /// 32768 to 2097152: there a byte past the capture cap may be a frame header, and losing
     /// one loses the rest of the connection.
+    #[serde(deserialize_with = "ranges::within::<_, _, 32_768, 2_097_152>")]
     pub framed_cap: u32,
-    /// Size in bytes of the ring buffer shared by all CPUs; a power of two.
+    /// Size in bytes of the ring buffer shared by all CPUs; a power of two (4 KiB to 1 GiB).
+    #[serde(deserialize_with = "ranges::within::<_, _, 4096, 1_073_741_824>")]
     pub ring_buffer_bytes: u32,
     /// Globs of the command lines (arguments joined by spaces) of processes whose standard
     /// input and output are captured: MCP tool servers that agents start and talk to over
@@ -353,6 +398,7 @@ impl Default for CaptureConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StreamsConfig {
     /// Connections tracked at once; the least recently active is evicted beyond that.
+    #[serde(deserialize_with = "ranges::within::<_, _, 1, 4_194_304>")]
     pub max_connections: usize,
     /// Seconds without traffic after which a connection's state is dropped.
     pub idle_timeout_secs: u64,
@@ -501,6 +547,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.starts_with("agent.yaml:3:"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_file_line_and_bounds() {
+        for (text, line, bounds) in [
+            ("capture:\n  capture_cap: 0\n", 2, "1 to 32768"),
+            ("capture:\n  framed_cap: 4096\n", 2, "32768 to 2097152"),
+            ("decode:\n  body_cap: 99999999\n", 2, "0 to 1048576"),
+            (
+                "export:\n  otlp:\n    retry:\n      initial_interval_ms: 0\n",
+                4,
+                "1 to 60000",
+            ),
+            ("export:\n  otlp:\n    max_queue_bytes: 10\n", 3, "1024 to"),
+        ] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("agent.yaml:{line}:")),
+                "{text:?}: {message}"
+            );
+            assert!(message.contains("out of range"), "{message}");
+            assert!(message.contains(bounds), "{message}");
+        }
+        let config = parse("capture:\n  capture_cap: 32768\n").unwrap();
+        assert_eq!(config.capture.capture_cap, 32_768);
+    }
+
+    #[test]
+    fn retry_section_and_headers_file() {
+        let config = parse(
+            "export:\n  otlp:\n    headers_file: /etc/apiscope/otlp-headers\n    retry:\n      initial_interval_ms: 50\n      max_elapsed_ms: 0\n",
+        )
+        .unwrap();
+        let otlp = config.export.otlp;
+        assert_eq!(
+            otlp.headers_file.as_deref(),
+            Some(Path::new("/etc/apiscope/otlp-headers"))
+        );
+        assert_eq!(otlp.retry.initial_interval_ms, 50);
+        assert_eq!(otlp.retry.max_interval_ms, 30_000);
+        assert_eq!(otlp.retry.max_elapsed_ms, 0);
+        let message = parse("export:\n  otlp:\n    retry:\n      attempts: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("agent.yaml:4:"), "{message}");
     }
 
     #[test]

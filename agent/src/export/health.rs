@@ -134,6 +134,8 @@ pub struct ExportStats {
     pub events_dropped: AtomicU64,
     /// Events in batches the collector did not accept.
     pub events_failed: AtomicU64,
+    /// Export attempts of spans or events that failed and were tried again.
+    pub export_retries: AtomicU64,
 }
 
 /// Items of one signal by export outcome: exported, dropped (queue full), failed.

@@ -178,6 +178,15 @@ impl Collector for HealthCollector {
         }
         counter(
             &mut encoder,
+            "apiscope_export_retries",
+            "Span and event exports that failed and were tried again (collector unreachable, \
+             overloaded or restarting).",
+            export
+                .export_retries
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
             "apiscope_export_metric_failures",
             "Metric exports the collector did not accept.",
             export

@@ -2,7 +2,7 @@
 //! metrics under the agent's own resource (`service.name` = `apiscope`), so an operator can
 //! alert on data the agent did not see or did not deliver.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 use agent_common::Counter;
 
@@ -113,6 +113,14 @@ impl HealthMetrics {
                 })
                 .build();
         }
+        let observed = Arc::clone(export);
+        meter
+            .u64_observable_counter("apiscope.export.retries")
+            .with_description("Span and event exports that failed and were tried again.")
+            .with_callback(move |observer| {
+                observer.observe(observed.export_retries.load(Ordering::Relaxed), &[]);
+            })
+            .build();
         let observed = Arc::clone(&health.findings);
         meter
             .u64_observable_counter("apiscope.security.findings")

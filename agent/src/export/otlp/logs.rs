@@ -19,7 +19,10 @@ use opentelemetry_proto::tonic::{
 use prost::Message as _;
 use tokio::sync::mpsc;
 
-use super::{spans::proto_attribute, transport::SignalClient};
+use super::{
+    spans::proto_attribute,
+    transport::{Outcome, SignalClient},
+};
 use crate::{
     analysis::events::{ApiEvent, ServiceRef},
     export::health::ExportStats,
@@ -182,6 +185,14 @@ async fn send(export: &mut EventExport, batch: &mut BTreeMap<Arc<ServiceRef>, Ve
     let stats = &export.stats;
     export
         .client
-        .export_counted(request, count, &stats.events_exported, &stats.events_failed)
+        .export_counted(
+            request,
+            count,
+            Outcome {
+                exported: &stats.events_exported,
+                failed: &stats.events_failed,
+                retries: &stats.export_retries,
+            },
+        )
         .await;
 }

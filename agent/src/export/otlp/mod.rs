@@ -26,10 +26,13 @@ use opentelemetry_otlp::{
 };
 use opentelemetry_sdk::Resource;
 use prost::Message as _;
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 
 pub use logs::{CallContext, EventQueue};
-pub use settings::{OtlpProtocol, OtlpSettings};
+pub use settings::{OtlpHeaders, OtlpProtocol, OtlpSettings, RetrySettings};
 
 use crate::export::health::{AgentHealth, ExportStats};
 pub use spans::{EncodedSpan, encode_span};
@@ -102,6 +105,8 @@ pub struct OtlpTasks {
     events: JoinHandle<()>,
     metrics: JoinHandle<()>,
     stop_metrics: oneshot::Sender<()>,
+    /// Tells the span and event exporters to give up batches waiting for a retry.
+    stopping: watch::Sender<bool>,
     /// The exporter's counters.
     pub stats: Arc<ExportStats>,
 }
@@ -187,8 +192,9 @@ pub fn start(
     health: &Arc<AgentHealth>,
     host_name: &str,
 ) -> Result<(OtlpRecorder, OtlpTasks), OtlpError> {
-    let trace_client = SignalClient::new(settings, Signal::Traces)?;
-    let log_client = SignalClient::new(settings, Signal::Logs)?;
+    let (stopping, stopping_rx) = watch::channel(false);
+    let trace_client = SignalClient::new(settings, Signal::Traces, stopping_rx.clone())?;
+    let log_client = SignalClient::new(settings, Signal::Logs, stopping_rx)?;
     let metric_exporter = build_metric_exporter(settings)?;
     let stats = Arc::clone(&health.export);
     let (span_queue, span_rx, queued_bytes) =
@@ -236,6 +242,7 @@ pub fn start(
             events,
             metrics,
             stop_metrics,
+            stopping,
             stats,
         },
     ))
@@ -270,7 +277,7 @@ fn build_metric_exporter(settings: &OtlpSettings) -> Result<MetricExporter, Otlp
                 .with_http()
                 .with_endpoint(settings.signal_url("metrics"))
                 .with_timeout(settings.timeout)
-                .with_headers(settings.headers.iter().cloned().collect());
+                .with_headers(settings.headers.0.iter().cloned().collect());
             let builder = match compression {
                 Some(compression) => builder.with_compression(compression),
                 None => builder,
@@ -323,8 +330,9 @@ impl OtlpRecorder {
 impl OtlpTasks {
     /// Exports the last batches of spans and events and a last collection of metrics. Call it
     /// after the [`OtlpRecorder`] and every [`EventQueue`] are dropped, so the queues are
-    /// closed.
+    /// closed. A batch waiting for a retry gets one last attempt.
     pub async fn finish(self) {
+        let _ = self.stopping.send(true);
         let _ = self.spans.await;
         let _ = self.events.await;
         let _ = self.stop_metrics.send(());

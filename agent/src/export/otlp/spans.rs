@@ -35,7 +35,11 @@ use opentelemetry_sdk::{
 use prost::Message;
 use tokio::sync::mpsc;
 
-use super::{ResourceKey, batch::TraceRequest, transport::SignalClient};
+use super::{
+    ResourceKey,
+    batch::TraceRequest,
+    transport::{Outcome, SignalClient},
+};
 use crate::export::health::ExportStats;
 use crate::{
     analysis::events::{ApiEvent, SECURITY_FINDING},
@@ -317,8 +321,11 @@ impl Batch {
             .export_counted(
                 request.finish(),
                 count,
-                &stats.spans_exported,
-                &stats.spans_failed,
+                Outcome {
+                    exported: &stats.spans_exported,
+                    failed: &stats.spans_failed,
+                    retries: &stats.export_retries,
+                },
             )
             .await;
     }

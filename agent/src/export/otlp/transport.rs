@@ -4,6 +4,7 @@
 use std::{
     io::Write as _,
     sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
 };
 
 use bytes::{Buf as _, BufMut as _, Bytes};
@@ -18,7 +19,9 @@ use tonic::{
     transport::{Channel, ClientTlsConfig, Endpoint},
 };
 
-use super::{OtlpError, OtlpProtocol, OtlpSettings, settings};
+use tokio::sync::watch;
+
+use super::{OtlpError, OtlpProtocol, OtlpSettings, RetrySettings, settings};
 
 /// An OTLP signal whose encoded export requests a [`SignalClient`] sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +70,147 @@ impl Signal {
 pub(super) struct SignalClient {
     signal: Signal,
     transport: Transport,
+    retry: RetrySettings,
+    /// Turns true when the agent stops: a batch waiting for its next attempt is then given
+    /// up, so that shutdown does not wait out the backoff.
+    stopping: watch::Receiver<bool>,
+    /// Since when exports have been failing, for the one log line when they succeed again.
+    outage: Option<Instant>,
 }
 
+/// Why one export attempt failed.
+#[derive(Debug)]
+struct ExportFailure {
+    reason: String,
+    /// Whether the same request may succeed later, as the OTLP specification lists the
+    /// failures: the collector unreachable, overloaded, timing out or restarting.
+    retryable: bool,
+}
+
+impl ExportFailure {
+    fn retryable(reason: String) -> Self {
+        Self {
+            reason,
+            retryable: true,
+        }
+    }
+
+    /// A gRPC status: retryable for the codes OTLP/gRPC names (RESOURCE_EXHAUSTED included:
+    /// collectors answer it when their own queue is full).
+    fn grpc(status: &Status) -> Self {
+        use tonic::Code;
+        Self {
+            reason: format!("{}: {}", status.code(), status.message()),
+            retryable: matches!(
+                status.code(),
+                Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::ResourceExhausted
+                    | Code::Aborted
+                    | Code::OutOfRange
+                    | Code::Unavailable
+                    | Code::DataLoss
+            ),
+        }
+    }
+
+    /// An HTTP status: retryable for the codes OTLP/HTTP names.
+    fn http(status: reqwest::StatusCode) -> Self {
+        Self {
+            reason: format!("HTTP {status}"),
+            retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+        }
+    }
+}
+
+/// Where a [`SignalClient`] counts what became of the items it was handed.
+pub(super) struct Outcome<'a> {
+    /// Items the collector accepted.
+    pub exported: &'a AtomicU64,
+    /// Items the collector refused, or that were given up after the retries.
+    pub failed: &'a AtomicU64,
+    /// Export attempts that were retried.
+    pub retries: &'a AtomicU64,
+}
+
+impl SignalClient {
+    /// A client of `signal`'s service on the configured collector; connects on first use.
+    pub fn new(
+        settings: &OtlpSettings,
+        signal: Signal,
+        stopping: watch::Receiver<bool>,
+    ) -> Result<Self, OtlpError> {
+        Ok(Self {
+            signal,
+            transport: Transport::new(settings, signal)?,
+            retry: settings.retry,
+            stopping,
+            outage: None,
+        })
+    }
+
+    /// Sends one encoded export request of `count` items, trying it again after retryable
+    /// failures (see [`RetrySettings`]), and counts the items in `outcome`. While a batch
+    /// waits, the next ones wait in the bounded queue behind it, and what does not fit is
+    /// dropped and counted there: capture never waits for the collector. Logs once when
+    /// exports start failing and once when they work again, so an outage does not flood the
+    /// log.
+    pub async fn export_counted(&mut self, request: Vec<u8>, count: u64, outcome: Outcome<'_>) {
+        let request = Bytes::from(request);
+        let mut delays = self.retry.delays();
+        loop {
+            let failure = match self.transport.export(self.signal, request.clone()).await {
+                Ok(response) => {
+                    let rejected = self.signal.rejected(response).min(count);
+                    outcome
+                        .exported
+                        .fetch_add(count - rejected, Ordering::Relaxed);
+                    outcome.failed.fetch_add(rejected, Ordering::Relaxed);
+                    if let Some(since) = self.outage.take() {
+                        log::info!(
+                            "OTLP {} export works again, after {:.1} s of failures",
+                            self.signal.http_name(),
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                    return;
+                }
+                Err(failure) => failure,
+            };
+            let delay = if failure.retryable && !*self.stopping.borrow() {
+                delays.next()
+            } else {
+                None
+            };
+            if self.outage.is_none() {
+                self.outage = Some(Instant::now());
+                log::warn!(
+                    "OTLP {} export failed ({}; until it works again, failures are only \
+                     counted): {}",
+                    self.signal.http_name(),
+                    if delay.is_some() {
+                        "retrying with backoff"
+                    } else {
+                        "not retryable, batch dropped"
+                    },
+                    failure.reason
+                );
+            }
+            let Some(delay) = delay else {
+                outcome.failed.fetch_add(count, Ordering::Relaxed);
+                return;
+            };
+            outcome.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                // Stopping: one last attempt now, none after it.
+                _ = self.stopping.changed() => {}
+            }
+        }
+    }
+}
+
+/// How export requests reach the collector.
 enum Transport {
     /// OTLP/gRPC.
     Grpc {
@@ -88,50 +230,6 @@ enum Transport {
         /// Compress bodies with gzip.
         gzip: bool,
     },
-}
-
-impl SignalClient {
-    /// A client of `signal`'s service on the configured collector; connects on first use.
-    pub fn new(settings: &OtlpSettings, signal: Signal) -> Result<Self, OtlpError> {
-        Ok(Self {
-            signal,
-            transport: Transport::new(settings, signal)?,
-        })
-    }
-
-    /// Sends one encoded export request; returns how many items the collector said it
-    /// rejected (partial success), or why the export failed.
-    pub async fn export(&mut self, request: Vec<u8>) -> Result<u64, String> {
-        let response = self.transport.export(self.signal, request).await?;
-        Ok(self.signal.rejected(response))
-    }
-
-    /// Sends one encoded export request of `count` items and counts them as `exported` or
-    /// `failed`; the first failure is logged, later ones only counted, so an unreachable
-    /// collector does not flood the log.
-    pub async fn export_counted(
-        &mut self,
-        request: Vec<u8>,
-        count: u64,
-        exported: &AtomicU64,
-        failed: &AtomicU64,
-    ) {
-        match self.export(request).await {
-            Ok(rejected) => {
-                let rejected = rejected.min(count);
-                exported.fetch_add(count - rejected, Ordering::Relaxed);
-                failed.fetch_add(rejected, Ordering::Relaxed);
-            }
-            Err(error) => {
-                if failed.fetch_add(count, Ordering::Relaxed) == 0 {
-                    log::warn!(
-                        "OTLP {} export failed (further failures are only counted): {error}",
-                        self.signal.http_name()
-                    );
-                }
-            }
-        }
-    }
 }
 
 impl Transport {
@@ -162,7 +260,7 @@ impl Transport {
             }
             OtlpProtocol::HttpProtobuf => {
                 let mut headers = reqwest::header::HeaderMap::new();
-                for (name, value) in &settings.headers {
+                for (name, value) in &settings.headers.0 {
                     let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                         .map_err(|_| OtlpError::Header(name.clone()))?;
                     let value = reqwest::header::HeaderValue::from_str(value)
@@ -184,13 +282,13 @@ impl Transport {
     }
 
     /// Sends one encoded request; returns the collector's encoded answer.
-    async fn export(&mut self, signal: Signal, request: Vec<u8>) -> Result<Bytes, String> {
+    async fn export(&mut self, signal: Signal, request: Bytes) -> Result<Bytes, ExportFailure> {
         match self {
             Self::Grpc { grpc, metadata } => {
-                grpc.ready()
-                    .await
-                    .map_err(|error| format!("collector unreachable: {error}"))?;
-                let mut request = tonic::Request::new(Bytes::from(request));
+                grpc.ready().await.map_err(|error| {
+                    ExportFailure::retryable(format!("collector unreachable: {error}"))
+                })?;
+                let mut request = tonic::Request::new(request);
                 *request.metadata_mut() = metadata.clone();
                 let response = grpc
                     .unary(
@@ -199,7 +297,7 @@ impl Transport {
                         EncodedCodec,
                     )
                     .await
-                    .map_err(|status| format!("{}: {}", status.code(), status.message()))?;
+                    .map_err(|status| ExportFailure::grpc(&status))?;
                 Ok(response.into_inner())
             }
             Self::Http {
@@ -214,20 +312,23 @@ impl Transport {
                     .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
                 let body = if *gzip {
                     post = post.header(reqwest::header::CONTENT_ENCODING, "gzip");
-                    gzip_bytes(&request).map_err(|error| error.to_string())?
+                    Bytes::from(gzip_bytes(&request).map_err(|error| ExportFailure {
+                        reason: error.to_string(),
+                        retryable: false,
+                    })?)
                 } else {
                     request
                 };
-                let response = post
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|error| error.to_string())?;
+                // Failures to connect, send or read the answer: the collector is unreachable
+                // or went away mid-request.
+                let unreachable =
+                    |error: reqwest::Error| ExportFailure::retryable(error.to_string());
+                let response = post.body(body).send().await.map_err(unreachable)?;
                 let status = response.status();
                 if !status.is_success() {
-                    return Err(format!("HTTP {status}"));
+                    return Err(ExportFailure::http(status));
                 }
-                response.bytes().await.map_err(|error| error.to_string())
+                response.bytes().await.map_err(unreachable)
             }
         }
     }
@@ -282,5 +383,42 @@ impl Decoder for ExportResponse {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_the_specification_calls_transient_are_retried() {
+        for code in [
+            tonic::Code::Unavailable,
+            tonic::Code::ResourceExhausted,
+            tonic::Code::DeadlineExceeded,
+        ] {
+            assert!(
+                ExportFailure::grpc(&Status::new(code, "")).retryable,
+                "{code:?}"
+            );
+        }
+        for code in [
+            tonic::Code::InvalidArgument,
+            tonic::Code::Unauthenticated,
+            tonic::Code::PermissionDenied,
+        ] {
+            assert!(
+                !ExportFailure::grpc(&Status::new(code, "")).retryable,
+                "{code:?}"
+            );
+        }
+        for status in [429, 502, 503, 504] {
+            let status = reqwest::StatusCode::from_u16(status).unwrap();
+            assert!(ExportFailure::http(status).retryable, "{status}");
+        }
+        for status in [400, 401, 403, 404, 413, 500] {
+            let status = reqwest::StatusCode::from_u16(status).unwrap();
+            assert!(!ExportFailure::http(status).retryable, "{status}");
+        }
     }
 }
