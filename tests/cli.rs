@@ -220,12 +220,7 @@ fn health_endpoints_report_readiness_probes_and_counters() {
     assert!(get("/healthz").contains("ok"));
     let metrics = get("/metrics");
     agent.stop();
-    let value = |prefix: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no `{prefix}` sample in\n{metrics}"))
-    };
+    let value = |series: &str| support::metric_sample(&metrics, series);
     assert!(
         value("apiscope_probes_attached{kind=\"kernel\"}") > 10,
         "{metrics}"

@@ -131,15 +131,10 @@ fn processes_excluded_by_executable_or_cgroup_never_reach_userspace() {
         leaked.is_empty(),
         "chunks of excluded processes: {leaked:#?}"
     );
-    let skipped = metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("apiscope_kernel_events_total{counter=\"selection_skipped_calls\"}")?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no selection_skipped_calls counter in\n{metrics}"));
+    let skipped = support::metric_sample(
+        &metrics,
+        "apiscope_kernel_events_total{counter=\"selection_skipped_calls\"}",
+    );
     // At least the excluded server's read and write, and the excluded client's.
     assert!(skipped >= 4, "selection_skipped_calls = {skipped}");
     drop((excluded_server, kept_server));

@@ -7,7 +7,7 @@
 //! [`enrich`] (who made or served each call) -> [`analysis`] (routes, the API inventory and
 //! its conformance with declared specs, sensitive data) -> [`export`] (OTLP, stdout, HTTP
 //! endpoints). [`pipeline`] wires them; [`inventory_command`] reads the inventory back from a
-//! running agent.
+//! running agent; [`instance`] keeps a second agent from starting on the same state directory.
 
 pub mod analysis;
 pub mod calls;
@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod enrich;
 pub mod export;
+pub mod instance;
 pub mod inventory_command;
 pub mod pipeline;
 pub mod protocols;

@@ -8,6 +8,7 @@ use agent::{
         features::{self, Status},
     },
     cli::RunArgs,
+    instance::InstanceLock,
     inventory_command::{self, InventoryArgs},
     pipeline,
 };
@@ -76,6 +77,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Err(reason) = features::privileges() {
         anyhow::bail!("apiscope run {reason}");
     }
+    // Before anything is loaded: a second agent must not attach a single probe.
+    let _instance = InstanceLock::acquire(&options.inventory.directory)?;
     match features::ensure_tracefs() {
         Ok((Status::Fixed, detail)) => info!("tracefs {detail}"),
         Ok(_) => {}

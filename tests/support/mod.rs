@@ -907,9 +907,39 @@ impl Agent {
         Agent::launch(&all, env, false)
     }
 
+    /// Like [`Agent::start_exporting`], with only the capabilities `keep` (numbers) left in
+    /// the agent's bounding, permitted and effective sets: `capsh` drops every other one
+    /// from the bounding set before it execs the agent as root.
+    pub fn start_exporting_with_capabilities(
+        keep: &[u32],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .expect("read /proc/sys/kernel/cap_last_cap")
+            .trim()
+            .parse()
+            .expect("cap_last_cap is a number");
+        let drop: Vec<String> = (0..=last)
+            .filter(|cap| !keep.contains(cap))
+            .map(|cap| cap.to_string())
+            .collect();
+        let mut cmd = Command::new("capsh");
+        cmd.arg(format!("--drop={}", drop.join(",")))
+            .args(["--", "-c", "exec \"$0\" \"$@\""])
+            .arg(agent_bin())
+            .arg("run")
+            .args(args);
+        Agent::launch_command(cmd, env, false)
+    }
+
     fn launch(args: &[&str], env: &[(&str, &str)], dump: bool) -> Agent {
         let mut cmd = Command::new(agent_bin());
         cmd.args(args);
+        Agent::launch_command(cmd, env, dump)
+    }
+
+    fn launch_command(mut cmd: Command, env: &[(&str, &str)], dump: bool) -> Agent {
         if std::env::var_os("RUST_LOG").is_none() {
             // The ready line must not be filtered out by a default log level.
             cmd.env("RUST_LOG", "info");
@@ -1048,6 +1078,19 @@ impl Agent {
         std::mem::take(&mut self.chunks)
     }
 
+    /// Kills the agent with SIGKILL, as a crash would end it (no cleanup of its own), and
+    /// waits until it is gone.
+    pub fn kill(mut self) {
+        self.proc.guard.signal(libc::SIGKILL);
+        let status = self.proc.wait_exit(STOP_TIMEOUT);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "the agent ended with {} instead of SIGKILL",
+            describe_status(&status)
+        );
+    }
+
     /// Stops an agent started without `--dump` and returns every line it printed on stdout.
     pub fn stop_for_lines(self) -> Vec<String> {
         self.stop_for_lines_and_log().0
@@ -1117,6 +1160,32 @@ impl Agent {
             }
         }
     }
+}
+
+/// The value of the Prometheus sample `series` (name and labels, as the agent's `/metrics`
+/// writes them) in `metrics`; panics with the text if there is none.
+pub fn metric_sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{series}` sample in\n{metrics}"))
+}
+
+/// The agent's resident memory, in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
 }
 
 /// True if `line` contains `word` (ASCII case-insensitive) as a whole word.

@@ -709,12 +709,18 @@ struct Store {
     records: Vec<FlatLog>,
     /// The client ports that sent requests (this receiver's exporters' connections).
     client_ports: BTreeSet<u16>,
+    /// The values of every ASCII request header (gRPC metadata), by name.
+    headers: BTreeMap<String, BTreeSet<String>>,
+    /// Requests answered with [`Shared::failing`]'s status instead of being kept.
+    refused: usize,
 }
 
 #[derive(Default)]
 struct Shared {
     store: Mutex<Store>,
     changed: Condvar,
+    /// When set, every request is answered with this status (a collector in trouble).
+    failing: Mutex<Option<tonic::Code>>,
 }
 
 impl Shared {
@@ -723,13 +729,42 @@ impl Shared {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records what a request brought, and who sent it.
-    fn record(&self, from: Option<SocketAddr>, f: impl FnOnce(&mut Store)) {
+    /// Records who sent a request and its headers; then, unless the receiver is set to
+    /// fail, what it brought.
+    fn record<T>(
+        &self,
+        request: tonic::Request<T>,
+        f: impl FnOnce(&mut Store, T),
+    ) -> Result<(), tonic::Status> {
+        let failing = *self.failing.lock().unwrap_or_else(|e| e.into_inner());
         let mut store = self.lock();
-        store.client_ports.extend(from.map(|addr| addr.port()));
-        f(&mut store);
+        store
+            .client_ports
+            .extend(request.remote_addr().map(|addr| addr.port()));
+        for entry in request.metadata().iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(name, value) = entry
+                && let Ok(value) = value.to_str()
+            {
+                store
+                    .headers
+                    .entry(name.as_str().to_owned())
+                    .or_default()
+                    .insert(value.to_owned());
+            }
+        }
+        let result = match failing {
+            Some(code) => {
+                store.refused += 1;
+                Err(tonic::Status::new(code, "the test receiver is set to fail"))
+            }
+            None => {
+                f(&mut store, request.into_inner());
+                Ok(())
+            }
+        };
         drop(store);
         self.changed.notify_all();
+        result
     }
 }
 
@@ -742,13 +777,11 @@ impl TraceService for Services {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let from = request.remote_addr();
-        let request = request.into_inner();
-        self.0.record(from, |store| {
+        self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatSpan::flatten(&request, &mut store.spans);
             store.traces.push(request);
-        });
+        })?;
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -759,13 +792,11 @@ impl MetricsService for Services {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let from = request.remote_addr();
-        let request = request.into_inner();
-        self.0.record(from, |store| {
+        self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatMetric::flatten(&request, &mut store.points);
             store.metrics.push(request);
-        });
+        })?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -776,13 +807,11 @@ impl LogsService for Services {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let from = request.remote_addr();
-        let request = request.into_inner();
-        self.0.record(from, |store| {
+        self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatLog::flatten(&request, &mut store.records);
             store.logs.push(request);
-        });
+        })?;
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -799,7 +828,14 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Binds 127.0.0.1:0 and returns once the server is being served.
     pub fn start() -> OtlpReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("OTLP receiver: bind 127.0.0.1:0");
+        OtlpReceiver::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Binds `addr` (e.g. that of a receiver stopped before, to play a collector that comes
+    /// back) and returns once the server is being served.
+    pub fn start_on(addr: SocketAddr) -> OtlpReceiver {
+        let listener =
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("OTLP receiver: bind {addr}: {e}"));
         let addr = listener.local_addr().expect("OTLP receiver: local_addr");
         listener
             .set_nonblocking(true)
@@ -879,6 +915,31 @@ impl OtlpReceiver {
     /// Number of export requests received (all signals).
     pub fn request_count(&self) -> usize {
         self.shared.lock().bytes.len()
+    }
+
+    /// From now on, answers every request with `code` and keeps nothing (`None`: accepts
+    /// again), as a collector that is overloaded or failing does.
+    pub fn fail_with(&self, code: Option<tonic::Code>) {
+        *self
+            .shared
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = code;
+    }
+
+    /// Number of requests answered with [`OtlpReceiver::fail_with`]'s status.
+    pub fn refused_count(&self) -> usize {
+        self.shared.lock().refused
+    }
+
+    /// Every value request header `name` (lowercase) arrived with.
+    pub fn header_values(&self, name: &str) -> BTreeSet<String> {
+        self.shared
+            .lock()
+            .headers
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits until `pred` holds over every span received so far and returns

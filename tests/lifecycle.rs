@@ -1,0 +1,237 @@
+//! The agent as a guest on the host: it runs with exactly the capabilities the Helm chart and
+//! the systemd unit grant, refuses to start twice on one state directory, and leaves no
+//! program or probe attached when it stops, whether by SIGTERM or by SIGKILL (a crash).
+//!
+//! The tests here count the host's BPF programs and links (with `bpftool`), so they run one
+//! at a time ([`ONE_AT_A_TIME`]): another agent of this binary starting meanwhile would look
+//! like a leak.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::otlp::OtlpReceiver;
+use support::{
+    Agent, COMMAND_TIMEOUT, TempDir, agent_bin, make_cert, marker, require_root, run,
+    start_python_server,
+};
+
+/// Held by each test while it runs.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long the kernel may take to free a program after its last reference is closed (it
+/// frees them after an RCU grace period, not at once).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The capabilities documented in helm/apiscope/README.md ("Privileges") and
+/// agent/systemd/apiscope.service: DAC_READ_SEARCH, SYS_PTRACE, SYS_ADMIN, PERFMON, BPF.
+const DOCUMENTED_CAPABILITIES: [u32; 5] = [2, 19, 21, 38, 39];
+
+/// The ids of the BPF objects loaded on the host.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct BpfObjects {
+    programs: BTreeSet<u64>,
+    links: BTreeSet<u64>,
+}
+
+impl BpfObjects {
+    fn now() -> BpfObjects {
+        let ids = |kind: &str| -> BTreeSet<u64> {
+            let out = run(
+                Command::new("bpftool").args(["--json", kind, "show"]),
+                COMMAND_TIMEOUT,
+            );
+            assert!(
+                out.status.success(),
+                "bpftool {kind} show: {}",
+                out.describe()
+            );
+            let listed: Value = serde_json::from_str(out.stdout_text().trim())
+                .unwrap_or_else(|e| panic!("bpftool {kind} show printed no JSON ({e})"));
+            listed
+                .as_array()
+                .unwrap_or_else(|| panic!("bpftool {kind} show: not a list: {listed}"))
+                .iter()
+                .map(|object| object["id"].as_u64().expect("an object id"))
+                .collect()
+        };
+        BpfObjects {
+            programs: ids("prog"),
+            links: ids("link"),
+        }
+    }
+
+    /// The objects of `self` not in `before`.
+    fn since(&self, before: &BpfObjects) -> BpfObjects {
+        BpfObjects {
+            programs: &self.programs - &before.programs,
+            links: &self.links - &before.links,
+        }
+    }
+
+    /// The objects of `self` still loaded now.
+    fn still_loaded(&self) -> BpfObjects {
+        let now = BpfObjects::now();
+        BpfObjects {
+            programs: &self.programs & &now.programs,
+            links: &self.links & &now.links,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.programs.is_empty() && self.links.is_empty()
+    }
+}
+
+/// Starts an agent, checks that it loaded and attached its programs, ends it with `end`
+/// and checks that everything it loaded is gone.
+fn leaves_nothing_attached(end: impl FnOnce(Agent)) {
+    let before = BpfObjects::now();
+    let agent = Agent::start_exporting(&[], &[]);
+    let loaded = BpfObjects::now().since(&before);
+    assert!(
+        loaded.programs.len() >= 10 && loaded.links.len() >= 10,
+        "the agent loaded and attached only {loaded:?}"
+    );
+    end(agent);
+    let deadline = Instant::now() + RELEASE_TIMEOUT;
+    loop {
+        let left = loaded.still_loaded();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still loaded {RELEASE_TIMEOUT:?} after the agent ended: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_detaches_every_probe() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    leaves_nothing_attached(|agent| {
+        agent.stop_for_lines();
+    });
+}
+
+#[test]
+fn a_crash_leaves_nothing_attached() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    leaves_nothing_attached(Agent::kill);
+}
+
+#[test]
+fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let state = TempDir::new("lifecycle-state");
+    let directory = state.path().to_str().expect("utf-8 path").to_owned();
+    let env = [("APISCOPE_INVENTORY_DIR", directory.as_str())];
+    let first = Agent::start_exporting(&[], &env);
+    let before = BpfObjects::now();
+    let second = run(
+        Command::new(agent_bin())
+            .arg("run")
+            .env("APISCOPE_INVENTORY_DIR", &directory)
+            .env("APISCOPE_LISTEN", "127.0.0.1:0"),
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        !second.status.success(),
+        "a second agent started: {}",
+        second.describe()
+    );
+    let stderr = second.stderr_text();
+    assert!(
+        stderr.contains(&format!("another apiscope (pid {})", first.pid()))
+            && stderr.contains(&directory)
+            && stderr.trim().lines().count() == 1,
+        "not one clear line naming the running agent: {}",
+        second.describe()
+    );
+    assert!(
+        BpfObjects::now().since(&before).is_empty(),
+        "the refused agent loaded programs"
+    );
+    // The lock goes with the process, even when it ends without cleaning up.
+    first.kill();
+    Agent::start_exporting(&[], &env).stop_for_lines();
+}
+
+#[test]
+fn the_documented_capabilities_are_enough_and_exactly_what_it_holds() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let receiver = OtlpReceiver::start();
+    let mut agent = Agent::start_exporting_with_capabilities(
+        &DOCUMENTED_CAPABILITIES,
+        &["--otlp-endpoint", &receiver.endpoint()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    let held = std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))
+        .expect("the agent's status");
+    let mask: u64 = DOCUMENTED_CAPABILITIES.iter().map(|cap| 1 << cap).sum();
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        let value = held
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{set}:")))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).expect("hex"));
+        assert_eq!(value, Some(mask), "{set} of the agent:\n{held}");
+    }
+    // TLS: the OpenSSL uprobes need the most of these capabilities (SYS_ADMIN).
+    let dir = TempDir::new("lifecycle-tls");
+    let cert = make_cert(&dir);
+    let port = support::free_port();
+    let server = start_python_server(
+        "https_server.py",
+        port,
+        &[
+            "--cert",
+            cert.cert.to_str().expect("utf-8 path"),
+            "--key",
+            cert.key.to_str().expect("utf-8 path"),
+        ],
+    );
+    let path = format!("/{}", marker("least-privilege"));
+    let out = support::curl(&[
+        "-sk",
+        "-o",
+        "/dev/null",
+        &format!("https://127.0.0.1:{port}{path}"),
+    ]);
+    assert!(out.status.success(), "curl: {}", out.describe());
+    let found = receiver.try_wait_for_spans(
+        |spans| {
+            spans.iter().any(|span| {
+                span.is_server()
+                    && span.pid() == Some(server.pid())
+                    && span.attr_str("url.path") == Some(path.as_str())
+            })
+        },
+        Duration::from_secs(20),
+    );
+    if found.is_err() {
+        agent.fail("no server span of the HTTPS call with only the documented capabilities");
+    }
+    agent.stop_for_lines();
+}
