@@ -3,29 +3,21 @@
 //! program or probe attached when it stops, whether by SIGTERM or by SIGKILL (a crash).
 //!
 //! The tests here count the host's BPF programs and links (with `bpftool`), so they run one
-//! at a time ([`ONE_AT_A_TIME`]): another agent of this binary starting meanwhile would look
-//! like a leak.
+//! at a time ([`support::one_at_a_time`]): another agent of this binary starting meanwhile
+//! would look like a leak.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::otlp::OtlpReceiver;
 use support::{
-    Agent, COMMAND_TIMEOUT, TempDir, agent_bin, make_cert, marker, require_root, run,
-    start_python_server,
+    Agent, COMMAND_TIMEOUT, TempDir, agent_bin, make_cert, marker, one_at_a_time, require_root,
+    run, start_python_server,
 };
-
-/// Held by each test while it runs.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// How long the kernel may take to free a program after its last reference is closed (it
 /// frees them after an RCU grace period, not at once).

@@ -24,8 +24,8 @@ use std::net::TcpListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,19 @@ pub fn agent_bin() -> PathBuf {
         );
     }
     path
+}
+
+/// Held by the tests of one binary that must not share the host with another agent of it
+/// (see [`one_at_a_time`]).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Waits until no other test of this binary holds the guard, and holds it: for tests that
+/// count the host's BPF objects or load it, which another agent running meanwhile would skew
+/// (each agent also captures the other's exports to the test's receivers).
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// True when the tests may load eBPF programs. When not root: under CI

@@ -30,6 +30,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "wrk",
     "iproute2",
     "libcap2-bin",
+    "bpftool",
     "nodejs",
 ];
 
@@ -69,7 +70,7 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// The line that marks a `policy-rc.d` as written by this module (and so ours to remove).
 const POLICY_MARKER: &str = "# written by `cargo xtask setup`";
 
-/// Runs every setup step; with `for_tests`, also installs the test packages.
+/// Runs every setup step; with `for_tests`, also installs the test packages and cargo-fuzz.
 pub fn setup(for_tests: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -90,6 +91,7 @@ pub fn setup(for_tests: bool) -> Result<()> {
         ensure_debian_packages()?;
         ensure_pip_packages()?;
         ensure_node_packages()?;
+        ensure_cargo_fuzz()?;
     }
     Ok(())
 }
@@ -382,6 +384,18 @@ fn ensure_node_packages() -> Result<()> {
         .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
         .current_dir(&dir))?;
     fs::write(&stamp, lock).with_context(|| format!("cannot write {}", stamp.display()))
+}
+
+/// Installs cargo-fuzz (which builds and runs the fuzz targets of `agent/fuzz`) unless
+/// `cargo fuzz --version` answers. The default toolchain builds it, from its lock file: only
+/// the targets need the nightly.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if let Ok(version) = stdout_of(Command::new("cargo").args(["fuzz", "--version"])) {
+        println!("ok: {}", version.trim());
+        return Ok(());
+    }
+    println!("installing: cargo-fuzz (about a minute)");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// `rustc +toolchain`, never letting rustup download a missing toolchain.

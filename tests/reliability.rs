@@ -1,0 +1,347 @@
+//! The agent when its collector fails it and when traffic outruns it: the collector refusing
+//! and then gone for 30 s under steady traffic (retries with backoff, nothing queued lost,
+//! memory bounded, the OTLP API key from a headers file never in its log), and a flood of
+//! calls and 8 MiB uploads into a tiny export queue with the collector refusing (drops
+//! counted, memory bounded, back to normal once the collector is, the cut bodies marked).
+//!
+//! The two run one at a time: they measure the agent's memory under load, and each agent
+//! would also capture the other's exports.
+//!
+//! `APISCOPE_LONG_TESTS=1` runs the long versions: a 3-minute outage and a minute-long flood
+//! on 2,000 connections.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::otlp::{FlatSpan, OtlpReceiver};
+use support::{
+    Agent, ChildGuard, TempDir, marker, metric_sample, one_at_a_time, random_hex, require_root,
+    rss_kib, spawn_python, start_python_server,
+};
+
+/// Whether to run the long versions.
+fn long() -> bool {
+    std::env::var("APISCOPE_LONG_TESTS").is_ok_and(|value| value == "1")
+}
+
+/// Growth of the agent's resident memory allowed over what it held before the trouble: the
+/// export queue's limit (16 MiB by default) plus the allocator's slack.
+const MEMORY_GROWTH_LIMIT_KIB: u64 = 64 * 1024;
+
+/// The size of each upload during the flood.
+const BIG_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many uploads one curl makes, one after the other, during the flood.
+const BIG_UPLOADS: usize = 10;
+
+/// Batches every 200 ms, metrics every second.
+const EXPORT_ENV: &[(&str, &str)] = &[
+    ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+];
+
+/// The agent's largest resident memory seen, sampled by [`Peak::sample`].
+struct Peak {
+    pid: u32,
+    kib: u64,
+}
+
+impl Peak {
+    fn new(pid: u32) -> Peak {
+        Peak {
+            pid,
+            kib: rss_kib(pid),
+        }
+    }
+
+    fn sample(&mut self) {
+        self.kib = self.kib.max(rss_kib(self.pid));
+    }
+}
+
+/// Writes an agent configuration with fast retries and the OTLP headers file into `dir`;
+/// returns its path.
+fn write_config(dir: &TempDir, headers: &str, max_elapsed_ms: u64) -> String {
+    let headers_file = dir.join("otlp-headers");
+    std::fs::write(&headers_file, headers).expect("write the headers file");
+    let config = dir.join("apiscope.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "export:\n  otlp:\n    headers_file: {}\n    retry:\n      initial_interval_ms: 100\n      max_interval_ms: 1000\n      max_elapsed_ms: {max_elapsed_ms}\n",
+            headers_file.display()
+        ),
+    )
+    .expect("write the config file");
+    config.to_str().expect("utf-8 path").to_owned()
+}
+
+/// The server spans of process `pid` for the paths `paths`.
+fn served_paths(spans: &[FlatSpan], pid: u32, paths: &BTreeSet<String>) -> BTreeSet<String> {
+    spans
+        .iter()
+        .filter(|span| span.is_server() && span.pid() == Some(pid))
+        .filter_map(|span| span.attr_str("url.path"))
+        .filter(|path| paths.contains(*path))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Sends one request (a POST of the file `body` if given, else a GET) and waits until its
+/// server span arrives at `receiver`; returns that span.
+fn one_call_arrives(
+    receiver: &OtlpReceiver,
+    agent: &mut Agent,
+    port: u16,
+    server_pid: u32,
+    body: Option<&Path>,
+) -> FlatSpan {
+    let path = format!("/{}", marker("reliability-call"));
+    let data = body.map(|file| format!("@{}", file.display()));
+    let mut args = vec!["-s", "-o", "/dev/null"];
+    if let Some(data) = &data {
+        args.extend(["--data-binary", data]);
+    }
+    let url = format!("http://127.0.0.1:{port}{path}");
+    args.push(&url);
+    let out = support::curl(&args);
+    assert!(out.status.success(), "curl: {}", out.describe());
+    let wanted = BTreeSet::from([path.clone()]);
+    let arrived = receiver.try_wait_for_spans(
+        |spans| !served_paths(spans, server_pid, &wanted).is_empty(),
+        Duration::from_secs(30),
+    );
+    match arrived {
+        Ok(spans) => spans
+            .into_iter()
+            .find(|span| span.is_server() && span.attr_str("url.path") == Some(&path))
+            .expect("the span waited for"),
+        Err(_) => {
+            let metrics = agent.get("/metrics");
+            let counters: Vec<&str> = metrics
+                .lines()
+                .filter(|line| line.starts_with("apiscope_"))
+                .collect();
+            agent.fail(&format!(
+                "the span of {path} did not arrive; counters: {counters:#?}"
+            ))
+        }
+    }
+}
+
+#[test]
+fn a_collector_outage_under_load_loses_nothing_queued() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let outage_secs: u64 = if long() { 180 } else { 30 };
+    let refusing_secs: u64 = 5;
+    let receiver = OtlpReceiver::start();
+    let address = receiver.addr();
+    let dir = TempDir::new("reliability-outage");
+    let secret = random_hex(16);
+    let config = write_config(
+        &dir,
+        &format!("# the backend's key\nx-api-key={secret}\n"),
+        600_000,
+    );
+    let endpoint = receiver.endpoint();
+    let mut agent = Agent::start_exporting(
+        &["--config", &config, "--otlp-endpoint", &endpoint],
+        EXPORT_ENV,
+    );
+    let port = support::free_port();
+    let server = start_python_server("http_server.py", port, &[]);
+    one_call_arrives(&receiver, &mut agent, port, server.pid(), None);
+    assert_eq!(
+        receiver.header_values("x-api-key"),
+        BTreeSet::from([secret.clone()]),
+        "the key of the headers file did not reach the collector"
+    );
+    let mut peak = Peak::new(agent.pid());
+    let before_kib = peak.kib;
+
+    // The collector answers UNAVAILABLE for a while, then is gone; traffic goes on throughout.
+    receiver.fail_with(Some(tonic::Code::Unavailable));
+    let prefix = marker("outage");
+    let rate = 10;
+    let count = rate * (refusing_secs + outage_secs);
+    let mut client = spawn_python(
+        "paced_client.py",
+        &[
+            "--port",
+            &port.to_string(),
+            "--prefix",
+            &prefix,
+            "--count",
+            &count.to_string(),
+            "--seconds",
+            &(refusing_secs + outage_secs).to_string(),
+        ],
+    );
+    let refusing_until = format!("SENT {}", rate * refusing_secs);
+    client.wait_stdout_line(&refusing_until, Duration::from_secs(30), |line| {
+        peak.sample();
+        line == refusing_until
+    });
+    assert!(
+        receiver.refused_count() > 0,
+        "the agent sent nothing while the collector refused"
+    );
+    drop(receiver);
+    client.wait_stdout_line("DONE", Duration::from_secs(outage_secs + 60), |line| {
+        peak.sample();
+        line == "DONE"
+    });
+
+    // Back on the same address: everything made meanwhile arrives.
+    let receiver = OtlpReceiver::start_on(address);
+    let paths: BTreeSet<String> = (0..count)
+        .map(|index| format!("/{prefix}/{index}"))
+        .collect();
+    let arrived = receiver.try_wait_for_spans(
+        |spans| served_paths(spans, server.pid(), &paths).len() == paths.len(),
+        Duration::from_secs(60),
+    );
+    if let Err(spans) = arrived {
+        let got = served_paths(&spans, server.pid(), &paths).len();
+        agent.fail(&format!(
+            "{got} of the {count} calls made during the outage arrived after it"
+        ));
+    }
+    peak.sample();
+    let metrics = agent.get("/metrics");
+    assert!(
+        metric_sample(&metrics, "apiscope_export_retries_total") > 0,
+        "{metrics}"
+    );
+    for outcome in ["dropped", "failed"] {
+        let series = format!("apiscope_export_spans_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(metric_sample(&metrics, &series), 0, "{metrics}");
+    }
+    let growth = peak.kib.saturating_sub(before_kib);
+    assert!(
+        growth < MEMORY_GROWTH_LIMIT_KIB,
+        "memory grew by {growth} KiB during the outage (from {before_kib} KiB)"
+    );
+    eprintln!(
+        "outage of {outage_secs} s: resident memory {before_kib} KiB before, {} KiB at most",
+        peak.kib
+    );
+
+    let (stdout, log) = agent.stop_for_lines_and_log();
+    assert!(
+        !stdout.iter().chain(&log).any(|line| line.contains(&secret)),
+        "the API key was written out"
+    );
+    let failed_lines = log
+        .iter()
+        .filter(|line| line.contains("OTLP traces export failed"))
+        .count();
+    assert_eq!(
+        failed_lines, 1,
+        "one line per outage, not one per failure: {log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|line| line.contains("OTLP traces export works again")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let (connections, seconds) = if long() { (2_000, 60) } else { (100, 5) };
+    let receiver = OtlpReceiver::start();
+    receiver.fail_with(Some(tonic::Code::Unavailable));
+    let dir = TempDir::new("reliability-flood");
+    let config = write_config(&dir, "", 1_000);
+    let endpoint = receiver.endpoint();
+    let mut agent = Agent::start_exporting(
+        &[
+            "--config",
+            &config,
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-max-queue-bytes",
+            "65536",
+        ],
+        EXPORT_ENV,
+    );
+    let port = support::free_port();
+    let server = start_python_server("http_server.py", port, &[]);
+    let big_body = dir.join("big-body");
+    std::fs::write(&big_body, vec![b'x'; BIG_BODY_BYTES]).expect("write the big body");
+    let mut peak = Peak::new(agent.pid());
+    let before_kib = peak.kib;
+    // Multi-megabyte uploads go on while wrk floods the server with small calls.
+    let big_url = format!("http://127.0.0.1:{port}/{}", marker("upload"));
+    let mut uploads = ChildGuard::spawn(
+        "curl",
+        Command::new("curl")
+            .args(["-s", "--fail", "--data-binary"])
+            .arg(format!("@{}", big_body.display()))
+            .args(std::iter::repeat_n(&big_url, BIG_UPLOADS))
+            .stdout(std::process::Stdio::null()),
+    );
+    let mut wrk = ChildGuard::spawn(
+        "wrk",
+        Command::new("wrk")
+            .args(["-t", "2", "-c", &connections.to_string()])
+            .args(["-d", &format!("{seconds}s")])
+            .arg(format!("http://127.0.0.1:{port}/{}", marker("flood")))
+            .stdout(std::process::Stdio::null()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(seconds + 30);
+    let (mut wrk_status, mut uploads_status) = (None, None);
+    while wrk_status.is_none() || uploads_status.is_none() {
+        peak.sample();
+        wrk_status = wrk_status.or_else(|| wrk.try_wait());
+        uploads_status = uploads_status.or_else(|| uploads.try_wait());
+        assert!(Instant::now() < deadline, "wrk or the uploads did not end");
+        // Sampling cadence of the agent's memory, not a synchronisation.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        wrk_status.is_some_and(|status| status.success()),
+        "wrk: {wrk_status:?}"
+    );
+    assert!(
+        uploads_status.is_some_and(|status| status.success()),
+        "curl uploads: {uploads_status:?}"
+    );
+    let metrics = agent.get("/metrics");
+    let dropped = metric_sample(&metrics, "apiscope_export_spans_total{outcome=\"dropped\"}");
+    assert!(dropped > 0, "no drops counted: {metrics}");
+    let growth = peak.kib.saturating_sub(before_kib);
+    assert!(
+        growth < MEMORY_GROWTH_LIMIT_KIB,
+        "memory grew by {growth} KiB during the flood (from {before_kib} KiB)"
+    );
+    eprintln!(
+        "flood of {connections} connections for {seconds} s: {dropped} spans dropped, \
+         resident memory {before_kib} KiB before, {} KiB at most",
+        peak.kib
+    );
+
+    // The collector recovers, and so does the agent; a big upload's span says how big it was
+    // and that its body was not all captured.
+    receiver.fail_with(None);
+    let span = one_call_arrives(&receiver, &mut agent, port, server.pid(), Some(&big_body));
+    assert_eq!(
+        span.attr_int("http.request.body.size"),
+        i64::try_from(BIG_BODY_BYTES).ok(),
+        "{span:?}"
+    );
+    assert!(span.attr("apiscope.call.incomplete").is_some(), "{span:?}");
+    agent.stop_for_lines();
+}
