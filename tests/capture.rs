@@ -14,7 +14,7 @@ use serde_json::Value;
 use support::{
     Agent, CHUNK_TIMEOUT, Chunk, DEFAULT_CAPTURE_CAP, Direction, FIXTURE_READY_TIMEOUT, Role,
     TempDir, assert_contiguous, assert_same_addresses, base64_field, concat, count_occurrences,
-    curl, find, make_cert, marker, next_json_event, one_conn_with, require_root, spawn_python,
+    curl, find, marker, next_json_event, one_conn_with, require_root, spawn_python,
     start_python_server, stream_chunks, summarize,
 };
 
@@ -214,17 +214,9 @@ fn tls_over_memory_bios_captured_on_both_sides() {
 fn check_tls_capture(server_args: &[&str]) {
     let marker = marker("tls");
     let dir = TempDir::new("tls");
-    let cert = make_cert(&dir);
     let port = support::free_port();
     let server_addr = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "--cert",
-        cert.cert.to_str().expect("utf-8 path"),
-        "--key",
-        cert.key.to_str().expect("utf-8 path"),
-    ];
-    args.extend_from_slice(server_args);
-    let server = start_python_server("https_server.py", port, &args);
+    let server = support::start_https_server(&dir, port, server_args);
     let mut agent = Agent::start(&[]);
 
     let out = curl(&["-sk", &format!("https://{server_addr}/{marker}")]);

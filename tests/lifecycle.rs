@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::otlp::OtlpReceiver;
 use support::{
-    Agent, COMMAND_TIMEOUT, TempDir, agent_bin, make_cert, marker, one_at_a_time, require_root,
-    run, start_python_server,
+    Agent, COMMAND_TIMEOUT, TempDir, agent_bin, marker, one_at_a_time, require_root, run,
 };
 
 /// How long the kernel may take to free a program after its last reference is closed (it
@@ -192,18 +191,8 @@ fn the_documented_capabilities_are_enough_and_exactly_what_it_holds() {
     }
     // TLS: the OpenSSL uprobes need the most of these capabilities (SYS_ADMIN).
     let dir = TempDir::new("lifecycle-tls");
-    let cert = make_cert(&dir);
     let port = support::free_port();
-    let server = start_python_server(
-        "https_server.py",
-        port,
-        &[
-            "--cert",
-            cert.cert.to_str().expect("utf-8 path"),
-            "--key",
-            cert.key.to_str().expect("utf-8 path"),
-        ],
-    );
+    let server = support::start_https_server(&dir, port, &[]);
     let path = format!("/{}", marker("least-privilege"));
     let out = support::curl(&[
         "-sk",

@@ -46,8 +46,8 @@ use support::otlp::{
 };
 use support::rotel::Rotel;
 use support::{
-    Agent, COMMAND_TIMEOUT, Cert, Finished, TempDir, find, fixture, make_cert, python, random_hex,
-    require_root, run, start_python_server,
+    Agent, COMMAND_TIMEOUT, Finished, TempDir, find, fixture, python, random_hex, require_root,
+    run, start_python_server,
 };
 
 /// How long a test waits for its spans (or metrics) at the receiver.
@@ -142,7 +142,7 @@ struct Server {
     scheme: &'static str,
     port: u16,
     exe: String,
-    _cert: Option<(TempDir, Cert)>,
+    _cert_dir: Option<TempDir>,
 }
 
 impl Server {
@@ -155,31 +155,21 @@ impl Server {
             scheme: "http",
             port,
             exe,
-            _cert: None,
+            _cert_dir: None,
         }
     }
 
     fn tls() -> Server {
         let dir = TempDir::new("otlp-tls");
-        let cert = make_cert(&dir);
         let port = support::free_port();
-        let proc = start_python_server(
-            "https_server.py",
-            port,
-            &[
-                "--cert",
-                cert.cert.to_str().expect("utf-8 path"),
-                "--key",
-                cert.key.to_str().expect("utf-8 path"),
-            ],
-        );
+        let proc = support::start_https_server(&dir, port, &[]);
         let exe = exe_name_of_pid(proc.pid());
         Server {
             proc,
             scheme: "https",
             port,
             exe,
-            _cert: Some((dir, cert)),
+            _cert_dir: Some(dir),
         }
     }
 

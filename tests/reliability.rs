@@ -4,11 +4,14 @@
 //! calls and 8 MiB uploads into a tiny export queue with the collector refusing (drops
 //! counted, memory bounded, back to normal once the collector is, the cut bodies marked).
 //!
-//! The two run one at a time: they measure the agent's memory under load, and each agent
+//! A soak of connection, process and library churn shows the agent's memory and descriptors
+//! do not grow, and the uprobes of OpenSSL copies that are no longer mapped are detached.
+//!
+//! They run one at a time: they measure the agent's memory under load, and each agent
 //! would also capture the other's exports.
 //!
-//! `APISCOPE_LONG_TESTS=1` runs the long versions: a 3-minute outage and a minute-long flood
-//! on 2,000 connections.
+//! `APISCOPE_LONG_TESTS=1` runs the long versions: a 3-minute outage, a minute-long flood
+//! on 2,000 connections and 30 rounds of churn.
 
 mod support;
 
@@ -37,6 +40,10 @@ const BIG_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many uploads one curl makes, one after the other, during the flood.
 const BIG_UPLOADS: usize = 10;
+
+/// Growth of resident memory allowed between the first round of churn and the last: the
+/// allocator's slack, not a leak's slope.
+const SOAK_GROWTH_LIMIT_KIB: u64 = 16 * 1024;
 
 /// Batches every 200 ms, metrics every second.
 const EXPORT_ENV: &[(&str, &str)] = &[
@@ -344,4 +351,133 @@ fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
     );
     assert!(span.attr("apiscope.call.incomplete").is_some(), "{span:?}");
     agent.stop_for_lines();
+}
+
+/// How the `/metrics` series of attached OpenSSL files is written.
+const OPENSSL_FILES: &str = "apiscope_probes_attached{kind=\"openssl_files\"}";
+
+/// Open file descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
+        .count()
+}
+
+/// The system's `libssl.so.3`, as the dynamic loader finds it.
+fn system_libssl() -> String {
+    let out = support::run(Command::new("ldconfig").arg("-p"), support::COMMAND_TIMEOUT);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("libssl.so.3 "))
+        .find_map(|line| line.rsplit(" => ").next().map(str::trim).map(str::to_owned))
+        .expect("ldconfig -p lists libssl.so.3")
+}
+
+/// Polls the agent's `/metrics` until the count of OpenSSL files with uprobes is `wanted`.
+fn wait_for_openssl_files(agent: &mut Agent, wanted: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let metrics = agent.get("/metrics");
+        let attached = metric_sample(&metrics, OPENSSL_FILES);
+        if attached == wanted {
+            return;
+        }
+        if Instant::now() > deadline {
+            agent.fail(&format!(
+                "{attached} OpenSSL files have uprobes, not {wanted}, after {within:?}"
+            ));
+        }
+        // Polling cadence of a condition the agent reaches by itself.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// One round of churn: `connections` calls on a fresh connection each, `processes` short
+/// processes, and `libraries` processes that each map their own copy of OpenSSL and exit once
+/// the agent has attached to it.
+fn churn_once(agent: &mut Agent, port: u16, copies: &[String], baseline_files: u64) {
+    const CONNECTIONS: usize = 200;
+    const PROCESSES: usize = 100;
+    let url = format!("http://127.0.0.1:{port}/{}", marker("soak"));
+    let out = support::curl(
+        &[
+            &["-s", "--fail", "-o", "/dev/null", "-H", "Connection: close"][..],
+            &vec![url.as_str(); CONNECTIONS][..],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "curl: {}", out.describe());
+    for _ in 0..PROCESSES {
+        let status = Command::new("true").status().expect("run true");
+        assert!(status.success());
+    }
+    let holders: Vec<ChildGuard> = copies
+        .iter()
+        .map(|copy| {
+            ChildGuard::spawn(
+                "sleep",
+                Command::new("sleep").arg("600").env("LD_PRELOAD", copy),
+            )
+        })
+        .collect();
+    let loaded = baseline_files + copies.len() as u64;
+    wait_for_openssl_files(agent, loaded, Duration::from_secs(30));
+    drop(holders);
+}
+
+#[test]
+fn churn_of_connections_processes_and_libraries_leaves_no_growth() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let rounds = if long() { 30 } else { 3 };
+    let receiver = OtlpReceiver::start();
+    let endpoint = receiver.endpoint();
+    let mut agent = Agent::start_exporting(&["--otlp-endpoint", &endpoint], EXPORT_ENV);
+    let port = support::free_port();
+    let _server = start_python_server("http_server.py", port, &[]);
+    let dir = TempDir::new("reliability-soak");
+    let libssl = system_libssl();
+    let copies: Vec<String> = (0..4)
+        .map(|index| {
+            let copy_dir = dir.join(&format!("copy-{index}"));
+            std::fs::create_dir_all(&copy_dir).expect("make the copy's directory");
+            let copy = copy_dir.join("libssl.so.3");
+            std::fs::copy(&libssl, &copy).expect("copy libssl");
+            copy.to_str().expect("utf-8 path").to_owned()
+        })
+        .collect();
+    let baseline_files = metric_sample(&agent.get("/metrics"), OPENSSL_FILES);
+
+    // A first round warms the agent's tables and allocator up; the later ones must not grow.
+    churn_once(&mut agent, port, &copies, baseline_files);
+    wait_for_openssl_files(&mut agent, baseline_files, Duration::from_secs(90));
+    let (before_kib, before_fds) = (rss_kib(agent.pid()), fd_count(agent.pid()));
+    let mut peak = Peak::new(agent.pid());
+    for _ in 1..rounds {
+        churn_once(&mut agent, port, &copies, baseline_files);
+        peak.sample();
+    }
+    wait_for_openssl_files(&mut agent, baseline_files, Duration::from_secs(90));
+    let (after_kib, after_fds) = (rss_kib(agent.pid()), fd_count(agent.pid()));
+    eprintln!(
+        "{rounds} rounds of churn: resident memory {before_kib} KiB after the first, \
+         {after_kib} KiB at the end ({} KiB at most); descriptors {before_fds} -> {after_fds}",
+        peak.kib
+    );
+    assert!(
+        after_fds <= before_fds + 4,
+        "descriptors grew from {before_fds} to {after_fds}"
+    );
+    assert!(
+        after_kib.saturating_sub(before_kib) < SOAK_GROWTH_LIMIT_KIB,
+        "memory grew from {before_kib} KiB to {after_kib} KiB"
+    );
+    let (_, log) = agent.stop_for_lines_and_log();
+    assert!(
+        log.iter()
+            .any(|line| line.contains("TLS capture detached from OpenSSL files")),
+        "{log:#?}"
+    );
 }

@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use crate::export::otlp::OtlpProtocol;
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod ranges;
 
 /// Everything `apiscope run` can be configured with.

@@ -186,7 +186,8 @@ fn render(rows: &[[String; 8]]) -> String {
     let widths: Vec<usize> = (0..8)
         .map(|column| {
             rows.iter()
-                .map(|row| row[column].chars().count())
+                .filter_map(|row| row.get(column))
+                .map(|cell| cell.chars().count())
                 .max()
                 .unwrap_or(0)
         })

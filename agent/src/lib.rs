@@ -9,12 +9,28 @@
 //! endpoints). [`pipeline`] wires them; [`inventory_command`] reads the inventory back from a
 //! running agent; [`instance`] keeps a second agent from starting on the same state directory.
 
+// Every byte the agent reads comes from someone else's program: nothing input can reach may
+// panic. Where a panic cannot happen (a built-in pattern), the exception says why.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod analysis;
 pub mod calls;
 pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod digest;
 pub mod enrich;
 pub mod export;
 pub mod instance;

@@ -75,6 +75,8 @@ const EVENT_QUEUE: usize = 8;
 const REQUEST_QUEUE: usize = 1024;
 /// A process may load OpenSSL after exec (Python imports `ssl` later): scan it again then.
 const RESCAN_AFTER_EXEC: Duration = Duration::from_secs(1);
+/// How often the TLS uprobes are detached from OpenSSL copies no process maps any more.
+const TLS_RETIRE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long start-up waits for the Kubernetes pod list.
 const POD_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often loss counters are logged.
@@ -360,6 +362,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.tick().await;
     let mut health_tick = tokio::time::interval(HEALTH_INTERVAL);
+    let mut tls_retire_tick = tokio::time::interval(TLS_RETIRE_INTERVAL);
+    tls_retire_tick.tick().await;
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok(()),
@@ -385,6 +389,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 }
             },
             _ = stats_tick.tick() => log_stats(&capture, &stats),
+            _ = tls_retire_tick.tick() => capture.retire_unmapped_tls(),
             _ = health_tick.tick() => {
                 publish_health(&capture, &stats, &health);
                 let queued = queue_gauge.max_capacity() - queue_gauge.capacity();

@@ -675,6 +675,20 @@ pub fn start_python_server(script: &str, port: u16, args: &[&str]) -> Proc {
     server
 }
 
+/// `https_server.py` on 127.0.0.1:`port` with a fresh self-signed certificate made in `dir`
+/// (which must outlive the server), and `args` after it.
+pub fn start_https_server(dir: &TempDir, port: u16, args: &[&str]) -> Proc {
+    let cert = make_cert(dir);
+    let mut all = vec![
+        "--cert",
+        cert.cert.to_str().expect("utf-8 path"),
+        "--key",
+        cert.key.to_str().expect("utf-8 path"),
+    ];
+    all.extend_from_slice(args);
+    start_python_server("https_server.py", port, &all)
+}
+
 // ---------------------------------------------------------------------------
 // The agent and its chunks
 // ---------------------------------------------------------------------------

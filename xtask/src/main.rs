@@ -3,7 +3,10 @@
 //! * `setup [--for-tests]`: check, and install where missing, what building (and testing) needs.
 //! * `build`: setup, then build the agent in release mode (`target/release/apiscope`).
 //! * `run [-- ARGS...]`: build, then replace this process with `apiscope run ARGS...`.
-//! * `test [-- ARGS...]`: setup for tests, then fmt, clippy, build and `cargo test` (ARGS go to it).
+//! * `test [-- ARGS...]`: setup for tests, then fmt, clippy, build, `cargo test` (ARGS go to it)
+//!   and, without ARGS, 15 s of every fuzz target.
+//! * `fuzz [--seconds N] [--target NAME]`: the cargo-fuzz targets of `agent/fuzz` (every one, or
+//!   NAME), N seconds each (default 10); fails naming those that crashed.
 //! * `bench [--quick]`: the end-to-end overhead and completeness benchmark (nginx, wrk, the agent
 //!   exporting to a counting OTLP sink); `bench --micro [-- ARGS...]`: setup, then the criterion
 //!   benchmarks (`cargo bench -p agent ARGS...`).
@@ -13,6 +16,7 @@
 mod bench;
 mod build;
 mod detect_bench;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -41,7 +45,7 @@ struct Cli {
 enum Task {
     /// Check, and install where missing, the nightly's rust-src, bpf-linker and the mounts.
     Setup {
-        /// Also install the Debian and PyPI packages the tests use.
+        /// Also install the Debian and PyPI packages the tests use, and cargo-fuzz.
         #[arg(long)]
         for_tests: bool,
     },
@@ -53,12 +57,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Set up for tests, then run fmt, clippy, the release build and the whole test suite.
+    /// Set up for tests, then run fmt, clippy, the release build, the whole test suite and the
+    /// fuzz targets (15 s each; not when ARGS pick tests).
     Test {
         /// Extra arguments for `cargo test` after `--`, e.g. a test name filter.
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Run the fuzz targets of agent/fuzz for a bounded time; fails naming those that crashed.
+    Fuzz(fuzz::FuzzArgs),
     /// End-to-end overhead and completeness benchmark (`--micro`: the criterion benchmarks).
     Bench(bench::BenchArgs),
     /// Quality benchmark of the injection detector: recall and false positives on corpora.
@@ -75,6 +82,7 @@ fn main() -> ExitCode {
         Task::Build => build::build(),
         Task::Run { args } => run::exec_agent(&args),
         Task::Test { args } => test::test(&args),
+        Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::Bench(args) => bench::bench(&args),
         Task::DetectBench { show } => detect_bench::detect_bench(show),
     };

@@ -4,10 +4,16 @@ use std::ffi::OsString;
 
 use anyhow::Result;
 
-use crate::{agent_bin, build, cargo, run, setup};
+use crate::{agent_bin, build, cargo, fuzz, run, setup};
+
+/// Seconds each fuzz target runs for: long enough to get well past the seeds (tens of thousands
+/// of inputs), short enough to keep all of them under 4 minutes.
+const FUZZ_SECONDS: u64 = 15;
 
 /// Installs what the tests need, then runs `cargo fmt --check`, clippy, the release build of the
-/// agent and `cargo test ARGS...`. Everything is in release mode, so the eBPF object is built once.
+/// agent, `cargo test ARGS...` and, unless ARGS pick tests, every fuzz target for
+/// [`FUZZ_SECONDS`]. Everything but the fuzz targets (their own sanitizer build, in
+/// `agent/fuzz/target`) is in release mode, so the eBPF object is built once there.
 pub fn test(args: &[OsString]) -> Result<()> {
     setup::setup(true)?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -18,5 +24,9 @@ pub fn test(args: &[OsString]) -> Result<()> {
     run(cargo()
         .args(["test", "--release"])
         .args(args)
-        .env("APISCOPE_BIN", agent_bin()))
+        .env("APISCOPE_BIN", agent_bin()))?;
+    if !args.is_empty() {
+        return Ok(());
+    }
+    fuzz::fuzz_targets(&fuzz::targets()?, FUZZ_SECONDS, fuzz::Sanitizer::None)
 }

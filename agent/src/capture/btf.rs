@@ -147,7 +147,9 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 impl<'a> RawBtf<'a> {
     fn parse(data: &'a [u8]) -> Result<Self, String> {
         let header = |index: usize| u32_at(data, 4 + 4 * index).map(|value| value as usize);
-        let magic = data.get(..2).map(|m| u16::from_ne_bytes([m[0], m[1]]));
+        let magic = data
+            .first_chunk::<2>()
+            .map(|magic| u16::from_ne_bytes(*magic));
         if data.len() < HEADER_LEN || magic != Some(0xeb9f) {
             return Err("no BTF header in this machine's byte order".to_owned());
         }
@@ -241,8 +243,8 @@ impl<'a> RawBtf<'a> {
         let found = self.resolve(id).and_then(|id| {
             let (_, info, _) = self.header(id)?;
             let kind = Self::kind(info);
-            (kind == KIND_STRUCT || kind == KIND_UNION)
-                .then(|| (self.starts[id as usize - 1] as usize, info))
+            let start = self.starts.get((id as usize).checked_sub(1)?)?;
+            (kind == KIND_STRUCT || kind == KIND_UNION).then_some((*start as usize, info))
         });
         let (at, info) = found.unwrap_or((0, 0));
         let count = if found.is_some() { info & 0xffff } else { 0 };

@@ -127,8 +127,8 @@ fn read_record<T: aya::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
 
 /// Turns a NUL-padded `comm` into a string.
 fn comm_string(comm: &[u8; 16]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
+    let name = comm.split(|&b| b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(name).into_owned()
 }
 
 fn role(raw: u32) -> Role {

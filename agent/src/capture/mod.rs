@@ -290,6 +290,23 @@ impl Capture {
         self.tls.scan_process(&mut self.ebpf, pid);
     }
 
+    /// Detaches the TLS uprobes from the OpenSSL copies no process maps any more, on a thread
+    /// of their own: closing each uprobe waits for the kernel (see [`links`]).
+    pub fn retire_unmapped_tls(&mut self) {
+        let retired = self.tls.retire_unmapped();
+        if retired.is_empty() {
+            return;
+        }
+        info!(
+            "TLS capture detached from OpenSSL files no process maps any more ({} uprobes)",
+            retired.len()
+        );
+        // Were the thread not to start, dropping the closure detaches the links here.
+        let _ = std::thread::Builder::new()
+            .name("apiscope-retire".into())
+            .spawn(move || links::detach_all(retired));
+    }
+
     /// Drops the kernel-side state of a process's connections.
     pub fn forget_connections(&mut self, keys: impl IntoIterator<Item = ConnKey>) {
         for key in keys {

@@ -4,10 +4,12 @@
 //! a running process (through `/proc/PID/root`, so copies inside containers count), and
 //! executables that export `SSL_write` themselves (OpenSSL linked in statically, as in Node).
 //! A uprobe on a file applies to every process that maps it, so each distinct file (device,
-//! inode) is attached once.
+//! inode) is attached once. A file no process maps any more (its containers gone) is detached
+//! by [`TlsAttacher::retire_unmapped`], so that image churn on a node neither grows the agent
+//! nor keeps deleted files' inodes alive in the kernel; the loader cache's copies stay.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
@@ -35,12 +37,27 @@ enum FileVerdict {
     Skipped,
 }
 
-/// Attaches the TLS uprobes to OpenSSL copies as they are found.
+/// A file, by device and inode.
+type FileId = (u64, u64);
+
+/// What the attacher holds for one file.
+#[derive(Debug)]
+struct FileEntry {
+    verdict: FileVerdict,
+    /// The file's uprobes; none when it was skipped.
+    links: Vec<ProbeLink>,
+    /// Found in the loader cache: stays attached while no process maps it, since the next
+    /// program started will.
+    permanent: bool,
+}
+
+/// Attaches the TLS uprobes to OpenSSL copies as they are found, and detaches them from the
+/// copies no process maps any more.
 #[derive(Debug, Default)]
 pub struct TlsAttacher {
-    files: HashMap<(u64, u64), FileVerdict>,
-    /// Every uprobe attached, owned here so that stopping can detach them all at once.
-    links: Vec<ProbeLink>,
+    /// Every file considered (executables included), with the uprobes attached to it, owned
+    /// here so that stopping can detach them all at once.
+    files: HashMap<FileId, FileEntry>,
 }
 
 impl TlsAttacher {
@@ -48,62 +65,66 @@ impl TlsAttacher {
     pub fn attached(&self) -> usize {
         self.files
             .values()
-            .filter(|verdict| **verdict == FileVerdict::Attached)
+            .filter(|entry| entry.verdict == FileVerdict::Attached)
             .count()
     }
 
     /// Hands over the links of every uprobe attached so far, for detaching.
     pub fn take_links(&mut self) -> Vec<ProbeLink> {
-        std::mem::take(&mut self.links)
+        self.files
+            .values_mut()
+            .flat_map(|entry| std::mem::take(&mut entry.links))
+            .collect()
     }
 
     /// Scans the loader cache and every running process.
     pub fn scan_host(&mut self, ebpf: &mut Ebpf) {
         for path in loader_cache_libssl() {
-            self.consider(ebpf, &path);
+            self.consider(ebpf, &path, true);
         }
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            {
-                self.scan_process(ebpf, pid);
-            }
+        for pid in running_pids() {
+            self.scan_process(ebpf, pid);
         }
     }
 
     /// Scans one process: its executable and the libraries it maps.
     pub fn scan_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        let root = PathBuf::from(format!("/proc/{pid}/root"));
-        self.consider(ebpf, Path::new(&format!("/proc/{pid}/exe")));
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            return;
-        };
-        for path in mapped_libssl(&maps) {
-            let inside = root.join(path.strip_prefix("/").unwrap_or(path));
-            self.consider(ebpf, &inside);
+        for path in candidate_files(pid) {
+            self.consider(ebpf, &path, false);
         }
     }
 
-    /// Attaches to `path` unless this file was seen already.
-    fn consider(&mut self, ebpf: &mut Ebpf, path: &Path) {
-        let Ok(meta) = std::fs::metadata(path) else {
+    /// Forgets every file no running process maps (but the loader cache's), handing over the
+    /// uprobes of those that had them, for detaching.
+    pub fn retire_unmapped(&mut self) -> Vec<ProbeLink> {
+        let mapped: HashSet<FileId> = running_pids()
+            .flat_map(candidate_files)
+            .filter_map(|path| file_id(&path))
+            .collect();
+        let mut links = Vec::new();
+        self.files.retain(|id, entry| {
+            let keep = entry.permanent || mapped.contains(id);
+            if !keep {
+                links.append(&mut entry.links);
+            }
+            keep
+        });
+        links
+    }
+
+    /// Attaches to `path` unless this file was seen already; `permanent` for the loader
+    /// cache's files.
+    fn consider(&mut self, ebpf: &mut Ebpf, path: &Path, permanent: bool) {
+        let Some(id) = file_id(path) else {
             return;
         };
-        if !meta.is_file() {
-            return;
-        }
-        let id = (meta.dev(), meta.ino());
         if self.files.contains_key(&id) {
             return;
         }
+        let mut links = Vec::new();
         let verdict = match exported_tls_functions(path) {
             Some(symbols) if !symbols.is_empty() => {
-                match attach(ebpf, path, &symbols, &mut self.links) {
+                match attach(ebpf, path, &symbols, &mut links) {
                     Ok(()) => {
                         info!(
                             "TLS capture attached to {} ({})",
@@ -120,8 +141,45 @@ impl TlsAttacher {
             }
             _ => FileVerdict::Skipped,
         };
-        self.files.insert(id, verdict);
+        self.files.insert(
+            id,
+            FileEntry {
+                verdict,
+                links,
+                permanent,
+            },
+        );
     }
+}
+
+/// The pids of every running process.
+fn running_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// The files of process `pid` that may hold OpenSSL: its executable and the `libssl` copies
+/// it maps, as paths seen through its root (so copies inside containers resolve).
+fn candidate_files(pid: u32) -> Vec<PathBuf> {
+    let mut files = vec![PathBuf::from(format!("/proc/{pid}/exe"))];
+    if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        files.extend(
+            mapped_libssl(&maps)
+                .into_iter()
+                .map(|path| root.join(path.strip_prefix("/").unwrap_or(path))),
+        );
+    }
+    files
+}
+
+/// The device and inode of the regular file at `path`.
+fn file_id(path: &Path) -> Option<FileId> {
+    let meta = std::fs::metadata(path).ok()?;
+    meta.is_file().then(|| (meta.dev(), meta.ino()))
 }
 
 /// The OpenSSL functions `path` exports, in probe-table order; `None` if it is not a readable
@@ -145,8 +203,8 @@ fn exported_tls_functions(path: &Path) -> Option<Vec<&'static str>> {
 }
 
 /// Attaches the entry and return programs to each of `symbols` in `path`, adding their links to
-/// `links`; on failure the links made so far stay there (attached) until the agent stops, as
-/// they would with aya keeping them.
+/// `links`; on failure the links made so far stay there (attached) until the file is retired
+/// or the agent stops.
 fn attach(
     ebpf: &mut Ebpf,
     path: &Path,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::{ProcessIdentity, cgroup};
+use crate::digest::sha256_hex_prefix;
 
 /// Most bytes of `/proc/PID/environ` read when looking for the OpenTelemetry variables.
 const MAX_ENVIRON: u64 = 256 * 1024;
@@ -55,10 +56,9 @@ pub(super) fn read(
         pid,
         otel_service_name: service_name_from_environment(&environment),
         command: cmdline.as_deref().and_then(command),
-        command_line_digest: cmdline.as_deref().map(|cmdline| {
-            let digest = ring::digest::digest(&ring::digest::SHA256, cmdline);
-            hex::encode(&digest.as_ref()[..6])
-        }),
+        command_line_digest: cmdline
+            .as_deref()
+            .map(|cmdline| sha256_hex_prefix(cmdline, 6)),
         user_name: user_id.and_then(|uid| users.name(uid)),
         user_id,
         container_id: cgroup::container_id(&cgroups).map(str::to_owned),

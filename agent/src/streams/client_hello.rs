@@ -8,7 +8,6 @@
 //! software gives the same fingerprint wherever it runs, whatever it claims in `User-Agent`.
 //! Specification: FoxIO's JA4 (TLS client) technical details, BSD 3-Clause.
 
-use ring::digest::{SHA256, digest};
 use tls_parser::{
     TlsExtension, TlsExtensionType, TlsMessage, TlsMessageHandshake,
     parse_tls_client_hello_extensions, parse_tls_plaintext,
@@ -209,7 +208,7 @@ fn truncated_hash(text: &str) -> String {
     if text.is_empty() {
         return "000000000000".to_owned();
     }
-    hex::encode(&digest(&SHA256, text.as_bytes()).as_ref()[..6])
+    crate::digest::sha256_hex_prefix(text.as_bytes(), 6)
 }
 
 #[cfg(test)]

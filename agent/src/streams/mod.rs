@@ -9,6 +9,10 @@
 //! `max_connections`.
 
 pub mod client_hello;
+#[doc(hidden)]
+// The fuzzing harness reads only the fuzzer's bytes, never captured ones.
+#[allow(clippy::indexing_slicing)]
+pub mod fuzzing;
 pub mod procfs;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -21,6 +25,33 @@ pub use crate::capture::Transport;
 use crate::capture::{CaptureEvent, ConnectionSeen, DataChunk};
 
 use self::client_hello::{ClientHelloAssembly, HelloProgress};
+
+/// One value for each direction of a connection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PerDirection<T> {
+    /// What the traced process sent.
+    pub egress: T,
+    /// What the traced process received.
+    pub ingress: T,
+}
+
+impl<T> PerDirection<T> {
+    /// The value of `direction`.
+    pub fn get(&self, direction: Direction) -> &T {
+        match direction {
+            Direction::Egress => &self.egress,
+            Direction::Ingress => &self.ingress,
+        }
+    }
+
+    /// The value of `direction`, to change.
+    pub fn get_mut(&mut self, direction: Direction) -> &mut T {
+        match direction {
+            Direction::Egress => &mut self.egress,
+            Direction::Ingress => &mut self.ingress,
+        }
+    }
+}
 
 /// Limits of the connection table.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +158,7 @@ pub enum CaptureRequest {
 struct ConnectionState {
     connection: Arc<Connection>,
     sock: u64,
-    next_offset: [u64; 2],
+    next_offset: PerDirection<u64>,
     last_seen_ns: u64,
     client_hello: ClientHelloAssembly,
 }
@@ -295,7 +326,7 @@ impl StreamTable {
             ConnectionState {
                 connection: Arc::new(connection),
                 sock,
-                next_offset: [0, 0],
+                next_offset: PerDirection::default(),
                 last_seen_ns: now_ns,
                 client_hello: ClientHelloAssembly::default(),
             },
@@ -347,14 +378,14 @@ impl StreamTable {
             }
             return None;
         }
-        let slot = data.direction as usize & 1;
+        let next_offset = state.next_offset.get_mut(data.direction);
         // The kernel's count sees records lost on the way; it restarts when the kernel side
         // forgot the connection, so it is trusted only while it does not go backwards.
         let offset = match data.offset {
-            Some(kernel) if kernel >= state.next_offset[slot] => kernel,
-            _ => state.next_offset[slot],
+            Some(kernel) if kernel >= *next_offset => kernel,
+            _ => *next_offset,
         };
-        state.next_offset[slot] = offset.saturating_add(data.len);
+        *next_offset = offset.saturating_add(data.len);
         state.last_seen_ns = state.last_seen_ns.max(data.ts_ns);
         Some(StreamChunk {
             connection: Arc::clone(&state.connection),

@@ -32,7 +32,9 @@ pub fn document(service: &str, endpoints: &[&Endpoint]) -> Value {
     let mut paths = Map::new();
     let mut operation_ids = BTreeSet::new();
     for ((path, method), group) in &operations {
-        let operation = operation(path, method, group, &mut operation_ids);
+        let Some(operation) = operation(path, method, group, &mut operation_ids) else {
+            continue;
+        };
         let item = paths
             .entry(path.clone())
             .or_insert_with(|| Value::Object(Map::new()));
@@ -83,18 +85,17 @@ fn parameter_name(segment: &str) -> Option<&str> {
 }
 
 /// One operation from the endpoints sharing its method and path (GraphQL operations share
-/// one); the busiest one's shapes describe it.
+/// one); the busiest one's shapes describe it. `None` for no endpoints.
 fn operation(
     path: &str,
     method: &str,
     group: &[&Endpoint],
     operation_ids: &mut BTreeSet<String>,
-) -> Value {
+) -> Option<Value> {
     let busiest = group
         .iter()
         .max_by_key(|endpoint| endpoint.calls)
-        .copied()
-        .unwrap_or(group[0]);
+        .copied()?;
     let calls: u64 = group.iter().map(|endpoint| endpoint.calls).sum();
     let mut statuses: BTreeMap<&str, u64> = BTreeMap::new();
     for endpoint in group {
@@ -121,7 +122,7 @@ fn operation(
         .flat_map(|endpoint| endpoint.auth.keys().map(|scheme| scheme.name()))
         .collect();
     operation.insert("x-apiscope-auth".into(), json!(auth));
-    Value::Object(operation)
+    Some(Value::Object(operation))
 }
 
 fn operation_id(method: &str, path: &str, used: &mut BTreeSet<String>) -> String {

@@ -6,7 +6,6 @@
 //! session), so only a digest of it leaves the host: enough to group a session's spans.
 
 use opentelemetry::KeyValue;
-use ring::digest::{SHA256, digest};
 
 use super::{
     APISCOPE_CALL_INCOMPLETE, CallDescription, CarrierMetric, ERROR_TYPE, GEN_AI_OPERATION_NAME,
@@ -15,6 +14,7 @@ use super::{
 use crate::{
     analysis::AnalyzedCall,
     calls::{McpCall, McpOutcome, Side},
+    digest::sha256_hex_prefix,
 };
 
 /// `mcp.method.name`.
@@ -138,5 +138,5 @@ fn describe(call: &McpCall, transport: &'static str, description: &mut CallDescr
 
 /// The exported form of a session id: the first 16 bytes of its SHA-256, hex.
 pub fn session_digest(session: &str) -> String {
-    hex::encode(&digest(&SHA256, session.as_bytes()).as_ref()[..16])
+    sha256_hex_prefix(session.as_bytes(), 16)
 }

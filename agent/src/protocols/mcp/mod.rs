@@ -197,7 +197,7 @@ fn tools_of_cut_listing(message: &[u8]) -> Vec<McpTool> {
     let Some(start) = array_after_key(message, b"\"tools\"") else {
         return Vec::new();
     };
-    let mut rest = &message[start..];
+    let mut rest = message.get(start..).unwrap_or_default();
     let mut tools = Vec::new();
     while tools.len() < MAX_TOOLS {
         rest = rest.trim_ascii_start();
@@ -208,7 +208,7 @@ fn tools_of_cut_listing(message: &[u8]) -> Vec<McpTool> {
         };
         let used = elements.byte_offset();
         tools.extend(tool(&element));
-        rest = &rest[used.min(rest.len())..];
+        rest = rest.get(used..).unwrap_or_default();
     }
     tools
 }

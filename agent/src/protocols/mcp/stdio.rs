@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::{
     calls::{ApiCall, CallGaps, McpCall, McpOutcome, Payload, Side},
     protocols::{Decoder, DecoderSettings, opposite},
-    streams::{Connection, StreamChunk},
+    streams::{Connection, PerDirection, StreamChunk},
 };
 
 /// Longest message line kept: a longer one is read as cut. Only selected server processes
@@ -51,7 +51,7 @@ struct Pending {
 pub struct StdioDecoder {
     settings: DecoderSettings,
     connection: Option<Arc<Connection>>,
-    lines: [LineBuffer; 2],
+    lines: PerDirection<LineBuffer>,
     pending: VecDeque<Pending>,
     /// A whole line was read: the stream is known to carry JSON-RPC.
     seen_message: bool,
@@ -232,11 +232,7 @@ impl Decoder for StdioDecoder {
         if self.connection.is_none() {
             self.connection = Some(Arc::clone(&chunk.connection));
         }
-        let slot = match chunk.direction {
-            Direction::Egress => 0,
-            Direction::Ingress => 1,
-        };
-        let mut buffer = std::mem::take(&mut self.lines[slot]);
+        let mut buffer = std::mem::take(self.lines.get_mut(chunk.direction));
         if chunk.gap || chunk.offset > buffer.next_offset {
             self.line_lost(chunk.direction, &mut buffer, chunk.ts_ns, calls);
         }
@@ -247,7 +243,8 @@ impl Decoder for StdioDecoder {
                 if buffer.bytes.is_empty() && !buffer.skipping {
                     buffer.start_ns = chunk.ts_ns;
                 }
-                let Some(newline) = rest.iter().position(|byte| *byte == b'\n') else {
+                let mut pieces = rest.splitn(2, |byte| *byte == b'\n');
+                let (Some(line_end), Some(after)) = (pieces.next(), pieces.next()) else {
                     if !buffer.skipping {
                         buffer.bytes.extend_from_slice(rest);
                         if buffer.bytes.len() > MAX_LINE {
@@ -259,14 +256,14 @@ impl Decoder for StdioDecoder {
                 if buffer.skipping {
                     buffer.skipping = false;
                 } else {
-                    buffer.bytes.extend_from_slice(&rest[..newline]);
+                    buffer.bytes.extend_from_slice(line_end);
                     let line = std::mem::take(&mut buffer.bytes);
                     let times = (buffer.start_ns, chunk.ts_ns);
                     self.on_line(chunk.direction, &line, false, times, calls);
                     buffer.bytes = line;
                     buffer.bytes.clear();
                 }
-                rest = &rest[newline + 1..];
+                rest = after;
             }
             if (chunk.data.len() as u64) < chunk.len {
                 // The read's end was past the capture cap.
@@ -276,7 +273,7 @@ impl Decoder for StdioDecoder {
         if buffer.bytes.capacity() > MAX_LINE {
             buffer.bytes = Vec::new();
         }
-        self.lines[slot] = buffer;
+        *self.lines.get_mut(chunk.direction) = buffer;
     }
 
     fn on_end(&mut self, ts_ns: u64, calls: &mut Vec<ApiCall>) {

@@ -342,14 +342,17 @@ fn destructive_operation(tool: &str, arguments: &str, destructive: &[String]) ->
 fn split_camel_case(word: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut start = 0;
-    let bytes = word.as_bytes();
-    for index in 1..bytes.len() {
-        if bytes[index].is_ascii_uppercase() && bytes[index - 1].is_ascii_lowercase() {
-            parts.push(&word[start..index]);
-            start = index;
+    for (index, pair) in word.as_bytes().windows(2).enumerate() {
+        if let [before, after] = pair
+            && before.is_ascii_lowercase()
+            && after.is_ascii_uppercase()
+        {
+            // Both are ASCII, so `index + 1` is a character boundary.
+            parts.push(word.get(start..=index).unwrap_or_default());
+            start = index + 1;
         }
     }
-    parts.push(&word[start..]);
+    parts.push(word.get(start..).unwrap_or_default());
     parts
 }
 
@@ -359,7 +362,10 @@ fn split_camel_case(word: &str) -> Vec<&str> {
 pub fn json_text(body: &[u8]) -> String {
     let mut text = String::new();
     let mut index = 0;
-    while let Some(start) = body[index..].iter().position(|byte| *byte == b'"') {
+    while let Some(start) = body
+        .get(index..)
+        .and_then(|rest| rest.iter().position(|byte| *byte == b'"'))
+    {
         let start = index + start;
         let mut end = start + 1;
         let mut escaped = false;

@@ -80,14 +80,26 @@ static OVERRIDES: LazyLock<RegexSet> =
     LazyLock::new(|| set(OVERRIDE_PHRASES.iter().map(|(_, pattern)| *pattern)));
 static DIRECTIVES: LazyLock<RegexSet> =
     LazyLock::new(|| set(TOOL_DIRECTIVES.iter().map(|(_, pattern)| *pattern)));
+#[expect(
+    clippy::expect_used,
+    reason = "built-in patterns, compiled by the unit tests; no input reaches them"
+)]
 static BASE64_RUN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"[A-Za-z0-9+/]{{{MIN_BASE64},}}={{0,2}}")).expect("a valid pattern")
 });
+#[expect(
+    clippy::expect_used,
+    reason = "built-in patterns, compiled by the unit tests; no input reaches them"
+)]
 static MARKDOWN_IMAGE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"!\[[^\]]{0,200}\]\(\s*(https?://[^)\s]+\?[^)\s]*=[^)\s]*)\s*\)")
         .expect("a valid pattern")
 });
 
+#[expect(
+    clippy::expect_used,
+    reason = "built-in patterns, compiled by the unit tests; no input reaches them"
+)]
 fn set<'a>(patterns: impl Iterator<Item = &'a str>) -> RegexSet {
     RegexSet::new(patterns).expect("valid patterns")
 }

@@ -2,6 +2,8 @@
 //! which override rules by id), merged into the active rule set with its audit identity (the
 //! packs' SHA-256 and versions). Packs are validated whole before they replace the active set.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod pack;
 pub mod watch;
 
