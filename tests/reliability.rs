@@ -1,5 +1,5 @@
-//! The agent when its collector fails it and when traffic outruns it: the collector refusing
-//! and then gone for 30 s under steady traffic (retries with backoff, nothing queued lost,
+//! The agent when its collector fails it and when traffic outruns it: the collector too slow,
+//! then refusing, then gone for 30 s under steady traffic (retries with backoff, nothing queued lost,
 //! memory bounded, the OTLP API key from a headers file never in its log), and a flood of
 //! calls and 8 MiB uploads into a tiny export queue with the collector refusing (drops
 //! counted, memory bounded, back to normal once the collector is, the cut bodies marked).
@@ -70,7 +70,10 @@ impl Peak {
     }
 }
 
-/// Writes an agent configuration with fast retries and the OTLP headers file into `dir`;
+/// How long an export may take before the agent gives up on it (and retries).
+const EXPORT_TIMEOUT_MS: u64 = 1_000;
+
+/// Writes an agent configuration with a 1 s export timeout, fast retries and the OTLP headers file into `dir`;
 /// returns its path.
 fn write_config(dir: &TempDir, headers: &str, max_elapsed_ms: u64) -> String {
     let headers_file = dir.join("otlp-headers");
@@ -79,7 +82,7 @@ fn write_config(dir: &TempDir, headers: &str, max_elapsed_ms: u64) -> String {
     std::fs::write(
         &config,
         format!(
-            "export:\n  otlp:\n    headers_file: {}\n    retry:\n      initial_interval_ms: 100\n      max_interval_ms: 1000\n      max_elapsed_ms: {max_elapsed_ms}\n",
+            "export:\n  otlp:\n    headers_file: {}\n    timeout_ms: {EXPORT_TIMEOUT_MS}\n    retry:\n      initial_interval_ms: 100\n      max_interval_ms: 1000\n      max_elapsed_ms: {max_elapsed_ms}\n",
             headers_file.display()
         ),
     )
@@ -147,7 +150,7 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
     }
     let _alone = one_at_a_time();
     let outage_secs: u64 = if long() { 180 } else { 30 };
-    let refusing_secs: u64 = 5;
+    let (slow_secs, refusing_secs): (u64, u64) = (5, 5);
     let receiver = OtlpReceiver::start();
     let address = receiver.addr();
     let dir = TempDir::new("reliability-outage");
@@ -173,11 +176,13 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
     let mut peak = Peak::new(agent.pid());
     let before_kib = peak.kib;
 
-    // The collector answers UNAVAILABLE for a while, then is gone; traffic goes on throughout.
-    receiver.fail_with(Some(tonic::Code::Unavailable));
+    // The collector answers too late for a while, then UNAVAILABLE, then is gone; traffic
+    // goes on throughout.
+    receiver.answer_after(Some(Duration::from_millis(3 * EXPORT_TIMEOUT_MS)));
     let prefix = marker("outage");
     let rate = 10;
-    let count = rate * (refusing_secs + outage_secs);
+    let seconds = slow_secs + refusing_secs + outage_secs;
+    let count = rate * seconds;
     let mut client = spawn_python(
         "paced_client.py",
         &[
@@ -188,10 +193,19 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
             "--count",
             &count.to_string(),
             "--seconds",
-            &(refusing_secs + outage_secs).to_string(),
+            &seconds.to_string(),
         ],
     );
-    let refusing_until = format!("SENT {}", rate * refusing_secs);
+    let slow_until = format!("SENT {}", rate * slow_secs);
+    client.wait_stdout_line(&slow_until, Duration::from_secs(30), |line| {
+        peak.sample();
+        line == slow_until
+    });
+    let retries = metric_sample(&agent.get("/metrics"), "apiscope_export_retries_total");
+    assert!(retries > 0, "no export timed out on the slow collector");
+    receiver.fail_with(Some(tonic::Code::Unavailable));
+    receiver.answer_after(None);
+    let refusing_until = format!("SENT {}", rate * (slow_secs + refusing_secs));
     client.wait_stdout_line(&refusing_until, Duration::from_secs(30), |line| {
         peak.sample();
         line == refusing_until

@@ -721,12 +721,23 @@ struct Shared {
     changed: Condvar,
     /// When set, every request is answered with this status (a collector in trouble).
     failing: Mutex<Option<tonic::Code>>,
+    /// When set, every request is answered only after this long (an overloaded collector);
+    /// a client that gives up first leaves nothing recorded.
+    answer_delay: Mutex<Option<Duration>>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Store> {
         // A panicking test thread cannot poison it in a way that matters here.
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for as long as [`OtlpReceiver::answer_after`] says.
+    async fn hold(&self) {
+        let delay = *self.answer_delay.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// Records who sent a request and its headers; then, unless the receiver is set to
@@ -777,6 +788,7 @@ impl TraceService for Services {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.hold().await;
         self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatSpan::flatten(&request, &mut store.spans);
@@ -792,6 +804,7 @@ impl MetricsService for Services {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.hold().await;
         self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatMetric::flatten(&request, &mut store.points);
@@ -807,6 +820,7 @@ impl LogsService for Services {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.0.hold().await;
         self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatLog::flatten(&request, &mut store.records);
@@ -925,6 +939,16 @@ impl OtlpReceiver {
             .failing
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = code;
+    }
+
+    /// From now on, answers every request only after `delay` (`None`: at once), as an
+    /// overloaded collector does; what a client stops waiting for is not kept.
+    pub fn answer_after(&self, delay: Option<Duration>) {
+        *self
+            .shared
+            .answer_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = delay;
     }
 
     /// Number of requests answered with [`OtlpReceiver::fail_with`]'s status.
