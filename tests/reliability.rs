@@ -101,15 +101,16 @@ fn served_paths(spans: &[FlatSpan], pid: u32, paths: &BTreeSet<String>) -> BTree
         .collect()
 }
 
-/// Sends one request (a POST of the file `body` if given, else a GET) and waits until its
-/// server span arrives at `receiver`; returns that span.
-fn one_call_arrives(
+/// Sends one request (a POST of the file `body` if given, else a GET) and waits up to
+/// `within` for its server span to arrive at `receiver`; returns that span, or the path whose
+/// span did not come.
+fn try_call(
     receiver: &OtlpReceiver,
-    agent: &mut Agent,
     port: u16,
     server_pid: u32,
     body: Option<&Path>,
-) -> FlatSpan {
+    within: Duration,
+) -> Result<FlatSpan, String> {
     let path = format!("/{}", marker("reliability-call"));
     let data = body.map(|file| format!("@{}", file.display()));
     let mut args = vec!["-s", "-o", "/dev/null"];
@@ -121,24 +122,51 @@ fn one_call_arrives(
     let out = support::curl(&args);
     assert!(out.status.success(), "curl: {}", out.describe());
     let wanted = BTreeSet::from([path.clone()]);
-    let arrived = receiver.try_wait_for_spans(
-        |spans| !served_paths(spans, server_pid, &wanted).is_empty(),
-        Duration::from_secs(30),
-    );
-    match arrived {
-        Ok(spans) => spans
-            .into_iter()
-            .find(|span| span.is_server() && span.attr_str("url.path") == Some(&path))
-            .expect("the span waited for"),
-        Err(_) => {
-            let metrics = agent.get("/metrics");
-            let counters: Vec<&str> = metrics
-                .lines()
-                .filter(|line| line.starts_with("apiscope_"))
-                .collect();
-            agent.fail(&format!(
-                "the span of {path} did not arrive; counters: {counters:#?}"
-            ))
+    receiver
+        .try_wait_for_spans(
+            |spans| !served_paths(spans, server_pid, &wanted).is_empty(),
+            within,
+        )
+        .map_err(|_| path.clone())?
+        .into_iter()
+        .find(|span| span.is_server() && span.attr_str("url.path") == Some(&path))
+        .ok_or(path)
+}
+
+/// Fails the test with the agent's counters: the span of `path` did not arrive.
+fn missing_span(agent: &mut Agent, path: &str) -> ! {
+    let metrics = agent.get("/metrics");
+    let counters: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("apiscope_"))
+        .collect();
+    agent.fail(&format!(
+        "the span of {path} did not arrive; counters: {counters:#?}"
+    ))
+}
+
+/// Like [`try_call`], waiting 30 s, and fails the test when the span does not come.
+fn one_call_arrives(
+    receiver: &OtlpReceiver,
+    agent: &mut Agent,
+    port: u16,
+    server_pid: u32,
+    body: Option<&Path>,
+) -> FlatSpan {
+    try_call(receiver, port, server_pid, body, Duration::from_secs(30))
+        .unwrap_or_else(|path| missing_span(agent, &path))
+}
+
+/// Makes calls until one's span arrives again, as it does once the agent's export queue,
+/// full when the collector came back, has drained (a call made while it is full is dropped,
+/// as it should be); fails after 30 s.
+fn export_recovers(receiver: &OtlpReceiver, agent: &mut Agent, port: u16, server_pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_call(receiver, port, server_pid, None, Duration::from_secs(2)) {
+            Ok(_) => return,
+            Err(path) if Instant::now() > deadline => missing_span(agent, &path),
+            Err(_) => {}
         }
     }
 }
@@ -357,6 +385,7 @@ fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
     // The collector recovers, and so does the agent; a big upload's span says how big it was
     // and that its body was not all captured.
     receiver.fail_with(None);
+    export_recovers(&receiver, &mut agent, port, server.pid());
     let span = one_call_arrives(&receiver, &mut agent, port, server.pid(), Some(&big_body));
     assert_eq!(
         span.attr_int("http.request.body.size"),
