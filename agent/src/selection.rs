@@ -9,7 +9,6 @@ mod stdio;
 pub use stdio::StdioSelection;
 
 use std::{
-    collections::HashSet,
     sync::{Arc, mpsc},
     time::Duration,
 };
@@ -18,7 +17,7 @@ use agent_common::Verdict;
 use globset::GlobMatcher;
 
 use crate::{
-    capture::{KernelSelection, ProcessVerdicts},
+    capture::{KernelSelection, ProcessVerdicts, running_pids},
     config::{SelectionConfig, SelectionRule},
     enrich::{
         ProcessIdentity, ProcessRegistry,
@@ -243,17 +242,6 @@ pub fn initial_verdicts(
             (pid, verdict_of(selection, pods, &process))
         })
         .collect()
-}
-
-/// The ids of the processes (and, for the thread entries forks left, their threads) running
-/// now.
-fn running_pids() -> impl Iterator<Item = u32> {
-    let mut seen = HashSet::new();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(move |pid| seen.insert(*pid))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod probes;
 mod reader;
 mod selection;
 
-use std::path::Path;
+use std::{collections::HashSet, path::Path};
 
 use agent_common::{
     CaptureConfig, ConnKey, ConnState, Counter, PayloadPolicy, PolicyEntry,
@@ -381,6 +381,17 @@ impl Drop for Capture {
         links.append(&mut self.tls.take_links());
         links::detach_all(links);
     }
+}
+
+/// The ids of the processes (and, for the thread entries forks left, their threads) running
+/// now.
+pub fn running_pids() -> impl Iterator<Item = u32> {
+    let mut seen = HashSet::new();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |pid| seen.insert(*pid))
 }
 
 /// Hands the memory freed by the start-up work back to the kernel now. The agent's allocator

@@ -26,6 +26,7 @@ use super::{
     CaptureError,
     links::ProbeLink,
     probes::{TLS_ENTRY_PROBES, TLS_EXIT_PROGRAM},
+    running_pids,
 };
 
 /// What is known of one file (by device and inode).
@@ -150,15 +151,6 @@ impl TlsAttacher {
             },
         );
     }
-}
-
-/// The pids of every running process.
-fn running_pids() -> impl Iterator<Item = u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
 }
 
 /// The files of process `pid` that may hold OpenSSL: its executable and the `libssl` copies

@@ -70,7 +70,7 @@ impl StdioSelection {
     ) {
         let own = std::process::id();
         let scan = |followed: &mut StdioProcesses| {
-            for pid in super::running_pids().filter(|pid| *pid != own) {
+            for pid in crate::capture::running_pids().filter(|pid| *pid != own) {
                 if self.matches(pid) && followed.add(pid) {
                     info!("stdio capture: following process {pid}");
                 }

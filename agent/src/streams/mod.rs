@@ -36,14 +36,6 @@ pub struct PerDirection<T> {
 }
 
 impl<T> PerDirection<T> {
-    /// The value of `direction`.
-    pub fn get(&self, direction: Direction) -> &T {
-        match direction {
-            Direction::Egress => &self.egress,
-            Direction::Ingress => &self.ingress,
-        }
-    }
-
     /// The value of `direction`, to change.
     pub fn get_mut(&mut self, direction: Direction) -> &mut T {
         match direction {
