@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use support::otlp::{FlatSpan, OtlpReceiver};
 use support::{
-    Agent, ChildGuard, TempDir, marker, metric_sample, one_at_a_time, random_hex, require_root,
-    rss_kib, spawn_python, start_python_server,
+    Agent, ChildGuard, TempDir, marker, metric_sample, one_at_a_time, peak_rss_kib, random_hex,
+    require_root, reset_peak_rss, rss_kib, spawn_python, start_python_server,
 };
 
 /// Whether to run the long versions.
@@ -51,30 +51,33 @@ const EXPORT_ENV: &[(&str, &str)] = &[
     ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
 ];
 
-/// The agent's largest resident memory seen, sampled by [`Peak::sample`].
+/// The agent's resident memory from a moment on: what it held then, and the most it has held
+/// since, as the kernel records it (so no moment between two looks is missed).
 struct Peak {
     pid: u32,
-    kib: u64,
+    before_kib: u64,
 }
 
 impl Peak {
-    fn new(pid: u32) -> Peak {
+    fn start(pid: u32) -> Peak {
+        reset_peak_rss(pid);
         Peak {
             pid,
-            kib: rss_kib(pid),
+            before_kib: rss_kib(pid),
         }
     }
 
-    fn sample(&mut self) {
-        self.kib = self.kib.max(rss_kib(self.pid));
+    /// The most the agent has held since [`Peak::start`].
+    fn kib(&self) -> u64 {
+        peak_rss_kib(self.pid)
     }
 }
 
 /// How long an export may take before the agent gives up on it (and retries).
 const EXPORT_TIMEOUT_MS: u64 = 1_000;
 
-/// Writes an agent configuration with a 1 s export timeout, fast retries and the OTLP headers file into `dir`;
-/// returns its path.
+/// Writes an agent configuration with a 1 s export timeout, fast retries and the OTLP headers
+/// file into `dir`; returns its path.
 fn write_config(dir: &TempDir, headers: &str, max_elapsed_ms: u64) -> String {
     let headers_file = dir.join("otlp-headers");
     std::fs::write(&headers_file, headers).expect("write the headers file");
@@ -201,8 +204,8 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
         BTreeSet::from([secret.clone()]),
         "the key of the headers file did not reach the collector"
     );
-    let mut peak = Peak::new(agent.pid());
-    let before_kib = peak.kib;
+    let peak = Peak::start(agent.pid());
+    let before_kib = peak.before_kib;
 
     // The collector answers too late for a while, then UNAVAILABLE, then is gone; traffic
     // goes on throughout.
@@ -226,7 +229,6 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
     );
     let slow_until = format!("SENT {}", rate * slow_secs);
     client.wait_stdout_line(&slow_until, Duration::from_secs(30), |line| {
-        peak.sample();
         line == slow_until
     });
     let retries = metric_sample(&agent.get("/metrics"), "apiscope_export_retries_total");
@@ -235,7 +237,6 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
     receiver.answer_after(None);
     let refusing_until = format!("SENT {}", rate * (slow_secs + refusing_secs));
     client.wait_stdout_line(&refusing_until, Duration::from_secs(30), |line| {
-        peak.sample();
         line == refusing_until
     });
     assert!(
@@ -244,7 +245,6 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
     );
     drop(receiver);
     client.wait_stdout_line("DONE", Duration::from_secs(outage_secs + 60), |line| {
-        peak.sample();
         line == "DONE"
     });
 
@@ -263,7 +263,6 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
             "{got} of the {count} calls made during the outage arrived after it"
         ));
     }
-    peak.sample();
     let metrics = agent.get("/metrics");
     assert!(
         metric_sample(&metrics, "apiscope_export_retries_total") > 0,
@@ -273,14 +272,14 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
         let series = format!("apiscope_export_spans_total{{outcome=\"{outcome}\"}}");
         assert_eq!(metric_sample(&metrics, &series), 0, "{metrics}");
     }
-    let growth = peak.kib.saturating_sub(before_kib);
+    let growth = peak.kib().saturating_sub(before_kib);
     assert!(
         growth < MEMORY_GROWTH_LIMIT_KIB,
         "memory grew by {growth} KiB during the outage (from {before_kib} KiB)"
     );
     eprintln!(
         "outage of {outage_secs} s: resident memory {before_kib} KiB before, {} KiB at most",
-        peak.kib
+        peak.kib()
     );
 
     let (stdout, log) = agent.stop_for_lines_and_log();
@@ -330,8 +329,8 @@ fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
     let server = start_python_server("http_server.py", port, &[]);
     let big_body = dir.join("big-body");
     std::fs::write(&big_body, vec![b'x'; BIG_BODY_BYTES]).expect("write the big body");
-    let mut peak = Peak::new(agent.pid());
-    let before_kib = peak.kib;
+    let peak = Peak::start(agent.pid());
+    let before_kib = peak.before_kib;
     // Multi-megabyte uploads go on while wrk floods the server with small calls.
     let big_url = format!("http://127.0.0.1:{port}/{}", marker("upload"));
     let mut uploads = ChildGuard::spawn(
@@ -351,15 +350,8 @@ fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
             .stdout(std::process::Stdio::null()),
     );
     let deadline = Instant::now() + Duration::from_secs(seconds + 30);
-    let (mut wrk_status, mut uploads_status) = (None, None);
-    while wrk_status.is_none() || uploads_status.is_none() {
-        peak.sample();
-        wrk_status = wrk_status.or_else(|| wrk.try_wait());
-        uploads_status = uploads_status.or_else(|| uploads.try_wait());
-        assert!(Instant::now() < deadline, "wrk or the uploads did not end");
-        // Sampling cadence of the agent's memory, not a synchronisation.
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wrk_status = wrk.wait_timeout(deadline.saturating_duration_since(Instant::now()));
+    let uploads_status = uploads.wait_timeout(deadline.saturating_duration_since(Instant::now()));
     assert!(
         wrk_status.is_some_and(|status| status.success()),
         "wrk: {wrk_status:?}"
@@ -371,7 +363,7 @@ fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
     let metrics = agent.get("/metrics");
     let dropped = metric_sample(&metrics, "apiscope_export_spans_total{outcome=\"dropped\"}");
     assert!(dropped > 0, "no drops counted: {metrics}");
-    let growth = peak.kib.saturating_sub(before_kib);
+    let growth = peak.kib().saturating_sub(before_kib);
     assert!(
         growth < MEMORY_GROWTH_LIMIT_KIB,
         "memory grew by {growth} KiB during the flood (from {before_kib} KiB)"
@@ -379,7 +371,7 @@ fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
     eprintln!(
         "flood of {connections} connections for {seconds} s: {dropped} spans dropped, \
          resident memory {before_kib} KiB before, {} KiB at most",
-        peak.kib
+        peak.kib()
     );
 
     // The collector recovers, and so does the agent; a big upload's span says how big it was
@@ -496,18 +488,17 @@ fn churn_of_connections_processes_and_libraries_leaves_no_growth() {
     // A first round warms the agent's tables and allocator up; the later ones must not grow.
     churn_once(&mut agent, port, &copies, baseline_files);
     wait_for_openssl_files(&mut agent, baseline_files, Duration::from_secs(90));
-    let (before_kib, before_fds) = (rss_kib(agent.pid()), fd_count(agent.pid()));
-    let mut peak = Peak::new(agent.pid());
+    let peak = Peak::start(agent.pid());
+    let (before_kib, before_fds) = (peak.before_kib, fd_count(agent.pid()));
     for _ in 1..rounds {
         churn_once(&mut agent, port, &copies, baseline_files);
-        peak.sample();
     }
     wait_for_openssl_files(&mut agent, baseline_files, Duration::from_secs(90));
     let (after_kib, after_fds) = (rss_kib(agent.pid()), fd_count(agent.pid()));
     eprintln!(
         "{rounds} rounds of churn: resident memory {before_kib} KiB after the first, \
          {after_kib} KiB at the end ({} KiB at most); descriptors {before_fds} -> {after_fds}",
-        peak.kib
+        peak.kib()
     );
     assert!(
         after_fds <= before_fds + 4,

@@ -1200,19 +1200,38 @@ pub fn metric_sample(metrics: &str, series: &str) -> u64 {
 
 /// The agent's resident memory, in KiB (`VmRSS` of /proc/PID/status).
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// The agent's largest resident memory, in KiB (`VmHWM` of /proc/PID/status): since it
+/// started, or since [`reset_peak_rss`].
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM")
+}
+
+/// Makes the kernel's record of process `pid`'s largest resident memory start again from
+/// what it holds now (`5` to /proc/PID/clear_refs).
+pub fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .unwrap_or_else(|e| panic!("reset the peak RSS of {pid}: {e}"));
+}
+
+/// The `field` of /proc/PID/status, a size in kB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
     status
         .lines()
         .find_map(|line| {
-            line.strip_prefix("VmRSS:")?
+            line.strip_prefix(field)?
+                .strip_prefix(':')?
                 .trim()
                 .strip_suffix("kB")?
                 .trim()
                 .parse()
                 .ok()
         })
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
 }
 
 /// True if `line` contains `word` (ASCII case-insensitive) as a whole word.
