@@ -48,6 +48,58 @@ pub struct SockOffsets {
     pub protocol: u32,
 }
 
+/// Byte offsets of the fields walked from the current task to the kernel socket behind an fd:
+/// `task->files->fdt->fd[fd]`, its inode's mode (is it a socket?) and `file->private_data`
+/// (`struct socket`) -> `sk`. Used where the `sock_send_length`/`sock_recv_length` tracepoints
+/// do not exist (Linux before 6.3); read from the running kernel's BTF like [`SockOffsets`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdTableOffsets {
+    /// `task_struct.files` (`struct files_struct *`).
+    pub task_files: u32,
+    /// `files_struct.fdt` (`struct fdtable *`).
+    pub files_fdt: u32,
+    /// `fdtable.max_fds` (u32).
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd` (`struct file **`).
+    pub fdt_fd: u32,
+    /// `file.f_inode` (`struct inode *`).
+    pub file_inode: u32,
+    /// `file.private_data`: the `struct socket *` of a socket's file.
+    pub file_private_data: u32,
+    /// `inode.i_mode` (u16).
+    pub inode_mode: u32,
+    /// `socket.sk` (`struct sock *`).
+    pub socket_sk: u32,
+}
+
+/// Byte offsets of the `sched:sched_process_fork` record's fields, read from the tracepoint's
+/// format file: they moved when the command names became `__data_loc` strings (after Linux 6.1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkOffsets {
+    /// `parent_pid`.
+    pub parent_pid: u32,
+    /// `child_pid`.
+    pub child_pid: u32,
+}
+
+/// How a socket syscall's exit learns whether its fd is a socket, and which one: fixed at load
+/// time for the whole object (the `SOCKET_LOOKUP` global), so the verifier only walks the path
+/// in use.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketLookup {
+    /// The BTF tracepoints `sock_send_length`/`sock_recv_length` (Linux 6.3+) fire inside the
+    /// call for sockets only, with the kernel socket.
+    Tracepoints = 0,
+    /// The exit walks the task's file table (older kernels).
+    FdTable = 1,
+}
+
+/// Name of the read-only global in the eBPF object that holds the [`SocketLookup`] in force.
+pub const SOCKET_LOOKUP_GLOBAL: &str = "SOCKET_LOOKUP";
+
 /// Bits of [`CaptureConfig::filters`].
 pub mod filter_maps {
     /// `PID_FILTER` decides which processes are captured: forks inherit their parent's entry,
@@ -80,10 +132,14 @@ pub struct CaptureConfig {
     pub framed_cap: u32,
     /// [`FilterMode`] of connections neither of whose ports `PORT_FILTER` lists, as `u32`.
     pub port_mode: u32,
+    /// Where the fd-table walk finds its fields (zero unless [`SocketLookup::FdTable`]).
+    pub fd_table: FdTableOffsets,
+    /// Where the fork record's pids are.
+    pub fork: ForkOffsets,
 }
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers, no padding, every bit pattern valid.
 unsafe impl aya::Pod for CaptureConfig {}
 
-const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 96);

@@ -9,7 +9,10 @@ pub mod counters;
 pub mod event;
 pub mod maps;
 
-pub use config::{CaptureConfig, FilterMode, SockOffsets, Verdict, filter_maps};
+pub use config::{
+    CaptureConfig, FdTableOffsets, FilterMode, ForkOffsets, SOCKET_LOOKUP_GLOBAL, SockOffsets,
+    SocketLookup, Verdict, filter_maps,
+};
 pub use counters::Counter;
 pub use event::{
     ConnectionEvent, DataEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role,

@@ -19,6 +19,15 @@ pub const STDIO_FD: i32 = -2;
 /// [`crate::ConnectionEvent::family`] of a stdio connection (`AF_UNSPEC`): it has no addresses.
 pub const STDIO_FAMILY: u32 = 0;
 
+/// Slots of the `TAIL_CALLS` program array: the programs syscall exits hand work over to, so
+/// that it is verified (and can fail to load) apart from the exits themselves.
+pub mod tail_calls {
+    /// Copies the start of a TLS handshake (the ClientHello, for the JA4 fingerprint).
+    pub const HANDSHAKE_COPY: u32 = 0;
+    /// Number of slots.
+    pub const COUNT: u32 = 1;
+}
+
 /// Bits of [`ConnState::flags`].
 pub mod conn_flags {
     /// A [`crate::ConnectionEvent`] was sent for `ConnState::sock`.

@@ -1,16 +1,16 @@
 //! Per-socket state: first sight (with addresses read from the kernel socket), roles, TLS.
 
 use agent_common::{
-    ConnKey, ConnState, ConnectionEvent, EventKind, OwnTuple, PayloadPolicy, Role, SockOffsets,
-    conn_flags,
+    ConnKey, ConnState, ConnectionEvent, Counter, EventKind, OwnTuple, PayloadPolicy, Role,
+    SockOffsets, conn_flags,
     maps::{STDIO_FAMILY, STDIO_SOCK},
 };
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_probe_read_kernel, generated::bpf_ktime_get_ns};
 
 use crate::{
     filter::port_traced,
-    maps::{CONFIG, CONNS, OWN_TUPLES, PAYLOAD_POLICIES},
-    record::output,
+    maps::{CONFIG, CONNS, EVENTS, OWN_TUPLES, PAYLOAD_POLICIES, count},
+    record::wakeup_flags,
 };
 
 const AF_INET: u16 = 2;
@@ -218,7 +218,9 @@ fn announce(tgid: u32, fd: i32, sock: u64, role: u32) -> Option<()> {
     Some(())
 }
 
-/// Sends a connection record: addresses and ports are this end's, then the peer's.
+/// Sends a connection record: addresses and ports are this end's, then the peer's. The record
+/// is written in place in the ring buffer: built on the stack, it would take a quarter of the
+/// 512 bytes every program and its loop callbacks share.
 #[inline(always)]
 fn send_connection(
     tgid: u32,
@@ -229,28 +231,27 @@ fn send_connection(
     [local_addr, peer_addr]: [[u8; 16]; 2],
     [local_port, peer_port]: [u32; 2],
 ) {
-    let event = ConnectionEvent {
-        kind: EventKind::Connection as u32,
-        role,
-        tgid,
-        fd,
-        sock,
-        family,
-        local_port,
-        peer_port,
-        reserved: 0,
-        local_addr,
-        peer_addr,
-        // SAFETY: helper without arguments.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    let Some(mut entry) = EVENTS.reserve::<ConnectionEvent>(0) else {
+        count(Counter::RingBufferFull);
+        return;
     };
-    // SAFETY: `event` is a plain repr(C) value; viewing it as bytes is sound.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            &event as *const ConnectionEvent as *const u8,
-            core::mem::size_of::<ConnectionEvent>(),
-        )
-    };
-    output(bytes);
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at the reserved record, written whole before it is submitted.
+    unsafe {
+        (*event).kind = EventKind::Connection as u32;
+        (*event).role = role;
+        (*event).tgid = tgid;
+        (*event).fd = fd;
+        (*event).sock = sock;
+        (*event).family = family;
+        (*event).local_port = local_port;
+        (*event).peer_port = peer_port;
+        (*event).reserved = 0;
+        (*event).local_addr = local_addr;
+        (*event).peer_addr = peer_addr;
+        (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+    entry.submit(wakeup_flags());
+    count(Counter::EventsSent);
 }

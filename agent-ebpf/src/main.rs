@@ -14,12 +14,14 @@
 #![no_main]
 
 mod conn;
+mod fd_table;
 mod filter;
 mod handshake;
 mod maps;
 mod probes;
 mod record;
 mod stdio;
+mod syscall_args;
 
 #[cfg(not(test))]
 #[panic_handler]

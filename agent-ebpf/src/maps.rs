@@ -1,10 +1,31 @@
 //! Every map of the kernel side, defined once.
 
-use agent_common::{CaptureConfig, ConnKey, ConnState, Counter, DataEvent, OwnTuple, PolicyEntry};
+use agent_common::{
+    CaptureConfig, ConnKey, ConnState, Counter, DataEvent, OwnTuple, PolicyEntry, SocketLookup,
+    maps::tail_calls,
+};
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
+
+use crate::{
+    handshake::HandshakeJob,
+    record::{FramedCall, IovecWalk, MessageWalk},
+};
+
+/// [`SocketLookup`] as `u32`, set by userspace at load time (`agent_common::SOCKET_LOOKUP_GLOBAL`).
+/// A frozen read-only global: the verifier knows its value and skips the path not in use.
+#[unsafe(no_mangle)]
+static SOCKET_LOOKUP: u32 = SocketLookup::Tracepoints as u32;
+
+/// True when socket syscalls find their socket by walking the file table at exit.
+#[inline(always)]
+pub fn walks_fd_table() -> bool {
+    // SAFETY: reads a plain global. The volatile read keeps the compiler from folding the
+    // default value in: userspace sets the real one in the object before loading it.
+    unsafe { core::ptr::read_volatile(&SOCKET_LOOKUP) == SocketLookup::FdTable as u32 }
+}
 
 /// Shape of the user memory a pending syscall moves, read at its exit.
 #[repr(u32)]
@@ -119,6 +140,32 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 /// with one slot per CPU, sized by userspace at load time.
 #[map]
 pub static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
+
+/// Loop state of an iovec walk (`record::append_iovecs`). Kept in a map rather than on the
+/// stack: the verifier does not track map contents, so every iteration of the walk looks the
+/// same to it and the loop body is verified about once, not once per distinct state.
+#[map]
+pub static IOVEC_WALKS: PerCpuArray<IovecWalk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Loop state of a framed call being cut into records (`record::submit_framed`), in a map for
+/// the same reason as [`IOVEC_WALKS`].
+#[map]
+pub static FRAMED_CALLS: PerCpuArray<FramedCall> = PerCpuArray::with_max_entries(1, 0);
+
+/// Loop state of a `recvmmsg`/`sendmmsg` walk (`record::submit_messages`).
+#[map]
+pub static MESSAGE_WALKS: PerCpuArray<MessageWalk> = PerCpuArray::with_max_entries(1, 0);
+
+/// The TLS handshake read handed from a syscall exit to the handshake-copy program.
+#[map]
+pub static HANDSHAKE_JOBS: PerCpuArray<HandshakeJob> = PerCpuArray::with_max_entries(1, 0);
+
+/// Programs the syscall exits tail-call into, by `agent_common::tail_calls` slot (userspace
+/// fills them by the same numbers). A slot stays empty when
+/// its program's group did not load; the tail call then falls through and the exit goes on
+/// without it.
+#[map]
+pub static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(tail_calls::COUNT, 0);
 
 /// Socket syscalls in flight, by `pid_tgid`.
 #[map]

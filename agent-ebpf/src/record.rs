@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    Counter, DataEvent, DataHeader, EventKind, LifecycleEvent, data_flags,
+    ConnKey, Counter, DataEvent, DataHeader, EventKind, LifecycleEvent, data_flags,
     event::{MAX_FRAMED_RECORDS, MAX_PAYLOAD, SCRATCH_PAYLOAD, UNKNOWN_OFFSET},
 };
 use aya_ebpf::{
@@ -14,7 +14,10 @@ use aya_ebpf::{
     },
 };
 
-use crate::maps::{CONFIG, EVENTS, SCRATCH, count};
+use crate::{
+    conn,
+    maps::{CONFIG, CONNS, EVENTS, FRAMED_CALLS, IOVEC_WALKS, MESSAGE_WALKS, SCRATCH, count},
+};
 
 /// Most iovecs walked per call (the kernel's own `UIO_MAXIOV`); beyond it the rest of the call
 /// is counted in `len` but not captured.
@@ -24,16 +27,54 @@ const MAX_IOVECS: u32 = 1024;
 /// is waiting. One wake-up per record would cost a context switch per syscall.
 const WAKEUP_THRESHOLD: u64 = 256 * 1024;
 
-/// Where a call's bytes are in user memory.
+/// Most messages walked per `recvmmsg`/`sendmmsg`; beyond them the call is marked truncated.
+const MAX_MESSAGES: u32 = 8;
+/// `sizeof(struct mmsghdr)` and the offsets used inside it and `struct msghdr` (x86_64 ABI).
+const MMSGHDR_SIZE: u64 = 64;
+/// `msghdr.msg_iov`.
+pub const MSGHDR_IOV: u64 = 16;
+/// `msghdr.msg_iovlen`.
+pub const MSGHDR_IOVLEN: u64 = 24;
+/// `mmsghdr.msg_len`.
+const MMSGHDR_LEN: u64 = 56;
+
+/// Where a call's bytes are in user memory: one contiguous buffer, or an array of iovecs.
+/// A plain struct rather than an enum, as it is kept in map values.
+#[repr(C)]
 #[derive(Clone, Copy)]
-pub enum UserBytes {
+pub struct UserBytes {
+    /// The buffer, or the iovec array.
+    addr: u64,
+    /// Number of iovecs at `addr`; unused for a buffer.
+    iov_count: u64,
+    /// Non-zero for an iovec array.
+    vectored: u64,
+}
+
+impl UserBytes {
     /// One contiguous buffer.
-    Buffer(u64),
+    #[inline(always)]
+    pub fn buffer(addr: u64) -> Self {
+        Self {
+            addr,
+            iov_count: 0,
+            vectored: 0,
+        }
+    }
+
     /// An array of `count` iovecs.
-    Iovecs { iov: u64, count: u64 },
+    #[inline(always)]
+    pub fn iovecs(iov: u64, count: u64) -> Self {
+        Self {
+            addr: iov,
+            iov_count: count,
+            vectored: 1,
+        }
+    }
 }
 
 /// Who moved the bytes: the fixed fields of a data record.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DataSource {
     /// `pid_tgid` of the calling thread.
@@ -117,37 +158,46 @@ impl DataRecord {
     /// Appends `len` bytes of `bytes`, from `skip` bytes into them.
     #[inline(always)]
     pub fn append(&mut self, bytes: UserBytes, skip: u64, len: u64) {
-        match bytes {
-            UserBytes::Buffer(buf) => self.append_user(buf + skip, len),
-            UserBytes::Iovecs { iov, count } => self.append_iovecs(iov, count, skip, len),
+        if bytes.vectored == 0 {
+            self.append_user(bytes.addr + skip, len);
+        } else {
+            self.append_iovecs(bytes.addr, bytes.iov_count, skip, len);
         }
     }
 
     /// Appends the buffers of an iovec array, past the first `skip` bytes, up to `len` bytes in
-    /// all. The walk runs in `bpf_loop`, whose callback the verifier checks once instead of once
-    /// per iovec.
+    /// all. The walk runs in `bpf_loop` with its state in [`IOVEC_WALKS`], so the verifier
+    /// checks the callback about once instead of once per iovec.
     #[inline(always)]
     pub fn append_iovecs(&mut self, iov: u64, iov_count: u64, skip: u64, len: u64) {
-        let mut walk = IovecWalk {
-            iov,
-            count: iov_count,
-            skip,
-            left: len,
-            captured: self.captured,
-            limit: self.limit,
-            failed: 0,
-            reserved: 0,
+        let Some(walk) = IOVEC_WALKS.get_ptr_mut(0) else {
+            return;
         };
-        // SAFETY: `copy_iovec` has the callback signature bpf_loop expects and only touches the
-        // `IovecWalk` passed as its context.
+        // SAFETY: this CPU's slot of a per-CPU map, ours until the program returns.
+        unsafe {
+            *walk = IovecWalk {
+                iov,
+                count: iov_count,
+                skip,
+                left: len,
+                captured: self.captured,
+                limit: self.limit,
+                failed: 0,
+                reserved: 0,
+            };
+        }
+        // SAFETY: `copy_iovec` has the callback signature bpf_loop expects; it takes its state
+        // from the map, not from the context pointer.
         unsafe {
             generated::bpf_loop(
                 MAX_IOVECS,
                 copy_iovec as *mut c_void,
-                &mut walk as *mut IovecWalk as *mut c_void,
+                core::ptr::null_mut(),
                 0,
             )
         };
+        // SAFETY: as above.
+        let walk = unsafe { &*walk };
         self.captured = walk.captured;
         if walk.failed != 0 {
             self.set_flag(data_flags::READ_FAILED);
@@ -241,9 +291,9 @@ fn copy_user(
     Ok(offset + n)
 }
 
-/// State of an iovec walk, shared with the `bpf_loop` callback.
+/// State of an iovec walk, shared with the `bpf_loop` callback through [`IOVEC_WALKS`].
 #[repr(C)]
-struct IovecWalk {
+pub struct IovecWalk {
     iov: u64,
     count: u64,
     /// Bytes still to pass over before copying starts.
@@ -256,9 +306,12 @@ struct IovecWalk {
 }
 
 /// `bpf_loop` callback: copies iovec number `index`; returns 1 to stop the walk.
-extern "C" fn copy_iovec(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the IovecWalk that `append_iovecs` handed it.
-    let walk = unsafe { &mut *(context as *mut IovecWalk) };
+extern "C" fn copy_iovec(index: u64, _context: *mut c_void) -> i64 {
+    let Some(walk) = IOVEC_WALKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map, set up by `append_iovecs`.
+    let walk = unsafe { &mut *walk };
     if index >= walk.count || walk.left == 0 || walk.captured >= walk.limit {
         return 1;
     }
@@ -299,10 +352,10 @@ extern "C" fn copy_iovec(index: u64, context: *mut c_void) -> i64 {
     }
 }
 
-/// A call of a framed connection being cut into records, shared with the `bpf_loop` callback.
-/// The callback never writes it: each record's place comes from the loop index, so the
-/// verifier sees the same state at every iteration and checks the callback once.
-struct FramedCall {
+/// A call of a framed connection being cut into records, shared with the `bpf_loop` callback
+/// through [`FRAMED_CALLS`]. Each record's place comes from the loop index.
+#[repr(C)]
+pub struct FramedCall {
     source: DataSource,
     bytes: UserBytes,
     /// Bytes the call moved.
@@ -317,32 +370,38 @@ struct FramedCall {
 /// userspace). `source.offset` is where the call starts.
 #[inline(always)]
 pub fn submit_framed(source: DataSource, len: u64, bytes: UserBytes) {
-    let Some(config) = CONFIG.get(0) else {
+    let (Some(config), Some(call)) = (CONFIG.get(0), FRAMED_CALLS.get_ptr_mut(0)) else {
         return;
     };
     let cap = config.framed_cap as u64;
-    let mut call = FramedCall {
-        source,
-        bytes,
-        len,
-        end: if len < cap { len } else { cap },
-    };
-    // SAFETY: `emit_framed_record` has the callback signature bpf_loop expects and only
-    // touches the `FramedCall` passed as its context.
+    // SAFETY: this CPU's slot of a per-CPU map, ours until the program returns.
+    unsafe {
+        *call = FramedCall {
+            source,
+            bytes,
+            len,
+            end: if len < cap { len } else { cap },
+        };
+    }
+    // SAFETY: `emit_framed_record` has the callback signature bpf_loop expects; it takes its
+    // state from the map.
     unsafe {
         generated::bpf_loop(
             MAX_FRAMED_RECORDS,
             emit_framed_record as *mut c_void,
-            &mut call as *mut FramedCall as *mut c_void,
+            core::ptr::null_mut(),
             0,
         )
     };
 }
 
 /// `bpf_loop` callback: sends record number `index` of a framed call; returns 1 when done.
-extern "C" fn emit_framed_record(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the FramedCall that `submit_framed` handed it.
-    let call = unsafe { &*(context as *const FramedCall) };
+extern "C" fn emit_framed_record(index: u64, _context: *mut c_void) -> i64 {
+    let Some(call) = FRAMED_CALLS.get_ptr(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map, set up by `submit_framed`.
+    let call = unsafe { &*call };
     let done = index * MAX_PAYLOAD as u64;
     if done >= call.end {
         return 1;
@@ -366,6 +425,85 @@ extern "C" fn emit_framed_record(index: u64, context: *mut c_void) -> i64 {
         return 1;
     };
     record.append(call.bytes, done, part);
+    record.submit();
+    0
+}
+
+/// A `recvmmsg`/`sendmmsg` being walked, shared with the `bpf_loop` callback through
+/// [`MESSAGE_WALKS`].
+#[repr(C)]
+pub struct MessageWalk {
+    source: DataSource,
+    /// The `struct mmsghdr` array.
+    messages: u64,
+    /// Messages the call moved.
+    count: u64,
+}
+
+/// Sends one record per message of a `recvmmsg`/`sendmmsg` that moved `count` messages,
+/// walking at most [`MAX_MESSAGES`]; each message's bytes are counted on the connection's
+/// offsets as it is sent.
+#[inline(always)]
+pub fn submit_messages(source: DataSource, messages: u64, count: u64) {
+    let Some(walk) = MESSAGE_WALKS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map, ours until the program returns.
+    unsafe {
+        *walk = MessageWalk {
+            source,
+            messages,
+            count,
+        };
+    }
+    // SAFETY: `emit_message` has the callback signature bpf_loop expects; it takes its state
+    // from the map.
+    unsafe {
+        generated::bpf_loop(
+            MAX_MESSAGES,
+            emit_message as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+}
+
+/// `bpf_loop` callback: sends message number `index`; returns 1 when done.
+extern "C" fn emit_message(index: u64, _context: *mut c_void) -> i64 {
+    let Some(walk) = MESSAGE_WALKS.get_ptr(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map, set up by `submit_messages`.
+    let walk = unsafe { &*walk };
+    if index >= walk.count {
+        return 1;
+    }
+    let msg = walk.messages + index * MMSGHDR_SIZE;
+    // SAFETY: user reads through the helper.
+    let len = unsafe { bpf_probe_read_user((msg + MMSGHDR_LEN) as *const u32) }.unwrap_or(0);
+    // SAFETY: as above.
+    let iov = unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.unwrap_or(0);
+    // SAFETY: as above.
+    let iov_count =
+        unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
+    let mut source = walk.source;
+    let key = ConnKey {
+        tgid: (source.pid_tgid >> 32) as u32,
+        fd: source.fd,
+    };
+    source.offset = match CONNS.get_ptr_mut(&key) {
+        Some(state) => conn::advance(state, source.direction, len as u64),
+        None => UNKNOWN_OFFSET,
+    };
+    let last_walked = index + 1 == MAX_MESSAGES as u64 && walk.count > MAX_MESSAGES as u64;
+    let Some(mut record) = DataRecord::start(source, len as u64) else {
+        return 1;
+    };
+    record.append_iovecs(iov, iov_count, 0, len as u64);
+    if last_walked {
+        count(Counter::IovecTruncated);
+        record.set_flag(data_flags::IOV_TRUNCATED);
+    }
     record.submit();
     0
 }

@@ -15,7 +15,10 @@ use crate::{
         spec::{DeclaredApi, SpecError},
     },
     capture::{CaptureSettings, KernelSelection},
-    config::{Config, ConfigError, InventoryConfig, OtlpCompression, SelectionRule, SpecFile},
+    config::{
+        Config, ConfigError, InventoryConfig, OtlpCompression, SelectionRule, SocketLookupChoice,
+        SpecFile,
+    },
     export::{
         otlp::{OtlpHeaders, OtlpProtocol, OtlpSettings, RetrySettings},
         semconv::{Describer, HeaderAllowlist},
@@ -48,6 +51,14 @@ pub struct RunArgs {
     /// Ring-buffer size in bytes, a power of two (capture.ring_buffer_bytes).
     #[arg(long, env = "APISCOPE_RING_BUFFER_BYTES")]
     pub ring_buffer_bytes: Option<u32>,
+    /// How socket syscalls find their socket: auto, tracepoints or fd_table
+    /// (capture.socket_lookup).
+    #[arg(long, env = "APISCOPE_SOCKET_LOOKUP", value_enum)]
+    pub socket_lookup: Option<SocketLookupChoice>,
+    /// File the verifier's whole log is appended to when the kernel refuses a program
+    /// (capture.verifier_log).
+    #[arg(long, env = "APISCOPE_VERIFIER_LOG")]
+    pub verifier_log: Option<PathBuf>,
     /// Connections tracked at once (streams.max_connections).
     #[arg(long, env = "APISCOPE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -310,6 +321,10 @@ impl RunArgs {
         capture.capture_cap = self.capture_cap.unwrap_or(capture.capture_cap);
         capture.framed_cap = self.framed_cap.unwrap_or(capture.framed_cap);
         capture.ring_buffer_bytes = self.ring_buffer_bytes.unwrap_or(capture.ring_buffer_bytes);
+        capture.socket_lookup = self.socket_lookup.unwrap_or(capture.socket_lookup);
+        if self.verifier_log.is_some() {
+            capture.verifier_log.clone_from(&self.verifier_log);
+        }
         capture
             .stdio_commands
             .extend(self.stdio_commands.iter().cloned());
@@ -415,6 +430,8 @@ impl RunArgs {
                 framed_cap: config.capture.framed_cap,
                 ring_buffer_bytes: config.capture.ring_buffer_bytes,
                 selection: KernelSelection::default(),
+                socket_lookup: config.capture.socket_lookup.lookup(),
+                verifier_log: config.capture.verifier_log.clone(),
             },
             selection: Selection::new(&config.selection),
             stdio: StdioSelection::new(&config.capture.stdio_commands)

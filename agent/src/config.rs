@@ -382,6 +382,12 @@ pub struct CaptureConfig {
     /// input and output are captured: MCP tool servers that agents start and talk to over
     /// pipes, e.g. `*mcp-server-*`. Empty: no pipe is captured.
     pub stdio_commands: Vec<String>,
+    /// How socket syscalls find their socket: `auto` (the socket tracepoints where the kernel
+    /// has them, Linux 6.3+, else a walk of the file table), `tracepoints` or `fd_table`.
+    pub socket_lookup: SocketLookupChoice,
+    /// A file the verifier's whole log is appended to when the kernel refuses a program (the
+    /// agent's log only gets its last word).
+    pub verifier_log: Option<PathBuf>,
 }
 
 impl Default for CaptureConfig {
@@ -391,6 +397,33 @@ impl Default for CaptureConfig {
             framed_cap: 256 * 1024,
             ring_buffer_bytes: 8 * 1024 * 1024,
             stdio_commands: Vec::new(),
+            socket_lookup: SocketLookupChoice::Auto,
+            verifier_log: None,
+        }
+    }
+}
+
+/// How socket syscalls find their socket (`capture.socket_lookup`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketLookupChoice {
+    /// The best this kernel has.
+    #[default]
+    Auto,
+    /// The `sock_send_length`/`sock_recv_length` tracepoints (Linux 6.3+).
+    Tracepoints,
+    /// A walk of the file table at syscall exit (any kernel).
+    #[value(name = "fd_table")]
+    FdTable,
+}
+
+impl SocketLookupChoice {
+    /// The lookup asked for; `None` for automatic.
+    pub fn lookup(self) -> Option<agent_common::SocketLookup> {
+        match self {
+            SocketLookupChoice::Auto => None,
+            SocketLookupChoice::Tracepoints => Some(agent_common::SocketLookup::Tracepoints),
+            SocketLookupChoice::FdTable => Some(agent_common::SocketLookup::FdTable),
         }
     }
 }

@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use agent::{
     capture::{
-        Capture, CaptureSettings,
+        Capture, CaptureSettings, GroupState, LoadReport, VERIFIER_BUDGET,
         features::{self, Status},
     },
     cli::RunArgs,
+    config::SocketLookupChoice,
     instance::InstanceLock,
     inventory_command::{self, InventoryArgs},
     pipeline,
@@ -29,12 +30,42 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check that this kernel and these privileges allow capture; exit 0 only if they do.
-    Check,
+    /// Check that this kernel and these privileges allow capture, and which probe groups run:
+    /// exit 0 if every group does, 2 if the agent would run without some, 1 if it cannot run.
+    Check(CheckArgs),
     /// Capture until SIGINT or SIGTERM.
     Run(Box<RunArgs>),
     /// Show the running agent's API inventory.
     Inventory(InventoryArgs),
+}
+
+/// Flags of `apiscope check`.
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// Also list every kernel program with the instructions the verifier processed for it.
+    #[arg(long, short)]
+    verbose: bool,
+    /// How socket syscalls find their socket: auto, tracepoints or fd_table.
+    #[arg(
+        long,
+        env = "APISCOPE_SOCKET_LOOKUP",
+        value_enum,
+        default_value = "auto"
+    )]
+    socket_lookup: SocketLookupChoice,
+    /// File the verifier's whole log is appended to when the kernel refuses a program.
+    #[arg(long, env = "APISCOPE_VERIFIER_LOG")]
+    verifier_log: Option<std::path::PathBuf>,
+}
+
+/// How `check` ends: what its exit status says.
+enum Verdict {
+    /// Every probe group runs.
+    Complete,
+    /// The agent runs, without some groups.
+    Degraded,
+    /// The agent cannot run.
+    Unusable,
 }
 
 fn inventory(args: &InventoryArgs) -> anyhow::Result<()> {
@@ -46,36 +77,104 @@ fn inventory(args: &InventoryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check() -> anyhow::Result<bool> {
-    let mut findings = features::check_host();
-    if findings
-        .iter()
-        .all(|finding| finding.status != Status::Missing)
-    {
-        let defaults = agent::config::CaptureConfig::default();
-        let loaded = Capture::start(CaptureSettings {
-            capture_cap: defaults.capture_cap,
-            framed_cap: defaults.framed_cap,
-            ring_buffer_bytes: 1 << 20,
-            ..CaptureSettings::default()
-        })
-        .map(|_| "every kernel program loads and attaches".to_owned())
-        .map_err(|error| error.to_string());
-        findings.push(features::load_finding(loaded));
-    }
+fn check(args: &CheckArgs) -> Verdict {
+    let wanted = args.socket_lookup.lookup();
+    let findings = features::check_host(wanted);
     println!("{:<12} {:<8} DETAIL", "FEATURE", "STATUS");
     for finding in &findings {
         println!("{finding}");
     }
-    Ok(findings
+    if findings
         .iter()
-        .all(|finding| finding.status != Status::Missing))
+        .any(|finding| finding.status == Status::Missing)
+    {
+        return Verdict::Unusable;
+    }
+    let defaults = agent::config::CaptureConfig::default();
+    let started = Capture::start(CaptureSettings {
+        capture_cap: defaults.capture_cap,
+        framed_cap: defaults.framed_cap,
+        ring_buffer_bytes: 1 << 20,
+        socket_lookup: wanted,
+        verifier_log: args.verifier_log.clone(),
+        ..CaptureSettings::default()
+    });
+    let report = match started {
+        Ok((capture, _)) => capture.report().clone(),
+        Err(error) => {
+            println!("{:<12} {:<8} {error}", "probes", "MISSING");
+            return Verdict::Unusable;
+        }
+    };
+    print_groups(&report);
+    if args.verbose {
+        print_programs(&report);
+    }
+    if report.groups_off().next().is_some() {
+        Verdict::Degraded
+    } else {
+        Verdict::Complete
+    }
+}
+
+/// The probe groups' table of `check`.
+fn print_groups(report: &LoadReport) {
+    println!("\n{:<18} {:<6} DETAIL", "GROUP", "STATE");
+    for status in &report.groups {
+        let programs = report
+            .programs
+            .iter()
+            .filter(|program| program.group == status.group)
+            .count();
+        match &status.state {
+            GroupState::On => println!(
+                "{:<18} {:<6} {programs} programs",
+                status.group.name(),
+                "on"
+            ),
+            GroupState::Off(failure) => println!(
+                "{:<18} {:<6} {failure}; {}",
+                status.group.name(),
+                "OFF",
+                status.group.lost_without()
+            ),
+        }
+    }
+}
+
+/// The per-program table of `check --verbose`: what verifying each program cost, against the
+/// budget every program is kept under.
+fn print_programs(report: &LoadReport) {
+    println!(
+        "\n{:<32} {:<18} {:>14} {:>10}",
+        "PROGRAM", "GROUP", "VERIFIED INSNS", "OF BUDGET"
+    );
+    for program in &report.programs {
+        let (count, share) = match program.verified_insns {
+            Some(count) => (
+                count.to_string(),
+                format!(
+                    "{:.1}%",
+                    f64::from(count) * 100.0 / f64::from(VERIFIER_BUDGET)
+                ),
+            ),
+            None => ("unknown".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "{:<32} {:<18} {count:>14} {share:>10}",
+            program.program,
+            program.group.name()
+        );
+    }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = args.run_options()?;
     if let Err(reason) = features::privileges() {
         anyhow::bail!("apiscope run {reason}");
+    }
+    if let Err(missing) = features::require_kernel(options.capture.socket_lookup) {
+        anyhow::bail!("this kernel cannot run the agent: {missing}");
     }
     // Before anything is loaded: a second agent must not attach a single probe.
     let _instance = InstanceLock::acquire(&options.inventory.directory)?;
@@ -106,12 +205,10 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     let result = match cli.command {
-        Command::Check => check().map(|ok| {
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+        Command::Check(args) => Ok(match check(&args) {
+            Verdict::Complete => ExitCode::SUCCESS,
+            Verdict::Degraded => ExitCode::from(2),
+            Verdict::Unusable => ExitCode::FAILURE,
         }),
         Command::Run(args) => run(*args).map(|()| ExitCode::SUCCESS),
         Command::Inventory(args) => inventory(&args).map(|()| ExitCode::SUCCESS),

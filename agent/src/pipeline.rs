@@ -256,6 +256,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         capture_settings.selection.ports.push((port, Verdict::Skip));
     }
     let (mut capture, outputs) = Capture::start(capture_settings)?;
+    health.set_probe_groups(capture.report());
     let process_verdicts = outputs.process_verdicts;
     let stdio_processes = outputs.stdio_processes;
     let (otlp, otlp_tasks) = match &options.calls {
@@ -355,8 +356,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         })?;
 
     health.set_ready(true);
+    let off = health.probe_groups().off;
+    let off = if off.is_empty() {
+        String::new()
+    } else {
+        format!("; probe groups off: {}", off.join(", "))
+    };
     info!(
-        "ready: capturing socket and TLS traffic (pid {})",
+        "ready: capturing socket and TLS traffic (pid {}){off}",
         std::process::id()
     );
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);

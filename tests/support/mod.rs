@@ -966,7 +966,10 @@ impl Agent {
         Agent::launch_command(cmd, env, dump)
     }
 
-    fn launch_command(mut cmd: Command, env: &[(&str, &str)], dump: bool) -> Agent {
+    /// Starts the agent through `cmd`, a command that ends by exec'ing the agent with its
+    /// arguments (as `unshare` or `capsh` do), and waits until it logs `ready`; with `dump`,
+    /// its stdout is parsed as `--dump` chunks.
+    pub fn launch_command(mut cmd: Command, env: &[(&str, &str)], dump: bool) -> Agent {
         if std::env::var_os("RUST_LOG").is_none() {
             // The ready line must not be filtered out by a default log level.
             cmd.env("RUST_LOG", "info");

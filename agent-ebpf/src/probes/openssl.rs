@@ -117,7 +117,7 @@ fn exit(ctx: &RetProbeContext) {
         offset,
     };
     if flags & conn_flags::FRAMED != 0 {
-        submit_framed(source, len, UserBytes::Buffer(pending.buf));
+        submit_framed(source, len, UserBytes::buffer(pending.buf));
         return;
     }
     if let Some(mut record) = DataRecord::start(source, len) {

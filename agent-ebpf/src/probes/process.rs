@@ -21,9 +21,6 @@ use crate::{
 
 /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
 const FILENAME_LOC: usize = 8;
-/// Offsets of `pid_t parent_pid` and `pid_t child_pid` in the `sched_process_fork` record.
-const PARENT_PID: usize = 12;
-const CHILD_PID: usize = 20;
 
 /// The `filters` bits of the configuration.
 #[inline(always)]
@@ -90,14 +87,18 @@ pub fn process_enter_exit(_ctx: TracePointContext) -> u32 {
 /// verdict, so that a forked worker of an excluded server stays excluded.
 #[tracepoint]
 pub fn process_enter_fork(ctx: TracePointContext) -> u32 {
-    if filters() & filter_maps::PIDS == 0 {
+    let Some(config) = CONFIG.get(0) else {
+        return 0;
+    };
+    if config.filters & filter_maps::PIDS == 0 {
         return 0;
     }
-    // SAFETY: offsets of fields in the record, as its format file lists them.
+    let fork = config.fork;
+    // SAFETY: offsets of fields in the record, read by userspace from its format file.
     let (parent, child): (u32, u32) = unsafe {
         (
-            ctx.read_at(PARENT_PID).unwrap_or(0),
-            ctx.read_at(CHILD_PID).unwrap_or(0),
+            ctx.read_at(fork.parent_pid as usize).unwrap_or(0),
+            ctx.read_at(fork.child_pid as usize).unwrap_or(0),
         )
     };
     // SAFETY: plain value read.

@@ -1,61 +1,46 @@
-//! BTF tracepoints inside `sock_sendmsg`/`sock_recvmsg`: they fire only for sockets, on the
-//! thread making the syscall, with the kernel socket. That is how a syscall on a socket is told
-//! from one on a file or pipe, with no fd-table walk.
+//! BTF tracepoints inside `sock_sendmsg`/`sock_recvmsg` (Linux 6.3+): they fire only for
+//! sockets, on the thread making the syscall, with the kernel socket. That is how a syscall on a
+//! socket is told from one on a file or pipe, with no fd-table walk (the walk, in `fd_table`,
+//! is what older kernels use instead).
 
 use agent_common::Direction;
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
 use crate::{
     filter::is_traced,
     maps::{IoShape, PENDING_IO, PendingIo},
+    syscall_args::SyscallArgs,
 };
 
-/// Offsets in x86_64 `struct pt_regs` (uapi, stable) of the first three syscall arguments.
-const PT_REGS_DI: u64 = 112;
-const PT_REGS_SI: u64 = 104;
-const PT_REGS_DX: u64 = 96;
-/// Offset of `orig_ax`, the syscall number.
-const PT_REGS_ORIG_AX: u64 = 120;
 /// x86_64 numbers of the data syscalls whose arguments are (fd, buffer, count) in that order:
 /// read, write, readv, writev, sendto, recvfrom, sendmsg, recvmsg, recvmmsg, sendmmsg. Anything
 /// else (io_uring, a kernel-internal send) is not rebuilt.
 const DATA_SYSCALLS: [u64; 10] = [0, 1, 19, 20, 44, 45, 46, 47, 299, 307];
 
 /// `MSG_PEEK`: the bytes stay queued and will be read again.
-const MSG_PEEK: i32 = 2;
+pub const MSG_PEEK: u64 = 2;
 
 /// Rebuilds a pending call whose entry was missed: a read that was already blocked when the
-/// agent attached (an idle keep-alive connection) would otherwise lose its first request. The
-/// syscall's arguments are still in the user registers saved at kernel entry.
+/// agent attached (an idle keep-alive connection) would otherwise lose its first request.
 #[inline(always)]
-fn recover(pid_tgid: u64, direction: Direction) -> Option<*mut PendingIo> {
+fn recover(pid_tgid: u64, direction: Direction, peek: bool) -> Option<*mut PendingIo> {
     if !is_traced((pid_tgid >> 32) as u32) {
         return None;
     }
-    // SAFETY: helpers without preconditions in tracing programs; the result is only used as an
-    // address for bpf_probe_read_kernel.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    // SAFETY: kernel reads through the helper.
-    let reg = |offset: u64| unsafe { bpf_probe_read_kernel((regs + offset) as *const u64) }.ok();
-    let syscall = reg(PT_REGS_ORIG_AX)?;
-    if !DATA_SYSCALLS.contains(&syscall) {
+    let args = SyscallArgs::current();
+    if !DATA_SYSCALLS.contains(&args.number()?) {
         return None;
     }
     let pending = PendingIo {
-        fd: reg(PT_REGS_DI)? as i32,
-        buf: reg(PT_REGS_SI)?,
-        count: reg(PT_REGS_DX)?,
+        fd: args.arg(0)? as i32,
+        buf: args.arg(1)?,
+        count: args.arg(2)?,
         sock: 0,
         shape: IoShape::Recovered as u32,
         direction: direction as u32,
-        peek: 0,
+        peek: peek as u32,
     };
     PENDING_IO.insert(&pid_tgid, &pending, 0).ok()?;
     PENDING_IO.get_ptr_mut(&pid_tgid)
@@ -66,7 +51,7 @@ fn note_socket(ctx: &BtfTracePointContext, direction: Direction, peek: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(pending) = PENDING_IO
         .get_ptr_mut(&pid_tgid)
-        .or_else(|| recover(pid_tgid, direction))
+        .or_else(|| recover(pid_tgid, direction, peek))
     else {
         return;
     };
@@ -76,9 +61,6 @@ fn note_socket(ctx: &BtfTracePointContext, direction: Direction, peek: bool) {
         // The first socket of the call wins: sendmmsg passes here once per message.
         if (*pending).sock == 0 {
             (*pending).sock = sock;
-        }
-        if peek {
-            (*pending).peek = 1;
         }
     }
 }
@@ -106,10 +88,11 @@ pub fn sock_enter_send_length(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// `sock_recv_length(sk, ret, flags)`.
+/// `sock_recv_length(sk, ret, flags)`: the flags only matter for a call rebuilt here (a real
+/// entry recorded them already).
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_enter_recv_length(ctx: BtfTracePointContext) -> u32 {
     let flags: i32 = ctx.arg(2);
-    note_socket(&ctx, Direction::Ingress, flags & MSG_PEEK != 0);
+    note_socket(&ctx, Direction::Ingress, flags as u64 & MSG_PEEK != 0);
     0
 }

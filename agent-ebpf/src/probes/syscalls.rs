@@ -1,11 +1,12 @@
 //! Syscall tracepoints: the socket data path and the connection lifecycle.
 //!
-//! Entry programs stash the call's arguments per thread; the `sock_*_length` tracepoints fire in
-//! between only when the fd is a socket and fill in the kernel socket; exit programs then copy
-//! the bytes actually moved. Files and pipes never get a socket and are dropped at exit, but for
-//! the standard input and output of the processes selected for stdio capture.
+//! Entry programs stash the call's arguments per thread; exit programs find out whether the fd
+//! was a socket, and which one (the `sock_*_length` tracepoints noted it during the call, or,
+//! on older kernels, a walk of the file table), then copy the bytes actually moved. Files and
+//! pipes never get a socket and are dropped at exit, but for the standard input and output of
+//! the processes selected for stdio capture.
 
-use agent_common::{ConnState, Counter, Direction, EventKind, Role, conn_flags, data_flags};
+use agent_common::{Counter, Direction, EventKind, Role, conn_flags};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
@@ -13,27 +14,56 @@ use aya_ebpf::{
 };
 
 use crate::{
-    conn,
+    conn, fd_table,
     filter::is_traced,
     handshake,
-    maps::{CIPHERTEXT_READS, IoShape, PENDING_IO, PENDING_TLS, PendingIo, count},
-    record::{DataRecord, DataSource, UserBytes, submit_framed, submit_gap, submit_lifecycle},
+    maps::{CIPHERTEXT_READS, IoShape, PENDING_IO, PENDING_TLS, PendingIo, count, walks_fd_table},
+    probes::sock::MSG_PEEK,
+    record::{
+        DataRecord, DataSource, MSGHDR_IOV, MSGHDR_IOVLEN, UserBytes, submit_framed, submit_gap,
+        submit_lifecycle, submit_messages,
+    },
     stdio,
+    syscall_args::SyscallArgs,
 };
 
 /// Offset of the first argument in a `syscalls:sys_enter_*` record; each argument is 8 bytes.
 const ARGS: usize = 16;
 /// Offset of `ret` in a `syscalls:sys_exit_*` record.
 const RET: usize = 16;
-/// Most messages walked per `recvmmsg`/`sendmmsg`.
-const MAX_MESSAGES: u64 = 4;
-/// `sizeof(struct mmsghdr)` and the offsets used inside it and `struct msghdr` (x86_64 ABI).
-const MMSGHDR_SIZE: u64 = 64;
-const MSGHDR_IOV: u64 = 16;
-const MSGHDR_IOVLEN: u64 = 24;
-const MMSGHDR_LEN: u64 = 56;
 /// `-EINPROGRESS`: a non-blocking connect that is under way counts as a connect.
 const EINPROGRESS: i64 = -115;
+
+/// What a traced syscall is, as its programs need to know: a constant at every program, so
+/// that each one only carries the code of its own kind (the verifier would otherwise walk every
+/// kind's paths in every program).
+#[derive(Clone, Copy)]
+struct Call {
+    /// Where its bytes are.
+    shape: IoShape,
+    /// Which way they go.
+    direction: Direction,
+    /// Which argument holds its `MSG_*` flags, for receives that may only peek.
+    flags_arg: Option<usize>,
+}
+
+impl Call {
+    const fn new(shape: IoShape, direction: Direction) -> Self {
+        Self {
+            shape,
+            direction,
+            flags_arg: None,
+        }
+    }
+
+    const fn with_flags(shape: IoShape, direction: Direction, flags_arg: usize) -> Self {
+        Self {
+            shape,
+            direction,
+            flags_arg: Some(flags_arg),
+        }
+    }
+}
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, n: usize) -> u64 {
@@ -47,36 +77,63 @@ fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { ctx.read_at::<i64>(RET).unwrap_or(-1) }
 }
 
-/// Remembers a socket-candidate call at its entry.
+/// Remembers a socket-candidate call at its entry; `fd_arg` is the argument holding its fd.
 #[inline(always)]
-fn stash(fd: u64, buf: u64, count: u64, shape: IoShape, direction: Direction) {
+fn stash(ctx: &TracePointContext, call: Call, fd_arg: usize) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_traced((pid_tgid >> 32) as u32) {
         return;
     }
+    let carries_bytes = call.shape.carries_user_data();
     let pending = PendingIo {
-        buf,
-        count,
+        buf: if carries_bytes { arg(ctx, 1) } else { 0 },
+        count: if carries_bytes { arg(ctx, 2) } else { 0 },
         sock: 0,
-        fd: fd as i32,
-        shape: shape as u32,
-        direction: direction as u32,
-        peek: 0,
+        fd: arg(ctx, fd_arg) as i32,
+        shape: call.shape as u32,
+        direction: call.direction as u32,
+        peek: call.flags_arg.is_some_and(|n| arg(ctx, n) & MSG_PEEK != 0) as u32,
     };
     let _ = PENDING_IO.insert(&pid_tgid, &pending, 0);
 }
 
-/// Emits what a finished call moved, if its fd turned out to be a traced TCP socket. `shape` is
-/// a constant at every call site, so each exit program only carries the code of its own shape;
-/// the verifier would otherwise walk every shape's paths in every program.
+/// The call in flight on this thread, taken out of `PENDING_IO`. Where the fd table is walked,
+/// a data call whose entry was missed (it was already blocked when the agent attached) is
+/// rebuilt from the saved registers; with the socket tracepoints, they rebuild it.
 #[inline(always)]
-fn complete(ctx: &TracePointContext, shape: IoShape) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn take_pending(pid_tgid: u64, call: Call) -> Option<PendingIo> {
     // SAFETY: value copied out before the entry is removed.
-    let Some(mut pending) = (unsafe { PENDING_IO.get(&pid_tgid) }).copied() else {
+    if let Some(pending) = unsafe { PENDING_IO.get(&pid_tgid) }.copied() {
+        let _ = PENDING_IO.remove(&pid_tgid);
+        return Some(pending);
+    }
+    if !walks_fd_table() || !call.shape.carries_user_data() || !is_traced((pid_tgid >> 32) as u32) {
+        return None;
+    }
+    let args = SyscallArgs::current();
+    let flags = match call.flags_arg {
+        Some(n) => args.arg(n)?,
+        None => 0,
+    };
+    Some(PendingIo {
+        fd: args.arg(0)? as i32,
+        buf: args.arg(1)?,
+        count: args.arg(2)?,
+        sock: 0,
+        shape: call.shape as u32,
+        direction: call.direction as u32,
+        peek: (flags & MSG_PEEK != 0) as u32,
+    })
+}
+
+/// Emits what a finished call moved, if its fd turned out to be a traced TCP socket.
+#[inline(always)]
+fn complete(ctx: &TracePointContext, call: Call) {
+    let shape = call.shape;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(mut pending) = take_pending(pid_tgid, call) else {
         return;
     };
-    let _ = PENDING_IO.remove(&pid_tgid);
     let recovered = pending.shape == IoShape::Recovered as u32;
     if pending.shape != shape as u32 && !(recovered && shape.carries_user_data()) {
         // Left over from a call whose exit we never saw.
@@ -95,6 +152,9 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
         }
         return;
     }
+    if walks_fd_table() {
+        pending.sock = fd_table::socket_of(pending.fd);
+    }
     if pending.sock == 0 && !stdio::claim(tgid, &mut pending, shape) {
         return;
     }
@@ -111,7 +171,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
             }
             (*state).flags |= conn_flags::TLS;
         }
-        handshake::capture_start(pid_tgid, &pending, state, result, shape);
+        handshake::hand_over(ctx, pid_tgid, &pending, state, result, shape);
         return;
     }
     // SAFETY: as above.
@@ -120,8 +180,8 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
         return;
     }
     if flags & conn_flags::TLS != 0 {
-        handshake::capture_start(pid_tgid, &pending, state, result, shape);
         remember_ciphertext_read(pid_tgid, &pending);
+        handshake::hand_over(ctx, pid_tgid, &pending, state, result, shape);
         return;
     }
     let flags = conn::flags_with_policy(tgid, pending.fd, state);
@@ -145,7 +205,7 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
     }
     if shape == IoShape::Mmsghdr {
         // `result` counts messages here, each with its own length.
-        emit_messages(source, state, pending.buf, len);
+        submit_messages(source, pending.buf, len);
         return;
     }
     let bytes = user_bytes(&pending, shape);
@@ -168,8 +228,8 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
             // handshake of one we do. Mark the connection so none of it is sent.
             // SAFETY: as above.
             unsafe { (*state).flags |= conn_flags::TLS };
-            handshake::capture_start(pid_tgid, &pending, state, result, shape);
             remember_ciphertext_read(pid_tgid, &pending);
+            handshake::hand_over(ctx, pid_tgid, &pending, state, result, shape);
             return;
         }
     }
@@ -188,12 +248,9 @@ fn complete(ctx: &TracePointContext, shape: IoShape) {
 #[inline(always)]
 pub(crate) fn user_bytes(pending: &PendingIo, shape: IoShape) -> UserBytes {
     if shape == IoShape::Buffer {
-        UserBytes::Buffer(pending.buf)
+        UserBytes::buffer(pending.buf)
     } else if shape == IoShape::Iovec {
-        UserBytes::Iovecs {
-            iov: pending.buf,
-            count: pending.count,
-        }
+        UserBytes::iovecs(pending.buf, pending.count)
     } else {
         let msg = pending.buf;
         // SAFETY: user reads through the helper.
@@ -201,7 +258,7 @@ pub(crate) fn user_bytes(pending: &PendingIo, shape: IoShape) -> UserBytes {
         // SAFETY: as above.
         let count =
             unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
-        UserBytes::Iovecs { iov, count }
+        UserBytes::iovecs(iov, count)
     }
 }
 
@@ -214,164 +271,128 @@ fn remember_ciphertext_read(pid_tgid: u64, pending: &PendingIo) {
     }
 }
 
-/// One record per message of a `recvmmsg`/`sendmmsg`, walking at most [`MAX_MESSAGES`].
-#[inline(always)]
-fn emit_messages(mut source: DataSource, state: *mut ConnState, messages: u64, message_count: u64) {
-    for i in 0..MAX_MESSAGES {
-        if i >= message_count {
-            return;
-        }
-        let msg = messages + i * MMSGHDR_SIZE;
-        // SAFETY: user reads through the helper.
-        let len = unsafe { bpf_probe_read_user((msg + MMSGHDR_LEN) as *const u32) }.unwrap_or(0);
-        // SAFETY: as above.
-        let iov = unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.unwrap_or(0);
-        // SAFETY: as above.
-        let iov_count =
-            unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }.unwrap_or(0);
-        source.offset = conn::advance(state, source.direction, len as u64);
-        let Some(mut record) = DataRecord::start(source, len as u64) else {
-            return;
-        };
-        record.append_iovecs(iov, iov_count, 0, len as u64);
-        if i + 1 == MAX_MESSAGES && message_count > MAX_MESSAGES {
-            record.set_flag(data_flags::IOV_TRUNCATED);
-        }
-        record.submit();
-    }
-}
-
-macro_rules! buffer_call {
-    ($enter:ident, $exit:ident, $direction:expr) => {
-        #[doc = concat!("Entry of a contiguous-buffer call (`", stringify!($enter), "`).")]
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            stash(
-                arg(&ctx, 0),
-                arg(&ctx, 1),
-                arg(&ctx, 2),
-                IoShape::Buffer,
-                $direction,
-            );
-            0
-        }
-
-        #[doc = concat!("Exit of a contiguous-buffer call (`", stringify!($exit), "`).")]
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            complete(&ctx, IoShape::Buffer);
-            0
-        }
-    };
-}
-
-macro_rules! shaped_call {
-    ($enter:ident, $exit:ident, $shape:expr, $direction:expr) => {
+/// Defines the entry and exit programs of a syscall of the given [`Call`] kind; the fd is its
+/// first argument.
+macro_rules! traced_call {
+    ($enter:ident, $exit:ident, $call:expr) => {
         #[doc = concat!("Entry of `", stringify!($enter), "`.")]
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            stash(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), $shape, $direction);
+            stash(&ctx, $call, 0);
             0
         }
 
         #[doc = concat!("Exit of `", stringify!($exit), "`.")]
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            complete(&ctx, $shape);
+            complete(&ctx, $call);
             0
         }
     };
 }
 
-buffer_call!(syscalls_enter_read, syscalls_exit_read, Direction::Ingress);
-buffer_call!(syscalls_enter_write, syscalls_exit_write, Direction::Egress);
-buffer_call!(
+use Direction::{Egress, Ingress};
+use IoShape::{Buffer, Iovec, Mmsghdr, Msghdr};
+
+traced_call!(
+    syscalls_enter_read,
+    syscalls_exit_read,
+    Call::new(Buffer, Ingress)
+);
+traced_call!(
+    syscalls_enter_write,
+    syscalls_exit_write,
+    Call::new(Buffer, Egress)
+);
+// recvfrom(fd, buf, len, flags, ...)
+traced_call!(
     syscalls_enter_recvfrom,
     syscalls_exit_recvfrom,
-    Direction::Ingress
+    Call::with_flags(Buffer, Ingress, 3)
 );
-buffer_call!(
+traced_call!(
     syscalls_enter_sendto,
     syscalls_exit_sendto,
-    Direction::Egress
+    Call::new(Buffer, Egress)
 );
-shaped_call!(
+traced_call!(
     syscalls_enter_readv,
     syscalls_exit_readv,
-    IoShape::Iovec,
-    Direction::Ingress
+    Call::new(Iovec, Ingress)
 );
-shaped_call!(
+traced_call!(
     syscalls_enter_writev,
     syscalls_exit_writev,
-    IoShape::Iovec,
-    Direction::Egress
+    Call::new(Iovec, Egress)
 );
-shaped_call!(
+// recvmsg(fd, msg, flags)
+traced_call!(
     syscalls_enter_recvmsg,
     syscalls_exit_recvmsg,
-    IoShape::Msghdr,
-    Direction::Ingress
+    Call::with_flags(Msghdr, Ingress, 2)
 );
-shaped_call!(
+traced_call!(
     syscalls_enter_sendmsg,
     syscalls_exit_sendmsg,
-    IoShape::Msghdr,
-    Direction::Egress
+    Call::new(Msghdr, Egress)
 );
-shaped_call!(
+// recvmmsg(fd, msgvec, vlen, flags, timeout)
+traced_call!(
     syscalls_enter_recvmmsg,
     syscalls_exit_recvmmsg,
-    IoShape::Mmsghdr,
-    Direction::Ingress
+    Call::with_flags(Mmsghdr, Ingress, 3)
 );
-shaped_call!(
+traced_call!(
     syscalls_enter_sendmmsg,
     syscalls_exit_sendmmsg,
-    IoShape::Mmsghdr,
-    Direction::Egress
+    Call::new(Mmsghdr, Egress)
 );
 
-/// Entry of `sendfile`: the bytes go from a file to `out_fd` inside the kernel.
+/// A call whose bytes never pass through user memory, or a `connect`.
+const GAP: Call = Call::new(IoShape::Gap, Egress);
+const CONNECT: Call = Call::new(IoShape::Connect, Egress);
+
+/// Entry of `sendfile(out_fd, in_fd, ...)`: the bytes go from a file to `out_fd` inside the
+/// kernel.
 #[tracepoint]
 pub fn syscalls_enter_sendfile64(ctx: TracePointContext) -> u32 {
-    stash(arg(&ctx, 0), 0, 0, IoShape::Gap, Direction::Egress);
+    stash(&ctx, GAP, 0);
     0
 }
 
 /// Exit of `sendfile`.
 #[tracepoint]
 pub fn syscalls_exit_sendfile64(ctx: TracePointContext) -> u32 {
-    complete(&ctx, IoShape::Gap);
+    complete(&ctx, GAP);
     0
 }
 
-/// Entry of `splice`: only a socket on the output side is seen (splicing out of a socket does
-/// not pass `sock_recvmsg`).
+/// Entry of `splice(fd_in, off_in, fd_out, ...)`: only a socket on the output side is seen
+/// (splicing out of a socket does not pass `sock_recvmsg`).
 #[tracepoint]
 pub fn syscalls_enter_splice(ctx: TracePointContext) -> u32 {
-    stash(arg(&ctx, 2), 0, 0, IoShape::Gap, Direction::Egress);
+    stash(&ctx, GAP, 2);
     0
 }
 
 /// Exit of `splice`.
 #[tracepoint]
 pub fn syscalls_exit_splice(ctx: TracePointContext) -> u32 {
-    complete(&ctx, IoShape::Gap);
+    complete(&ctx, GAP);
     0
 }
 
 /// Entry of `connect`.
 #[tracepoint]
 pub fn syscalls_enter_connect(ctx: TracePointContext) -> u32 {
-    stash(arg(&ctx, 0), 0, 0, IoShape::Connect, Direction::Egress);
+    stash(&ctx, CONNECT, 0);
     0
 }
 
 /// Exit of `connect`: on success the fd is a client connection, announced at once.
 #[tracepoint]
 pub fn syscalls_exit_connect(ctx: TracePointContext) -> u32 {
-    complete(&ctx, IoShape::Connect);
+    complete(&ctx, CONNECT);
     0
 }
 

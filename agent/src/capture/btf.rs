@@ -1,11 +1,13 @@
-//! Field offsets of the kernel's `struct sock`, read from the running kernel's BTF.
+//! What the kernel programs need to know of the running kernel's types, read from its BTF: the
+//! field offsets of `struct sock` (and, on kernels without the socket tracepoints, of the file
+//! table), and which way sockets are found.
 //!
-//! The eBPF side of aya has no CO-RE field relocations, so the programs read socket fields at
+//! The eBPF side of aya has no CO-RE field relocations, so the programs read kernel fields at
 //! offsets userspace computes here and stores in the `CONFIG` map.
 
 use std::path::{Path, PathBuf};
 
-use agent_common::SockOffsets;
+use agent_common::{FdTableOffsets, SockOffsets, SocketLookup};
 
 /// Where the running kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -15,7 +17,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub enum BtfError {
     /// The BTF file could not be read.
     #[error(
-        "cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+        "cannot read kernel BTF at {path}: {source} (needs Linux 5.4+ built with CONFIG_DEBUG_INFO_BTF=y)"
     )]
     Read {
         /// The file.
@@ -33,21 +35,44 @@ pub enum BtfError {
         reason: String,
     },
     /// A field the programs need is missing or is a bitfield.
-    #[error("kernel BTF has no byte-addressable `struct sock` field `{field}`: {reason}")]
+    #[error("kernel BTF has no byte-addressable `struct {structure}` field `{field}`: {reason}")]
     Field {
-        /// The field path inside `struct sock`.
+        /// The struct.
+        structure: &'static str,
+        /// The field path inside it.
         field: &'static str,
         /// What went wrong.
         reason: String,
     },
+    /// The socket tracepoints were asked for on a kernel that does not have them.
+    #[error(
+        "this kernel has no sock_send_length tracepoint (Linux 6.3+): set the socket lookup to \
+         auto or fd_table"
+    )]
+    NoSocketTracepoints,
 }
 
-/// Reads the offsets of the `struct sock` fields the kernel programs use from the BTF at `path`.
+/// The BTF type the socket tracepoints have where they exist (Linux 6.3+).
+const SOCKET_TRACEPOINT_TYPE: &[u8] = b"btf_trace_sock_send_length";
+
+/// What the kernel programs need to know of the running kernel's types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// Where the socket fields are.
+    pub sock: SockOffsets,
+    /// How socket syscalls find their socket on this kernel.
+    pub socket_lookup: SocketLookup,
+    /// Where the file-table fields are; zero unless `socket_lookup` walks the file table.
+    pub fd_table: FdTableOffsets,
+}
+
+/// Reads the [`KernelLayout`] from the BTF at `path`, with the socket lookup `wanted`, or the
+/// best one this kernel has when `None`.
 ///
 /// The BTF is walked in place: only a table of where each type starts is allocated (4 bytes per
 /// type, 0.5 MiB for a 6.18 kernel). A general-purpose BTF parser that built every type as an
 /// object peaked at 57 MiB here, and the allocator kept most of it for the agent's lifetime.
-pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
+pub fn kernel_layout(path: &Path, wanted: Option<SocketLookup>) -> Result<KernelLayout, BtfError> {
     let bytes = BtfBytes::open(path).map_err(|source| BtfError::Read {
         path: path.to_owned(),
         source,
@@ -56,12 +81,9 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
         path: path.to_owned(),
         reason,
     })?;
-    let sock = btf.named(b"sock", KIND_STRUCT).ok_or(BtfError::Field {
-        field: "sock",
-        reason: "no type named `sock`".to_owned(),
-    })?;
-    let offset = |field: &'static str| btf.byte_offset(sock, field);
-    Ok(SockOffsets {
+    let sock = btf.structure("sock")?;
+    let offset = |field: &'static str| btf.byte_offset(sock, "sock", field);
+    let sock = SockOffsets {
         family: offset("__sk_common.skc_family")?,
         local_port: offset("__sk_common.skc_num")?,
         peer_port: offset("__sk_common.skc_dport")?,
@@ -70,6 +92,37 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
         local_addr6: offset("__sk_common.skc_v6_rcv_saddr")?,
         peer_addr6: offset("__sk_common.skc_v6_daddr")?,
         protocol: offset("sk_protocol")?,
+    };
+    let has_tracepoints = btf.named(SOCKET_TRACEPOINT_TYPE, KIND_TYPEDEF).is_some();
+    match wanted {
+        Some(SocketLookup::Tracepoints) if !has_tracepoints => Err(BtfError::NoSocketTracepoints),
+        Some(SocketLookup::Tracepoints) | None if has_tracepoints => Ok(KernelLayout {
+            sock,
+            socket_lookup: SocketLookup::Tracepoints,
+            fd_table: FdTableOffsets::default(),
+        }),
+        _ => Ok(KernelLayout {
+            sock,
+            socket_lookup: SocketLookup::FdTable,
+            fd_table: fd_table_offsets(&btf)?,
+        }),
+    }
+}
+
+/// Where the fields of the walk from the current task to an fd's socket are.
+fn fd_table_offsets(btf: &RawBtf<'_>) -> Result<FdTableOffsets, BtfError> {
+    let field = |structure: &'static str, field: &'static str| {
+        btf.byte_offset(btf.structure(structure)?, structure, field)
+    };
+    Ok(FdTableOffsets {
+        task_files: field("task_struct", "files")?,
+        files_fdt: field("files_struct", "fdt")?,
+        fdt_max_fds: field("fdtable", "max_fds")?,
+        fdt_fd: field("fdtable", "fd")?,
+        file_inode: field("file", "f_inode")?,
+        file_private_data: field("file", "private_data")?,
+        inode_mode: field("inode", "i_mode")?,
+        socket_sk: field("socket", "sk")?,
     })
 }
 
@@ -116,6 +169,7 @@ const HEADER_LEN: usize = 24;
 const TYPE_LEN: usize = 12;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
 /// Kinds that only qualify or rename another type: typedef, volatile, const, restrict,
 /// type tag.
 const QUALIFIERS: [u32; 5] = [8, 9, 10, 11, 18];
@@ -226,6 +280,16 @@ impl<'a> RawBtf<'a> {
         })
     }
 
+    /// The id of `struct name`.
+    fn structure(&self, name: &'static str) -> Result<u32, BtfError> {
+        self.named(name.as_bytes(), KIND_STRUCT)
+            .ok_or(BtfError::Field {
+                structure: name,
+                field: name,
+                reason: format!("no type named `{name}`"),
+            })
+    }
+
     /// `id` with typedefs and qualifiers stripped.
     fn resolve(&self, mut id: u32) -> Option<u32> {
         for _ in 0..MAX_DEPTH {
@@ -287,9 +351,16 @@ impl<'a> RawBtf<'a> {
         })
     }
 
-    /// Byte offset of `path` (member names joined by `.`) inside struct `id`.
-    fn byte_offset(&self, id: u32, path: &'static str) -> Result<u32, BtfError> {
+    /// Byte offset of `path` (member names joined by `.`) inside struct `id`, named
+    /// `structure`.
+    fn byte_offset(
+        &self,
+        id: u32,
+        structure: &'static str,
+        path: &'static str,
+    ) -> Result<u32, BtfError> {
         let fail = |reason: &str| BtfError::Field {
+            structure,
             field: path,
             reason: reason.to_owned(),
         };
@@ -317,13 +388,35 @@ mod tests {
 
     #[test]
     fn running_kernel_has_every_socket_field() {
-        let offsets = sock_offsets(Path::new(VMLINUX_BTF)).expect("offsets from vmlinux BTF");
+        let layout = kernel_layout(Path::new(VMLINUX_BTF), None).expect("vmlinux BTF layout");
+        let offsets = layout.sock;
         // skc_daddr and skc_rcv_saddr are the first two words of sock_common on every kernel
         // since 2.6.x; the rest only has to be distinct and inside struct sock.
         assert_eq!(offsets.peer_addr4, 0);
         assert_eq!(offsets.local_addr4, 4);
         assert_ne!(offsets.family, offsets.protocol);
         assert!(offsets.protocol > offsets.peer_addr6);
+    }
+
+    #[test]
+    fn running_kernel_has_every_file_table_field() {
+        let layout = kernel_layout(Path::new(VMLINUX_BTF), Some(SocketLookup::FdTable))
+            .expect("fd-table layout from vmlinux BTF");
+        assert_eq!(layout.socket_lookup, SocketLookup::FdTable);
+        let offsets = layout.fd_table;
+        // Pointers are 8-byte aligned, and a file's inode and private data are distinct.
+        for offset in [
+            offsets.task_files,
+            offsets.files_fdt,
+            offsets.fdt_fd,
+            offsets.file_inode,
+            offsets.file_private_data,
+            offsets.socket_sk,
+        ] {
+            assert_eq!(offset % 8, 0, "{offsets:?}");
+        }
+        assert_ne!(offsets.file_inode, offsets.file_private_data);
+        assert!(offsets.task_files > 0, "{offsets:?}");
     }
 
     /// A BTF blob with the given types (`(name, info, size_or_type, extra words)`) and strings.
@@ -380,17 +473,17 @@ mod tests {
         let btf = RawBtf::parse(&data).expect("valid blob");
         let top = btf.named(b"top", KIND_STRUCT).expect("struct top");
         assert_eq!(top, 5);
-        assert_eq!(btf.byte_offset(top, "c.x").unwrap(), 8);
-        assert_eq!(btf.byte_offset(top, "c.b").unwrap(), 12);
-        let bitfield = btf.byte_offset(top, "c.flag").unwrap_err();
+        assert_eq!(btf.byte_offset(top, "top", "c.x").unwrap(), 8);
+        assert_eq!(btf.byte_offset(top, "top", "c.b").unwrap(), 12);
+        let bitfield = btf.byte_offset(top, "top", "c.flag").unwrap_err();
         assert!(bitfield.to_string().contains("bitfield"), "{bitfield}");
-        assert!(btf.byte_offset(top, "c.nothing").is_err());
+        assert!(btf.byte_offset(top, "top", "c.nothing").is_err());
         assert!(RawBtf::parse(&data[..data.len() - strings.len() - 4]).is_err());
     }
 
     #[test]
     fn missing_file_names_the_path() {
-        let error = sock_offsets(Path::new("/nonexistent/btf")).unwrap_err();
+        let error = kernel_layout(Path::new("/nonexistent/btf"), None).unwrap_err();
         assert!(error.to_string().contains("/nonexistent/btf"), "{error}");
     }
 }

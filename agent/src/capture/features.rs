@@ -1,12 +1,15 @@
 //! `apiscope check`: every kernel feature capture relies on, checked one by one, each with a
-//! sentence an operator can act on.
+//! sentence an operator can act on, naming the oldest kernel that has what is missing.
 
 use std::{fmt, path::Path};
 
-use super::btf;
+use agent_common::SocketLookup;
+use aya::{
+    programs::ProgramType,
+    sys::{BpfHelper, is_helper_supported},
+};
 
-/// Where classic tracepoints live.
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+use super::{btf, socket_lookup_name, tracefs::TRACEFS};
 
 /// Outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,20 +61,65 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Runs every check that needs no kernel program; the caller adds the final load test.
-pub fn check_host() -> Vec<Finding> {
+/// Runs every check that needs no kernel program, with the socket lookup `wanted` (`None`:
+/// the best this kernel has); the caller adds the load test.
+pub fn check_host(wanted: Option<SocketLookup>) -> Vec<Finding> {
+    let mut findings = vec![Finding::new("privileges", privileges())];
+    findings.extend(check_kernel(wanted));
+    findings.push(Finding::new("tracefs", ensure_tracefs()));
+    findings.push(Finding::new("uprobes", uprobes()));
+    findings
+}
+
+/// The kernel features without which no program can run: BTF (and the socket lookup it
+/// allows), ring buffers and `bpf_loop`.
+fn check_kernel(wanted: Option<SocketLookup>) -> Vec<Finding> {
+    let layout = btf::kernel_layout(Path::new(btf::VMLINUX_BTF), wanted);
+    let (btf, sockets) = match layout {
+        Ok(layout) => (
+            Ok((
+                Status::Ok,
+                format!(
+                    "{} (struct sock: family at {}, protocol at {})",
+                    btf::VMLINUX_BTF,
+                    layout.sock.family,
+                    layout.sock.protocol
+                ),
+            )),
+            Ok((Status::Ok, socket_lookup_detail(layout.socket_lookup))),
+        ),
+        Err(error) => {
+            let error = error.to_string();
+            (Err(error.clone()), Err(error))
+        }
+    };
     vec![
-        Finding::new("privileges", privileges()),
-        Finding::new("BTF", kernel_btf()),
-        Finding::new("tracefs", ensure_tracefs()),
-        Finding::new("uprobes", uprobes()),
+        Finding::new("BTF", btf),
+        Finding::new("sockets", sockets),
         Finding::new("ring buffer", ring_buffer()),
+        Finding::new("bpf_loop", bpf_loop()),
     ]
 }
 
-/// Builds the last line of the table from the outcome of loading and attaching every probe.
-pub fn load_finding(result: Result<String, String>) -> Finding {
-    Finding::new("probes", result.map(|detail| (Status::Ok, detail)))
+/// Fails with the first missing kernel feature, in one sentence, before anything is loaded.
+pub fn require_kernel(wanted: Option<SocketLookup>) -> Result<(), String> {
+    match check_kernel(wanted)
+        .into_iter()
+        .find(|finding| finding.status == Status::Missing)
+    {
+        Some(missing) => Err(format!("{}: {}", missing.feature, missing.detail)),
+        None => Ok(()),
+    }
+}
+
+fn socket_lookup_detail(lookup: SocketLookup) -> String {
+    let why = match lookup {
+        SocketLookup::Tracepoints => "Linux 6.3+",
+        SocketLookup::FdTable => {
+            "this kernel has no sock_send_length tracepoint, or it was asked for"
+        }
+    };
+    format!("found by {} ({why})", socket_lookup_name(lookup))
 }
 
 /// Effective capability bits of this process, from `/proc/self/status`.
@@ -95,19 +143,6 @@ pub fn privileges() -> Result<(Status, String), String> {
     } else {
         Err("needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run as root".to_owned())
     }
-}
-
-fn kernel_btf() -> Result<(Status, String), String> {
-    let offsets = btf::sock_offsets(Path::new(btf::VMLINUX_BTF)).map_err(|e| e.to_string())?;
-    Ok((
-        Status::Ok,
-        format!(
-            "{} (struct sock: family at {}, protocol at {})",
-            btf::VMLINUX_BTF,
-            offsets.family,
-            offsets.protocol
-        ),
-    ))
 }
 
 fn is_tracefs_mounted() -> bool {
@@ -168,4 +203,14 @@ fn ring_buffer() -> Result<(Status, String), String> {
     // SAFETY: fd was just returned by the kernel and is owned here.
     unsafe { libc::close(fd as libc::c_int) };
     Ok((Status::Ok, "BPF_MAP_TYPE_RINGBUF available".to_owned()))
+}
+
+fn bpf_loop() -> Result<(Status, String), String> {
+    match is_helper_supported(ProgramType::TracePoint, BpfHelper::BPF_FUNC_loop) {
+        Ok(true) => Ok((Status::Ok, "the bpf_loop helper is available".to_owned())),
+        Ok(false) => Err("the kernel has no bpf_loop helper: needs Linux 5.17+".to_owned()),
+        Err(error) => Err(format!(
+            "cannot probe for the bpf_loop helper ({error}): needs Linux 5.17+ and BPF privileges"
+        )),
+    }
 }

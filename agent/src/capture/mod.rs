@@ -4,35 +4,41 @@
 mod btf;
 pub mod events;
 pub mod features;
+mod groups;
 mod links;
+mod loader;
 mod openssl;
 mod probes;
 mod reader;
 mod selection;
+pub mod tracefs;
 
-use std::{collections::HashSet, path::Path};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 use agent_common::{
-    CaptureConfig, ConnKey, ConnState, Counter, PayloadPolicy, PolicyEntry,
+    CaptureConfig, ConnKey, ConnState, Counter, PayloadPolicy, PolicyEntry, SOCKET_LOOKUP_GLOBAL,
+    SocketLookup,
     event::{MAX_FRAMED_RECORDS, MAX_PAYLOAD},
 };
 use aya::{
-    Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint, UProbe},
+    Ebpf, EbpfLoader, VerifierLogLevel,
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::ProgramError,
 };
 use log::{debug, info, warn};
 
 pub use btf::BtfError;
 pub use events::{CaptureEvent, ConnectionSeen, DataChunk, Transport};
+pub use groups::{GroupState, GroupStatus, LoadFailure, LoadReport, ProgramCost, VERIFIER_BUDGET};
+pub use probes::ProbeGroup;
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
 pub use selection::{KernelSelection, ProcessVerdicts, StdioProcesses};
+pub use tracefs::FormatError;
 
-use self::{
-    links::ProbeLink,
-    openssl::TlsAttacher,
-    probes::{Hook, KERNEL_PROBES, TLS_ENTRY_PROBES, TLS_EXIT_PROGRAM},
-};
+use self::{links::ProbeLink, openssl::TlsAttacher};
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/apiscope-ebpf"));
@@ -48,6 +54,10 @@ pub struct CaptureSettings {
     pub ring_buffer_bytes: u32,
     /// Which processes and ports are captured.
     pub selection: KernelSelection,
+    /// How socket syscalls find their socket; `None` for the best this kernel has.
+    pub socket_lookup: Option<SocketLookup>,
+    /// Where the verifier's log of a refused program is appended.
+    pub verifier_log: Option<PathBuf>,
 }
 
 /// Why capture could not start.
@@ -59,6 +69,9 @@ pub enum CaptureError {
     /// A program the probe table names is not in the object.
     #[error("the kernel object has no program `{0}` (agent and object from different builds)")]
     MissingProgram(&'static str),
+    /// The core group, without which nothing is captured, could not start.
+    #[error("the core kernel programs cannot run: {0}")]
+    Core(LoadFailure),
     /// A program failed to load or attach.
     #[error("kernel program `{name}` failed: {source}")]
     Program {
@@ -83,6 +96,9 @@ pub enum CaptureError {
     /// The kernel's BTF could not be loaded for the BTF tracepoints.
     #[error("cannot read kernel BTF: {0}")]
     KernelBtf(#[source] aya::BtfError),
+    /// A tracepoint's record layout could not be read.
+    #[error(transparent)]
+    Tracefs(#[from] FormatError),
     /// An invalid setting.
     #[error("{0}")]
     Settings(String),
@@ -108,6 +124,10 @@ pub struct Capture {
     /// The kernel probes' links, owned here rather than by their programs so that they can be
     /// detached concurrently.
     links: Vec<ProbeLink>,
+    /// The tail-call slots, filled while this is open.
+    _tail_calls: ProgramArray<MapData>,
+    /// What loading came to: the groups on and off, the programs' verifier costs.
+    report: LoadReport,
     conns: HashMap<MapData, ConnKey, ConnState>,
     payload_policies: HashMap<MapData, ConnKey, PolicyEntry>,
     counters: PerCpuArray<MapData, u64>,
@@ -153,21 +173,30 @@ impl Capture {
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 
         // Start-up memory sets the agent's peak RSS, so the order below matters. The kernel's
-        // BTF (5 MiB) is read three times, never two at once. Our walk for the socket offsets
+        // BTF (5 MiB) is read three times, never two at once. Our walk for the field offsets
         // maps it and allocates 0.5 MiB. aya's loader parses its own copy in `EbpfLoader::new`
         // (some 30 MiB of allocations; it cannot be handed one, and the object has no CO-RE
         // relocations that would need it) and frees it at the end of the statement; the
         // allocator returns that memory before aya parses again for the BTF tracepoints' type
         // ids, and again after. Only then is the ring buffer mapped (twice its size, all
         // resident), so its pages do not add to the parses' peak.
-        let sock = btf::sock_offsets(Path::new(btf::VMLINUX_BTF))?;
+        let layout = btf::kernel_layout(Path::new(btf::VMLINUX_BTF), settings.socket_lookup)?;
+        let fork = tracefs::fork_offsets()?;
+        // A refused program is loaded again to read the verifier's log: its whole trace only
+        // when someone will read it, else just its verdict and statistics.
+        let log_level = if settings.verifier_log.is_some() || log::log_enabled!(log::Level::Debug) {
+            VerifierLogLevel::DEBUG | VerifierLogLevel::STATS
+        } else {
+            VerifierLogLevel::STATS
+        };
+        let socket_lookup = layout.socket_lookup as u32;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", settings.ring_buffer_bytes)
             .map_max_entries("SCRATCH", scratch_slots()?)
+            .override_global(SOCKET_LOOKUP_GLOBAL, &socket_lookup, true)
+            .verifier_log_level(log_level)
             .load(EBPF_OBJECT)
             .map_err(CaptureError::Load)?;
-        release_freed_memory();
-        load_btf_tracepoints(&mut ebpf)?;
         release_freed_memory();
         let kernel_log = aya_log::EbpfLogger::init(&mut ebpf)
             .inspect_err(|error| warn!("kernel-side log messages unavailable: {error}"))
@@ -178,9 +207,11 @@ impl Capture {
             capture_cap: settings.capture_cap,
             filter_mode: settings.selection.process_mode() as u32,
             filters: settings.selection.filter_bits(),
-            sock,
+            sock: layout.sock,
             framed_cap: settings.framed_cap,
             port_mode: settings.selection.port_mode() as u32,
+            fd_table: layout.fd_table,
+            fork,
         };
         let mut config_map: Array<_, CaptureConfig> = ebpf
             .map_mut("CONFIG")
@@ -208,21 +239,31 @@ impl Capture {
             take_map(&mut ebpf, "STDIO_FDS", HashMap::try_from)?,
         );
         let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
+        let loaded = loader::load_and_attach(
+            &mut ebpf,
+            layout.socket_lookup,
+            settings.verifier_log.as_deref(),
+        )?;
         let mut capture = Self {
             ebpf,
             tls: TlsAttacher::default(),
-            links: Vec::new(),
+            links: loaded.links,
+            _tail_calls: loaded.tail_calls,
+            report: loaded.report,
             conns,
             payload_policies,
             counters,
         };
-        capture.attach_kernel_probes()?;
-        capture.load_tls_programs()?;
-        capture.tls.scan_host(&mut capture.ebpf);
+        if capture.tls_enabled() {
+            capture.tls.scan_host(&mut capture.ebpf);
+        }
+        let (on, off) = capture.report.group_counts();
         info!(
-            "capture attached: {} kernel probes, TLS on {} OpenSSL files",
-            KERNEL_PROBES.len(),
-            capture.tls.attached()
+            "capture attached: {} kernel probes in {on} groups ({off} off), TLS on {} OpenSSL \
+             files, sockets found by {}",
+            capture.links.len(),
+            capture.tls.attached(),
+            socket_lookup_name(capture.report.socket_lookup),
         );
         Ok((
             capture,
@@ -235,59 +276,20 @@ impl Capture {
         ))
     }
 
-    /// Attaches every kernel probe, in table order, loading the classic tracepoints on the way
-    /// (the BTF ones are loaded by `load_btf_tracepoints`).
-    fn attach_kernel_probes(&mut self) -> Result<(), CaptureError> {
-        for probe in KERNEL_PROBES {
-            let name = probe.program;
-            let program = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::MissingProgram(name))?;
-            let failed = |source| CaptureError::Program { name, source };
-            match probe.hook {
-                Hook::Tracepoint {
-                    category,
-                    name: tracepoint,
-                } => {
-                    let program: &mut TracePoint = program.try_into().map_err(failed)?;
-                    program.load().map_err(failed)?;
-                    let link = program.attach(category, tracepoint).map_err(failed)?;
-                    let link = program.take_link(link).map_err(failed)?;
-                    self.links.push(ProbeLink::Tracepoint(link));
-                }
-                Hook::BtfTracepoint { .. } => {
-                    let program: &mut BtfTracePoint = program.try_into().map_err(failed)?;
-                    let link = program.attach().map_err(failed)?;
-                    let link = program.take_link(link).map_err(failed)?;
-                    self.links.push(ProbeLink::BtfTracepoint(link));
-                }
-            }
-        }
-        Ok(())
+    /// What loading came to: the groups on and off, the programs' verifier costs.
+    pub fn report(&self) -> &LoadReport {
+        &self.report
     }
 
-    fn load_tls_programs(&mut self) -> Result<(), CaptureError> {
-        let names = TLS_ENTRY_PROBES
-            .iter()
-            .map(|(_, program)| *program)
-            .chain([TLS_EXIT_PROGRAM]);
-        for name in names {
-            let failed = |source| CaptureError::Program { name, source };
-            let program: &mut UProbe = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::MissingProgram(name))?
-                .try_into()
-                .map_err(failed)?;
-            program.load().map_err(failed)?;
-        }
-        Ok(())
+    fn tls_enabled(&self) -> bool {
+        self.report.is_on(ProbeGroup::TlsOpenssl)
     }
 
     /// Looks for OpenSSL in a process that just exec'd (or loaded libraries since).
     pub fn scan_process(&mut self, pid: u32) {
-        self.tls.scan_process(&mut self.ebpf, pid);
+        if self.tls_enabled() {
+            self.tls.scan_process(&mut self.ebpf, pid);
+        }
     }
 
     /// Detaches the TLS uprobes from the OpenSSL copies no process maps any more, on a thread
@@ -336,7 +338,7 @@ impl Capture {
 
     /// Probes attached: kernel programs, and OpenSSL files with uprobes.
     pub fn probes_attached(&self) -> (usize, usize) {
-        (KERNEL_PROBES.len(), self.tls.attached())
+        (self.links.len(), self.tls.attached())
     }
 
     /// Current totals of the kernel-side counters, summed over CPUs.
@@ -355,24 +357,12 @@ impl Capture {
     }
 }
 
-/// Loads the programs of the BTF tracepoints, which need the kernel's type ids, with the
-/// kernel's BTF parsed for that alone and freed on return.
-fn load_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
-    let kernel_btf = Btf::from_sys_fs().map_err(CaptureError::KernelBtf)?;
-    for probe in KERNEL_PROBES {
-        let Hook::BtfTracepoint { name: tracepoint } = probe.hook else {
-            continue;
-        };
-        let name = probe.program;
-        let failed = |source| CaptureError::Program { name, source };
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(CaptureError::MissingProgram(name))?
-            .try_into()
-            .map_err(failed)?;
-        program.load(tracepoint, &kernel_btf).map_err(failed)?;
+/// How the report names a socket lookup.
+pub fn socket_lookup_name(lookup: SocketLookup) -> &'static str {
+    match lookup {
+        SocketLookup::Tracepoints => "the sock_send_length/sock_recv_length tracepoints",
+        SocketLookup::FdTable => "walking the file table",
     }
-    Ok(())
 }
 
 impl Drop for Capture {

@@ -203,7 +203,7 @@ fn attach(
     symbols: &[&str],
     links: &mut Vec<ProbeLink>,
 ) -> Result<(), CaptureError> {
-    for (symbol, program) in TLS_ENTRY_PROBES {
+    for (symbol, program) in &TLS_ENTRY_PROBES {
         if !symbols.contains(symbol) {
             continue;
         }

@@ -1,5 +1,75 @@
-//! The probe table: which kernel program attaches where. Every entry is required; a probe that
-//! fails to load or attach stops the agent with the probe's name and the kernel's reason.
+//! The probe table: which kernel program attaches where, and to which group it belongs.
+//!
+//! Programs are grouped by what they add to capture. A group loads and attaches as one: when
+//! the kernel refuses any of its programs, the agent runs without the group (and says so),
+//! except for [`ProbeGroup::Core`], without which there is nothing to capture.
+
+use agent_common::{SocketLookup, maps::tail_calls};
+
+/// What a group of kernel programs adds to capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeGroup {
+    /// `read`/`write`/`recvfrom`/`sendto`, `sendfile`/`splice`, connection and process
+    /// lifecycle: the only group the agent cannot run without.
+    Core,
+    /// `readv`/`writev`/`recvmsg`/`sendmsg`.
+    VectoredIo,
+    /// `recvmmsg`/`sendmmsg`, several messages per call.
+    BatchedMessages,
+    /// TLS plaintext at OpenSSL's `SSL_read`/`SSL_write` (uprobes on every copy found).
+    TlsOpenssl,
+    /// The copy of a TLS connection's first record, for the client's JA4 fingerprint.
+    TlsHandshake,
+    /// Following the stdio wire of selected processes (MCP servers) through `dup` and `fcntl`.
+    Stdio,
+}
+
+impl ProbeGroup {
+    /// Every group, in load order.
+    pub const ALL: [ProbeGroup; 6] = [
+        ProbeGroup::Core,
+        ProbeGroup::VectoredIo,
+        ProbeGroup::BatchedMessages,
+        ProbeGroup::TlsOpenssl,
+        ProbeGroup::TlsHandshake,
+        ProbeGroup::Stdio,
+    ];
+
+    /// Stable snake_case name, used in logs, `check`, `/readyz` and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeGroup::Core => "core",
+            ProbeGroup::VectoredIo => "vectored_io",
+            ProbeGroup::BatchedMessages => "batched_messages",
+            ProbeGroup::TlsOpenssl => "tls_openssl",
+            ProbeGroup::TlsHandshake => "tls_handshake",
+            ProbeGroup::Stdio => "stdio",
+        }
+    }
+
+    /// What is not seen while the group is off.
+    pub fn lost_without(self) -> &'static str {
+        match self {
+            ProbeGroup::Core => "nothing can be captured",
+            ProbeGroup::VectoredIo => {
+                "calls made with readv, writev, recvmsg or sendmsg are not captured"
+            }
+            ProbeGroup::BatchedMessages => "calls made with recvmmsg or sendmmsg are not captured",
+            ProbeGroup::TlsOpenssl => {
+                "TLS connections through OpenSSL are seen, their plaintext is not"
+            }
+            ProbeGroup::TlsHandshake => "server spans carry no JA4 client fingerprint",
+            ProbeGroup::Stdio => {
+                "stdio capture sees only processes that keep their wire on fd 0 and 1"
+            }
+        }
+    }
+
+    /// True for the one group the agent cannot run without.
+    pub fn is_required(self) -> bool {
+        self == ProbeGroup::Core
+    }
+}
 
 /// Where a program attaches.
 #[derive(Debug, Clone, Copy)]
@@ -16,114 +86,158 @@ pub enum Hook {
         /// Tracepoint name, e.g. `sock_send_length`.
         name: &'static str,
     },
+    /// Never attached: syscall exits tail-call into it through this slot of `TAIL_CALLS`.
+    TailCall {
+        /// Its slot (`agent_common::tail_calls`).
+        slot: u32,
+    },
+    /// Uprobes attached to each OpenSSL copy found (see `capture::openssl`).
+    OpensslUprobe,
 }
 
-/// One kernel program and its hook.
+/// One kernel program, its hook and its group.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
     /// Program name in the eBPF object.
     pub program: &'static str,
     /// Where it attaches.
     pub hook: Hook,
+    /// What it belongs to.
+    pub group: ProbeGroup,
+    /// The socket lookup it serves, when it only loads with that one.
+    pub only_with: Option<SocketLookup>,
 }
 
-const fn syscall(program: &'static str, name: &'static str) -> Probe {
+impl Probe {
+    /// Whether the program is loaded when sockets are found by `lookup`.
+    pub fn used_with(&self, lookup: SocketLookup) -> bool {
+        self.only_with.is_none_or(|only| only == lookup)
+    }
+}
+
+const fn syscall(program: &'static str, name: &'static str, group: ProbeGroup) -> Probe {
     Probe {
         program,
         hook: Hook::Tracepoint {
             category: "syscalls",
             name,
         },
+        group,
+        only_with: None,
     }
 }
 
-/// Every program except the OpenSSL uprobes, which attach per library file (see
-/// `capture::openssl`).
-pub const KERNEL_PROBES: &[Probe] = &[
+const fn tracepoint(program: &'static str, category: &'static str, name: &'static str) -> Probe {
+    Probe {
+        program,
+        hook: Hook::Tracepoint { category, name },
+        group: ProbeGroup::Core,
+        only_with: None,
+    }
+}
+
+const fn socket_tracepoint(program: &'static str, name: &'static str) -> Probe {
+    Probe {
+        program,
+        hook: Hook::BtfTracepoint { name },
+        group: ProbeGroup::Core,
+        only_with: Some(SocketLookup::Tracepoints),
+    }
+}
+
+const fn openssl(program: &'static str) -> Probe {
+    Probe {
+        program,
+        hook: Hook::OpensslUprobe,
+        group: ProbeGroup::TlsOpenssl,
+        only_with: None,
+    }
+}
+
+use ProbeGroup::{BatchedMessages, Core, Stdio, VectoredIo};
+
+/// Every program, in the order each group attaches them.
+pub const PROBES: &[Probe] = &[
     // The socket check must be in place before any syscall exit can look for it.
-    Probe {
-        program: "sock_enter_send_length",
-        hook: Hook::BtfTracepoint {
-            name: "sock_send_length",
-        },
-    },
-    Probe {
-        program: "sock_enter_recv_length",
-        hook: Hook::BtfTracepoint {
-            name: "sock_recv_length",
-        },
-    },
+    socket_tracepoint("sock_enter_send_length", "sock_send_length"),
+    socket_tracepoint("sock_enter_recv_length", "sock_recv_length"),
     // Before any connection's first I/O can look for the agent's own connections.
+    tracepoint("sock_enter_inet_set_state", "sock", "inet_sock_set_state"),
+    syscall("syscalls_enter_read", "sys_enter_read", Core),
+    syscall("syscalls_exit_read", "sys_exit_read", Core),
+    syscall("syscalls_enter_write", "sys_enter_write", Core),
+    syscall("syscalls_exit_write", "sys_exit_write", Core),
+    syscall("syscalls_enter_recvfrom", "sys_enter_recvfrom", Core),
+    syscall("syscalls_exit_recvfrom", "sys_exit_recvfrom", Core),
+    syscall("syscalls_enter_sendto", "sys_enter_sendto", Core),
+    syscall("syscalls_exit_sendto", "sys_exit_sendto", Core),
+    syscall("syscalls_enter_sendfile64", "sys_enter_sendfile64", Core),
+    syscall("syscalls_exit_sendfile64", "sys_exit_sendfile64", Core),
+    syscall("syscalls_enter_splice", "sys_enter_splice", Core),
+    syscall("syscalls_exit_splice", "sys_exit_splice", Core),
+    syscall("syscalls_enter_connect", "sys_enter_connect", Core),
+    syscall("syscalls_exit_connect", "sys_exit_connect", Core),
+    syscall("syscalls_exit_accept", "sys_exit_accept", Core),
+    syscall("syscalls_exit_accept4", "sys_exit_accept4", Core),
+    syscall("syscalls_enter_close", "sys_enter_close", Core),
+    tracepoint("process_enter_exec", "sched", "sched_process_exec"),
+    tracepoint("process_enter_fork", "sched", "sched_process_fork"),
+    tracepoint("process_enter_exit", "sched", "sched_process_exit"),
+    syscall("syscalls_enter_readv", "sys_enter_readv", VectoredIo),
+    syscall("syscalls_exit_readv", "sys_exit_readv", VectoredIo),
+    syscall("syscalls_enter_writev", "sys_enter_writev", VectoredIo),
+    syscall("syscalls_exit_writev", "sys_exit_writev", VectoredIo),
+    syscall("syscalls_enter_recvmsg", "sys_enter_recvmsg", VectoredIo),
+    syscall("syscalls_exit_recvmsg", "sys_exit_recvmsg", VectoredIo),
+    syscall("syscalls_enter_sendmsg", "sys_enter_sendmsg", VectoredIo),
+    syscall("syscalls_exit_sendmsg", "sys_exit_sendmsg", VectoredIo),
+    syscall(
+        "syscalls_enter_recvmmsg",
+        "sys_enter_recvmmsg",
+        BatchedMessages,
+    ),
+    syscall(
+        "syscalls_exit_recvmmsg",
+        "sys_exit_recvmmsg",
+        BatchedMessages,
+    ),
+    syscall(
+        "syscalls_enter_sendmmsg",
+        "sys_enter_sendmmsg",
+        BatchedMessages,
+    ),
+    syscall(
+        "syscalls_exit_sendmmsg",
+        "sys_exit_sendmmsg",
+        BatchedMessages,
+    ),
+    openssl(TLS_ENTRY_PROBES[0].1),
+    openssl(TLS_ENTRY_PROBES[1].1),
+    openssl(TLS_ENTRY_PROBES[2].1),
+    openssl(TLS_ENTRY_PROBES[3].1),
+    openssl(TLS_ENTRY_PROBES[4].1),
+    openssl(TLS_EXIT_PROGRAM),
     Probe {
-        program: "sock_enter_inet_set_state",
-        hook: Hook::Tracepoint {
-            category: "sock",
-            name: "inet_sock_set_state",
+        program: "handshake_copy",
+        hook: Hook::TailCall {
+            slot: tail_calls::HANDSHAKE_COPY,
         },
+        group: ProbeGroup::TlsHandshake,
+        only_with: None,
     },
-    syscall("syscalls_enter_read", "sys_enter_read"),
-    syscall("syscalls_exit_read", "sys_exit_read"),
-    syscall("syscalls_enter_write", "sys_enter_write"),
-    syscall("syscalls_exit_write", "sys_exit_write"),
-    syscall("syscalls_enter_recvfrom", "sys_enter_recvfrom"),
-    syscall("syscalls_exit_recvfrom", "sys_exit_recvfrom"),
-    syscall("syscalls_enter_sendto", "sys_enter_sendto"),
-    syscall("syscalls_exit_sendto", "sys_exit_sendto"),
-    syscall("syscalls_enter_readv", "sys_enter_readv"),
-    syscall("syscalls_exit_readv", "sys_exit_readv"),
-    syscall("syscalls_enter_writev", "sys_enter_writev"),
-    syscall("syscalls_exit_writev", "sys_exit_writev"),
-    syscall("syscalls_enter_recvmsg", "sys_enter_recvmsg"),
-    syscall("syscalls_exit_recvmsg", "sys_exit_recvmsg"),
-    syscall("syscalls_enter_sendmsg", "sys_enter_sendmsg"),
-    syscall("syscalls_exit_sendmsg", "sys_exit_sendmsg"),
-    syscall("syscalls_enter_recvmmsg", "sys_enter_recvmmsg"),
-    syscall("syscalls_exit_recvmmsg", "sys_exit_recvmmsg"),
-    syscall("syscalls_enter_sendmmsg", "sys_enter_sendmmsg"),
-    syscall("syscalls_exit_sendmmsg", "sys_exit_sendmmsg"),
-    syscall("syscalls_enter_sendfile64", "sys_enter_sendfile64"),
-    syscall("syscalls_exit_sendfile64", "sys_exit_sendfile64"),
-    syscall("syscalls_enter_splice", "sys_enter_splice"),
-    syscall("syscalls_exit_splice", "sys_exit_splice"),
-    syscall("syscalls_enter_connect", "sys_enter_connect"),
-    syscall("syscalls_exit_connect", "sys_exit_connect"),
-    syscall("syscalls_exit_accept", "sys_exit_accept"),
-    syscall("syscalls_exit_accept4", "sys_exit_accept4"),
-    syscall("syscalls_enter_close", "sys_enter_close"),
-    syscall("syscalls_enter_dup", "sys_enter_dup"),
-    syscall("syscalls_enter_dup2", "sys_enter_dup2"),
-    syscall("syscalls_enter_dup3", "sys_enter_dup3"),
-    syscall("syscalls_enter_fcntl", "sys_enter_fcntl"),
-    syscall("syscalls_exit_dup", "sys_exit_dup"),
-    syscall("syscalls_exit_dup2", "sys_exit_dup2"),
-    syscall("syscalls_exit_dup3", "sys_exit_dup3"),
-    syscall("syscalls_exit_fcntl", "sys_exit_fcntl"),
-    Probe {
-        program: "process_enter_exec",
-        hook: Hook::Tracepoint {
-            category: "sched",
-            name: "sched_process_exec",
-        },
-    },
-    Probe {
-        program: "process_enter_fork",
-        hook: Hook::Tracepoint {
-            category: "sched",
-            name: "sched_process_fork",
-        },
-    },
-    Probe {
-        program: "process_enter_exit",
-        hook: Hook::Tracepoint {
-            category: "sched",
-            name: "sched_process_exit",
-        },
-    },
+    syscall("syscalls_enter_dup", "sys_enter_dup", Stdio),
+    syscall("syscalls_enter_dup2", "sys_enter_dup2", Stdio),
+    syscall("syscalls_enter_dup3", "sys_enter_dup3", Stdio),
+    syscall("syscalls_enter_fcntl", "sys_enter_fcntl", Stdio),
+    syscall("syscalls_exit_dup", "sys_exit_dup", Stdio),
+    syscall("syscalls_exit_dup2", "sys_exit_dup2", Stdio),
+    syscall("syscalls_exit_dup3", "sys_exit_dup3", Stdio),
+    syscall("syscalls_exit_fcntl", "sys_exit_fcntl", Stdio),
 ];
 
 /// The OpenSSL functions hooked in every library that exports them, with the entry program of
 /// each. One return program (`TLS_EXIT_PROGRAM`) serves them all.
-pub const TLS_ENTRY_PROBES: &[(&str, &str)] = &[
+pub const TLS_ENTRY_PROBES: [(&str, &str); 5] = [
     ("SSL_read", "openssl_enter_ssl_read"),
     ("SSL_write", "openssl_enter_ssl_write"),
     ("SSL_read_ex", "openssl_enter_ssl_read_ex"),
@@ -133,3 +247,32 @@ pub const TLS_ENTRY_PROBES: &[(&str, &str)] = &[
 
 /// Return program of the OpenSSL calls.
 pub const TLS_EXIT_PROGRAM: &str = "openssl_exit_ssl_io";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_group_has_programs_and_names_are_unique() {
+        for group in ProbeGroup::ALL {
+            assert!(
+                PROBES.iter().any(|probe| probe.group == group),
+                "group {} has no program",
+                group.name()
+            );
+        }
+        let mut names: Vec<_> = PROBES.iter().map(|probe| probe.program).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PROBES.len(), "a program is listed twice");
+    }
+
+    #[test]
+    fn only_core_is_required() {
+        let required: Vec<_> = ProbeGroup::ALL
+            .into_iter()
+            .filter(|group| group.is_required())
+            .collect();
+        assert_eq!(required, [ProbeGroup::Core]);
+    }
+}

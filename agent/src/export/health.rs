@@ -8,7 +8,10 @@ use std::sync::{
 
 use agent_common::Counter;
 
-use crate::analysis::security::{FindingCounts, rules::watch::RuleHandle};
+use crate::{
+    analysis::security::{FindingCounts, rules::watch::RuleHandle},
+    capture::LoadReport,
+};
 
 /// Counts the stages publish for export. Cumulative totals since the agent started.
 #[derive(Debug)]
@@ -26,6 +29,17 @@ pub struct AgentHealth {
     pub findings: Arc<FindingCounts>,
     /// The security rules in force, once loaded.
     pub rules: std::sync::OnceLock<Arc<RuleHandle>>,
+    /// The probe groups that run and those that are off, once the kernel side is loaded.
+    probe_groups: std::sync::OnceLock<ProbeGroups>,
+}
+
+/// The probe groups by state, as the endpoints and metrics show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeGroups {
+    /// How many groups run.
+    pub on: u64,
+    /// The names of the groups that are off.
+    pub off: Vec<&'static str>,
 }
 
 impl Default for AgentHealth {
@@ -41,6 +55,7 @@ impl Default for AgentHealth {
             export: Arc::default(),
             findings: Arc::default(),
             rules: std::sync::OnceLock::new(),
+            probe_groups: std::sync::OnceLock::new(),
         }
     }
 }
@@ -74,6 +89,21 @@ impl AgentHealth {
     pub fn set_probes(&self, kernel: u64, tls_files: u64) {
         self.kernel_probes.store(kernel, Ordering::Relaxed);
         self.tls_files.store(tls_files, Ordering::Relaxed);
+    }
+
+    /// Publishes which probe groups run, once, after the kernel side is loaded.
+    pub fn set_probe_groups(&self, report: &LoadReport) {
+        let (on, _) = report.group_counts();
+        let off = report
+            .groups_off()
+            .map(|status| status.group.name())
+            .collect();
+        let _ = self.probe_groups.set(ProbeGroups { on: on as u64, off });
+    }
+
+    /// The probe groups by state; none before the kernel side is loaded.
+    pub fn probe_groups(&self) -> ProbeGroups {
+        self.probe_groups.get().cloned().unwrap_or_default()
     }
 
     /// Marks the agent ready (every kernel probe attached, stages running) or not.

@@ -98,13 +98,23 @@ async fn openapi(State(state): State<Arc<ServerState>>, Path(service): Path<Stri
     }
 }
 
+/// Ready once the probes are attached and the stages run, whichever probe groups are off: a
+/// node without one of them is still observed, and restarting the agent would not bring it
+/// back. The groups that are off are named in the body.
 async fn readyz(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready\n")
+    if !state.health.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: probes not attached\n".to_owned(),
+        );
+    }
+    let groups = state.health.probe_groups();
+    if groups.off.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: probes not attached\n",
+            StatusCode::OK,
+            format!("ready; probe groups off: {}\n", groups.off.join(", ")),
         )
     }
 }
@@ -232,6 +242,16 @@ impl Collector for HealthCollector {
         )?;
         for (kind, count) in [("kernel", kernel), ("openssl_files", tls_files)] {
             ConstGauge::new(count as i64).encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+        let groups = health.probe_groups();
+        let mut family = encoder.encode_descriptor(
+            "apiscope_probe_groups",
+            "Kernel probe groups by state: on, or off (the kernel refused them).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, count) in [("on", groups.on), ("off", groups.off.len() as u64)] {
+            ConstGauge::new(count as i64).encode(family.encode_family(&[("state", state)])?)?;
         }
         gauge(
             &mut encoder,

@@ -83,6 +83,16 @@ impl HealthMetrics {
             .build();
         let observed = Arc::clone(health);
         meter
+            .u64_observable_gauge("apiscope.probe.groups")
+            .with_description("Kernel probe groups by state: on, or off (the kernel refused them).")
+            .with_callback(move |observer| {
+                let groups = observed.probe_groups();
+                observer.observe(groups.on, &[KeyValue::new("state", "on")]);
+                observer.observe(groups.off.len() as u64, &[KeyValue::new("state", "off")]);
+            })
+            .build();
+        let observed = Arc::clone(health);
+        meter
             .u64_observable_counter("apiscope.capture.muted")
             .with_description("Socket and TLS calls not copied: no decoder wants their connection.")
             .with_callback(move |observer| {
