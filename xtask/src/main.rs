@@ -10,6 +10,8 @@
 //! * `bench [--quick]`: the end-to-end overhead and completeness benchmark (nginx, wrk, the agent
 //!   exporting to a counting OTLP sink); `bench --micro [-- ARGS...]`: setup, then the criterion
 //!   benchmarks (`cargo bench -p agent ARGS...`).
+//! * `vm-test [--kernel 6.1|6.12|all]`: the smoke suite on Debian's 6.1 and 6.12 kernels,
+//!   booted under qemu with this machine's root file system (see `vm`).
 //! * `detect-bench [--show N]`: the injection detector's quality benchmark (recall per class and
 //!   false-positive rate on labelled corpora downloaded into `target/detect-bench/`).
 
@@ -20,6 +22,7 @@ mod fuzz;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::{
     env,
@@ -68,6 +71,9 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// End-to-end overhead and completeness benchmark (`--micro`: the criterion benchmarks).
     Bench(bench::BenchArgs),
+    /// Boot Debian's 6.1 and 6.12 kernels under qemu and run the smoke suite there against the
+    /// agent built here.
+    VmTest(vm::VmArgs),
     /// Quality benchmark of the injection detector: recall and false positives on corpora.
     DetectBench {
         /// Print up to N misses and N false positives per class.
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test::test(&args),
         Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::Bench(args) => bench::bench(&args),
+        Task::VmTest(args) => vm::vm_test(&args),
         Task::DetectBench { show } => detect_bench::detect_bench(show),
     };
     // The error chain on one line, without the backtrace `RUST_BACKTRACE` would add.

@@ -32,6 +32,12 @@ pub const TEST_PACKAGES: &[&str] = &[
     "libcap2-bin",
     "bpftool",
     "nodejs",
+    // `cargo xtask vm-test`: the emulator, the guest's init, module dependencies, and the
+    // decompressor of 6.12's modules.
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "xz-utils",
 ];
 
 /// PyPI packages the tests need, installed with `python3 -m pip`.

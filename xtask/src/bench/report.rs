@@ -376,6 +376,9 @@ pub struct Target {
     pub margin: f64,
 }
 
+/// Seconds from exec to `ready` the agent must stay within on an idle machine of this kind.
+const STARTUP_TARGET_S: f64 = 3.0;
+
 impl Target {
     fn new(
         scenario: &str,
@@ -524,6 +527,16 @@ impl Report {
             targets.extend(Target::for_scenario(scenario, &summary));
             summaries.push(summary);
         }
+        // A DaemonSet rollout waits on every node's start: loading and verifying the kernel
+        // programs, scanning the host for OpenSSL.
+        targets.push(Target::new(
+            "start-up",
+            "exec to ready",
+            idle.ready_after_s,
+            "<=",
+            STARTUP_TARGET_S,
+            "s",
+        ));
         Self {
             idle_agent_cores: ratio(idle.cpu_s, plan.duration_s as f64),
             idle,
@@ -548,6 +561,17 @@ impl Report {
         );
         println!("{}", self.overhead_table());
         println!("{}", self.completeness_table());
+        let slowest_start = self
+            .runs
+            .iter()
+            .filter_map(|run| run.agent.as_ref())
+            .map(|agent| agent.ready_after_s)
+            .fold(self.idle.ready_after_s, f64::max);
+        println!(
+            "start-up: ready {:.2} s after exec, {:.2} s of CPU (idle machine); slowest start \
+             under load {:.2} s",
+            self.idle.ready_after_s, self.idle.startup_cpu_s, slowest_start
+        );
         println!(
             "idle agent: {:.2} % of a core, peak RSS {:.1} MiB; sink (xtask) during the runs with \
              the agent: {}",
