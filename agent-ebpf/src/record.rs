@@ -114,10 +114,10 @@ impl DataRecord {
         // and do not nest on one CPU, so the slot is this program's alone until it returns.
         let cpu = unsafe { generated::bpf_get_smp_processor_id() };
         let event = SCRATCH.get_ptr_mut(cpu)?;
-        let mut limit = if len < cap as u64 { len as u32 } else { cap };
-        if limit > MAX_PAYLOAD as u32 {
-            limit = MAX_PAYLOAD as u32;
-        }
+        let limit = at_most(
+            if len < cap as u64 { len as u32 } else { cap },
+            MAX_PAYLOAD as u32,
+        );
         // SAFETY: `event` points into this CPU's scratch slot.
         unsafe {
             let header = &mut (*event).header;
@@ -242,10 +242,7 @@ impl DataRecord {
     /// Copies the header and the captured payload into the ring buffer.
     #[inline(always)]
     pub fn submit(self) {
-        let mut captured = self.captured;
-        if captured > MAX_PAYLOAD as u32 {
-            captured = MAX_PAYLOAD as u32;
-        }
+        let captured = at_most(self.captured, MAX_PAYLOAD as u32);
         // SAFETY: `event` points into this CPU's scratch slot.
         unsafe { (*self.event).header.captured = captured };
         let size = core::mem::size_of::<DataHeader>() + captured as usize;
@@ -254,6 +251,24 @@ impl DataRecord {
         let bytes = unsafe { core::slice::from_raw_parts(self.event as *const u8, size) };
         output(bytes);
     }
+}
+
+/// `value` as a number LLVM knows nothing about. The verifier must see every bound it relies on
+/// as a comparison with a constant (older verifiers, such as Linux 6.1's, learn nothing from a
+/// comparison of two registers), and LLVM drops such a comparison when it can prove it
+/// redundant from one it already made between registers.
+#[inline(always)]
+fn opaque(value: u32) -> u32 {
+    // SAFETY: reads a local.
+    unsafe { core::ptr::read_volatile(&value) }
+}
+
+/// `value`, but never above the constant `bound`, clamped in a way every verifier follows
+/// (see [`opaque`]).
+#[inline(always)]
+fn at_most(value: u32, bound: u32) -> u32 {
+    let value = opaque(value);
+    if value > bound { bound } else { value }
 }
 
 /// Copies up to `len` bytes from user memory at `src` into the payload of `event` at `offset`,
@@ -266,18 +281,15 @@ fn copy_user(
     src: u64,
     len: u64,
 ) -> Result<u32, ()> {
-    // SAFETY: reads a local. The volatile read hides from LLVM that the offset is already below
-    // the limit, so it keeps the explicit bound check below, which is the one the verifier needs
-    // to accept the write into the scratch buffer.
-    let offset = unsafe { core::ptr::read_volatile(&offset) };
+    let offset = opaque(offset);
     if offset >= MAX_PAYLOAD as u32 || offset >= limit {
         return Ok(offset);
     }
     let room = limit - offset;
-    let mut n = if len < room as u64 { len as u32 } else { room };
-    if n > MAX_PAYLOAD as u32 {
-        n = MAX_PAYLOAD as u32;
-    }
+    let n = at_most(
+        if len < room as u64 { len as u32 } else { room },
+        MAX_PAYLOAD as u32,
+    );
     // SAFETY: offset < MAX_PAYLOAD and n <= MAX_PAYLOAD, so the write stays inside the
     // SCRATCH_PAYLOAD (= 2 * MAX_PAYLOAD) bytes of the payload array.
     let rc = unsafe {

@@ -31,7 +31,14 @@ pub fn test(args: &[OsString]) -> Result<()> {
         return Ok(());
     }
     run(cargo()
-        .args(["test", "--release", "-p", "apiscope-e2e", "--test", "capture"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "apiscope-e2e",
+            "--test",
+            "capture",
+        ])
         .env("APISCOPE_BIN", agent_bin())
         .env("APISCOPE_SOCKET_LOOKUP", "fd_table"))?;
     vm::run_matrix(&vm::KERNELS)?;

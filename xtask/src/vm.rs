@@ -497,8 +497,12 @@ fn smoke_script(binaries: &[(String, PathBuf)]) -> Result<String> {
         quote(&agent.to_string_lossy()),
         quote(&workspace_root().to_string_lossy())
     ));
+    // The check's table is kept for the record; when the kernel refuses a program, the end
+    // of the verifier's log is shown too, since this kernel cannot be asked again later.
     script.push_str(&format!(
-        "{} check --verbose 2>&1 | while IFS= read -r row; do echo \"{MARK} check $row\"; done\n",
+        "log=/tmp/apiscope-verifier.log\n\
+         {} check --verbose --verifier-log \"$log\" 2>&1 | while IFS= read -r row; do echo \"{MARK} check $row\"; done\n\
+         [ -s \"$log\" ] && tail -n 80 \"$log\" | while IFS= read -r row; do echo \"{MARK} verifier $row\"; done\n",
         quote(&agent.to_string_lossy())
     ));
     for (binary, test) in SMOKE_TESTS {
