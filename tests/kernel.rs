@@ -28,13 +28,18 @@ const GROUPS: [&str; 6] = [
 /// that group fail.
 const HIDDEN_TRACEPOINT: &str = "/sys/kernel/tracing/events/syscalls/sys_enter_recvmmsg";
 
-/// `(program, group, verified instructions)` rows of `apiscope check --verbose`.
-fn program_rows(stdout: &str) -> Vec<(String, String, u64)> {
+/// The rows of the table of `apiscope check` whose header starts with `header`.
+fn table<'a>(stdout: &'a str, header: &'a str) -> impl Iterator<Item = &'a str> {
     stdout
         .lines()
-        .skip_while(|line| !line.starts_with("PROGRAM"))
+        .skip_while(move |line| !line.starts_with(header))
         .skip(1)
         .take_while(|line| !line.trim().is_empty())
+}
+
+/// `(program, group, verified instructions)` rows of `apiscope check --verbose`.
+fn program_rows(stdout: &str) -> Vec<(String, String, u64)> {
+    table(stdout, "PROGRAM")
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let count = fields
@@ -48,11 +53,7 @@ fn program_rows(stdout: &str) -> Vec<(String, String, u64)> {
 
 /// `(group, state)` rows of `apiscope check`.
 fn group_rows(stdout: &str) -> Vec<(String, String)> {
-    stdout
-        .lines()
-        .skip_while(|line| !line.starts_with("GROUP"))
-        .skip(1)
-        .take_while(|line| !line.trim().is_empty())
+    table(stdout, "GROUP")
         .map(|line| {
             let mut fields = line.split_whitespace();
             let group = fields.next().unwrap_or_default().to_owned();

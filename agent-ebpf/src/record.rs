@@ -18,6 +18,7 @@ use crate::{
     conn,
     maps::{CONFIG, CONNS, EVENTS, FRAMED_CALLS, IOVEC_WALKS, MESSAGE_WALKS, SCRATCH, count},
 };
+use aya_ebpf::maps::PerCpuArray;
 
 /// Most iovecs walked per call (the kernel's own `UIO_MAXIOV`); beyond it the rest of the call
 /// is counted in `len` but not captured.
@@ -170,34 +171,19 @@ impl DataRecord {
     /// checks the callback about once instead of once per iovec.
     #[inline(always)]
     pub fn append_iovecs(&mut self, iov: u64, iov_count: u64, skip: u64, len: u64) {
-        let Some(walk) = IOVEC_WALKS.get_ptr_mut(0) else {
+        let state = IovecWalk {
+            iov,
+            count: iov_count,
+            skip,
+            left: len,
+            captured: self.captured,
+            limit: self.limit,
+            failed: 0,
+            reserved: 0,
+        };
+        let Some(walk) = run_loop(&IOVEC_WALKS, state, MAX_IOVECS, copy_iovec) else {
             return;
         };
-        // SAFETY: this CPU's slot of a per-CPU map, ours until the program returns.
-        unsafe {
-            *walk = IovecWalk {
-                iov,
-                count: iov_count,
-                skip,
-                left: len,
-                captured: self.captured,
-                limit: self.limit,
-                failed: 0,
-                reserved: 0,
-            };
-        }
-        // SAFETY: `copy_iovec` has the callback signature bpf_loop expects; it takes its state
-        // from the map, not from the context pointer.
-        unsafe {
-            generated::bpf_loop(
-                MAX_IOVECS,
-                copy_iovec as *mut c_void,
-                core::ptr::null_mut(),
-                0,
-            )
-        };
-        // SAFETY: as above.
-        let walk = unsafe { &*walk };
         self.captured = walk.captured;
         if walk.failed != 0 {
             self.set_flag(data_flags::READ_FAILED);
@@ -251,6 +237,38 @@ impl DataRecord {
         let bytes = unsafe { core::slice::from_raw_parts(self.event as *const u8, size) };
         output(bytes);
     }
+}
+
+/// A `bpf_loop` callback: gets the loop index and returns 1 to stop the loop.
+type LoopBody = extern "C" fn(u64, *mut c_void) -> i64;
+
+/// Runs `body` for indices from 0 up to `count` in `bpf_loop`, until it returns 1, with the
+/// loop's `state` in this CPU's slot of `map`, where the body reads and updates it (see
+/// `maps::IOVEC_WALKS` for why not on the stack). Returns the state as the loop left it; `None`
+/// (and no loop) only if the slot is missing, which a loaded object never lacks.
+#[inline(always)]
+fn run_loop<T>(
+    map: &'static PerCpuArray<T>,
+    state: T,
+    count: u32,
+    body: LoopBody,
+) -> Option<&'static mut T> {
+    let slot = map.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of a per-CPU map, the program's own until it returns (programs
+    // neither migrate nor nest on a CPU); `body` has the signature bpf_loop calls, and takes
+    // its state from the map, not from the context pointer.
+    unsafe {
+        *slot = state;
+        generated::bpf_loop(count, body as *mut c_void, core::ptr::null_mut(), 0);
+        Some(&mut *slot)
+    }
+}
+
+/// The state of the loop a `bpf_loop` body runs in (see [`run_loop`]).
+#[inline(always)]
+fn loop_state<T>(map: &'static PerCpuArray<T>) -> Option<&'static mut T> {
+    // SAFETY: as in `run_loop`, which filled the slot before the loop started.
+    map.get_ptr_mut(0).map(|slot| unsafe { &mut *slot })
 }
 
 /// `value` as a number LLVM knows nothing about. The verifier must see every bound it relies on
@@ -319,11 +337,9 @@ pub struct IovecWalk {
 
 /// `bpf_loop` callback: copies iovec number `index`; returns 1 to stop the walk.
 extern "C" fn copy_iovec(index: u64, _context: *mut c_void) -> i64 {
-    let Some(walk) = IOVEC_WALKS.get_ptr_mut(0) else {
+    let Some(walk) = loop_state(&IOVEC_WALKS) else {
         return 1;
     };
-    // SAFETY: this CPU's slot of a per-CPU map, set up by `append_iovecs`.
-    let walk = unsafe { &mut *walk };
     if index >= walk.count || walk.left == 0 || walk.captured >= walk.limit {
         return 1;
     }
@@ -382,38 +398,24 @@ pub struct FramedCall {
 /// userspace). `source.offset` is where the call starts.
 #[inline(always)]
 pub fn submit_framed(source: DataSource, len: u64, bytes: UserBytes) {
-    let (Some(config), Some(call)) = (CONFIG.get(0), FRAMED_CALLS.get_ptr_mut(0)) else {
+    let Some(config) = CONFIG.get(0) else {
         return;
     };
     let cap = config.framed_cap as u64;
-    // SAFETY: this CPU's slot of a per-CPU map, ours until the program returns.
-    unsafe {
-        *call = FramedCall {
-            source,
-            bytes,
-            len,
-            end: if len < cap { len } else { cap },
-        };
-    }
-    // SAFETY: `emit_framed_record` has the callback signature bpf_loop expects; it takes its
-    // state from the map.
-    unsafe {
-        generated::bpf_loop(
-            MAX_FRAMED_RECORDS,
-            emit_framed_record as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        )
+    let call = FramedCall {
+        source,
+        bytes,
+        len,
+        end: if len < cap { len } else { cap },
     };
+    run_loop(&FRAMED_CALLS, call, MAX_FRAMED_RECORDS, emit_framed_record);
 }
 
 /// `bpf_loop` callback: sends record number `index` of a framed call; returns 1 when done.
 extern "C" fn emit_framed_record(index: u64, _context: *mut c_void) -> i64 {
-    let Some(call) = FRAMED_CALLS.get_ptr(0) else {
+    let Some(call) = loop_state(&FRAMED_CALLS) else {
         return 1;
     };
-    // SAFETY: this CPU's slot of a per-CPU map, set up by `submit_framed`.
-    let call = unsafe { &*call };
     let done = index * MAX_PAYLOAD as u64;
     if done >= call.end {
         return 1;
@@ -457,36 +459,19 @@ pub struct MessageWalk {
 /// offsets as it is sent.
 #[inline(always)]
 pub fn submit_messages(source: DataSource, messages: u64, count: u64) {
-    let Some(walk) = MESSAGE_WALKS.get_ptr_mut(0) else {
-        return;
+    let walk = MessageWalk {
+        source,
+        messages,
+        count,
     };
-    // SAFETY: this CPU's slot of a per-CPU map, ours until the program returns.
-    unsafe {
-        *walk = MessageWalk {
-            source,
-            messages,
-            count,
-        };
-    }
-    // SAFETY: `emit_message` has the callback signature bpf_loop expects; it takes its state
-    // from the map.
-    unsafe {
-        generated::bpf_loop(
-            MAX_MESSAGES,
-            emit_message as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        )
-    };
+    run_loop(&MESSAGE_WALKS, walk, MAX_MESSAGES, emit_message);
 }
 
 /// `bpf_loop` callback: sends message number `index`; returns 1 when done.
 extern "C" fn emit_message(index: u64, _context: *mut c_void) -> i64 {
-    let Some(walk) = MESSAGE_WALKS.get_ptr(0) else {
+    let Some(walk) = loop_state(&MESSAGE_WALKS) else {
         return 1;
     };
-    // SAFETY: this CPU's slot of a per-CPU map, set up by `submit_messages`.
-    let walk = unsafe { &*walk };
     if index >= walk.count {
         return 1;
     }

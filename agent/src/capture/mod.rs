@@ -181,6 +181,30 @@ impl Capture {
         // ids, and again after. Only then is the ring buffer mapped (twice its size, all
         // resident), so its pages do not add to the parses' peak.
         let layout = btf::kernel_layout(Path::new(btf::VMLINUX_BTF), settings.socket_lookup)?;
+        match Self::load(&settings, layout) {
+            // The socket tracepoints are the one part of the core group that another path can
+            // stand in for: on a kernel whose build refuses them, walk the file table instead.
+            Err(CaptureError::Core(failure))
+                if settings.socket_lookup.is_none()
+                    && layout.socket_lookup == SocketLookup::Tracepoints =>
+            {
+                warn!(
+                    "the core kernel programs failed with the socket tracepoints ({failure}); \
+                     finding sockets by walking the file table instead"
+                );
+                let layout =
+                    btf::kernel_layout(Path::new(btf::VMLINUX_BTF), Some(SocketLookup::FdTable))?;
+                Self::load(&settings, layout)
+            }
+            loaded => loaded,
+        }
+    }
+
+    /// Loads the object for `layout`, configures it and loads and attaches the program groups.
+    fn load(
+        settings: &CaptureSettings,
+        layout: btf::KernelLayout,
+    ) -> Result<(Self, CaptureOutputs), CaptureError> {
         let fork = tracefs::fork_offsets()?;
         // A refused program is loaded again to read the verifier's log: its whole trace only
         // when someone will read it, else just its verdict and statistics.
