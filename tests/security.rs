@@ -659,8 +659,9 @@ fn a_rule_turned_off_in_its_pack_stops_at_once_and_a_bad_pack_is_refused() {
     );
 
     agent.signal(libc::SIGHUP);
-    agent.wait_log_line("the SIGHUP reload", EXPORT_TIMEOUT, |line| {
-        line.contains("SIGHUP")
+    // The pack is still bad: the reload is judged and rejected (and counted) before this line.
+    agent.wait_log_line("the SIGHUP reload's rejection", EXPORT_TIMEOUT, |line| {
+        line.contains("rule pack rejected")
     });
     let metrics = curl(&["-sS", &format!("{}/metrics", agent.endpoints_url())]).stdout_text();
     // Counted per rule across the host (other tests' services included): at least ours.

@@ -391,8 +391,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 CaptureRequest::RescanProcess(pid) => capture.scan_process(pid),
                 CaptureRequest::ForgetConnections(keys) => capture.forget_connections(keys),
                 CaptureRequest::SetPayloadPolicies(sockets) => {
+                    capture.set_payload_policies(sockets.iter().copied());
+                    // Logged once in the kernel's map, where the programs read them.
                     debug!("payload policies of {} connections: {:?}", sockets.len(), sockets);
-                    capture.set_payload_policies(sockets);
                 }
             },
             _ = stats_tick.tick() => log_stats(&capture, &stats),

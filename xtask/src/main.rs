@@ -3,8 +3,9 @@
 //! * `setup [--for-tests]`: check, and install where missing, what building (and testing) needs.
 //! * `build`: setup, then build the agent in release mode (`target/release/apiscope`).
 //! * `run [-- ARGS...]`: build, then replace this process with `apiscope run ARGS...`.
-//! * `test [-- ARGS...]`: setup for tests, then fmt, clippy, build, `cargo test` (ARGS go to it)
-//!   and, without ARGS, 15 s of every fuzz target.
+//! * `test [--repeat N] [--load] [-- ARGS...]`: setup for tests, then fmt, clippy, build, every
+//!   test binary (ARGS go to each), the kernel matrix and 15 s of every fuzz target, each to its
+//!   end, and one summary of what failed; `--repeat`/`--load` hunt flaky tests.
 //! * `fuzz [--seconds N] [--target NAME]`: the cargo-fuzz targets of `agent/fuzz` (every one, or
 //!   NAME), N seconds each (default 10); fails naming those that crashed.
 //! * `bench [--quick]`: the end-to-end overhead and completeness benchmark (nginx, wrk, the agent
@@ -60,13 +61,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Set up for tests, then run fmt, clippy, the release build, the whole test suite and the
-    /// fuzz targets (15 s each; not when ARGS pick tests).
-    Test {
-        /// Extra arguments for `cargo test` after `--`, e.g. a test name filter.
-        #[arg(last = true)]
-        args: Vec<OsString>,
-    },
+    /// Set up for tests, then run fmt, clippy, the release build, every test binary, the
+    /// kernel matrix and the fuzz targets, each to its end, and summarise what failed.
+    Test(test::TestArgs),
     /// Run the fuzz targets of agent/fuzz for a bounded time; fails naming those that crashed.
     Fuzz(fuzz::FuzzArgs),
     /// End-to-end overhead and completeness benchmark (`--micro`: the criterion benchmarks).
@@ -87,7 +84,7 @@ fn main() -> ExitCode {
         Task::Setup { for_tests } => setup::setup(for_tests),
         Task::Build => build::build(),
         Task::Run { args } => run::exec_agent(&args),
-        Task::Test { args } => test::test(&args),
+        Task::Test(args) => test::test(&args),
         Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::Bench(args) => bench::bench(&args),
         Task::VmTest(args) => vm::vm_test(&args),

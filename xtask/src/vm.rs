@@ -22,7 +22,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::{agent_bin, build, cargo, run, setup, workspace_root};
+use crate::{
+    agent_bin, build, run, setup,
+    test::{TestBinary, build_binaries},
+    workspace_root,
+};
 
 /// Where downloaded kernels are kept, across checkouts.
 const CACHE: &str = "/var/cache/apiscope/kernels";
@@ -141,45 +145,11 @@ pub fn run_matrix(kernels: &[KernelLine]) -> Result<()> {
     Ok(())
 }
 
-/// The test binaries of the smoke suite, built in release mode: `(name, executable)`.
-fn smoke_binaries() -> Result<Vec<(String, PathBuf)>> {
+/// The test binaries of the smoke suite, built in release mode.
+fn smoke_binaries() -> Result<Vec<TestBinary>> {
     let wanted: BTreeSet<&str> = SMOKE_TESTS.iter().map(|(binary, _)| *binary).collect();
-    let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "--release",
-        "-p",
-        "apiscope-e2e",
-        "--no-run",
-        "--message-format=json",
-    ]);
-    for binary in &wanted {
-        cmd.args(["--test", binary]);
-    }
-    let output = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot start cargo to build the smoke tests")?;
-    ensure!(output.status.success(), "building the smoke tests failed");
-    let mut binaries = Vec::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let name = message["target"]["name"].as_str().unwrap_or_default();
-        if let Some(executable) = message["executable"].as_str()
-            && wanted.contains(name)
-        {
-            binaries.push((name.to_owned(), PathBuf::from(executable)));
-        }
-    }
-    ensure!(
-        binaries.len() == wanted.len(),
-        "cargo built {} of the {} smoke test binaries",
-        binaries.len(),
-        wanted.len()
-    );
-    Ok(binaries)
+    let wanted: Vec<&str> = wanted.into_iter().collect();
+    build_binaries(Some("apiscope-e2e"), &wanted)
 }
 
 /// A kernel ready to boot: its image and its modules, unpacked from its package.
@@ -239,7 +209,7 @@ impl KernelImage {
     }
 
     /// Boots the kernel with the smoke suite and reads its results off the serial console.
-    fn run_smoke(&self, binaries: &[(String, PathBuf)]) -> Result<SmokeOutcome> {
+    fn run_smoke(&self, binaries: &[TestBinary]) -> Result<SmokeOutcome> {
         let work = workspace_root().join("target/vm").join(&self.version);
         fs::create_dir_all(&work)?;
         let initrd = work.join("initrd.cpio");
@@ -484,7 +454,7 @@ impl SmokeOutcome {
 
 /// The script the guest runs in this machine's root: `apiscope check --verbose` for the
 /// record, then each smoke test, each reported by name and exit status.
-fn smoke_script(binaries: &[(String, PathBuf)]) -> Result<String> {
+fn smoke_script(binaries: &[TestBinary]) -> Result<String> {
     let mut script = String::from("#!/bin/sh\n# Written by `cargo xtask vm-test`.\n");
     for name in PASSED_ENV {
         if let Ok(value) = std::env::var(name) {
@@ -506,13 +476,13 @@ fn smoke_script(binaries: &[(String, PathBuf)]) -> Result<String> {
         quote(&agent.to_string_lossy())
     ));
     for (binary, test) in SMOKE_TESTS {
-        let (_, executable) = binaries
+        let found = binaries
             .iter()
-            .find(|(name, _)| name == binary)
+            .find(|found| found.name == *binary)
             .with_context(|| format!("no executable for the smoke tests of {binary}"))?;
         script.push_str(&format!(
             "{} --exact {test} --test-threads=1\necho \"{MARK} result {binary}::{test} $?\"\n",
-            quote(&executable.to_string_lossy())
+            quote(&found.executable.to_string_lossy())
         ));
     }
     script.push_str(&format!("echo \"{MARK} done\"\n"));

@@ -66,9 +66,11 @@ impl RuleHandle {
         match ActiveRules::load(files) {
             Ok(rules) if rules.audit == active.audit => {}
             Ok(rules) => {
-                info!("rule packs changed: {}", rules.summary());
+                // Logged once in force: whoever reads the line may rely on the new rules.
+                let summary = rules.summary();
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
                 self.generation.fetch_add(1, Ordering::AcqRel);
+                info!("rule packs changed: {summary}");
             }
             Err(reason) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
