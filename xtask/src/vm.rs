@@ -9,7 +9,6 @@
 //! console, line by line, with [`MARK`] before each line meant for this side.
 
 use std::{
-    collections::BTreeSet,
     fs,
     io::{BufRead as _, BufReader, Write as _},
     os::unix::process::CommandExt as _,
@@ -112,18 +111,17 @@ pub fn vm_test(args: &VmArgs) -> Result<()> {
     }
     setup::setup(true)?;
     build::build_agent()?;
-    run_matrix(&kernels)
+    run_matrix(&kernels, &build_binaries(None, &[])?)
 }
 
-/// Runs the smoke suite on each of `kernels` against the agent already built; fails naming
-/// each kernel and test that failed.
-pub fn run_matrix(kernels: &[KernelLine]) -> Result<()> {
-    let binaries = smoke_binaries()?;
+/// Runs the smoke suite on each of `kernels` against the agent and test `binaries` already
+/// built; fails naming each kernel and test that failed.
+pub fn run_matrix(kernels: &[KernelLine], binaries: &[TestBinary]) -> Result<()> {
     let mut failures = Vec::new();
     for &kernel in kernels {
         let started = Instant::now();
         let image = KernelImage::fetch(kernel)?;
-        let outcome = image.run_smoke(&binaries)?;
+        let outcome = image.run_smoke(binaries)?;
         println!(
             "vm-test {} ({}): {} passed, {} failed, in {:.0?}",
             kernel.name,
@@ -140,16 +138,12 @@ pub fn run_matrix(kernels: &[KernelLine]) -> Result<()> {
         );
     }
     if !failures.is_empty() {
-        bail!("vm-test failed:\n  {}", failures.join("\n  "));
+        bail!(
+            "smoke tests failed on the kernel matrix:\n  {}",
+            failures.join("\n  ")
+        );
     }
     Ok(())
-}
-
-/// The test binaries of the smoke suite, built in release mode.
-fn smoke_binaries() -> Result<Vec<TestBinary>> {
-    let wanted: BTreeSet<&str> = SMOKE_TESTS.iter().map(|(binary, _)| *binary).collect();
-    let wanted: Vec<&str> = wanted.into_iter().collect();
-    build_binaries(Some("apiscope-e2e"), &wanted)
 }
 
 /// A kernel ready to boot: its image and its modules, unpacked from its package.
@@ -494,7 +488,8 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The guest's `/init`: modules, the shared root under a tmpfs overlay, the file systems the
+/// The guest's `/init`: modules, the shared root under a tmpfs overlay (which also takes what is
+/// written to `/tmp` and `/run`: the checkout may well be under `/tmp`), the file systems the
 /// agent needs, loopback; then the smoke script in that root, and power off.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -513,8 +508,6 @@ mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work 
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
-mount -t tmpfs tmpfs /newroot/tmp
-mount -t tmpfs tmpfs /newroot/run
 mount -t tracefs nodev /newroot/sys/kernel/tracing
 mount -t bpf bpf /newroot/sys/fs/bpf
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup

@@ -5,7 +5,8 @@
 //! In order: setup, `cargo fmt --check`, clippy, the release build of the agent and of every
 //! test binary (a failure there stops the run: nothing could be tested), every test binary
 //! (timed, see [`binaries`]), the capture tests again with the file-table socket lookup, the
-//! kernel matrix (`vm-test`) and every fuzz target for [`FUZZ_SECONDS`]. With ARGS (test name
+//! kernel matrix (`vm-test`, with the same binaries) and every fuzz target for
+//! [`FUZZ_SECONDS`]. With ARGS (test name
 //! filters for the binaries) only the test binaries run. `--repeat N` runs the test binaries N
 //! times after one build, to hunt flaky tests, and `--load` keeps every CPU busy meanwhile.
 
@@ -94,7 +95,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
         }
     }
     if everything {
-        summary.step("vm-test", || vm::run_matrix(&vm::KERNELS));
+        summary.step("vm-test", || vm::run_matrix(&vm::KERNELS, &binaries));
         summary.step("fuzz", || {
             fuzz::fuzz_targets(&fuzz::targets()?, FUZZ_SECONDS, fuzz::Sanitizer::None)
         });
