@@ -54,7 +54,7 @@ impl BinaryRun {
 }
 
 /// Builds the test binaries in release mode (`cargo test --release --no-run`), of the whole
-/// workspace or of `package`'s `tests` only, and lists them in cargo's order.
+/// workspace or of `package`'s `tests` only, and lists them: unit tests first, then by name.
 pub fn build(package: Option<&str>, tests: &[&str]) -> Result<Vec<TestBinary>> {
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--no-run", "--message-format=json"]);
@@ -103,6 +103,10 @@ pub fn build(package: Option<&str>, tests: &[&str]) -> Result<Vec<TestBinary>> {
         });
     }
     ensure!(!binaries.is_empty(), "cargo built no test binary");
+    // Unit tests first, then the end-to-end tests, each by name: the same order every run.
+    binaries.sort_by(|a, b| {
+        (!a.name.ends_with(" (unit)"), &a.name).cmp(&(!b.name.ends_with(" (unit)"), &b.name))
+    });
     Ok(binaries)
 }
 
