@@ -13,16 +13,14 @@ use agent::{
             rules::{ActiveRules, watch::RuleHandle},
         },
     },
-    calls::{
-        ApiCall, CallGaps, Header, HttpBody, HttpExchange, HttpRequest, HttpResponse, Payload, Side,
-    },
+    calls::Side,
     capture::CaptureEvent,
-    enrich::{EnrichedCall, ProcessIdentity, Workload},
-    export::{otlp::encode_span, semconv::Describer},
-    streams::{Connection, StreamOutput, StreamSettings, StreamTable},
+    export::otlp::encode_span,
+    protocols::http::HttpExchange,
+    streams::{StreamOutput, StreamSettings, StreamTable},
+    testing::{self, header},
 };
 use agent_common::{ConnectionEvent, DataHeader, Direction, EventKind, Role};
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// The agent's allocator, so the numbers are the agent's.
@@ -113,83 +111,31 @@ fn decode_and_assemble(c: &mut Criterion) {
     group.finish();
 }
 
+/// A served `GET /users/42?page=2` answered `200` with a 2-byte body.
 fn analyzed_call() -> AnalyzedCall {
-    let header = |name: &str, value: &'static str| Header {
-        name: name.into(),
-        value: Bytes::from_static(value.as_bytes()),
-    };
-    let body = |size| HttpBody {
-        size,
-        ..HttpBody::default()
-    };
-    AnalyzedCall {
-        call: EnrichedCall {
-            call: ApiCall {
-                connection: Arc::new(Connection {
-                    id: 1,
-                    sock: 0,
-                    pid: 10,
-                    fd: 3,
-                    role: Role::Server,
-                    opened_unseen: false,
-                    tls_client_ja4: None,
-                    transport: agent::streams::Transport::Tcp,
-                    local: Some("127.0.0.1:8080".parse().unwrap()),
-                    peer: Some("127.0.0.1:50000".parse().unwrap()),
-                    comm: "bench".into(),
-                }),
-                side: Side::Server,
-                start_ns: 1_000,
-                end_ns: 2_000,
-                tls: false,
-                gaps: CallGaps::default(),
-                payload: Payload::Http(HttpExchange {
-                    request: HttpRequest {
-                        method: "GET".into(),
-                        target: "/users/42?page=2".into(),
-                        version: agent::calls::http::HttpVersion::Http11,
-                        headers: vec![header("host", "api.local"), header("user-agent", "bench")],
-                        trailers: Vec::new(),
-                        body: body(0),
-                    },
-                    response: Some(HttpResponse {
-                        version: agent::calls::http::HttpVersion::Http11,
-                        status: 200,
-                        headers: Vec::new(),
-                        trailers: Vec::new(),
-                        body: body(2),
-                    }),
-                    upgraded: false,
-                    grpc: None,
-                    graphql: None,
-                    genai: None,
-                    mcp: None,
-                }),
-            },
-            workload: Arc::new(Workload::new(
-                Arc::new(ProcessIdentity {
-                    pid: 10,
-                    executable_name: "bench".into(),
-                    ..Default::default()
-                }),
-                None,
-            )),
-            peer: None,
-            host_name: "host".into(),
-        },
-        route: Some("/users/{id}".into()),
-        events: Vec::new(),
+    let headers = vec![header("host", "api.local"), header("user-agent", "bench")];
+    let mut analyzed = testing::call(Side::Server, 200, headers);
+    let http = analyzed
+        .call
+        .call
+        .exchange_mut::<HttpExchange>()
+        .expect("the call is HTTP");
+    http.request.method = "GET".into();
+    http.request.target = "/users/42?page=2".into();
+    http.request.body.size = 0;
+    if let Some(response) = &mut http.response {
+        response.body.size = 2;
     }
+    analyzed
 }
 
 fn describe_and_build_span(c: &mut Criterion) {
     let call = analyzed_call();
-    let describer = Describer::default();
     let mut group = c.benchmark_group("calls");
     group.throughput(Throughput::Elements(1));
     group.bench_function("describe_and_build_span", |b| {
         b.iter(|| {
-            let description = describer.describe(black_box(&call));
+            let description = testing::describe(black_box(&call.call.call), call.route.as_deref());
             black_box(encode_span(&call.call.call, description, &[]))
         })
     });
@@ -208,9 +154,11 @@ fn security_rules(c: &mut Criterion) {
     );
     let ordinary = analyzed_call();
     let mut attack = analyzed_call();
-    let Payload::Http(http) = &mut attack.call.call.payload else {
-        unreachable!("the attack call is HTTP");
-    };
+    let http = attack
+        .call
+        .call
+        .exchange_mut::<HttpExchange>()
+        .expect("the attack call is HTTP");
     http.request.target = "/users/42?q=1%27%20OR%20%271%27%3D%271%27%20--".into();
     let mut group = c.benchmark_group("security");
     group.throughput(Throughput::Elements(1));

@@ -14,15 +14,13 @@ use crate::{
         security::rules::{ActiveRules, PackError},
         spec::{DeclaredApi, SpecError},
     },
+    calls::{DescribeSettings, HeaderAllowlist},
     capture::{CaptureSettings, KernelSelection},
     config::{
         Config, ConfigError, InventoryConfig, OtlpCompression, SelectionRule, SocketLookupChoice,
         SpecFile,
     },
-    export::{
-        otlp::{OtlpHeaders, OtlpProtocol, OtlpSettings, RetrySettings},
-        semconv::{Describer, HeaderAllowlist},
-    },
+    export::otlp::{OtlpHeaders, OtlpProtocol, OtlpSettings, RetrySettings},
     pipeline::{CallOutput, InventoryOptions, RunOptions, SecurityOptions},
     protocols::DecoderSettings,
     selection::{Selection, StdioSelection},
@@ -474,10 +472,12 @@ impl RunArgs {
                 })
                 .transpose()?,
             calls,
-            describer: Describer::new(
-                HeaderAllowlist::new(&config.export.http_headers).map_err(SettingsError::Header)?,
-            )
-            .with_genai_content(config.export.genai_content),
+            describe: DescribeSettings {
+                headers: HeaderAllowlist::new(&config.export.http_headers)
+                    .map_err(SettingsError::Header)?,
+                content: None,
+            },
+            export_genai_content: config.export.genai_content,
         })
     }
 }

@@ -39,3 +39,4 @@ pub mod pipeline;
 pub mod protocols;
 pub mod selection;
 pub mod streams;
+pub mod testing;

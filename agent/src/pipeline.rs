@@ -43,7 +43,9 @@ use crate::{
                 watch::{self, RuleHandle},
             },
         },
+        sensitive::SensitiveScanner,
     },
+    calls::{DescribeSettings, Redact},
     capture::{
         Capture, CaptureError, CaptureEvent, CaptureSettings, ReaderStats, forward_kernel_log,
         read_events,
@@ -58,7 +60,6 @@ use crate::{
         dump::DumpWriter,
         health::AgentHealth,
         otlp::{self, EventQueue, OtlpError, OtlpRecorder, OtlpSettings},
-        semconv::Describer,
         server,
         stdout::CallPrinter,
     },
@@ -126,8 +127,10 @@ pub struct RunOptions {
     pub security: Option<SecurityOptions>,
     /// Where calls go.
     pub calls: CallOutput,
-    /// How calls are described for export (header allowlist).
-    pub describer: Describer,
+    /// What calls' descriptions export beyond the conventions' defaults (header allowlist).
+    pub describe: DescribeSettings,
+    /// Export the prompts and answers of model calls, redacted.
+    pub export_genai_content: bool,
 }
 
 /// How the API inventory is kept.
@@ -190,10 +193,19 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // SIGHUP reloads the rule packs (and must not end the agent, its default).
     let mut sighup = signal(SignalKind::hangup())?;
     let health = Arc::new(AgentHealth::default());
+    // One scanner for the inventory's sensitive-data findings and the redaction of exported
+    // model content: its patterns are compiled once.
+    let scanner = Arc::new(SensitiveScanner::new());
     // Opened first: a database the agent cannot use must stop it before anything attaches.
     let inventory = match options.calls {
         CallOutput::None => None,
-        _ => Some(open_inventory(&options.inventory)?),
+        _ => Some(open_inventory(&options.inventory, Arc::clone(&scanner))?),
+    };
+    let describe = DescribeSettings {
+        content: options
+            .export_genai_content
+            .then(|| scanner as Arc<dyn Redact>),
+        ..options.describe.clone()
     };
     // Served from the start, so that liveness holds and readiness says "not yet" while the
     // programs load.
@@ -348,6 +360,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                     otlp,
                     inventory: shared_inventory,
                     security,
+                    describe,
                 },
                 enricher,
                 &stream_health,
@@ -456,6 +469,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 /// Opens the inventory's database and restores what it holds.
 fn open_inventory(
     options: &InventoryOptions,
+    scanner: Arc<SensitiveScanner>,
 ) -> Result<(SharedInventory, InventoryStore), StoreError> {
     let store = InventoryStore::open(&options.directory)?;
     let saved = store.load()?;
@@ -464,7 +478,7 @@ fn open_inventory(
         saved.len(),
         store.path().display()
     );
-    let mut inventory = Inventory::new(options.settings.clone(), unix_ms_now());
+    let mut inventory = Inventory::new(options.settings.clone(), scanner, unix_ms_now());
     inventory.restore(saved);
     Ok((Arc::new(Mutex::new(inventory)), store))
 }
@@ -590,26 +604,26 @@ enum CallSink {
 }
 
 impl CallSink {
-    fn write(&mut self, describer: &Describer, analyzed: &AnalyzedCall) -> io::Result<()> {
-        let description = describer.describe(analyzed);
+    fn write(&mut self, analyzed: AnalyzedCall) -> io::Result<()> {
         match self {
             Self::Otlp(recorder) => {
-                recorder.record(analyzed, description);
+                recorder.record(analyzed);
                 Ok(())
             }
             Self::Lines(printer) => {
                 analyzed.events.iter().for_each(log_event);
-                printer.print(analyzed, &description)
+                printer.print(&analyzed)
             }
         }
     }
 }
 
-/// What the stream stage hands its results to.
+/// What the stream stage hands its results to, and how it describes them.
 struct StageOutputs {
     otlp: Option<OtlpRecorder>,
     inventory: Option<SharedInventory>,
     security: Option<SecurityAnalyzer>,
+    describe: DescribeSettings,
 }
 
 /// Tells capture what to copy of the connections whose protocol was found (or found
@@ -656,7 +670,7 @@ fn stream_stage(
         _ => None,
     };
     let mut protocols = ProtocolStage::new(options.decoders);
-    let mut analyzer = Analyzer::new(&options.routes);
+    let mut analyzer = Analyzer::new(&options.routes, outputs.describe);
     if let Some(inventory) = outputs.inventory {
         analyzer = analyzer.with_inventory(inventory);
     }
@@ -695,7 +709,7 @@ fn stream_stage(
                 analyzer.connected(connection);
             }
             for call in calls.drain(..) {
-                sink.write(&options.describer, &analyzer.analyze(enricher.enrich(call)))?;
+                sink.write(analyzer.analyze(enricher.enrich(call)))?;
             }
         }
         health.set_connections_evicted(table.evicted());

@@ -2,10 +2,7 @@
 //! the rug-pull rule compares a tool with what the same server listed before, and the
 //! inventory lists servers per workload.
 
-use crate::{
-    calls::{Payload, Side},
-    enrich::EnrichedCall,
-};
+use crate::{calls::Side, enrich::EnrichedCall, protocols::http::HttpExchange};
 
 /// The MCP server an exchange went to, the same from both ends: the Host and path of a
 /// streamable-HTTP endpoint, or for stdio the server's service and a digest of its command
@@ -13,7 +10,7 @@ use crate::{
 /// are not).
 pub fn identity(call: &EnrichedCall) -> String {
     let connection = &call.call.connection;
-    if let Payload::Http(http) = &call.call.payload {
+    if let Some(http) = call.call.exchange::<HttpExchange>() {
         let address = match call.call.side {
             Side::Server => connection.local,
             Side::Client => connection.peer,

@@ -11,7 +11,16 @@ pub mod spec;
 
 use std::sync::PoisonError;
 
-use crate::{calls::Payload, enrich::EnrichedCall, streams::Connection};
+use opentelemetry::KeyValue;
+
+use crate::{
+    calls::{
+        CallDescription, DescribeContext, DescribeSettings,
+        description::{SERVICE_PEER_NAME, SERVICE_PEER_NAMESPACE},
+    },
+    enrich::{EnrichedCall, PeerService},
+    streams::Connection,
+};
 
 use events::{ApiEvent, unix_ms_now};
 use inventory::SharedInventory;
@@ -26,24 +35,29 @@ pub struct AnalyzedCall {
     /// The route (`http.route`), for protocols with paths: the declared spec's template when
     /// the service has one that declares the call, else the templated path.
     pub route: Option<String>,
+    /// The call in the conventions' terms, with its route and peer: what the exporters send.
+    pub description: CallDescription,
     /// Events the call raised (discoveries, violations, sensitive data, security findings),
     /// exported with the call's trace context.
     pub events: Vec<ApiEvent>,
 }
 
-/// The analysis stage: route templating and, when kept, the inventory and the security rules.
+/// The analysis stage: route templating, the description for export and, when kept, the
+/// inventory and the security rules.
 #[derive(Debug)]
 pub struct Analyzer {
     routes: RouteTemplater,
+    describe: DescribeSettings,
     inventory: Option<SharedInventory>,
     security: Option<SecurityAnalyzer>,
 }
 
 impl Analyzer {
-    /// An analyzer with the given route settings and no inventory.
-    pub fn new(routes: &RouteSettings) -> Self {
+    /// An analyzer with the given route and description settings and no inventory.
+    pub fn new(routes: &RouteSettings, describe: DescribeSettings) -> Self {
         Self {
             routes: RouteTemplater::new(routes),
+            describe,
             inventory: None,
             security: None,
         }
@@ -74,15 +88,10 @@ impl Analyzer {
 
     /// Derives what the exporters need from one call.
     pub fn analyze(&mut self, call: EnrichedCall) -> AnalyzedCall {
-        let mut route = match &call.call.payload {
-            // An empty target is one that could not be decoded: no route to speak of.
-            Payload::Http(http) if http.request.target.is_empty() => None,
-            Payload::Http(http) => Some(
-                self.routes
-                    .route(&call.workload.service_name, http.request.path()),
-            ),
-            Payload::Mcp(_) => None,
-        };
+        let mut route = call
+            .call
+            .path()
+            .map(|path| self.routes.route(&call.workload.service_name, path));
         let now_ms = unix_ms_now();
         let mut events = Vec::new();
         let mut response_sensitive = 0;
@@ -100,10 +109,33 @@ impl Analyzer {
         if let Some(security) = &mut self.security {
             events.extend(security.assess(&call, route.as_deref(), response_sensitive, now_ms));
         }
+        let description = self.describe(&call, route.as_deref());
         AnalyzedCall {
             call,
             route,
+            description,
             events,
         }
+    }
+
+    /// `call` in the conventions' terms, with `route`, and the local service that answered a
+    /// client call.
+    fn describe(&self, call: &EnrichedCall, route: Option<&str>) -> CallDescription {
+        let mut description = call.call.describe(DescribeContext {
+            route,
+            settings: &self.describe,
+        });
+        if let Some(peer) = &call.peer {
+            peer_attributes(peer, &mut description.span_attributes);
+        }
+        description
+    }
+}
+
+/// The local service that answered a client call.
+fn peer_attributes(peer: &PeerService, attributes: &mut Vec<KeyValue>) {
+    attributes.push(KeyValue::new(SERVICE_PEER_NAME, peer.name.clone()));
+    if let Some(namespace) = &peer.namespace {
+        attributes.push(KeyValue::new(SERVICE_PEER_NAMESPACE, namespace.clone()));
     }
 }

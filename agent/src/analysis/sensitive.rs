@@ -1083,6 +1083,12 @@ fn is_phone_value(value: &str) -> bool {
         && !looks_like_date(number)
 }
 
+impl crate::calls::Redact for SensitiveScanner {
+    fn redact(&self, text: &str) -> String {
+        SensitiveScanner::redact(self, text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{sync::LazyLock, time::Instant};

@@ -1,22 +1,21 @@
-//! Calls: the decoded API exchanges every later stage works on. Each protocol fills its own
-//! payload type; the fields common to all of them live on [`ApiCall`].
+//! Calls: the decoded API exchanges every later stage works on. A call is the exchange its
+//! connection protocol decoded (an HTTP request and response, the messages on a pipe) and,
+//! when one was found inside, the application protocol it carries (gRPC, GraphQL, a model
+//! call, MCP): each is the protocol folder's own type, behind [`Exchange`] and [`Layer`], so
+//! that what comes later reads a call's [`CallDescription`] and asks for the typed parts it
+//! knows ([`ApiCall::exchange`], [`ApiCall::layer`]) without a list of every protocol.
 
-pub mod genai;
-pub mod graphql;
-pub mod grpc;
-pub mod http;
-pub mod mcp;
+pub mod description;
 pub mod secrets;
 
-use std::sync::Arc;
+use std::{any::Any, fmt::Debug, sync::Arc};
 
 use crate::streams::Connection;
 
-pub use genai::{GenAiCall, GenAiOperation};
-pub use graphql::{GraphqlOperation, GraphqlOperationType};
-pub use grpc::GrpcCall;
-pub use http::{Header, HeaderName, HttpBody, HttpExchange, HttpRequest, HttpResponse};
-pub use mcp::{McpCall, McpOutcome, McpTool};
+pub use description::{
+    CallDescription, DescribeContext, DescribeSettings, EndpointIdentity, HeaderAllowlist,
+    Instrument, Kind, Measure, Redact,
+};
 
 /// Which end of the exchange the traced process was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,16 +52,36 @@ impl CallGaps {
     }
 }
 
-/// The protocol-specific part of a call.
-#[derive(Debug, Clone, PartialEq)]
-// Nearly every call is HTTP: boxing the exchange would cost an allocation per call to save
-// bytes on the rare stdio MCP exchange.
-#[allow(clippy::large_enum_variant)]
-pub enum Payload {
-    /// HTTP/1.x or HTTP/2, with the layers found inside (gRPC, GraphQL, model calls, MCP).
-    Http(HttpExchange),
-    /// An MCP exchange over stdio, the pipes between an agent and its tool server process.
-    Mcp(McpCall),
+/// What a connection protocol decoded of one call: the exchange as it went over the wire.
+pub trait Exchange: Any + Debug + Send + Sync {
+    /// The request's path, for protocols whose requests have one: routes are made from it.
+    fn path(&self) -> Option<&str> {
+        None
+    }
+
+    /// Describes `call`, whose exchange this is, in the conventions' terms.
+    fn describe(&self, call: &ApiCall, context: DescribeContext<'_>) -> CallDescription;
+
+    /// The endpoint the call reached, for protocols the inventory keeps.
+    fn endpoint(&self) -> Option<EndpointIdentity> {
+        None
+    }
+}
+
+/// An application protocol found inside an exchange.
+pub trait Layer: Any + Debug + Send + Sync {
+    /// Refines the description of `call`, whose layer this is: the span name, attributes,
+    /// error and measures this protocol defines.
+    fn describe(
+        &self,
+        call: &ApiCall,
+        context: DescribeContext<'_>,
+        description: &mut CallDescription,
+    );
+
+    /// Refines the endpoint the exchange reached: the protocol, route and operation this
+    /// protocol names, and how it says the call ended.
+    fn endpoint(&self, _endpoint: &mut EndpointIdentity) {}
 }
 
 /// One API exchange (a request and its response) as seen by one process.
@@ -81,6 +100,53 @@ pub struct ApiCall {
     pub tls: bool,
     /// What was not seen.
     pub gaps: CallGaps,
-    /// Protocol-specific content.
-    pub payload: Payload,
+    /// What the connection protocol decoded.
+    pub exchange: Arc<dyn Exchange>,
+    /// The application protocol carried inside, when one was found.
+    pub layer: Option<Arc<dyn Layer>>,
+}
+
+impl ApiCall {
+    /// The exchange, when it is of type `T`.
+    pub fn exchange<T: Exchange>(&self) -> Option<&T> {
+        let exchange: &dyn Any = self.exchange.as_ref();
+        exchange.downcast_ref()
+    }
+
+    /// The exchange to change, when it is of type `T` and no other call shares it (as while
+    /// a decoder or a test still builds it).
+    pub fn exchange_mut<T: Exchange>(&mut self) -> Option<&mut T> {
+        let exchange: &mut dyn Any = Arc::get_mut(&mut self.exchange)?;
+        exchange.downcast_mut()
+    }
+
+    /// The layer, when there is one of type `T`.
+    pub fn layer<T: Layer>(&self) -> Option<&T> {
+        let layer: &dyn Any = self.layer.as_deref()?;
+        layer.downcast_ref()
+    }
+
+    /// The request's path, for protocols with paths.
+    pub fn path(&self) -> Option<&str> {
+        self.exchange.path()
+    }
+
+    /// The endpoint the call reached, for protocols the inventory keeps: its exchange's,
+    /// refined by its layer.
+    pub fn endpoint(&self) -> Option<EndpointIdentity> {
+        let mut endpoint = self.exchange.endpoint()?;
+        if let Some(layer) = &self.layer {
+            layer.endpoint(&mut endpoint);
+        }
+        Some(endpoint)
+    }
+
+    /// The call in the conventions' terms: its exchange's description, refined by its layer.
+    pub fn describe(&self, context: DescribeContext<'_>) -> CallDescription {
+        let mut description = self.exchange.describe(self, context);
+        if let Some(layer) = &self.layer {
+            layer.describe(self, context, &mut description);
+        }
+        description
+    }
 }

@@ -3,6 +3,5 @@
 pub mod dump;
 pub mod health;
 pub mod otlp;
-pub mod semconv;
 pub mod server;
 pub mod stdout;

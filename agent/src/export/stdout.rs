@@ -3,13 +3,7 @@
 
 use std::io::{self, Write};
 
-use crate::{
-    analysis::AnalyzedCall,
-    calls::{Payload, grpc::status_name},
-    clock::WallClock,
-    export::semconv::{CallDescription, Kind},
-    streams::Transport,
-};
+use crate::{analysis::AnalyzedCall, calls::Kind, clock::WallClock, streams::Transport};
 
 /// Writes one line per call.
 pub struct CallPrinter<W: Write> {
@@ -23,52 +17,14 @@ impl<W: Write> CallPrinter<W> {
         Self { out, clock }
     }
 
-    /// Writes the line of one call: time, service, side, what was called, status, duration,
-    /// peer. What was called is `{method} {route}` for HTTP (with the GraphQL operation after
-    /// it), `grpc {service}/{method}` for gRPC, whose status is the gRPC status.
-    pub fn print(
-        &mut self,
-        analyzed: &AnalyzedCall,
-        description: &CallDescription,
-    ) -> io::Result<()> {
+    /// Writes the line of one call: time, service, side, what was called and how it ended
+    /// (as its description summarises them), duration, peer.
+    pub fn print(&mut self, analyzed: &AnalyzedCall) -> io::Result<()> {
         let call = &analyzed.call.call;
-        let route = analyzed.route.as_deref().unwrap_or("-");
-        let (what, status) = match &call.payload {
-            Payload::Http(http) => match &http.grpc {
-                Some(grpc) => (
-                    format!("grpc {}", description.name),
-                    grpc.status_code.map_or_else(
-                        || "-".to_owned(),
-                        |code| status_name(code).map_or_else(|| code.to_string(), str::to_owned),
-                    ),
-                ),
-                None => {
-                    let mut what = format!("{} {route}", http.request.method);
-                    if http.graphql.is_some() {
-                        what = format!("{what} graphql {}", description.name);
-                    }
-                    if http.mcp.is_some() {
-                        what = format!("{what} mcp {}", description.name);
-                    }
-                    let status = http
-                        .response
-                        .as_ref()
-                        .map_or_else(|| "-".to_owned(), |response| response.status.to_string());
-                    (what, status)
-                }
-            },
-            Payload::Mcp(mcp) => (
-                format!("mcp {}", description.name),
-                mcp.outcome.as_str().into_owned(),
-            ),
-        };
-        let side = match description.kind {
-            Kind::Server => "server",
-            Kind::Client => "client",
-        };
-        let arrow = match description.kind {
-            Kind::Server => "<-",
-            Kind::Client => "->",
+        let description = &analyzed.description;
+        let (side, arrow) = match description.kind {
+            Kind::Server => ("server", "<-"),
+            Kind::Client => ("client", "->"),
         };
         let peer = match (call.connection.peer, call.connection.transport) {
             (Some(peer), _) => peer.to_string(),
@@ -77,9 +33,11 @@ impl<W: Write> CallPrinter<W> {
         };
         writeln!(
             self.out,
-            "{} {} {side} {what} {status} {:.3}ms {arrow} {peer}{}",
+            "{} {} {side} {} {} {:.3}ms {arrow} {peer}{}",
             rfc3339(self.clock.unix_ns(call.start_ns)),
             analyzed.call.workload.service_name,
+            description.summary,
+            description.outcome.as_deref().unwrap_or("-"),
             description.duration_seconds * 1e3,
             if call.gaps.is_complete() {
                 ""
@@ -102,17 +60,13 @@ mod tests {
     use super::*;
     use crate::{
         calls::Side,
-        export::semconv::{
-            Describer,
-            tests::{call, grpc_call},
-        },
+        testing::{call, grpc_call},
     };
 
     fn line(analyzed: &AnalyzedCall) -> String {
         let mut out = Vec::new();
-        let description = Describer::default().describe(analyzed);
         CallPrinter::new(&mut out, WallClock::with_offset(0))
-            .print(analyzed, &description)
+            .print(analyzed)
             .unwrap();
         String::from_utf8(out).unwrap()
     }

@@ -1,20 +1,21 @@
-//! Protocols: one module per protocol, each turning a connection's two byte streams into
-//! [`ApiCall`]s behind the [`Decoder`] trait. [`ProtocolStage`] detects the protocol of each
-//! connection from its first bytes and feeds the matching decoder.
+//! Protocols: one folder per protocol, each with its detection, its decoder or finder, its
+//! call type and that type's description for export, registered in one of the two tables
+//! below: [`CONNECTION_PROTOCOLS`], which decode a connection's two byte streams into
+//! [`ApiCall`]s behind the [`Decoder`] trait, and [`HTTP_LAYERS`], the protocols carried
+//! inside HTTP exchanges. [`ProtocolStage`] detects the protocol of each connection from its
+//! first bytes, feeds the matching decoder, and finds the layers of every HTTP exchange.
 
-pub mod body_tail;
 // The fuzzing harness reads only the fuzzer's bytes, never captured ones.
 #[allow(clippy::indexing_slicing)]
 pub mod fuzzing;
 pub mod genai;
 pub mod graphql;
 pub mod grpc;
+pub mod http;
 pub mod http1;
 pub mod http2;
 pub mod json_documents;
 pub mod mcp;
-#[cfg(test)]
-mod testing;
 
 use std::sync::Arc;
 
@@ -22,9 +23,91 @@ use agent_common::{Direction, PayloadPolicy, Role};
 use foldhash::HashMap;
 
 use crate::{
-    calls::{ApiCall, Side},
-    streams::{Connection, StreamChunk, Transport},
+    calls::{ApiCall, Layer, Side},
+    streams::{Connection, StreamChunk},
 };
+
+use self::http::{BodyWatcher, HttpExchange, HttpRequest};
+
+/// A protocol found from a connection's first bytes, which then decodes the whole
+/// connection.
+pub struct ConnectionProtocol {
+    /// Its name.
+    pub name: &'static str,
+    /// A decoder for the connection whose first chunk with bytes is `chunk`, if it is this
+    /// protocol's.
+    pub decoder: fn(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>>,
+}
+
+/// The connection protocols, tried in this order on each connection's first bytes.
+pub const CONNECTION_PROTOCOLS: &[ConnectionProtocol] = &[
+    ConnectionProtocol {
+        name: "mcp-stdio",
+        decoder: mcp::stdio::decoder,
+    },
+    ConnectionProtocol {
+        name: "http2",
+        decoder: http2::decoder,
+    },
+    ConnectionProtocol {
+        name: "http1",
+        decoder: http1::decoder,
+    },
+];
+
+/// The layers an exchange carries, found from its kept bytes.
+pub type FindLayers =
+    fn(call: &ApiCall, http: &HttpExchange, settings: DecoderSettings) -> Vec<Arc<dyn Layer>>;
+
+/// How a protocol carried inside HTTP is found in an exchange.
+pub enum LayerFinder {
+    /// From the request head, the layer follows every body byte as the HTTP/2 decoder reads
+    /// it (what it reports cannot be read back from the bytes kept).
+    Watch(fn(request: &HttpRequest) -> Option<Box<dyn BodyWatcher>>),
+    /// From a decoded exchange's kept bytes: the layers it carries, one per call (a batch
+    /// makes several calls of one exchange).
+    Find(FindLayers),
+}
+
+/// A protocol carried inside HTTP exchanges.
+pub struct HttpLayer {
+    /// Its name.
+    pub name: &'static str,
+    /// How it is found.
+    pub finder: LayerFinder,
+}
+
+/// The protocols carried inside HTTP, tried in this order on every exchange: the first found
+/// is the call's layer.
+pub const HTTP_LAYERS: &[HttpLayer] = &[
+    HttpLayer {
+        name: "grpc",
+        finder: LayerFinder::Watch(grpc::watch),
+    },
+    HttpLayer {
+        name: "graphql",
+        finder: LayerFinder::Find(graphql::find),
+    },
+    HttpLayer {
+        name: "genai",
+        finder: LayerFinder::Find(genai::find),
+    },
+    HttpLayer {
+        name: "mcp",
+        finder: LayerFinder::Find(mcp::http::find),
+    },
+];
+
+/// The watchers of the layers that watch bodies and take `request`, in table order.
+pub fn watchers(request: &HttpRequest) -> Vec<Box<dyn BodyWatcher>> {
+    HTTP_LAYERS
+        .iter()
+        .filter_map(|layer| match layer.finder {
+            LayerFinder::Watch(watch) => watch(request),
+            LayerFinder::Find(_) => None,
+        })
+        .collect()
+}
 
 /// A protocol decoder for one connection. Chunks arrive in offset order per direction; a chunk
 /// whose offset is past the end of the previous one, or whose `data` is shorter than its `len`,
@@ -162,25 +245,57 @@ impl ProtocolStage {
     }
 }
 
-/// What every decoder's calls go through, from `calls[first_new..]` on: the layers carried
-/// inside HTTP (GraphQL, which may turn one call into several, model calls and MCP) are found
-/// here once, whichever HTTP version carried them.
+/// What every decoder's calls go through, from `calls[first_new..]` on: the layers found in
+/// an HTTP exchange's kept bytes are found here once, whichever HTTP version carried it. A
+/// call whose layer a watcher already found keeps it; one exchange carrying several layers of
+/// one kind (a GraphQL batch) becomes one call each, in order.
 fn post_process(calls: &mut Vec<ApiCall>, first_new: usize, settings: DecoderSettings) {
-    graphql::annotate(calls, first_new);
-    genai::annotate(calls, first_new);
-    mcp::http::annotate(calls, first_new, settings.body_cap);
+    let mut index = first_new;
+    while let Some(call) = calls.get(index) {
+        let found = match call.exchange::<HttpExchange>() {
+            Some(http) if call.layer.is_none() => find_layers(call, http, settings),
+            _ => Vec::new(),
+        };
+        let count = found.len().max(1);
+        let mut found = found.into_iter();
+        if let Some(first) = found.next() {
+            let copies: Vec<ApiCall> = found
+                .map(|layer| ApiCall {
+                    layer: Some(layer),
+                    ..call.clone()
+                })
+                .collect();
+            if let Some(call) = calls.get_mut(index) {
+                call.layer = Some(first);
+            }
+            calls.splice(index + 1..index + 1, copies);
+        }
+        index += count;
+    }
 }
 
-/// Picks the decoder for a connection from its first captured bytes.
+/// The layers of the first protocol of [`HTTP_LAYERS`] found in `http`'s kept bytes.
+fn find_layers(
+    call: &ApiCall,
+    http: &HttpExchange,
+    settings: DecoderSettings,
+) -> Vec<Arc<dyn Layer>> {
+    HTTP_LAYERS
+        .iter()
+        .filter_map(|layer| match layer.finder {
+            LayerFinder::Find(find) => Some(find(call, http, settings)),
+            LayerFinder::Watch(_) => None,
+        })
+        .find(|found| !found.is_empty())
+        .unwrap_or_default()
+}
+
+/// Picks the decoder for a connection from its first captured bytes: the first protocol of
+/// [`CONNECTION_PROTOCOLS`] that recognises them.
 fn detect(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>> {
-    if chunk.connection.transport == Transport::Stdio {
-        return Some(Box::new(mcp::stdio::StdioDecoder::new(settings)));
-    }
-    if let Some(detected) = http2::detect(chunk) {
-        return Some(Box::new(http2::Http2Decoder::new(detected, settings)));
-    }
-    http1::detect(chunk)
-        .map(|detected| Box::new(http1::Http1Decoder::new(detected, settings)) as Box<dyn Decoder>)
+    CONNECTION_PROTOCOLS
+        .iter()
+        .find_map(|protocol| (protocol.decoder)(chunk, settings))
 }
 
 /// Which end of a connection's exchanges the traced process is: its role when known, else the
@@ -209,7 +324,8 @@ fn opposite(direction: Direction) -> Direction {
 mod tests {
     use agent_common::{Direction, PayloadPolicy, Role};
 
-    use super::{DecoderSettings, ProtocolStage, testing};
+    use super::{DecoderSettings, ProtocolStage};
+    use crate::testing;
 
     fn policies_after(first_bytes: &[u8]) -> Vec<PayloadPolicy> {
         let mut stage = ProtocolStage::new(DecoderSettings { body_cap: 1024 });

@@ -15,8 +15,12 @@ use crate::{
         events::{self, ApiEvent, ServiceRef, Severity},
         mcp_server,
     },
-    calls::{GenAiCall, McpCall, McpOutcome, Payload, Side},
+    calls::Side,
     enrich::EnrichedCall,
+    protocols::{
+        genai::GenAiCall,
+        mcp::{McpCall, McpOutcome},
+    },
 };
 
 /// Models remembered per workload; further ones are not inventoried.
@@ -109,10 +113,7 @@ pub struct AiWorkloadView<'a> {
 impl AiInventory {
     /// Adds one call; returns the events of what it showed for the first time.
     pub fn observe(&mut self, call: &EnrichedCall, now_ms: u64) -> Vec<ApiEvent> {
-        let (genai, mcp) = match &call.call.payload {
-            Payload::Http(http) => (http.genai.as_ref(), http.mcp.as_ref()),
-            Payload::Mcp(mcp) => (None, Some(mcp)),
-        };
+        let (genai, mcp) = (call.call.layer::<GenAiCall>(), call.call.layer::<McpCall>());
         if genai.is_none() && mcp.is_none() {
             return Vec::new();
         }

@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    analysis::sensitive::is_jwt_token,
-    calls::{HttpRequest, secrets::names_a_secret},
+    analysis::sensitive::is_jwt_token, calls::secrets::names_a_secret, protocols::http::HttpRequest,
 };
 
 /// One way a request can carry credentials.
@@ -100,7 +99,7 @@ fn authorization_scheme(value: &[u8]) -> AuthScheme {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::http::test_request as request;
+    use crate::protocols::http::test_request as request;
 
     /// `{"alg":"HS256","typ":"JWT"}`.{"sub":"1"}.signature
     const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIn0.c2ln";

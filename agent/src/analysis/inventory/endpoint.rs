@@ -13,7 +13,7 @@ use super::{
     auth::AuthScheme,
     schema::{JsonTypes, LearnedSchema},
 };
-use crate::analysis::sensitive::SensitiveClass;
+use crate::{analysis::sensitive::SensitiveClass, calls::EndpointIdentity};
 
 /// The key further values are counted under once a bounded map is full.
 pub const OTHER: &str = "(other)";
@@ -28,23 +28,11 @@ const MAX_QUERY_PARAMETERS: usize = 32;
 /// Distinct violations kept per endpoint.
 const MAX_VIOLATIONS: usize = 32;
 
-/// The protocol an endpoint speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiProtocol {
-    /// HTTP (1.x or 2), REST or otherwise.
-    Http,
-    /// gRPC.
-    Grpc,
-    /// GraphQL over HTTP.
-    Graphql,
-}
-
 /// What identifies an endpoint within its service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EndpointKey {
-    /// Its protocol.
-    pub protocol: ApiProtocol,
+    /// Its protocol, as the call's protocol names it: `http`, `grpc`, `graphql`.
+    pub protocol: String,
     /// The HTTP method (`POST` for gRPC).
     pub method: String,
     /// The route template (`/users/{id}`); for gRPC `/package.Service/Method`.
@@ -54,17 +42,43 @@ pub struct EndpointKey {
     pub operation: Option<String>,
 }
 
-impl fmt::Display for EndpointKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.protocol, &self.operation) {
-            (ApiProtocol::Grpc, _) => write!(f, "grpc {}", self.route.trim_start_matches('/')),
-            (ApiProtocol::Graphql, Some(operation)) => {
-                write!(f, "graphql {operation} ({} {})", self.method, self.route)
-            }
-            _ => write!(f, "{} {}", self.method, self.route),
+impl EndpointKey {
+    /// The key of the endpoint `identity` names; `route` is the call's templated path, for
+    /// protocols that do not name their route themselves.
+    pub fn of(identity: EndpointIdentity, route: &str) -> Self {
+        Self {
+            protocol: identity.protocol.to_owned(),
+            method: identity.method,
+            route: identity.route.unwrap_or_else(|| route.to_owned()),
+            operation: identity.operation,
         }
     }
 }
+
+/// `{method} {route}` for plain HTTP; `{protocol} {operation} ({method} {route})` for an
+/// operation within a route (GraphQL); `{protocol} {route}` for a protocol that names its
+/// route itself (gRPC's `grpc package.Service/Method`).
+impl fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.operation {
+            Some(operation) => write!(
+                f,
+                "{} {operation} ({} {})",
+                self.protocol, self.method, self.route
+            ),
+            None if self.protocol == HTTP => write!(f, "{} {}", self.method, self.route),
+            None => write!(
+                f,
+                "{} {}",
+                self.protocol,
+                self.route.trim_start_matches('/')
+            ),
+        }
+    }
+}
+
+/// The protocol of plain HTTP endpoints.
+const HTTP: &str = "http";
 
 /// How an endpoint compares with its service's declared spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +203,10 @@ pub type SensitiveCounts = BTreeMap<SensitiveClass, u64>;
 pub struct Endpoint {
     /// What identifies it.
     pub key: EndpointKey,
+    /// Whether an OpenAPI document describes it, as its protocol said at its last call;
+    /// `None` for endpoints saved before the protocols said so (then all but gRPC's are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_openapi: Option<bool>,
     /// Unix ms of its first call.
     pub first_seen_ms: u64,
     /// Unix ms of its last call.
@@ -227,6 +245,7 @@ impl Endpoint {
     pub fn new(key: EndpointKey, conformance: Conformance, now_ms: u64) -> Self {
         Self {
             key,
+            in_openapi: None,
             first_seen_ms: now_ms,
             last_seen_ms: now_ms,
             calls: 0,
@@ -286,7 +305,7 @@ mod tests {
     fn bounded_maps_pool_what_does_not_fit() {
         let mut endpoint = Endpoint::new(
             EndpointKey {
-                protocol: ApiProtocol::Http,
+                protocol: HTTP.to_owned(),
                 method: "GET".into(),
                 route: "/".into(),
                 operation: None,
@@ -318,22 +337,23 @@ mod tests {
 
     #[test]
     fn keys_read_as_their_protocol_writes_them() {
-        let key = |protocol, method: &str, route: &str, operation: Option<&str>| EndpointKey {
-            protocol,
-            method: method.into(),
-            route: route.into(),
-            operation: operation.map(str::to_owned),
-        };
+        let key =
+            |protocol: &str, method: &str, route: &str, operation: Option<&str>| EndpointKey {
+                protocol: String::from(protocol),
+                method: method.into(),
+                route: route.into(),
+                operation: operation.map(str::to_owned),
+            };
         assert_eq!(
-            key(ApiProtocol::Http, "GET", "/users/{id}", None).to_string(),
+            key("http", "GET", "/users/{id}", None).to_string(),
             "GET /users/{id}"
         );
         assert_eq!(
-            key(ApiProtocol::Grpc, "POST", "/shop.Cart/Add", None).to_string(),
+            key("grpc", "POST", "/shop.Cart/Add", None).to_string(),
             "grpc shop.Cart/Add"
         );
         assert_eq!(
-            key(ApiProtocol::Graphql, "POST", "/graphql", Some("query Me")).to_string(),
+            key("graphql", "POST", "/graphql", Some("query Me")).to_string(),
             "graphql query Me (POST /graphql)"
         );
     }

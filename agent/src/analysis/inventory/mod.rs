@@ -25,7 +25,7 @@ use std::{
 use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 
-pub use endpoint::{ApiProtocol, Conformance, Endpoint, EndpointKey, LatencySummary};
+pub use endpoint::{Conformance, Endpoint, EndpointKey, LatencySummary};
 pub use schema::JsonTypes;
 
 use super::{
@@ -35,8 +35,9 @@ use super::{
     spec::{DeclaredApi, ObservedRequest},
 };
 use crate::{
-    calls::{HttpExchange, HttpRequest, Payload, Side, grpc::status_name},
+    calls::{EndpointIdentity, Side},
     enrich::EnrichedCall,
+    protocols::http::{HttpExchange, HttpRequest},
 };
 
 /// Event keys remembered to report each finding once; beyond it they are forgotten (and
@@ -112,7 +113,7 @@ pub struct Inventory {
     settings: InventorySettings,
     services: BTreeMap<ServiceRef, ServiceInventory>,
     specs: HashMap<String, SpecBinding>,
-    scanner: SensitiveScanner,
+    scanner: Arc<SensitiveScanner>,
     /// Endpoints changed since the last save.
     dirty: BTreeSet<(ServiceRef, EndpointKey)>,
     /// Hashes of findings already reported.
@@ -125,8 +126,8 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// An empty inventory, started at `now_ms`.
-    pub fn new(settings: InventorySettings, now_ms: u64) -> Self {
+    /// An empty inventory, started at `now_ms`, finding sensitive data with `scanner`.
+    pub fn new(settings: InventorySettings, scanner: Arc<SensitiveScanner>, now_ms: u64) -> Self {
         let specs = settings
             .specs
             .iter()
@@ -136,7 +137,7 @@ impl Inventory {
             settings,
             services: BTreeMap::new(),
             specs,
-            scanner: SensitiveScanner::new(),
+            scanner,
             dirty: BTreeSet::new(),
             reported: HashSet::new(),
             orphans: BTreeMap::new(),
@@ -170,12 +171,14 @@ impl Inventory {
             .collect()
     }
 
-    /// Adds one call; `route` is its templated route, when it has a path.
+    /// Adds one call; `route` is its templated route, when it has a path. Endpoints are kept
+    /// for the calls whose protocol names one, over HTTP (what is learnt of an endpoint, its
+    /// parameters, bodies and authentication, is HTTP's).
     pub fn observe(&mut self, call: &EnrichedCall, route: Option<&str>, now_ms: u64) -> Observed {
         let ai_events = self.ai.observe(call, now_ms);
-        let mut observed = match &call.call.payload {
-            Payload::Http(http) => self.observe_http(call, http, route, now_ms),
-            Payload::Mcp(_) => Observed::default(),
+        let mut observed = match (call.call.endpoint(), call.call.exchange::<HttpExchange>()) {
+            (Some(identity), Some(http)) => self.observe_http(call, http, identity, route, now_ms),
+            _ => Observed::default(),
         };
         observed.events.splice(0..0, ai_events);
         observed
@@ -185,26 +188,26 @@ impl Inventory {
         &mut self,
         call: &EnrichedCall,
         http: &HttpExchange,
+        identity: EndpointIdentity,
         route: Option<&str>,
         now_ms: u64,
     ) -> Observed {
         let request = &http.request;
-        if request.method.is_empty() || request.target.is_empty() {
-            return Observed::default();
-        }
         let attribution = attribute(call, request);
         if !self.services.contains_key(&attribution.service)
             && self.services.len() >= self.settings.max_services
         {
             return Observed::default();
         }
-        let mut key = endpoint_key(http, route.unwrap_or_else(|| request.path()));
+        let in_openapi = identity.in_openapi;
+        let status = identity.status.clone();
+        let mut key = EndpointKey::of(identity, route.unwrap_or_else(|| request.path()));
         // Both sides of a call classify it, so both land on the declared route; only the
         // counted side validates it.
         let spec = self
             .specs
             .get(&attribution.service.name)
-            .filter(|_| key.protocol != ApiProtocol::Grpc)
+            .filter(|_| in_openapi)
             .cloned();
         let operation = spec
             .as_ref()
@@ -247,9 +250,10 @@ impl Inventory {
             Endpoint::new(key.clone(), conformance, now_ms)
         });
         endpoint.conformance = conformance;
+        endpoint.in_openapi = Some(in_openapi);
         endpoint.add_caller(&attribution.caller);
         if attribution.counts {
-            count_call(endpoint, call, http, now_ms);
+            count_call(endpoint, call, http, &status, now_ms);
             count_findings(endpoint, &findings);
             let violations = operation
                 .map(|operation| operation.validate(&observed_request(request)))
@@ -336,7 +340,7 @@ impl Inventory {
                 now_ms.saturating_sub(last) >= window
             })
             .map(|operation| EndpointKey {
-                protocol: ApiProtocol::Http,
+                protocol: "http".to_owned(),
                 method: operation.method.clone(),
                 route: operation.path_template.clone(),
                 operation: None,
@@ -527,50 +531,20 @@ fn attribute(call: &EnrichedCall, request: &HttpRequest) -> Attribution {
     }
 }
 
-fn endpoint_key(http: &HttpExchange, route: &str) -> EndpointKey {
-    let request = &http.request;
-    if let Some(grpc) = http.grpc.as_ref().filter(|grpc| !grpc.service.is_empty()) {
-        return EndpointKey {
-            protocol: ApiProtocol::Grpc,
-            method: request.method.clone(),
-            route: format!("/{}/{}", grpc.service, grpc.method),
-            operation: None,
-        };
-    }
-    EndpointKey {
-        protocol: if http.graphql.is_some() {
-            ApiProtocol::Graphql
-        } else {
-            ApiProtocol::Http
-        },
-        method: request.method.clone(),
-        route: route.to_owned(),
-        operation: http.graphql.as_ref().map(|operation| {
-            format!(
-                "{} {}",
-                operation.operation_type.as_str(),
-                operation.name.as_deref().unwrap_or("(anonymous)")
-            )
-        }),
-    }
-}
-
-/// Counts the call's status, authentication, transport, duration and shapes.
-fn count_call(endpoint: &mut Endpoint, call: &EnrichedCall, http: &HttpExchange, now_ms: u64) {
+/// Counts the call's status (as its protocol tells it), authentication, transport, duration
+/// and shapes.
+fn count_call(
+    endpoint: &mut Endpoint,
+    call: &EnrichedCall,
+    http: &HttpExchange,
+    status: &str,
+    now_ms: u64,
+) {
     let request = &http.request;
     endpoint.calls += 1;
     endpoint.last_seen_ms = endpoint.last_seen_ms.max(now_ms);
     endpoint.first_seen_ms = endpoint.first_seen_ms.min(now_ms);
-    let status = match (&http.grpc, &http.response) {
-        (Some(grpc), _) if grpc.status_code.is_some() => grpc
-            .status_code
-            .and_then(status_name)
-            .unwrap_or("UNKNOWN")
-            .to_owned(),
-        (_, Some(response)) => response.status.to_string(),
-        (_, None) => "none".to_owned(),
-    };
-    endpoint.add_status(&status);
+    endpoint.add_status(status);
     for scheme in auth::schemes(request) {
         *endpoint.auth.entry(scheme).or_default() += 1;
     }
@@ -629,7 +603,7 @@ fn learn_shapes(endpoint: &mut Endpoint, http: &HttpExchange) {
         .as_ref()
         .filter(|r| (200..300).contains(&r.status))
     {
-        let content_type = crate::calls::http::header(&response.headers, "content-type")
+        let content_type = crate::protocols::http::header(&response.headers, "content-type")
             .and_then(|header| std::str::from_utf8(&header.value).ok());
         if let Some(body) = json_body(content_type, &response.body) {
             schema
@@ -643,7 +617,7 @@ fn learn_shapes(endpoint: &mut Endpoint, http: &HttpExchange) {
 /// A whole JSON body, parsed; `None` for other or cut bodies.
 fn json_body(
     content_type: Option<&str>,
-    body: &crate::calls::HttpBody,
+    body: &crate::protocols::http::HttpBody,
 ) -> Option<serde_json::Value> {
     let json = content_type.is_some_and(|kind| kind.to_ascii_lowercase().contains("json"));
     let whole = !body.incomplete && body.captured.len() as u64 == body.size;
@@ -701,7 +675,7 @@ fn scan(scanner: &SensitiveScanner, http: &HttpExchange) -> Vec<(Direction, Find
     let mut response_findings = Vec::new();
     if let Some(response) = &http.response {
         scan_headers(scanner, &response.headers, &mut response_findings);
-        let content_type = crate::calls::http::header(&response.headers, "content-type")
+        let content_type = crate::protocols::http::header(&response.headers, "content-type")
             .and_then(|header| std::str::from_utf8(&header.value).ok());
         scanner.scan_body(
             &response.body.captured,
@@ -722,7 +696,7 @@ fn scan(scanner: &SensitiveScanner, http: &HttpExchange) -> Vec<(Direction, Find
 
 fn scan_headers(
     scanner: &SensitiveScanner,
-    headers: &[crate::calls::Header],
+    headers: &[crate::protocols::http::Header],
     out: &mut Vec<Finding>,
 ) {
     for header in headers {
@@ -919,7 +893,7 @@ mod tests {
 
     use super::auth::AuthScheme;
     use super::*;
-    use crate::{enrich::PeerService, export::semconv::tests::call};
+    use crate::{enrich::PeerService, testing::call};
 
     fn inventory() -> Inventory {
         Inventory::new(
@@ -929,6 +903,7 @@ mod tests {
                 max_endpoints_per_service: 2,
                 max_services: 8,
             },
+            Arc::new(SensitiveScanner::new()),
             0,
         )
     }
@@ -1035,9 +1010,11 @@ mod tests {
 
     fn observe_at(inventory: &mut Inventory, method: &str, target: &str, at: u64) -> Observed {
         let mut analyzed = call(Side::Server, 200, Vec::new());
-        let Payload::Http(http) = &mut analyzed.call.call.payload else {
-            panic!("an HTTP call");
-        };
+        let http = analyzed
+            .call
+            .call
+            .exchange_mut::<HttpExchange>()
+            .expect("an HTTP call");
         http.request.method = method.into();
         http.request.target = target.into();
         let route = crate::analysis::routes::template(http.request.path());

@@ -259,7 +259,7 @@ fn encode<T: serde::Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::inventory::{ApiProtocol, Conformance, EndpointKey};
+    use crate::analysis::inventory::{Conformance, EndpointKey};
 
     fn directory(name: &str) -> PathBuf {
         let path = std::env::temp_dir().join(format!(
@@ -273,7 +273,7 @@ mod tests {
 
     fn saved(route: &str) -> SavedEndpoint {
         let key = EndpointKey {
-            protocol: ApiProtocol::Http,
+            protocol: "http".to_owned(),
             method: "GET".into(),
             route: route.into(),
             operation: None,

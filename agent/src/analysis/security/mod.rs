@@ -22,8 +22,9 @@ use opentelemetry::KeyValue;
 
 use super::events::{self, ApiEvent, ServiceRef, Severity};
 use crate::{
-    calls::{HttpExchange, Payload, Side},
+    calls::Side,
     enrich::EnrichedCall,
+    protocols::{genai::GenAiCall, http::HttpExchange, mcp::McpCall},
     streams::Connection,
 };
 
@@ -151,7 +152,7 @@ impl SecurityAnalyzer {
             return Vec::new();
         }
         let mut events = self.agentic(call, now_ms);
-        let Payload::Http(http) = &call.call.payload else {
+        let Some(http) = call.call.exchange::<HttpExchange>() else {
             return events;
         };
         events.extend(match call.call.side {
@@ -164,10 +165,8 @@ impl SecurityAnalyzer {
     /// The findings of the AI-traffic rules, on either end of a model call or MCP exchange.
     fn agentic(&mut self, call: &EnrichedCall, now_ms: u64) -> Vec<ApiEvent> {
         // Asked of every call: most carry neither, and cost nothing more.
-        let carries_ai = match &call.call.payload {
-            Payload::Http(http) => http.genai.is_some() || http.mcp.is_some(),
-            Payload::Mcp(_) => true,
-        };
+        let carries_ai =
+            call.call.layer::<GenAiCall>().is_some() || call.call.layer::<McpCall>().is_some();
         if !carries_ai {
             return Vec::new();
         }
@@ -231,31 +230,33 @@ impl SecurityAnalyzer {
     /// process that started the server.
     fn ai_context(&self, call: &EnrichedCall) -> (Endpoint, Principal, Option<IpAddr>) {
         let source = call.call.connection.peer.map(|peer| peer.ip());
-        let mcp_endpoint = |mcp: &crate::calls::McpCall| Endpoint {
+        let mcp_endpoint = call.call.layer::<McpCall>().map(|mcp| Endpoint {
             method: "MCP".to_owned(),
             route: match &mcp.target {
                 Some(target) => format!("{} {target}", mcp.method),
                 None => mcp.method.clone(),
             },
-        };
-        match &call.call.payload {
-            Payload::Http(http) => {
-                let endpoint = match &http.mcp {
-                    Some(mcp) => mcp_endpoint(mcp),
-                    None => Endpoint {
-                        method: http.request.method.clone(),
-                        route: http.request.path().to_owned(),
-                    },
-                };
+        });
+        match (call.call.exchange::<HttpExchange>(), mcp_endpoint) {
+            (Some(http), endpoint) => {
+                let endpoint = endpoint.unwrap_or_else(|| Endpoint {
+                    method: http.request.method.clone(),
+                    route: http.request.path().to_owned(),
+                });
                 (
                     endpoint,
                     self.keyer.principal(&http.request, source),
                     source,
                 )
             }
-            Payload::Mcp(mcp) => {
+            // Over pipes, the agent process that started the server is the caller.
+            (None, endpoint) => {
                 let agent = agentic::agent_name(call);
-                (mcp_endpoint(mcp), self.keyer.process(&agent), None)
+                let endpoint = endpoint.unwrap_or_else(|| Endpoint {
+                    method: "MCP".to_owned(),
+                    route: String::new(),
+                });
+                (endpoint, self.keyer.process(&agent), None)
             }
         }
     }

@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 
 use super::principal::authorization;
-use crate::calls::{HttpRequest, secrets::names_a_secret};
+use crate::{calls::secrets::names_a_secret, protocols::http::HttpRequest};
 
 /// Endpoints whose authentication habit is kept; past it the least recently seen is dropped.
 const MAX_ENDPOINTS: usize = 16_384;

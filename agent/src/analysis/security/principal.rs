@@ -10,8 +10,8 @@ use ring::hmac;
 use serde_json::Value;
 
 use crate::{
-    analysis::inventory::auth::api_key_name,
-    calls::{HttpRequest, secrets::names_a_secret},
+    analysis::inventory::auth::api_key_name, calls::secrets::names_a_secret,
+    protocols::http::HttpRequest,
 };
 
 /// Bytes of a JWT segment, claim or username read; more is not a real one.
@@ -344,7 +344,7 @@ fn write_private(path: &Path, secret: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::http::test_request as request;
+    use crate::protocols::http::test_request as request;
 
     fn jwt(header: &str, payload: &str) -> String {
         let encode = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);

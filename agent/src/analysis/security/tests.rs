@@ -3,7 +3,10 @@ use std::path::PathBuf;
 use bytes::Bytes;
 
 use super::*;
-use crate::{calls::Header, export::semconv::tests::call};
+use crate::{
+    protocols::http::{Header, HttpExchange},
+    testing::call,
+};
 
 fn header(name: &str, value: &str) -> Header {
     Header {
@@ -15,9 +18,11 @@ fn header(name: &str, value: &str) -> Header {
 /// A served `GET target` from `peer`, answered `status`.
 fn served(target: &str, headers: Vec<Header>, status: u16, peer: &str) -> EnrichedCall {
     let mut analyzed = call(Side::Server, status, headers);
-    let Payload::Http(http) = &mut analyzed.call.call.payload else {
-        panic!("an HTTP call");
-    };
+    let http = analyzed
+        .call
+        .call
+        .exchange_mut::<HttpExchange>()
+        .expect("an HTTP call");
     http.request.method = "GET".into();
     http.request.target = target.into();
     let mut connection = (*analyzed.call.call.connection).clone();

@@ -46,7 +46,6 @@ use self::{
 use crate::{
     analysis::AnalyzedCall,
     enrich::{Workload, kubernetes::ContainerIdentity},
-    export::semconv::CallDescription,
 };
 
 /// Why the exporters could not be built.
@@ -294,8 +293,13 @@ impl OtlpRecorder {
     }
 
     /// Records one call: its span (queued for the next batch), its metrics and its events.
-    pub fn record(&mut self, analyzed: &AnalyzedCall, description: CallDescription) {
-        let enriched = &analyzed.call;
+    pub fn record(&mut self, analyzed: AnalyzedCall) {
+        let AnalyzedCall {
+            call: enriched,
+            description,
+            events,
+            ..
+        } = analyzed;
         let key = (
             enriched.workload.process.pid,
             Arc::as_ptr(&enriched.workload) as usize,
@@ -308,12 +312,12 @@ impl OtlpRecorder {
             .entry(key)
             .or_insert_with(|| resource(&enriched.workload, &enriched.host_name));
         self.metrics.record(key, &resource.sdk, &description);
-        let encoded = spans::encode_span(&enriched.call, description, &analyzed.events);
+        let encoded = spans::encode_span(&enriched.call, description, &events);
         let context = CallContext {
             trace_id: &encoded.trace_id,
             span_id: &encoded.span_id,
         };
-        for event in &analyzed.events {
+        for event in &events {
             self.events.push(event, Some(context));
         }
         let span = QueuedSpan {

@@ -43,9 +43,8 @@ use super::{
 use crate::export::health::ExportStats;
 use crate::{
     analysis::events::{ApiEvent, SECURITY_FINDING},
-    calls::ApiCall,
+    calls::{ApiCall, CallDescription, Kind},
     clock::WallClock,
-    export::semconv::{CallDescription, Kind},
 };
 
 /// A span waiting for its batch, already encoded.

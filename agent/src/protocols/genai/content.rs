@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::{calls::HttpExchange, protocols::json_documents::documents};
+use crate::protocols::{http::HttpExchange, json_documents::documents};
 
 /// Messages read per request, and answers per response.
 const MAX_MESSAGES: usize = 64;
@@ -155,10 +155,10 @@ fn text_of(value: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::content;
-    use crate::protocols::testing::{header, post};
+    use super::{HttpExchange, content};
+    use crate::testing::{header, post};
 
-    fn exchange(request: &str, response: &str) -> crate::calls::HttpExchange {
+    fn exchange(request: &str, response: &str) -> HttpExchange {
         let answer = vec![header("content-type", "application/json")];
         post(
             "/v1/chat/completions",

@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::protocols::testing::{header, post};
+use crate::testing::{header, post};
 
 fn exchange(
     host: &str,

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::head::sub_bytes;
-use crate::{calls::HttpBody, protocols::body_tail::BodyTail};
+use crate::protocols::http::{HttpBody, body_tail::BodyTail};
 
 /// Collects one message body at a time.
 pub(super) struct BodyCollector {

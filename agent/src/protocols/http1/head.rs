@@ -4,9 +4,8 @@
 use bytes::Bytes;
 use httparse::{ParserConfig, Status};
 
-use crate::calls::{
-    Header, HeaderName, HttpBody, HttpRequest, HttpResponse,
-    http::{HttpVersion, carries_event_stream},
+use crate::protocols::http::{
+    Header, HeaderName, HttpBody, HttpRequest, HttpResponse, HttpVersion, carries_event_stream,
 };
 
 /// Header lines parsed per head or trailer section; more is a parse failure.

@@ -18,7 +18,7 @@ use super::{
     head::{self, Framing, Kind, Prefix},
 };
 use crate::{
-    calls::{Header, HttpBody},
+    protocols::http::{Header, HttpBody},
     streams::StreamChunk,
 };
 

@@ -127,6 +127,13 @@ impl Detected {
     }
 }
 
+/// A decoder for the connection whose first chunk with bytes is `chunk`, if it is HTTP/1.x:
+/// the connection protocol table's entry.
+pub fn decoder(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>> {
+    detect(chunk)
+        .map(|detected| Box::new(Http1Decoder::new(detected, settings)) as Box<dyn Decoder>)
+}
+
 /// Recognises HTTP/1 from the first captured bytes of a connection: a request line (a known
 /// method, and a valid line when it is complete) or a status line (`HTTP/1.0 ` or `HTTP/1.1 `,
 /// and then requests travel the other way). `None` for anything else, such as a TLS handshake

@@ -8,9 +8,8 @@ use super::{
     message::{HeadMeta, MessageEnd, Sink},
 };
 use crate::{
-    calls::{
-        ApiCall, CallGaps, HttpExchange, HttpRequest, HttpResponse, Payload, Side, http::header,
-    },
+    calls::{ApiCall, CallGaps, Side},
+    protocols::http::{HttpExchange, HttpRequest, HttpResponse, header},
     streams::Connection,
 };
 
@@ -328,7 +327,7 @@ impl Pairing {
     /// Removes the entry `seq` from the queue when it is a complete request that asked for
     /// `Upgrade: h2c` and was answered `101` with `Upgrade: h2c`.
     fn take_h2c_request(&mut self, seq: u64) -> Option<SwitchingRequest> {
-        let asks_h2c = |headers: &[crate::calls::Header]| {
+        let asks_h2c = |headers: &[crate::protocols::http::Header]| {
             header(headers, "upgrade").is_some_and(|upgrade| {
                 upgrade
                     .value
@@ -416,15 +415,12 @@ impl Pairing {
             end_ns,
             tls: call.tls,
             gaps: call.gaps,
-            payload: Payload::Http(HttpExchange {
+            exchange: Arc::new(HttpExchange {
                 request: call.request,
                 response: call.response,
                 upgraded: call.upgraded,
-                grpc: None,
-                graphql: None,
-                genai: None,
-                mcp: None,
             }),
+            layer: None,
         }
     }
 }

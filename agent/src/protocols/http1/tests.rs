@@ -7,15 +7,13 @@ use bytes::Bytes;
 
 use super::{Http1Decoder, detect, message::MAX_HEAD, pairing::MAX_WAITING};
 use crate::{
-    calls::{
-        ApiCall, CallGaps, HttpExchange, Payload, Side,
-        http::{HttpVersion, header},
-    },
+    calls::{ApiCall, CallGaps, Side},
     protocols::{
         Decoder, DecoderSettings,
-        testing::{self, chunk},
+        http::{HttpExchange, HttpVersion, header},
     },
     streams::{Connection, StreamChunk},
+    testing::{self, chunk},
 };
 
 const CAP: usize = 1024;
@@ -133,10 +131,9 @@ impl Wire {
 }
 
 fn http(call: &ApiCall) -> &HttpExchange {
-    match &call.payload {
-        Payload::Http(exchange) => exchange,
-        #[allow(unreachable_patterns)]
-        other => panic!("not HTTP/1: {other:?}"),
+    match call.exchange::<HttpExchange>() {
+        Some(exchange) => exchange,
+        None => panic!("not HTTP/1: {:?}", call.exchange),
     }
 }
 
@@ -756,7 +753,7 @@ fn conversation() -> Vec<(Direction, Vec<u8>)> {
     ]
 }
 
-type Summary = (Side, u64, u64, CallGaps, Payload);
+type Summary = (Side, u64, u64, CallGaps, HttpExchange);
 
 fn summarize(calls: &[ApiCall]) -> Vec<Summary> {
     calls
@@ -767,7 +764,7 @@ fn summarize(calls: &[ApiCall]) -> Vec<Summary> {
                 call.start_ns,
                 call.end_ns,
                 call.gaps,
-                call.payload.clone(),
+                http(call).clone(),
             )
         })
         .collect()

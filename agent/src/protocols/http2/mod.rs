@@ -80,7 +80,8 @@ use agent_common::{Direction, Role};
 use self::stream::{Part, Streams};
 use super::{Decoder, DecoderSettings, opposite, side_of};
 use crate::{
-    calls::{ApiCall, HttpRequest, Side},
+    calls::{ApiCall, Side},
+    protocols::http::HttpRequest,
     streams::{Connection, StreamChunk},
 };
 
@@ -157,6 +158,13 @@ impl Detected {
     pub fn side(&self) -> Side {
         self.side
     }
+}
+
+/// A decoder for the connection whose first chunk with bytes is `chunk`, if it is HTTP/2:
+/// the connection protocol table's entry.
+pub fn decoder(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>> {
+    detect(chunk)
+        .map(|detected| Box::new(Http2Decoder::new(detected, settings)) as Box<dyn Decoder>)
 }
 
 /// Recognises HTTP/2 from the first captured bytes of a connection (see the module

@@ -7,12 +7,14 @@ use bytes::Bytes;
 use foldhash::HashMap;
 
 use crate::{
-    calls::{
-        ApiCall, CallGaps, Header, HeaderName, HttpBody, HttpExchange, HttpRequest, HttpResponse,
-        Payload, Side,
-        http::{HttpVersion, carries_event_stream},
+    calls::{ApiCall, CallGaps, Side},
+    protocols::{
+        http::{
+            BodyPart, BodyWatcher, Header, HeaderName, HttpBody, HttpExchange, HttpRequest,
+            HttpResponse, HttpVersion, body_tail::BodyTail, carries_event_stream,
+        },
+        watchers,
     },
-    protocols::{body_tail::BodyTail, grpc::GrpcTracker},
     streams::Connection,
 };
 
@@ -143,8 +145,8 @@ struct Stream {
     response_unknown: bool,
     response_ended: bool,
     gaps: CallGaps,
-    /// The gRPC call, when the request is one.
-    grpc: Option<GrpcTracker>,
+    /// The layers that follow this exchange's body bytes (gRPC), started from its request.
+    watchers: Vec<Box<dyn BodyWatcher>>,
 }
 
 impl Stream {
@@ -152,11 +154,12 @@ impl Stream {
     /// `ts_ns`, and `lost` bytes that were not captured after them. Every body byte of the
     /// stream passes here.
     fn on_data(&mut self, part: Part, data: &[u8], lost: u64, body_cap: usize, ts_ns: u64) {
-        if let Some(grpc) = &mut self.grpc {
-            match part {
-                Part::Request => grpc.on_request_data(data, lost),
-                Part::Response => grpc.on_response_data(data, lost),
-            }
+        let body_part = match part {
+            Part::Request => BodyPart::Request,
+            Part::Response => BodyPart::Response,
+        };
+        for watcher in &mut self.watchers {
+            watcher.on_data(body_part, data, lost);
         }
         let body = match part {
             Part::Request => &mut self.request_body,
@@ -342,7 +345,7 @@ impl Streams {
         }
         // CONNECT names its target in `:authority` and has no `:path`.
         let target = fields.path.or_else(|| {
-            crate::calls::http::header(&fields.headers, ":authority")
+            crate::protocols::http::header(&fields.headers, ":authority")
                 .and_then(|authority| std::str::from_utf8(&authority.value).ok())
                 .map(str::to_owned)
         });
@@ -389,7 +392,7 @@ impl Streams {
             start_ns,
             request_end_ns: end_ns,
             response_end_ns: 0,
-            grpc: GrpcTracker::start(&request),
+            watchers: watchers(&request),
             request,
             request_body: Body::default(),
             request_ended: false,
@@ -525,14 +528,17 @@ impl Streams {
             response.body = stream.response_body.into_http();
             response
         });
-        let grpc = stream.grpc.map(|grpc| {
-            grpc.finish(
-                response.as_ref(),
-                stream.request_ended,
-                stream.response_ended,
-            )
-        });
-        let end_ns = if response.is_some() || stream.response_unknown {
+        let exchange = HttpExchange {
+            request,
+            response,
+            upgraded: false,
+        };
+        // The first watcher's layer: one layer per call.
+        let layer =
+            stream.watchers.into_iter().next().map(|watcher| {
+                watcher.finish(&exchange, stream.request_ended, stream.response_ended)
+            });
+        let end_ns = if exchange.response.is_some() || stream.response_unknown {
             stream.response_end_ns.max(stream.start_ns)
         } else {
             stream.request_end_ns.max(stream.start_ns)
@@ -544,15 +550,8 @@ impl Streams {
             end_ns,
             tls: self.tls,
             gaps: stream.gaps,
-            payload: Payload::Http(HttpExchange {
-                request,
-                response,
-                upgraded: false,
-                grpc,
-                graphql: None,
-                genai: None,
-                mcp: None,
-            }),
+            exchange: Arc::new(exchange),
+            layer,
         }
     }
 }

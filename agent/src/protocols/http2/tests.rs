@@ -7,9 +7,13 @@ use bytes::Bytes;
 
 use super::{Http2Decoder, PREFACE, detect, flag, kind, stream::MAX_OPEN_STREAMS};
 use crate::{
-    calls::{ApiCall, CallGaps, HttpExchange, Payload, Side, http::HttpVersion},
-    protocols::{Decoder, DecoderSettings, ProtocolStage, testing},
+    calls::{ApiCall, CallGaps, Side},
+    protocols::{
+        Decoder, DecoderSettings, ProtocolStage,
+        http::{HttpExchange, HttpVersion},
+    },
     streams::{Connection, StreamChunk},
+    testing,
 };
 
 fn connection(role: Role) -> Arc<Connection> {
@@ -174,10 +178,7 @@ impl Wire {
 }
 
 fn exchange(call: &ApiCall) -> &HttpExchange {
-    match &call.payload {
-        Payload::Http(exchange) => exchange,
-        Payload::Mcp(_) => panic!("not HTTP"),
-    }
+    call.exchange::<HttpExchange>().expect("an HTTP call")
 }
 
 fn status(call: &ApiCall) -> Option<u16> {

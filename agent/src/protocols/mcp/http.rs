@@ -3,16 +3,29 @@
 //! (and maybe messages of its own first). The session id travels in `Mcp-Session-Id`, the
 //! negotiated version in `MCP-Protocol-Version`.
 
-use crate::calls::{ApiCall, HttpExchange, McpCall, Payload, http::header};
-use crate::protocols::json_documents::documents;
+use std::sync::Arc;
 
-/// Annotates every HTTP call from `calls[from..]` that carries an MCP message.
-pub fn annotate(calls: &mut [ApiCall], from: usize, output_cap: usize) {
-    for call in calls.iter_mut().skip(from) {
-        if let Payload::Http(http) = &mut call.payload {
-            http.mcp = describe(http, output_cap);
-        }
-    }
+use super::McpCall;
+use crate::{
+    calls::{ApiCall, Layer},
+    protocols::{
+        DecoderSettings,
+        http::{HttpExchange, header},
+        json_documents::documents,
+    },
+};
+
+/// The MCP exchange an HTTP exchange carries, as its layer: the HTTP layer table's entry for
+/// MCP over streamable HTTP.
+pub fn find(
+    _call: &ApiCall,
+    http: &HttpExchange,
+    settings: DecoderSettings,
+) -> Vec<Arc<dyn Layer>> {
+    describe(http, settings.body_cap)
+        .map(|call| Arc::new(call) as Arc<dyn Layer>)
+        .into_iter()
+        .collect()
 }
 
 /// The MCP exchange `http` carries, if it carries one.

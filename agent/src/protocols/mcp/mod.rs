@@ -7,13 +7,15 @@
 //! still gives what its whole leading part says (a listing's complete tools, an id), and the
 //! call is marked incomplete.
 
+mod call;
+pub mod describe;
 pub mod http;
 pub mod stdio;
 
 use ring::digest::{SHA256, digest};
 use serde_json::Value;
 
-use crate::calls::{McpCall, McpOutcome, McpTool, mcp::MAX_ARGUMENTS};
+pub use call::{MAX_ARGUMENTS, McpCall, McpOutcome, McpTool};
 
 /// Tools read per listing: a listing of more is still bounded work.
 const MAX_TOOLS: usize = 256;

@@ -13,11 +13,30 @@ use std::{collections::VecDeque, sync::Arc};
 use agent_common::Direction;
 use serde_json::Value;
 
+use super::{McpCall, McpOutcome};
 use crate::{
-    calls::{ApiCall, CallGaps, McpCall, McpOutcome, Payload, Side},
+    calls::{ApiCall, CallDescription, CallGaps, DescribeContext, Exchange, Side},
     protocols::{Decoder, DecoderSettings, opposite},
-    streams::{Connection, PerDirection, StreamChunk},
+    streams::{Connection, PerDirection, StreamChunk, Transport},
 };
+
+/// The exchange of an MCP message pair over pipes: newline-delimited JSON-RPC has nothing of
+/// its own to report beyond the MCP layer it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StdioExchange;
+
+impl Exchange for StdioExchange {
+    fn describe(&self, call: &ApiCall, _context: DescribeContext<'_>) -> CallDescription {
+        CallDescription::of(call)
+    }
+}
+
+/// A decoder for a stdio connection, whatever its first bytes: the connection protocol
+/// table's entry for MCP over stdio (only selected MCP server processes have one).
+pub fn decoder(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>> {
+    (chunk.connection.transport == Transport::Stdio)
+        .then(|| Box::new(StdioDecoder::new(settings)) as Box<dyn Decoder>)
+}
 
 /// Longest message line kept: a longer one is read as cut. Only selected server processes
 /// have a stdio connection, so this bounds a few buffers, not one per socket.
@@ -222,7 +241,8 @@ impl StdioDecoder {
             end_ns: end_ns.max(pending.start_ns),
             tls: false,
             gaps,
-            payload: Payload::Mcp(pending.call),
+            exchange: Arc::new(StdioExchange),
+            layer: Some(Arc::new(pending.call)),
         });
     }
 }

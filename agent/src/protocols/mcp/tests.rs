@@ -1,9 +1,10 @@
 use serde_json::json;
 
+use super::McpOutcome;
 use super::{http, is_mcp_method, read_answer, request, tools_of_cut_listing};
 use crate::{
-    calls::{Header, HttpExchange, McpOutcome},
-    protocols::testing::{header, post},
+    protocols::http::{Header, HttpExchange},
+    testing::{header, post},
 };
 
 fn exchange(

@@ -23,8 +23,13 @@ use globset::Glob;
 
 use crate::{
     analysis::mcp_server,
-    calls::{GenAiCall, HttpExchange, McpCall, McpOutcome, Payload, Side},
+    calls::Side,
     enrich::EnrichedCall,
+    protocols::{
+        genai::GenAiCall,
+        http::HttpExchange,
+        mcp::{McpCall, McpOutcome},
+    },
 };
 
 /// How long a finding stands for the other end's copy of the same exchange.
@@ -95,17 +100,10 @@ impl AgenticDetector {
         settings: &AgenticSettings<'_>,
         now_ms: u64,
     ) -> Vec<AgenticMatch> {
-        let exchange = match &call.call.payload {
-            Payload::Http(http) => AiExchange {
-                genai: http.genai.as_ref(),
-                http: Some(http),
-                mcp: http.mcp.as_ref(),
-            },
-            Payload::Mcp(mcp) => AiExchange {
-                genai: None,
-                http: None,
-                mcp: Some(mcp),
-            },
+        let exchange = AiExchange {
+            genai: call.call.layer::<GenAiCall>(),
+            http: call.call.exchange::<HttpExchange>(),
+            mcp: call.call.layer::<McpCall>(),
         };
         let mut found = Vec::new();
         let agent = agent_process(call);

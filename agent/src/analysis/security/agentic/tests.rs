@@ -4,8 +4,9 @@ use agent_common::Role;
 
 use super::{AgenticDetector, AgenticSettings, destructive_operation, json_text};
 use crate::{
-    calls::{ApiCall, CallGaps, McpCall, McpOutcome, McpTool, Payload, Side},
+    calls::{ApiCall, CallGaps, Side},
     enrich::{EnrichedCall, Workload},
+    protocols::mcp::{McpCall, McpOutcome, McpTool, stdio::StdioExchange},
     streams::{Connection, Transport},
 };
 
@@ -30,7 +31,8 @@ fn client_call(mcp: McpCall) -> EnrichedCall {
             end_ns: 1,
             tls: false,
             gaps: CallGaps::default(),
-            payload: Payload::Mcp(mcp),
+            exchange: Arc::new(StdioExchange),
+            layer: Some(Arc::new(mcp)),
         },
         workload: Arc::new(Workload::new(Arc::default(), None)),
         peer: None,

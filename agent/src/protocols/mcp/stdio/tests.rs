@@ -2,8 +2,12 @@ use agent_common::{Direction, Role};
 
 use super::StdioDecoder;
 use crate::{
-    calls::{ApiCall, McpCall, McpOutcome, Payload, Side},
-    protocols::{Decoder, DecoderSettings, testing},
+    calls::{ApiCall, Side},
+    protocols::{
+        Decoder, DecoderSettings,
+        mcp::{McpCall, McpOutcome},
+    },
+    testing,
 };
 
 struct Feed {
@@ -45,10 +49,7 @@ impl Feed {
     fn mcp(&self) -> Vec<&McpCall> {
         self.calls
             .iter()
-            .map(|call| match &call.payload {
-                Payload::Mcp(mcp) => mcp,
-                Payload::Http(_) => panic!("not MCP"),
-            })
+            .map(|call| call.layer::<McpCall>().expect("an MCP call"))
             .collect()
     }
 }

@@ -22,9 +22,18 @@ use serde::{
     de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor},
 };
 
-use crate::calls::{
-    ApiCall, GraphqlOperation, GraphqlOperationType, HttpBody, HttpRequest, Payload,
+mod call;
+pub mod describe;
+
+use std::sync::Arc;
+
+pub use call::{GraphqlOperation, GraphqlOperationType};
+
+use super::{
+    DecoderSettings,
+    http::{HttpBody, HttpExchange, HttpRequest},
 };
+use crate::calls::{ApiCall, Layer};
 
 /// Operations reported for one batched request at most: one request must not turn into an
 /// unbounded number of calls. Operations past it are not reported and the others are marked
@@ -40,41 +49,17 @@ const RECURSION_LIMIT: usize = 64;
 /// bound for configurations with a large body cap.
 const TOKEN_LIMIT: usize = 32_768;
 
-/// Fills the GraphQL operation of every call from `calls[from..]` whose request is a GraphQL
-/// request, turning a batched request into one call per operation (same connection, timing
-/// and exchange, in the request's order). Runs on every decoder's output.
-pub fn annotate(calls: &mut Vec<ApiCall>, from: usize) {
-    let mut index = from;
-    while let Some(call) = calls.get(index) {
-        let operations = match &call.payload {
-            Payload::Http(http) => operations(&http.request),
-            Payload::Mcp(_) => Vec::new(),
-        };
-        let count = operations.len().max(1);
-        let mut operations = operations.into_iter();
-        if let Some(first) = operations.next() {
-            let copies: Vec<ApiCall> = operations
-                .map(|operation| {
-                    let mut copy = call.clone();
-                    set_operation(&mut copy, operation);
-                    copy
-                })
-                .collect();
-            if let Some(call) = calls.get_mut(index) {
-                set_operation(call, first);
-            }
-            if !copies.is_empty() {
-                calls.splice(index + 1..index + 1, copies);
-            }
-        }
-        index += count;
-    }
-}
-
-fn set_operation(call: &mut ApiCall, operation: GraphqlOperation) {
-    if let Payload::Http(http) = &mut call.payload {
-        http.graphql = Some(operation);
-    }
+/// The GraphQL operations an HTTP exchange executes, one layer each: the HTTP layer table's
+/// entry for GraphQL (a batched request becomes one call per operation).
+pub fn find(
+    _call: &ApiCall,
+    http: &HttpExchange,
+    _settings: DecoderSettings,
+) -> Vec<Arc<dyn Layer>> {
+    operations(&http.request)
+        .into_iter()
+        .map(|operation| Arc::new(operation) as Arc<dyn Layer>)
+        .collect()
 }
 
 /// The GraphQL operations `request` executes, in order: none when it is no GraphQL request
@@ -328,7 +313,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        calls::{CallGaps, HttpExchange, Side, http::HttpVersion},
+        calls::{CallGaps, Side},
+        protocols::{http::HttpVersion, post_process},
         streams::Connection,
     };
 
@@ -615,27 +601,21 @@ mod tests {
             end_ns: 2,
             tls: false,
             gaps: CallGaps::default(),
-            payload: Payload::Http(HttpExchange {
+            exchange: Arc::new(HttpExchange {
                 request,
                 response: None,
                 upgraded: false,
-                grpc: None,
-                graphql: None,
-                genai: None,
-                mcp: None,
             }),
+            layer: None,
         }
     }
 
     fn graphql_of(call: &ApiCall) -> Option<&GraphqlOperation> {
-        match &call.payload {
-            Payload::Http(http) => http.graphql.as_ref(),
-            Payload::Mcp(_) => None,
-        }
+        call.layer::<GraphqlOperation>()
     }
 
     #[test]
-    fn annotate_expands_batches_in_place_from_the_given_index() {
+    fn post_processing_expands_batches_in_place_from_the_given_index() {
         let batch = r#"[{"query":"query A { a }"},{"query":"mutation B { b }"}]"#;
         let mut calls = vec![
             call(request("POST", "/graphql", batch)),
@@ -643,7 +623,7 @@ mod tests {
             call(request("POST", "/graphql", batch)),
             call(request("GET", "/graphql?query=%7Ba%7D", "")),
         ];
-        annotate(&mut calls, 1);
+        post_process(&mut calls, 1, DecoderSettings { body_cap: 4096 });
         let found: Vec<_> = calls.iter().map(graphql_of).collect();
         assert_eq!(
             found,

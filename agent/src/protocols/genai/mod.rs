@@ -15,12 +15,22 @@
 //! stream whose tail still holds its finish reasons and usage lacks only content deltas and is
 //! complete for these fields; otherwise the call is marked incomplete. Nothing is guessed.
 
+mod call;
+pub mod content;
+pub mod describe;
+
+use std::sync::Arc;
+
 use serde_json::Value;
 
-use super::json_documents::documents;
-use crate::calls::{
-    ApiCall, GenAiCall, GenAiOperation, HttpExchange, Payload, http::carries_event_stream,
+pub use call::{GenAiCall, GenAiOperation};
+
+use super::{
+    DecoderSettings,
+    http::{HttpExchange, carries_event_stream},
+    json_documents::documents,
 };
+use crate::calls::{ApiCall, Layer};
 
 /// Choices or candidates read per response: a response asking for more is still bounded work.
 const MAX_CHOICES: usize = 16;
@@ -39,20 +49,23 @@ const PROVIDER_HOSTS: &[(&str, &str)] = &[
     ("api.perplexity.ai", "perplexity"),
 ];
 
-/// Annotates every HTTP call from `calls[from..]` that is a model call.
-pub fn annotate(calls: &mut [ApiCall], from: usize) {
-    for call in calls.iter_mut().skip(from) {
-        let start_ns = call.start_ns;
-        if let Payload::Http(http) = &mut call.payload {
-            http.genai = describe(http);
-            if let (Some(genai), Some(response)) = (&mut http.genai, &http.response) {
-                let first_ns = response.body.first_ns;
-                genai.time_to_first_chunk_ns = first_ns
-                    .checked_sub(start_ns)
-                    .filter(|_| genai.streamed && first_ns > 0);
-            }
-        }
+/// The model call an HTTP exchange carries, as its layer: the HTTP layer table's entry for
+/// model APIs.
+pub fn find(
+    call: &ApiCall,
+    http: &HttpExchange,
+    _settings: DecoderSettings,
+) -> Vec<Arc<dyn Layer>> {
+    let Some(mut genai) = describe(http) else {
+        return Vec::new();
+    };
+    if let Some(response) = &http.response {
+        let first_ns = response.body.first_ns;
+        genai.time_to_first_chunk_ns = first_ns
+            .checked_sub(call.start_ns)
+            .filter(|_| genai.streamed && first_ns > 0);
     }
+    vec![Arc::new(genai)]
 }
 
 /// The model call `http` carries, if it is one.
@@ -278,6 +291,5 @@ fn keys_u64(value: &Value, keys: &[&str]) -> Option<u64> {
     keys.iter().find_map(|key| value.get(*key)?.as_u64())
 }
 
-pub mod content;
 #[cfg(test)]
 mod tests;

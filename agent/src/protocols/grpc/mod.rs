@@ -28,7 +28,15 @@
 //! response, which gRPC sends for errors before any message). A value that is not a decimal
 //! number is not reported.
 
-use crate::calls::{GrpcCall, HttpRequest, HttpResponse, http::header};
+mod call;
+pub mod describe;
+
+use std::sync::Arc;
+
+pub use call::{GrpcCall, status_name};
+
+use super::http::{BodyPart, BodyWatcher, HttpExchange, HttpRequest, HttpResponse, header};
+use crate::calls::Layer;
 
 /// Tracks one gRPC call while its HTTP/2 stream is decoded.
 #[derive(Debug, Clone)]
@@ -71,7 +79,7 @@ impl GrpcTracker {
     /// headers) when there is one. A direction whose end of stream was not seen (lost frames,
     /// a reset, no response) may have carried more messages than were counted, so its count
     /// is unknown.
-    pub fn finish(
+    fn call(
         mut self,
         response: Option<&HttpResponse>,
         request_ended: bool,
@@ -97,6 +105,30 @@ impl GrpcTracker {
             compressed: self.request.compressed || self.response.compressed,
         }
     }
+}
+
+impl BodyWatcher for GrpcTracker {
+    fn on_data(&mut self, part: BodyPart, data: &[u8], lost: u64) {
+        match part {
+            BodyPart::Request => self.on_request_data(data, lost),
+            BodyPart::Response => self.on_response_data(data, lost),
+        }
+    }
+
+    fn finish(
+        self: Box<Self>,
+        exchange: &HttpExchange,
+        request_ended: bool,
+        response_ended: bool,
+    ) -> Arc<dyn Layer> {
+        Arc::new(self.call(exchange.response.as_ref(), request_ended, response_ended))
+    }
+}
+
+/// Starts watching an exchange whose request is a gRPC call (its `content-type`): the HTTP
+/// layer table's entry for gRPC.
+pub fn watch(request: &HttpRequest) -> Option<Box<dyn BodyWatcher>> {
+    GrpcTracker::start(request).map(|tracker| Box::new(tracker) as Box<dyn BodyWatcher>)
 }
 
 /// `application/grpc`, `application/grpc+proto`, `application/grpc; charset=...`, in any case.
@@ -230,7 +262,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::calls::{Header, HttpBody, http::HttpVersion};
+    use crate::protocols::http::{Header, HttpBody, HttpVersion};
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<Header> {
         pairs
@@ -307,13 +339,13 @@ mod tests {
 
     #[test]
     fn service_and_method_come_from_the_path() {
-        let call = tracker().finish(None, true, true);
+        let call = tracker().call(None, true, true);
         assert_eq!(call.service, "helloworld.Greeter");
         assert_eq!(call.method, "SayHello");
         for malformed in ["/", "/only", "//M", "/S/", "/a/b/c", "nopath"] {
             let call = GrpcTracker::start(&request(malformed, "application/grpc"))
                 .expect("gRPC by content-type")
-                .finish(None, true, true);
+                .call(None, true, true);
             assert_eq!((call.service.as_str(), call.method.as_str()), ("", ""));
         }
     }
@@ -323,7 +355,7 @@ mod tests {
         let mut grpc = tracker();
         grpc.on_request_data(&message(false, b"\x0a\x05world"), 0);
         grpc.on_response_data(&message(false, b"\x0a\x0bhello world"), 0);
-        let call = grpc.finish(
+        let call = grpc.call(
             Some(&response(
                 &[("content-type", "application/grpc")],
                 &[("grpc-status", "0"), ("grpc-message", "")],
@@ -341,7 +373,7 @@ mod tests {
     fn trailers_only_response_gives_the_status_from_its_headers() {
         let mut grpc = tracker();
         grpc.on_request_data(&message(false, b"x"), 0);
-        let call = grpc.finish(
+        let call = grpc.call(
             Some(&response(
                 &[("grpc-status", "5"), ("grpc-message", "not here")],
                 &[],
@@ -352,7 +384,7 @@ mod tests {
         assert_eq!(call.status_code, Some(5));
         assert_eq!(call.response_messages, Some(0));
         // Trailers win over headers.
-        let call = tracker().finish(
+        let call = tracker().call(
             Some(&response(&[("grpc-status", "0")], &[("grpc-status", "13")])),
             true,
             true,
@@ -360,10 +392,10 @@ mod tests {
         assert_eq!(call.status_code, Some(13));
         // Not a number: not reported.
         for bad in ["", "OK", "-1", "1 ", "99999999999"] {
-            let call = tracker().finish(Some(&response(&[], &[("grpc-status", bad)])), true, true);
+            let call = tracker().call(Some(&response(&[], &[("grpc-status", bad)])), true, true);
             assert_eq!(call.status_code, None, "{bad:?}");
         }
-        assert_eq!(tracker().finish(None, true, true).status_code, None);
+        assert_eq!(tracker().call(None, true, true).status_code, None);
     }
 
     #[test]
@@ -379,7 +411,7 @@ mod tests {
             grpc.on_response_data(a, 0);
             grpc.on_response_data(b, 0);
             assert_eq!(
-                grpc.finish(None, true, true).response_messages,
+                grpc.call(None, true, true).response_messages,
                 Some(4),
                 "split {split}"
             );
@@ -389,7 +421,7 @@ mod tests {
             grpc.on_request_data(std::slice::from_ref(byte), 0);
         }
         grpc.on_request_data(&[], 0);
-        assert_eq!(grpc.finish(None, true, true).request_messages, Some(4));
+        assert_eq!(grpc.call(None, true, true).request_messages, Some(4));
     }
 
     #[test]
@@ -399,7 +431,7 @@ mod tests {
         let cut = message(false, b"cut short");
         grpc.on_request_data(cut.get(..8).expect("8 bytes"), 0);
         grpc.on_response_data(&[0, 0, 0], 0);
-        let call = grpc.finish(None, true, true);
+        let call = grpc.call(None, true, true);
         assert_eq!(call.request_messages, Some(1));
         assert_eq!(call.response_messages, Some(0));
     }
@@ -410,7 +442,7 @@ mod tests {
         // A 4 GiB - 1 message announced, 1 MiB of it seen: still one message in progress.
         grpc.on_response_data(&[0, 0xff, 0xff, 0xff, 0xff], 0);
         grpc.on_response_data(&vec![7; 1 << 20], 0);
-        assert_eq!(grpc.finish(None, true, true).response_messages, Some(0));
+        assert_eq!(grpc.call(None, true, true).response_messages, Some(0));
     }
 
     #[test]
@@ -418,7 +450,7 @@ mod tests {
         let mut grpc = tracker();
         grpc.on_request_data(&message(false, b"a"), 0);
         grpc.on_response_data(&message(true, b"gzipped"), 0);
-        let call = grpc.finish(None, true, true);
+        let call = grpc.call(None, true, true);
         assert!(call.compressed);
         assert_eq!(call.response_messages, Some(1));
     }
@@ -434,7 +466,7 @@ mod tests {
         // Lost up to the very end of a message ends it.
         grpc.on_response_data(big.get(..5).expect("prefix"), 100);
         grpc.on_response_data(&message(false, b"next"), 0);
-        let call = grpc.finish(None, true, true);
+        let call = grpc.call(None, true, true);
         assert_eq!(call.request_messages, Some(2));
         assert_eq!(call.response_messages, Some(2));
     }
@@ -446,28 +478,28 @@ mod tests {
         grpc.on_request_data(&message(false, b"one"), 1);
         grpc.on_request_data(&message(false, b"two"), 0);
         grpc.on_response_data(&message(false, b"fine"), 0);
-        let call = grpc.finish(None, true, true);
+        let call = grpc.call(None, true, true);
         assert_eq!(call.request_messages, None);
         assert_eq!(call.response_messages, Some(1));
 
         // Lost bytes inside a prefix.
         let mut grpc = tracker();
         grpc.on_response_data(&[0, 0], 2);
-        assert_eq!(grpc.finish(None, true, true).response_messages, None);
+        assert_eq!(grpc.call(None, true, true).response_messages, None);
 
         // A flag that is neither 0 nor 1.
         let mut grpc = tracker();
         grpc.on_response_data(&message(false, b"ok"), 0);
         grpc.on_response_data(&[2, 0, 0, 0, 1, 0], 0);
         grpc.on_response_data(&message(false, b"after"), 0);
-        assert_eq!(grpc.finish(None, true, true).response_messages, None);
+        assert_eq!(grpc.call(None, true, true).response_messages, None);
 
         // A direction whose end was not seen.
         let seen = |request_ended, response_ended| {
             let mut grpc = tracker();
             grpc.on_request_data(&message(false, b"q"), 0);
             grpc.on_response_data(&message(false, b"r"), 0);
-            let call = grpc.finish(None, request_ended, response_ended);
+            let call = grpc.call(None, request_ended, response_ended);
             (call.request_messages, call.response_messages)
         };
         assert_eq!(seen(true, true), (Some(1), Some(1)));
@@ -489,7 +521,7 @@ mod tests {
                 grpc.on_request_data(bytes.get(..take).unwrap_or_default(), 0);
                 grpc.on_response_data(&bytes, 0);
             }
-            let _ = grpc.finish(None, true, true);
+            let _ = grpc.call(None, true, true);
         }
     }
 
@@ -502,8 +534,8 @@ mod tests {
 
         use super::message;
         use crate::{
-            calls::{ApiCall, Payload},
-            protocols::{Decoder, DecoderSettings, http2},
+            calls::ApiCall,
+            protocols::{Decoder, DecoderSettings, grpc::GrpcCall, http2},
             streams::{Connection, StreamChunk},
         };
 
@@ -606,15 +638,10 @@ mod tests {
             fn grpc(&mut self) -> Vec<GrpcCall> {
                 std::mem::take(&mut self.calls)
                     .into_iter()
-                    .map(|call| match call.payload {
-                        Payload::Http(http) => http.grpc.expect("a gRPC call"),
-                        Payload::Mcp(_) => panic!("not a gRPC call"),
-                    })
+                    .map(|call| call.layer::<GrpcCall>().expect("a gRPC call").clone())
                     .collect()
             }
         }
-
-        use crate::calls::GrpcCall;
 
         #[test]
         fn calls_carry_their_grpc_part() {

@@ -7,14 +7,14 @@
 
 use opentelemetry::KeyValue;
 
-use super::{
-    APISCOPE_CALL_INCOMPLETE, CallDescription, CarrierMetric, ERROR_TYPE, GEN_AI_OPERATION_NAME,
-    Kind, incomplete_parts, string_array,
-};
+use super::{McpCall, McpOutcome};
 use crate::{
-    analysis::AnalyzedCall,
-    calls::{McpCall, McpOutcome, Side},
+    calls::{
+        ApiCall, CallDescription, DescribeContext, Instrument, Layer, description::ERROR_TYPE,
+    },
     digest::sha256_hex_prefix,
+    protocols::genai::describe::GEN_AI_OPERATION_NAME,
+    streams::Transport,
 };
 
 /// `mcp.method.name`.
@@ -42,41 +42,45 @@ pub const APISCOPE_MCP_TOOL_COUNT: &str = "apiscope.mcp.tool.count";
 /// apiscope's own: a message was cut, so fields it held may be missing (set only when true).
 pub const APISCOPE_MCP_INCOMPLETE: &str = "apiscope.mcp.incomplete";
 
-/// Names the span after the MCP exchange an HTTP call carried and adds its attributes; the
-/// HTTP attributes stay, as those of the transport.
-pub(super) fn describe_on_http(call: &McpCall, description: &mut CallDescription) {
-    describe(call, "tcp", description);
-}
+/// The MCP conventions' buckets for operation durations, in seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
-/// Describes an MCP exchange over stdio, which has no carrier protocol of its own.
-pub(super) fn describe_on_stdio(analyzed: &AnalyzedCall, call: &McpCall) -> CallDescription {
-    let api_call = &analyzed.call.call;
-    let mut description = CallDescription {
-        kind: match api_call.side {
-            Side::Server => Kind::Server,
-            Side::Client => Kind::Client,
-        },
-        carrier: CarrierMetric::None,
-        name: String::new(),
-        span_attributes: Vec::new(),
-        metric_attributes: Vec::new(),
-        error: None,
-        request_body_size: None,
-        response_body_size: None,
-        duration_seconds: api_call.end_ns.saturating_sub(api_call.start_ns) as f64 / 1e9,
-        traceparent: None,
-        tracestate: None,
-        genai: None,
-        mcp: None,
-    };
-    let gaps = incomplete_parts(api_call);
-    if !gaps.is_empty() {
-        description
-            .span_attributes
-            .push(KeyValue::new(APISCOPE_CALL_INCOMPLETE, string_array(gaps)));
+/// `mcp.{server,client}.operation.duration`.
+static DURATION: [&Instrument; 2] = [
+    &Instrument {
+        name: "mcp.server.operation.duration",
+        unit: "s",
+        description: "Duration of MCP requests and notifications on the server.",
+        boundaries: &DURATION_BUCKETS,
+    },
+    &Instrument {
+        name: "mcp.client.operation.duration",
+        unit: "s",
+        description: "Duration of MCP requests and notifications on the client.",
+        boundaries: &DURATION_BUCKETS,
+    },
+];
+
+impl Layer for McpCall {
+    /// Over streamable HTTP the HTTP attributes and measures stay, as those of the transport;
+    /// over pipes there is no carrier protocol to report.
+    fn describe(
+        &self,
+        call: &ApiCall,
+        _context: DescribeContext<'_>,
+        description: &mut CallDescription,
+    ) {
+        let over_pipes = call.connection.transport == Transport::Stdio;
+        describe(self, if over_pipes { "pipe" } else { "tcp" }, description);
+        if over_pipes {
+            description.summary = format!("mcp {}", description.name);
+            description.outcome = Some(self.outcome.as_str().into_owned());
+        } else {
+            description.summary = format!("{} mcp {}", description.summary, description.name);
+        }
     }
-    describe(call, "pipe", &mut description);
-    description
 }
 
 fn describe(call: &McpCall, transport: &'static str, description: &mut CallDescription) {
@@ -129,7 +133,8 @@ fn describe(call: &McpCall, transport: &'static str, description: &mut CallDescr
         attributes.push(KeyValue::new(APISCOPE_MCP_INCOMPLETE, true));
     }
     description.error = error;
-    description.mcp = Some(identity);
+    let duration = description.duration_seconds;
+    description.measure(DURATION, duration, identity);
     description.name = match &call.target {
         Some(target) => format!("{} {target}", call.method),
         None => call.method.clone(),

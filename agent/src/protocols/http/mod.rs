@@ -1,7 +1,43 @@
-//! HTTP exchanges, as decoded from the wire. Header values and bodies stay in the process for
-//! analysis; exporters take only what their allowlists name.
+//! HTTP exchanges, whichever version carried them (the `http1` and `http2` decoders both
+//! produce them): the types, and their description in the stable HTTP conventions
+//! ([`describe`]). Header values and bodies stay in the process for analysis; exporters take
+//! only what their allowlists name.
+
+pub mod body_tail;
+pub mod describe;
+
+use std::{fmt::Debug, sync::Arc};
 
 use bytes::Bytes;
+
+use crate::calls::{ApiCall, CallDescription, DescribeContext, EndpointIdentity, Exchange, Layer};
+
+/// Which body of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPart {
+    /// The request's.
+    Request,
+    /// The response's.
+    Response,
+}
+
+/// A layer that must see every body byte of an exchange as the decoder reads it, because what
+/// it reports cannot be read back from the bytes kept (gRPC counts its length-prefixed
+/// messages): started from the request head by the HTTP layer table, fed by the HTTP/2
+/// decoder, and made into the call's layer when the exchange completes.
+pub trait BodyWatcher: Debug + Send {
+    /// The next body bytes of `part`, and `lost` bytes after them that were not captured.
+    fn on_data(&mut self, part: BodyPart, data: &[u8], lost: u64);
+
+    /// The layer, once the exchange is complete; `request_ended` and `response_ended` tell
+    /// whether each body's end was seen.
+    fn finish(
+        self: Box<Self>,
+        exchange: &HttpExchange,
+        request_ended: bool,
+        response_ended: bool,
+    ) -> Arc<dyn Layer>;
+}
 
 /// One header line. Names are lowercased; values are the raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,14 +268,21 @@ pub struct HttpExchange {
     /// The connection switched protocols after this exchange (`101`, or a `CONNECT` tunnel):
     /// nothing after it is parsed as HTTP.
     pub upgraded: bool,
-    /// The gRPC call, when the exchange is one (`content-type: application/grpc*`).
-    pub grpc: Option<super::GrpcCall>,
-    /// The GraphQL operation, when the request carried one.
-    pub graphql: Option<super::GraphqlOperation>,
-    /// The generative-AI model call, when the exchange is one.
-    pub genai: Option<super::GenAiCall>,
-    /// The MCP message exchange, when the exchange carries one (streamable HTTP).
-    pub mcp: Option<super::McpCall>,
+}
+
+impl Exchange for HttpExchange {
+    /// The request target's path; none when the target could not be decoded.
+    fn path(&self) -> Option<&str> {
+        (!self.request.target.is_empty()).then(|| self.request.path())
+    }
+
+    fn describe(&self, call: &ApiCall, context: DescribeContext<'_>) -> CallDescription {
+        describe::describe(call, self, context)
+    }
+
+    fn endpoint(&self) -> Option<EndpointIdentity> {
+        describe::endpoint(self)
+    }
 }
 
 /// Finds a header by lowercase name.
