@@ -616,7 +616,7 @@ fn capture_cap_option_limits_captured_bytes() {
 
     let port = support::free_port();
     let _server = start_python_server("http_server.py", port, &[]);
-    let mut agent = Agent::start(&["--capture-cap", &CAP.to_string()]);
+    let mut agent = Agent::start(&["--set", &format!("capture.capture_cap={CAP}")]);
 
     let data_arg = format!("@{}", body_path.display());
     let out = curl(&[

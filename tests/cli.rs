@@ -13,7 +13,7 @@ fn apiscope() -> Command {
     let mut cmd = Command::new(agent_bin());
     cmd.env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
-        .env("APISCOPE_LISTEN", "127.0.0.1:0");
+        .env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0");
     cmd
 }
 
@@ -142,7 +142,7 @@ fn missing_privileges_are_one_clear_error() {
 #[test]
 fn exporting_a_credential_header_is_refused() {
     let out = run(
-        apiscope().args(["run", "--export-header", "Authorization"]),
+        apiscope().args(["run", "--set", "export.http_headers=Authorization"]),
         COMMAND_TIMEOUT,
     );
     assert!(

@@ -371,7 +371,8 @@ fn opted_in_prompts_and_answers_are_exported_redacted() {
         &[
             "--otlp-endpoint",
             &receiver.endpoint(),
-            "--export-genai-content",
+            "--set",
+            "export.genai_content=true",
         ],
         &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
     );

@@ -132,8 +132,8 @@ fn a_declared_spec_tells_documented_shadow_zombie_and_orphan_endpoints() {
             &receiver.endpoint(),
             "--spec",
             &spec_flag(service),
-            "--orphan-after-secs",
-            "3",
+            "--set",
+            "inventory.orphan_after_secs=3",
         ],
         &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
     );
@@ -355,8 +355,8 @@ fn sensitive_data_classes_are_flagged_and_no_value_leaves_the_agent() {
         &["--otlp-endpoint", &receiver.endpoint()],
         &[
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("APISCOPE_INVENTORY_DIR", &directory),
-            ("APISCOPE_INVENTORY_PERSIST_SECS", "1"),
+            ("APISCOPE_INVENTORY_DIRECTORY", &directory),
+            ("APISCOPE_INVENTORY_PERSIST_INTERVAL_SECS", "1"),
         ],
     );
     call(port, "GET", "/payments/1", None);
@@ -445,7 +445,7 @@ fn the_inventory_survives_a_restart_and_a_corrupt_database_is_refused() {
     let (port, service) = (api.port, api.service.as_str());
     let dir = TempDir::new("inventory-restart");
     let directory = dir.path().to_str().unwrap().to_owned();
-    let env = [("APISCOPE_INVENTORY_DIR", directory.as_str())];
+    let env = [("APISCOPE_INVENTORY_DIRECTORY", directory.as_str())];
     let mut agent = Agent::start_exporting(&[], &env);
     for id in 1..=3 {
         call(port, "GET", &format!("/users/{id}"), None);
@@ -470,8 +470,8 @@ fn the_inventory_survives_a_restart_and_a_corrupt_database_is_refused() {
     let refused = run(
         Command::new(agent_bin())
             .arg("run")
-            .env("APISCOPE_INVENTORY_DIR", &directory)
-            .env("APISCOPE_LISTEN", "127.0.0.1:0"),
+            .env("APISCOPE_INVENTORY_DIRECTORY", &directory)
+            .env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0"),
         COMMAND_TIMEOUT,
     );
     let stderr = refused.stderr_text();

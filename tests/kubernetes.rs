@@ -107,8 +107,8 @@ fn calls_are_named_after_the_pods_of_this_node_including_one_added_later() {
         &[
             "--otlp-endpoint",
             &receiver.endpoint(),
-            "--kubernetes",
-            "true",
+            "--set",
+            "kubernetes.enabled=true",
             "--node-name",
             NODE,
         ],

@@ -135,14 +135,14 @@ fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
     let _serial = one_at_a_time();
     let state = TempDir::new("lifecycle-state");
     let directory = state.path().to_str().expect("utf-8 path").to_owned();
-    let env = [("APISCOPE_INVENTORY_DIR", directory.as_str())];
+    let env = [("APISCOPE_INVENTORY_DIRECTORY", directory.as_str())];
     let first = Agent::start_exporting(&[], &env);
     let before = BpfObjects::now();
     let second = run(
         Command::new(agent_bin())
             .arg("run")
-            .env("APISCOPE_INVENTORY_DIR", &directory)
-            .env("APISCOPE_LISTEN", "127.0.0.1:0"),
+            .env("APISCOPE_INVENTORY_DIRECTORY", &directory)
+            .env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0"),
         COMMAND_TIMEOUT,
     );
     assert!(

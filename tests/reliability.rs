@@ -320,8 +320,8 @@ fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
             &config,
             "--otlp-endpoint",
             &endpoint,
-            "--otlp-max-queue-bytes",
-            "65536",
+            "--set",
+            "export.otlp.max_queue_bytes=65536",
         ],
         EXPORT_ENV,
     );

@@ -97,7 +97,7 @@ fn decode_and_assemble(c: &mut Criterion) {
         b.iter(|| {
             let mut table = StreamTable::new(StreamSettings {
                 max_connections: 1024,
-                idle_timeout_ns: u64::MAX,
+                idle_timeout: std::time::Duration::MAX,
             });
             let mut out = StreamOutput::default();
             for record in &records {

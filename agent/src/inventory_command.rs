@@ -9,7 +9,7 @@ use serde_json::Value;
 #[derive(Debug, clap::Args)]
 pub struct InventoryArgs {
     /// Address of the running agent's HTTP endpoints (its server.listen).
-    #[arg(long, env = "APISCOPE_LISTEN", default_value = "127.0.0.1:9750")]
+    #[arg(long, env = "APISCOPE_SERVER_LISTEN", default_value = "127.0.0.1:9750")]
     pub server: String,
     /// Print the inventory as JSON instead of a table.
     #[arg(long)]

@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use agent::{
     capture::{
-        Capture, CaptureSettings, GroupState, LoadReport, VERIFIER_BUDGET,
+        Capture, GroupState, KernelSelection, LoadReport, VERIFIER_BUDGET,
         features::{self, Status},
     },
-    cli::RunArgs,
-    config::SocketLookupChoice,
+    cli::{RunArgs, SettingsArgs},
+    config::Config,
     instance::InstanceLock,
     inventory_command::{self, InventoryArgs},
     pipeline,
@@ -37,6 +37,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Show the running agent's API inventory.
     Inventory(InventoryArgs),
+    /// Print the configuration `run` would use, from the file, the environment and the flags
+    /// (OTLP header values redacted).
+    Config(SettingsArgs),
 }
 
 /// Flags of `apiscope check`.
@@ -45,17 +48,9 @@ struct CheckArgs {
     /// Also list every kernel program with the instructions the verifier processed for it.
     #[arg(long, short)]
     verbose: bool,
-    /// How socket syscalls find their socket: auto, tracepoints or fd_table.
-    #[arg(
-        long,
-        env = "APISCOPE_SOCKET_LOOKUP",
-        value_enum,
-        default_value = "auto"
-    )]
-    socket_lookup: SocketLookupChoice,
-    /// File the verifier's whole log is appended to when the kernel refuses a program.
-    #[arg(long, env = "APISCOPE_VERIFIER_LOG")]
-    verifier_log: Option<std::path::PathBuf>,
+    /// The configuration's `capture:` section is what is checked.
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 /// How `check` ends: what its exit status says.
@@ -77,8 +72,11 @@ fn inventory(args: &InventoryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(args: &CheckArgs) -> Verdict {
-    let wanted = args.socket_lookup.lookup();
+fn check(args: &CheckArgs) -> anyhow::Result<Verdict> {
+    let mut capture = args.settings.config()?.capture;
+    // The check loads the programs once and drops them: a small ring buffer will do.
+    capture.ring_buffer_bytes = capture.ring_buffer_bytes.min(1 << 20);
+    let wanted = capture.socket_lookup.lookup();
     let findings = features::check_host(wanted);
     println!("{:<12} {:<8} DETAIL", "FEATURE", "STATUS");
     for finding in &findings {
@@ -88,33 +86,34 @@ fn check(args: &CheckArgs) -> Verdict {
         .iter()
         .any(|finding| finding.status == Status::Missing)
     {
-        return Verdict::Unusable;
+        return Ok(Verdict::Unusable);
     }
-    let defaults = agent::config::CaptureConfig::default();
-    let started = Capture::start(CaptureSettings {
-        capture_cap: defaults.capture_cap,
-        framed_cap: defaults.framed_cap,
-        ring_buffer_bytes: 1 << 20,
-        socket_lookup: wanted,
-        verifier_log: args.verifier_log.clone(),
-        ..CaptureSettings::default()
-    });
-    let report = match started {
+    let report = match Capture::start(&capture, &KernelSelection::default()) {
         Ok((capture, _)) => capture.report().clone(),
         Err(error) => {
             println!("{:<12} {:<8} {error}", "probes", "MISSING");
-            return Verdict::Unusable;
+            return Ok(Verdict::Unusable);
         }
     };
     print_groups(&report);
     if args.verbose {
         print_programs(&report);
     }
-    if report.groups_off().next().is_some() {
+    Ok(if report.groups_off().next().is_some() {
         Verdict::Degraded
     } else {
         Verdict::Complete
+    })
+}
+
+/// The configuration as YAML, with the OTLP header values (API keys, often) redacted.
+fn print_config(config: &Config) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    for value in config.export.otlp.headers.0.values_mut() {
+        *value = "[redacted]".to_owned();
     }
+    print!("{}", serde_yaml_ng::to_string(&config)?);
+    Ok(())
 }
 
 /// The probe groups' table of `check`.
@@ -173,11 +172,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Err(reason) = features::privileges() {
         anyhow::bail!("apiscope run {reason}");
     }
-    if let Err(missing) = features::require_kernel(options.capture.socket_lookup) {
+    if let Err(missing) = features::require_kernel(options.config.capture.socket_lookup.lookup()) {
         anyhow::bail!("this kernel cannot run the agent: {missing}");
     }
     // Before anything is loaded: a second agent must not attach a single probe.
-    let _instance = InstanceLock::acquire(&options.inventory.directory)?;
+    let _instance = InstanceLock::acquire(&options.config.inventory.directory)?;
     match features::ensure_tracefs() {
         Ok((Status::Fixed, detail)) => info!("tracefs {detail}"),
         Ok(_) => {}
@@ -205,13 +204,18 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     let result = match cli.command {
-        Command::Check(args) => Ok(match check(&args) {
+        Command::Check(args) => check(&args).map(|verdict| match verdict {
             Verdict::Complete => ExitCode::SUCCESS,
             Verdict::Degraded => ExitCode::from(2),
             Verdict::Unusable => ExitCode::FAILURE,
         }),
         Command::Run(args) => run(*args).map(|()| ExitCode::SUCCESS),
         Command::Inventory(args) => inventory(&args).map(|()| ExitCode::SUCCESS),
+        Command::Config(args) => args
+            .config()
+            .map_err(anyhow::Error::from)
+            .and_then(|config| print_config(&config))
+            .map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|error| {
         eprintln!("apiscope: error: {error:#}");

@@ -4,8 +4,10 @@
 //! excluded process costs one map lookup per call and none of its bytes reach userspace.
 //! Port rules are handed to the kernel as they are.
 
+mod rules;
 mod stdio;
 
+pub use rules::{SelectionRule, SelectionSettings};
 pub use stdio::StdioSelection;
 
 use std::{
@@ -18,7 +20,6 @@ use globset::GlobMatcher;
 
 use crate::{
     capture::{KernelSelection, ProcessVerdicts, running_pids},
-    config::{SelectionConfig, SelectionRule},
     enrich::{
         ProcessIdentity, ProcessRegistry,
         kubernetes::{PodIdentity, PodIndex},
@@ -97,7 +98,7 @@ pub struct Selection {
 
 impl Selection {
     /// Compiles the configuration's rules (already checked when it was read).
-    pub fn new(config: &SelectionConfig) -> Self {
+    pub fn new(config: &SelectionSettings) -> Self {
         let split = |rules: &[SelectionRule]| -> (Vec<ProcessRule>, Vec<u16>) {
             let processes = rules
                 .iter()

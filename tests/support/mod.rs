@@ -985,11 +985,13 @@ impl Agent {
         }
         // Agents of tests running side by side must not contend for the default port, nor
         // share the host's inventory database.
-        cmd.env("APISCOPE_LISTEN", "127.0.0.1:0");
-        let inventory = (!env.iter().any(|(key, _)| *key == "APISCOPE_INVENTORY_DIR"))
-            .then(|| TempDir::new("agent-inventory"));
+        cmd.env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0");
+        let inventory = (!env
+            .iter()
+            .any(|(key, _)| *key == "APISCOPE_INVENTORY_DIRECTORY"))
+        .then(|| TempDir::new("agent-inventory"));
         if let Some(directory) = &inventory {
-            cmd.env("APISCOPE_INVENTORY_DIR", directory.path());
+            cmd.env("APISCOPE_INVENTORY_DIRECTORY", directory.path());
         }
         cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("apiscope", &mut cmd);

@@ -13,12 +13,14 @@ pub const OVERFLOW_ROUTE: &str = "/{overflow}";
 /// Services whose routes are tracked at once; beyond it tracking starts over.
 const MAX_SERVICES: usize = 4_096;
 
-/// Route templating settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The `routes:` section of the configuration: route templating.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RouteSettings {
     /// Route patterns, e.g. `/users/{id}/orders`: `{name}` matches one segment.
     pub patterns: Vec<String>,
     /// Distinct routes kept per service before new ones collapse into [`OVERFLOW_ROUTE`].
+    #[serde(deserialize_with = "crate::config::ranges::within::<_, _, 1, 1_000_000>")]
     pub max_routes_per_service: usize,
 }
 

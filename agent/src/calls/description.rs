@@ -177,10 +177,26 @@ pub trait Redact: std::fmt::Debug + Send + Sync {
 }
 
 /// Headers exported beyond the conventions' own, as `http.request.header.<name>` and
-/// `http.response.header.<name>`: an explicit allowlist, empty by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `http.response.header.<name>`: an explicit allowlist, empty by default. Names that may
+/// carry credentials are refused where they are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct HeaderAllowlist {
     names: Vec<String>,
+}
+
+impl TryFrom<Vec<String>> for HeaderAllowlist {
+    type Error = String;
+
+    fn try_from(names: Vec<String>) -> Result<Self, String> {
+        Self::new(&names)
+    }
+}
+
+impl From<HeaderAllowlist> for Vec<String> {
+    fn from(allowlist: HeaderAllowlist) -> Self {
+        allowlist.names
+    }
 }
 
 impl HeaderAllowlist {

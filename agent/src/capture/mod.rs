@@ -11,12 +11,10 @@ mod openssl;
 mod probes;
 mod reader;
 mod selection;
+mod settings;
 pub mod tracefs;
 
-use std::{
-    collections::HashSet,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashSet, path::Path};
 
 use agent_common::{
     CaptureConfig, ConnKey, ConnState, Counter, PayloadPolicy, PolicyEntry, SOCKET_LOOKUP_GLOBAL,
@@ -36,29 +34,13 @@ pub use groups::{GroupState, GroupStatus, LoadFailure, LoadReport, ProgramCost, 
 pub use probes::ProbeGroup;
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
 pub use selection::{KernelSelection, ProcessVerdicts, StdioProcesses};
+pub use settings::{CaptureSettings, SocketLookupChoice};
 pub use tracefs::FormatError;
 
 use self::{links::ProbeLink, openssl::TlsAttacher};
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/apiscope-ebpf"));
-
-/// What the capture stage needs to know from the configuration.
-#[derive(Debug, Clone, Default)]
-pub struct CaptureSettings {
-    /// Payload bytes copied per call.
-    pub capture_cap: u32,
-    /// Payload bytes copied per call on connections of a framed protocol (HTTP/2).
-    pub framed_cap: u32,
-    /// Size of the ring buffer shared by all CPUs, in bytes (a power of two, at least a page).
-    pub ring_buffer_bytes: u32,
-    /// Which processes and ports are captured.
-    pub selection: KernelSelection,
-    /// How socket syscalls find their socket; `None` for the best this kernel has.
-    pub socket_lookup: Option<SocketLookup>,
-    /// Where the verifier's log of a refused program is appended.
-    pub verifier_log: Option<PathBuf>,
-}
 
 /// Why capture could not start.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +123,10 @@ impl Capture {
     /// Loads the kernel programs, configures them, and attaches every probe: syscall and socket
     /// tracepoints first, then the OpenSSL uprobes on every copy found on the host. Returns the
     /// ring buffer to read records from and the kernel-side log.
-    pub fn start(settings: CaptureSettings) -> Result<(Self, CaptureOutputs), CaptureError> {
+    pub fn start(
+        settings: &CaptureSettings,
+        selection: &KernelSelection,
+    ) -> Result<(Self, CaptureOutputs), CaptureError> {
         if settings.capture_cap == 0 || settings.capture_cap as usize > MAX_PAYLOAD {
             return Err(CaptureError::Settings(format!(
                 "capture cap must be between 1 and {MAX_PAYLOAD} bytes, not {}",
@@ -180,13 +165,13 @@ impl Capture {
         // allocator returns that memory before aya parses again for the BTF tracepoints' type
         // ids, and again after. Only then is the ring buffer mapped (twice its size, all
         // resident), so its pages do not add to the parses' peak.
-        let layout = btf::kernel_layout(Path::new(btf::VMLINUX_BTF), settings.socket_lookup)?;
-        match Self::load(&settings, layout) {
+        let wanted = settings.socket_lookup.lookup();
+        let layout = btf::kernel_layout(Path::new(btf::VMLINUX_BTF), wanted)?;
+        match Self::load(settings, selection, layout) {
             // The socket tracepoints are the one part of the core group that another path can
             // stand in for: on a kernel whose build refuses them, walk the file table instead.
             Err(CaptureError::Core(failure))
-                if settings.socket_lookup.is_none()
-                    && layout.socket_lookup == SocketLookup::Tracepoints =>
+                if wanted.is_none() && layout.socket_lookup == SocketLookup::Tracepoints =>
             {
                 warn!(
                     "the core kernel programs failed with the socket tracepoints ({failure}); \
@@ -194,7 +179,7 @@ impl Capture {
                 );
                 let layout =
                     btf::kernel_layout(Path::new(btf::VMLINUX_BTF), Some(SocketLookup::FdTable))?;
-                Self::load(&settings, layout)
+                Self::load(settings, selection, layout)
             }
             loaded => loaded,
         }
@@ -203,6 +188,7 @@ impl Capture {
     /// Loads the object for `layout`, configures it and loads and attaches the program groups.
     fn load(
         settings: &CaptureSettings,
+        selection: &KernelSelection,
         layout: btf::KernelLayout,
     ) -> Result<(Self, CaptureOutputs), CaptureError> {
         let fork = tracefs::fork_offsets()?;
@@ -229,11 +215,11 @@ impl Capture {
         let config = CaptureConfig {
             agent_tgid: std::process::id(),
             capture_cap: settings.capture_cap,
-            filter_mode: settings.selection.process_mode() as u32,
-            filters: settings.selection.filter_bits(),
+            filter_mode: selection.process_mode() as u32,
+            filters: selection.filter_bits(),
             sock: layout.sock,
             framed_cap: settings.framed_cap,
-            port_mode: settings.selection.port_mode() as u32,
+            port_mode: selection.port_mode() as u32,
             fd_table: layout.fd_table,
             fork,
         };
@@ -248,14 +234,14 @@ impl Capture {
         let payload_policies = take_map(&mut ebpf, "PAYLOAD_POLICIES", HashMap::try_from)?;
         let mut ports: HashMap<_, u32, u32> =
             take_map(&mut ebpf, "PORT_FILTER", HashMap::try_from)?;
-        for (port, verdict) in &settings.selection.ports {
+        for (port, verdict) in &selection.ports {
             ports
                 .insert(u32::from(*port), *verdict as u32, 0)
                 .map_err(map_error("PORT_FILTER"))?;
         }
         let mut process_verdicts =
             ProcessVerdicts::new(take_map(&mut ebpf, "PID_FILTER", HashMap::try_from)?);
-        for (pid, verdict) in &settings.selection.processes {
+        for (pid, verdict) in &selection.processes {
             process_verdicts.set(*pid, *verdict);
         }
         let stdio_processes = StdioProcesses::new(
@@ -294,7 +280,7 @@ impl Capture {
             CaptureOutputs {
                 ring,
                 kernel_log,
-                process_verdicts: settings.selection.per_process.then_some(process_verdicts),
+                process_verdicts: selection.per_process.then_some(process_verdicts),
                 stdio_processes,
             },
         ))

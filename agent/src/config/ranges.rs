@@ -1,7 +1,10 @@
-//! Range checks of numeric keys, run while the file is parsed, so that an out-of-range value
-//! is reported at its line and column like a wrong type or an unknown key.
+//! Range checks of numeric keys, run while the configuration is read, so that an
+//! out-of-range value is reported at its line and column like a wrong type or an unknown key;
+//! and the durations whose keys name their unit (`*_secs`, `*_ms`), read into [`Duration`]s.
 
-use serde::{Deserialize, Deserializer, de::Error as _};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
 /// Deserializes a whole number and accepts it only from `MIN` to `MAX` (inclusive); use as
 /// `#[serde(deserialize_with = "ranges::within::<_, _, MIN, MAX>")]`.
@@ -17,4 +20,34 @@ where
             "{value} is out of range: expected {MIN} to {MAX}"
         ))),
     }
+}
+
+/// A duration written in whole seconds, from `MIN` to `MAX`.
+pub fn secs_within<'de, D, const MIN: u64, const MAX: u64>(
+    deserializer: D,
+) -> Result<Duration, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    within::<D, u64, MIN, MAX>(deserializer).map(Duration::from_secs)
+}
+
+/// A duration written in whole milliseconds, from `MIN` to `MAX`.
+pub fn millis_within<'de, D, const MIN: u64, const MAX: u64>(
+    deserializer: D,
+) -> Result<Duration, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    within::<D, u64, MIN, MAX>(deserializer).map(Duration::from_millis)
+}
+
+/// Writes a duration as whole seconds.
+pub fn as_secs<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.as_secs())
+}
+
+/// Writes a duration as whole milliseconds.
+pub fn as_millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }

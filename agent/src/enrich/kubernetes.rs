@@ -26,6 +26,31 @@ const SERVICE_NAME_ANNOTATION: &str = "resource.opentelemetry.io/service.name";
 /// Label naming the application (Kubernetes' recommended labels).
 const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
 
+/// The `kubernetes:` section of the configuration.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSettings {
+    /// Name calls after the pods, namespaces and workloads the API server reports for this
+    /// node (in-cluster service account, else `$KUBECONFIG`).
+    pub enabled: bool,
+    /// This node's name (the Helm chart sets it from the downward API).
+    pub node_name: Option<String>,
+}
+
+impl KubernetesSettings {
+    /// The node whose pods are watched; `None` when enrichment is off, an error when it is on
+    /// but the node is unnamed.
+    pub fn node(&self) -> Result<Option<&str>, &'static str> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        match self.node_name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => Ok(Some(name)),
+            _ => Err("kubernetes.enabled needs this node's name: kubernetes.node_name"),
+        }
+    }
+}
+
 /// The kinds of workload that own pods, as named in the resource attributes
 /// (`k8s.<kind>.name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,6 +25,54 @@ use tokio::net::TcpListener;
 use super::health::AgentHealth;
 use crate::analysis::{events::unix_ms_now, inventory::SharedInventory};
 
+/// The `server:` section of the configuration.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address of `/healthz`, `/readyz` and `/metrics`, e.g. `127.0.0.1:9750`; `off` for none.
+    pub listen: Listen,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 9750))),
+        }
+    }
+}
+
+/// Where the endpoints are served: an address, or `off`.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub enum Listen {
+    /// Not served.
+    Off,
+    /// Served on this address.
+    On(SocketAddr),
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.trim() {
+            "off" => Ok(Self::Off),
+            address => address.parse().map(Self::On).map_err(|_| {
+                format!("`{text}` is not an address such as 127.0.0.1:9750, nor `off`")
+            }),
+        }
+    }
+}
+
+impl From<Listen> for String {
+    fn from(listen: Listen) -> String {
+        match listen {
+            Listen::Off => "off".to_owned(),
+            Listen::On(address) => address.to_string(),
+        }
+    }
+}
+
 /// Binds `address` and serves the endpoints on the current runtime until the task is dropped;
 /// returns the bound address (the port may have been 0) and the serving task.
 pub async fn start(

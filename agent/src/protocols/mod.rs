@@ -139,11 +139,19 @@ pub trait Decoder: Send {
     }
 }
 
-/// Settings shared by the decoders.
-#[derive(Debug, Clone, Copy)]
+/// The `decode:` section of the configuration: settings shared by the decoders.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct DecoderSettings {
-    /// Body bytes kept per message for analysis (never exported by default).
+    /// Body bytes kept per message for analysis (at most 1 MiB); never exported.
+    #[serde(deserialize_with = "crate::config::ranges::within::<_, _, 0, 1_048_576>")]
     pub body_cap: usize,
+}
+
+impl Default for DecoderSettings {
+    fn default() -> Self {
+        Self { body_cap: 4096 }
+    }
 }
 
 /// Per-connection protocol detection and decoding.

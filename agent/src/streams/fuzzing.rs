@@ -44,7 +44,7 @@ const TGIDS: [u32; 2] = [u32::MAX, u32::MAX - 1];
 pub fn capture_events(mut data: &[u8]) {
     let mut table = StreamTable::new(StreamSettings {
         max_connections: 4,
-        idle_timeout_ns: 50_000,
+        idle_timeout: std::time::Duration::from_nanos(50_000),
     });
     let mut assembled = Assembled::new();
     let mut out = StreamOutput::default();

@@ -15,14 +15,17 @@ pub mod client_hello;
 pub mod fuzzing;
 pub mod procfs;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agent_common::{ConnKey, Direction, PayloadPolicy, Role, data_flags};
 use bytes::Bytes;
 use foldhash::HashMap;
 
 pub use crate::capture::Transport;
-use crate::capture::{CaptureEvent, ConnectionSeen, DataChunk};
+use crate::{
+    capture::{CaptureEvent, ConnectionSeen, DataChunk},
+    config::ranges,
+};
 
 use self::client_hello::{ClientHelloAssembly, HelloProgress};
 
@@ -45,13 +48,29 @@ impl<T> PerDirection<T> {
     }
 }
 
-/// Limits of the connection table.
-#[derive(Debug, Clone, Copy)]
+/// The `streams:` section of the configuration: limits of the connection table.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
     /// Connections tracked at once; the least recently active one is evicted beyond that.
+    #[serde(deserialize_with = "ranges::within::<_, _, 1, 4_194_304>")]
     pub max_connections: usize,
-    /// A connection with no traffic for this long is forgotten.
-    pub idle_timeout_ns: u64,
+    /// Seconds without traffic after which a connection's state is dropped.
+    #[serde(
+        rename = "idle_timeout_secs",
+        deserialize_with = "ranges::secs_within::<_, 1, 31_536_000>",
+        serialize_with = "ranges::as_secs"
+    )]
+    pub idle_timeout: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 65_536,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 /// What is known of one connection, shared by all its chunks.
@@ -245,7 +264,9 @@ impl StreamTable {
     /// Forgets connections idle since before `now_ns - idle_timeout`, reporting their end;
     /// returns their keys so the kernel side can forget them too.
     pub fn reclaim_idle(&mut self, now_ns: u64, ended: &mut Vec<(u64, u64)>) -> Vec<ConnKey> {
-        let cutoff = now_ns.saturating_sub(self.settings.idle_timeout_ns);
+        let cutoff = now_ns.saturating_sub(
+            u64::try_from(self.settings.idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+        );
         let idle: Vec<ConnKey> = self
             .connections
             .iter()

@@ -3,7 +3,7 @@ use super::*;
 fn table() -> StreamTable {
     StreamTable::new(StreamSettings {
         max_connections: 2,
-        idle_timeout_ns: 1_000,
+        idle_timeout: Duration::from_nanos(1_000),
     })
 }
 

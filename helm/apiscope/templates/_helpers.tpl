@@ -69,7 +69,7 @@ The image reference.
 The agent's config.yaml: the `config` value, plus the keys the chart owns. server.listen is
 all addresses on server.port, so that the kubelet's probes reach it; inventory.directory is
 where the inventory hostPath is mounted; the node name is not here
-but in APISCOPE_NODE_NAME (downward API), and the OTLP endpoint, protocol and headers are in
+but in APISCOPE_KUBERNETES_NODE_NAME (downward API), and the OTLP endpoint, protocol and headers are in
 OTEL_EXPORTER_OTLP_* variables (headers from a Secret only).
 */}}
 {{- define "apiscope.config" -}}

@@ -54,7 +54,7 @@ impl Scenario {
                 true,
             ),
             Self {
-                agent_args: &["--otlp-compression", "none"],
+                agent_args: &["--set", "export.otlp.compression=none"],
                 ..small(
                     "plain-small-nogzip",
                     "plain-small with the agent's OTLP exports uncompressed (the default is gzip)",

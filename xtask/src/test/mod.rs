@@ -88,7 +88,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 if let Some(capture) = capture {
                     let name = "capture (fd_table lookup)";
                     println!("\n=== {name}");
-                    let env = [env[0], ("APISCOPE_SOCKET_LOOKUP", "fd_table")];
+                    let env = [env[0], ("APISCOPE_CAPTURE_SOCKET_LOOKUP", "fd_table")];
                     summary.binary(round, name, capture.run(&[], &env));
                 }
             }

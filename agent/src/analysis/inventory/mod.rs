@@ -13,13 +13,13 @@ pub mod auth;
 mod endpoint;
 pub mod openapi;
 mod schema;
+mod settings;
 pub mod store;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     hash::{BuildHasher, Hash},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use opentelemetry::KeyValue;
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use endpoint::{Conformance, Endpoint, EndpointKey, LatencySummary};
 pub use schema::JsonTypes;
+pub use settings::{InventorySettings, SpecFile};
 
 use super::{
     events::{self, ApiEvent, ServiceRef, Severity},
@@ -57,19 +58,6 @@ pub struct SpecBinding {
     pub file: String,
     /// The spec.
     pub api: Arc<DeclaredApi>,
-}
-
-/// How the inventory is kept.
-#[derive(Debug, Clone)]
-pub struct InventorySettings {
-    /// Declared specs.
-    pub specs: Vec<SpecBinding>,
-    /// A declared operation without a call for this long is an orphan.
-    pub orphan_after: Duration,
-    /// Endpoints per service; more collapse into one overflow endpoint.
-    pub max_endpoints_per_service: usize,
-    /// Services tracked; calls of further services are not inventoried.
-    pub max_services: usize,
 }
 
 /// One service's part of the inventory.
@@ -126,12 +114,17 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// An empty inventory, started at `now_ms`, finding sensitive data with `scanner`.
-    pub fn new(settings: InventorySettings, scanner: Arc<SensitiveScanner>, now_ms: u64) -> Self {
-        let specs = settings
-            .specs
-            .iter()
-            .map(|binding| (binding.service.clone(), binding.clone()))
+    /// An empty inventory, started at `now_ms`, comparing calls with the declared `specs`
+    /// and finding sensitive data with `scanner`.
+    pub fn new(
+        settings: InventorySettings,
+        specs: Vec<SpecBinding>,
+        scanner: Arc<SensitiveScanner>,
+        now_ms: u64,
+    ) -> Self {
+        let specs = specs
+            .into_iter()
+            .map(|binding| (binding.service.clone(), binding))
             .collect();
         Self {
             settings,
@@ -889,7 +882,7 @@ fn count_findings(endpoint: &mut Endpoint, findings: &[(Direction, Finding)]) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::{sync::Arc, time::Duration};
 
     use super::auth::AuthScheme;
     use super::*;
@@ -898,11 +891,12 @@ mod tests {
     fn inventory() -> Inventory {
         Inventory::new(
             InventorySettings {
-                specs: Vec::new(),
                 orphan_after: Duration::from_secs(60),
                 max_endpoints_per_service: 2,
                 max_services: 8,
+                ..InventorySettings::default()
             },
+            Vec::new(),
             Arc::new(SensitiveScanner::new()),
             0,
         )

@@ -10,6 +10,7 @@ pub mod injection;
 mod posture;
 pub mod principal;
 pub mod rules;
+mod settings;
 mod ssrf;
 
 use std::{
@@ -27,6 +28,8 @@ use crate::{
     protocols::{genai::GenAiCall, http::HttpExchange, mcp::McpCall},
     streams::Connection,
 };
+
+pub use settings::SecuritySettings;
 
 use abuse::{AbuseDetector, Observation};
 use agentic::{AgenticDetector, AgenticMatch, AgenticSettings};

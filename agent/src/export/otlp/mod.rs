@@ -32,7 +32,9 @@ use tokio::{
 };
 
 pub use logs::{CallContext, EventQueue};
-pub use settings::{OtlpHeaders, OtlpProtocol, OtlpSettings, RetrySettings};
+pub use settings::{
+    HeadersFileError, OtlpCompression, OtlpHeaders, OtlpProtocol, OtlpSettings, RetrySettings,
+};
 
 use crate::export::health::{AgentHealth, ExportStats};
 pub use spans::{EncodedSpan, encode_span};
@@ -250,24 +252,24 @@ pub fn start(
 fn build_metric_exporter(settings: &OtlpSettings) -> Result<MetricExporter, OtlpError> {
     let failed = |source| OtlpError::Build {
         signal: "metrics",
-        endpoint: settings.endpoint.clone(),
+        endpoint: settings.endpoint().unwrap_or_default().to_owned(),
         source,
     };
     let compression = settings
-        .gzip
+        .gzip()
         .then_some(opentelemetry_otlp::Compression::Gzip);
     match settings.protocol {
         OtlpProtocol::Grpc => {
             let builder = MetricExporter::builder()
                 .with_tonic()
-                .with_endpoint(settings.endpoint.clone())
+                .with_endpoint(settings.endpoint().unwrap_or_default())
                 .with_timeout(settings.timeout)
                 .with_metadata(settings::metadata(&settings.headers)?);
             let builder = match compression {
                 Some(compression) => builder.with_compression(compression),
                 None => builder,
             };
-            settings::with_grpc_tls(builder, &settings.endpoint)
+            settings::with_grpc_tls(builder, settings.endpoint().unwrap_or_default())
                 .build()
                 .map_err(failed)
         }
@@ -276,7 +278,7 @@ fn build_metric_exporter(settings: &OtlpSettings) -> Result<MetricExporter, Otlp
                 .with_http()
                 .with_endpoint(settings.signal_url("metrics"))
                 .with_timeout(settings.timeout)
-                .with_headers(settings.headers.0.iter().cloned().collect());
+                .with_headers(settings.headers.0.clone().into_iter().collect());
             let builder = match compression {
                 Some(compression) => builder.with_compression(compression),
                 None => builder,

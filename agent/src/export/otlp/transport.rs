@@ -234,23 +234,24 @@ enum Transport {
 
 impl Transport {
     fn new(settings: &OtlpSettings, signal: Signal) -> Result<Self, OtlpError> {
+        let url = settings.endpoint().unwrap_or_default();
         let failed = |reason: String| OtlpError::Client {
-            endpoint: settings.endpoint.clone(),
+            endpoint: url.to_owned(),
             reason,
         };
         match settings.protocol {
             OtlpProtocol::Grpc => {
-                let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
+                let mut endpoint = Endpoint::from_shared(url.to_owned())
                     .map_err(|error| failed(error.to_string()))?
                     .timeout(settings.timeout)
                     .connect_timeout(settings.timeout);
-                if settings.endpoint.starts_with("https://") {
+                if url.starts_with("https://") {
                     endpoint = endpoint
                         .tls_config(ClientTlsConfig::new().with_native_roots())
                         .map_err(|error| failed(error.to_string()))?;
                 }
                 let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
-                if settings.gzip {
+                if settings.gzip() {
                     grpc = grpc.send_compressed(CompressionEncoding::Gzip);
                 }
                 Ok(Self::Grpc {
@@ -275,7 +276,7 @@ impl Transport {
                     client,
                     url: settings.signal_url(signal.http_name()),
                     headers,
-                    gzip: settings.gzip,
+                    gzip: settings.gzip(),
                 })
             }
         }
