@@ -11,7 +11,7 @@ mod posture;
 pub mod principal;
 pub mod rules;
 mod settings;
-mod ssrf;
+mod ssrf_confirmation;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -37,7 +37,7 @@ use injection::{InjectionClass, InjectionDetector, InjectionMatch};
 use posture::AuthHabits;
 use principal::{Principal, PrincipalKeyer};
 use rules::{ActiveRules, Lane, Matcher, Rule, RuleId, RuleSeverity, watch::RuleHandle};
-use ssrf::{Outbound, SsrfTracker};
+use ssrf_confirmation::{Outbound, SsrfTracker};
 
 /// How far apart the kernel's and analysis's views of "when" may be (ms).
 const CLOCK_SLACK_MS: u64 = 100;

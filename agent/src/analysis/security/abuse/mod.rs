@@ -44,7 +44,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod auth;
+mod auth_failures;
 mod bola;
 mod credentials;
 mod exposure;
@@ -56,7 +56,7 @@ mod tests;
 mod window;
 
 pub use self::{
-    auth::{AuthFailureDetector, AuthFailureParams, AuthFailureScope},
+    auth_failures::{AuthFailureDetector, AuthFailureParams, AuthFailureScope},
     bola::{BolaDetector, BolaParams},
     credentials::{
         CredentialStuffingDetector, CredentialStuffingParams, TokenSpreadDetector,

@@ -20,7 +20,7 @@
 
 mod decode;
 mod patterns;
-mod ssrf;
+mod ssrf_targets;
 #[cfg(test)]
 mod tests;
 
@@ -538,7 +538,7 @@ impl InjectionDetector {
             }
         }
         if wanted(InjectionClass::Ssrf, found)
-            && let Some(ssrf) = ssrf::check(text)
+            && let Some(ssrf) = ssrf_targets::check(text)
         {
             add(
                 InjectionClass::Ssrf,
