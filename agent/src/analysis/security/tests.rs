@@ -4,6 +4,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::{
+    analysis::events,
+    calls::Side,
     protocols::http::{Header, HttpExchange},
     testing::call,
 };
@@ -29,6 +31,15 @@ fn served(target: &str, headers: Vec<Header>, status: u16, peer: &str) -> Enrich
     connection.peer = Some(peer.parse().unwrap());
     analyzed.call.call.connection = Arc::new(connection);
     analyzed.call
+}
+
+/// An outbound call of the serving process to `peer`, naming it as its `Host`.
+fn outbound_call(peer: &str) -> EnrichedCall {
+    let mut outbound = call(Side::Client, 200, vec![header("host", peer)]);
+    let mut connection = (*outbound.call.call.connection).clone();
+    connection.peer = Some(peer.parse().unwrap());
+    outbound.call.call.connection = Arc::new(connection);
+    outbound.call
 }
 
 struct Fixture {
@@ -274,11 +285,11 @@ fn enumeration_raises_bola_and_reading_ones_own_objects_does_not() {
 #[test]
 fn ssrf_is_confirmed_by_the_servers_own_outbound_call() {
     let mut fixture = Fixture::new();
-    let mut outbound = call(Side::Client, 200, vec![header("host", "127.0.0.1:9901")]);
-    let mut connection = (*outbound.call.call.connection).clone();
-    connection.peer = Some("127.0.0.1:9901".parse().unwrap());
-    outbound.call.call.connection = Arc::new(connection);
-    assert!(fixture.assess(&outbound.call, "/").is_empty());
+    assert!(
+        fixture
+            .assess(&outbound_call("127.0.0.1:9901"), "/")
+            .is_empty()
+    );
     let request = served(
         "/fetch?url=http%3A%2F%2F127.0.0.1%3A9901%2Fadmin",
         Vec::new(),
@@ -298,5 +309,87 @@ fn ssrf_is_confirmed_by_the_servers_own_outbound_call() {
         !fixture
             .rules(&elsewhere, "/fetch")
             .contains(&"ssrf-confirmed".to_owned())
+    );
+}
+
+#[test]
+fn an_ssrf_confirmed_after_its_request_names_the_request_but_no_client_address() {
+    let mut fixture = Fixture::new();
+    let request = served(
+        "/fetch?url=http%3A%2F%2F127.0.0.1%3A9903%2Fadmin",
+        Vec::new(),
+        200,
+        "10.0.0.7:5000",
+    );
+    let rules = fixture.rules(&request, "/fetch");
+    assert!(rules.contains(&"ssrf-attempt".to_owned()), "{rules:?}");
+    assert!(!rules.contains(&"ssrf-confirmed".to_owned()), "{rules:?}");
+    let events = fixture.assess(&outbound_call("127.0.0.1:9903"), "/");
+    let names: Vec<String> = events
+        .iter()
+        .map(|event| attribute(event, "security_rule.name"))
+        .collect();
+    assert_eq!(names, ["ssrf-confirmed"]);
+    let confirmed = &events[0];
+    assert_eq!(
+        attribute(confirmed, "apiscope.finding.location"),
+        "query:url"
+    );
+    assert_eq!(attribute(confirmed, "api.endpoint"), "GET /fetch");
+    assert_eq!(
+        attribute(confirmed, "apiscope.finding.evidence"),
+        "the serving process called the address within the window, after the request"
+    );
+    assert_eq!(attribute(confirmed, "client.address"), "");
+    assert!(
+        fixture
+            .assess(&outbound_call("127.0.0.1:9903"), "/")
+            .is_empty(),
+        "confirmed once"
+    );
+}
+
+#[test]
+fn a_connection_the_kernel_saw_confirms_an_ssrf_too() {
+    let mut fixture = Fixture::new();
+    let connection = Arc::clone(&outbound_call("127.0.0.1:9904").call.connection);
+    fixture.analyzer.connected(&connection, fixture.now_ms);
+    let request = served(
+        "/fetch?url=http%3A%2F%2F127.0.0.1%3A9904%2Fadmin",
+        Vec::new(),
+        200,
+        "10.0.0.7:5000",
+    );
+    let events = fixture.assess(&request, "/fetch");
+    let confirmed = events
+        .iter()
+        .find(|event| attribute(event, "security_rule.name") == "ssrf-confirmed")
+        .expect("ssrf-confirmed");
+    assert_eq!(
+        attribute(confirmed, "apiscope.finding.location"),
+        "query:url"
+    );
+    assert_eq!(attribute(confirmed, "client.address"), "10.0.0.7");
+}
+
+#[test]
+fn findings_follow_the_order_of_their_rules_whichever_family_judged_them() {
+    let mut fixture = Fixture::new();
+    fixture.pack(concat!(
+        "name: team\nversion: '2'\nrules:\n",
+        "  - id: team-sqli\n    version: 1\n    title: SQL injection, by the team\n",
+        "    severity: high\n    lane: alert\n    category: injection\n",
+        "    references: {owasp_api: 'API8:2023'}\n",
+        "    match: {detector: injection, classes: [sqli]}\n",
+    ));
+    let attack = served(
+        "/search?q=1%27%20OR%20%271%27%3D%271",
+        vec![header("authorization", "Basic YWxpY2U6aHVudGVyMg==")],
+        200,
+        "10.0.0.7:5000",
+    );
+    assert_eq!(
+        fixture.rules(&attack, "/search"),
+        ["sqli", "basic-over-plaintext", "team-sqli"]
     );
 }
