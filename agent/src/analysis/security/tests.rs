@@ -2,7 +2,10 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::*;
+use super::{
+    rules::{Lane, Rule},
+    *,
+};
 use crate::{
     analysis::events,
     calls::Side,
@@ -392,4 +395,20 @@ fn findings_follow_the_order_of_their_rules_whichever_family_judged_them() {
         fixture.rules(&attack, "/search"),
         ["sqli", "basic-over-plaintext", "team-sqli"]
     );
+}
+
+#[test]
+fn every_detector_of_the_default_pack_is_claimed_by_exactly_one_family() {
+    // The default pack has a rule of every detector.
+    let rules = ActiveRules::load(&[] as &[&str]).unwrap();
+    for rule in &rules.rules {
+        let mut single = Rule::clone(rule);
+        single.lane = Lane::Alert;
+        let single = [Arc::new(single)];
+        let claimants = families()
+            .iter_mut()
+            .filter_map(|family| family.adopt(&single).then_some(()))
+            .count();
+        assert_eq!(claimants, 1, "{}", rule.id);
+    }
 }

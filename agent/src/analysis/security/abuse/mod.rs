@@ -55,6 +55,14 @@ mod table;
 mod tests;
 mod window;
 
+use std::{collections::HashMap, sync::Arc};
+
+use super::{
+    family::{CallContext, Claimed, DetectorFamily},
+    finding::Finding,
+    rules::{Lane, Matcher, Rule, RuleId},
+};
+
 pub use self::{
     auth_failures::{AuthFailureDetector, AuthFailureParams, AuthFailureScope},
     bola::{BolaDetector, BolaParams},
@@ -181,6 +189,92 @@ pub fn detector(params: &AbuseParams) -> Box<dyn AbuseDetector> {
         AbuseParams::Rate(p) => Box::new(RateDetector::new(p)),
         AbuseParams::Exposure(p) => Box::new(ExposureDetector::new(p)),
         AbuseParams::Regularity(p) => Box::new(RegularityDetector::new(p)),
+    }
+}
+
+/// Object ids of one request the enumeration detectors read.
+const MAX_OBJECT_IDS: usize = 4;
+
+/// The stateful abuse rules: each rule's detector sees every served request.
+#[derive(Default)]
+pub(super) struct AbuseFamily {
+    /// Every abuse rule with its detector, in pack order, those off included: a lane edit does
+    /// not forget a baseline.
+    rules: Vec<Claimed<Box<dyn AbuseDetector>>>,
+}
+
+impl DetectorFamily for AbuseFamily {
+    fn adopt(&mut self, rules: &[Arc<Rule>]) -> bool {
+        let mut previous: HashMap<RuleId, (Matcher, Box<dyn AbuseDetector>)> =
+            std::mem::take(&mut self.rules)
+                .into_iter()
+                .map(|old| (old.rule.id.clone(), (old.rule.matcher.clone(), old.check)))
+                .collect();
+        for (position, rule) in rules.iter().enumerate() {
+            let Some(params) = rule.matcher.abuse_params() else {
+                continue;
+            };
+            let state = match previous.remove(&rule.id) {
+                Some((matcher, state)) if matcher == rule.matcher => state,
+                _ => detector(&params),
+            };
+            self.rules.push(Claimed {
+                position,
+                rule: Arc::clone(rule),
+                check: state,
+            });
+        }
+        self.rules.iter().any(|abuse| abuse.rule.lane != Lane::Off)
+    }
+
+    fn judge(&mut self, context: &CallContext<'_>, findings: &mut Vec<Finding>) {
+        let Some(served) = context.served() else {
+            return;
+        };
+        let request = served.request();
+        let principal = served.principal();
+        // Keyed hashes of the path segments the route templates (`/orders/{id}` of `/orders/42`).
+        let object_ids: Vec<u64> = request
+            .path()
+            .split('/')
+            .zip(served.route.split('/'))
+            .filter(|(_, template)| template.starts_with('{') && template.ends_with('}'))
+            .take(MAX_OBJECT_IDS)
+            .map(|(segment, _)| context.keyer.hash(segment.as_bytes()))
+            .collect();
+        let source = served
+            .source
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let observation = Observation {
+            now_ms: context.now_ms,
+            service: &context.call.workload.service_name,
+            endpoint: served.endpoint_name(),
+            principal: &principal.id,
+            source: &source,
+            login_user: principal.login_user,
+            credential: principal.credential,
+            object_ids: &object_ids,
+            status: served.status,
+            response_bytes: served
+                .http
+                .response
+                .as_ref()
+                .map_or(0, |response| response.body.size),
+            response_sensitive: served.response_sensitive,
+        };
+        for abuse in self
+            .rules
+            .iter_mut()
+            .filter(|abuse| abuse.rule.lane != Lane::Off)
+        {
+            if let Some(detection) = abuse.check.observe(&observation) {
+                findings.push(abuse.finding(
+                    served.subject(),
+                    "request".to_owned(),
+                    detection.evidence,
+                ));
+            }
+        }
     }
 }
 

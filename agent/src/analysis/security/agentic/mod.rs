@@ -17,10 +17,18 @@
 
 pub mod prompt;
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use globset::Glob;
 
+use super::{
+    family::{CallContext, Claimed, DetectorFamily, claim},
+    finding::{self, Endpoint, Finding, Order, Subject},
+    rules::{Matcher, Rule},
+};
 use crate::{
     analysis::mcp_server,
     calls::Side,
@@ -282,6 +290,139 @@ impl AgenticDetector {
     }
 }
 
+/// The rules about AI traffic, judged on either end of a model call or MCP exchange.
+#[derive(Debug, Default)]
+pub(super) struct AgenticFamily {
+    detector: AgenticDetector,
+    /// Each rule with the detector whose matches it raises.
+    rules: Vec<Claimed<&'static str>>,
+    parameters: Parameters,
+}
+
+/// The parameters the agentic rules in force set: the last rule to set one wins.
+#[derive(Debug, Default)]
+struct Parameters {
+    destructive: Vec<String>,
+    agency_window_ms: u64,
+    providers: Vec<String>,
+    servers: Vec<String>,
+}
+
+impl Parameters {
+    fn of(rules: &[Claimed<&'static str>]) -> Self {
+        let mut parameters = Self::default();
+        for claimed in rules {
+            match &claimed.rule.matcher {
+                Matcher::ExcessiveAgency(params) => {
+                    parameters.destructive = params.destructive.clone();
+                    parameters.agency_window_ms = params.window_secs.saturating_mul(1_000);
+                }
+                Matcher::GenaiProviderAllowlist(params) => {
+                    parameters.providers = params.providers.clone();
+                }
+                Matcher::McpServerAllowlist(params) => parameters.servers = params.servers.clone(),
+                _ => {}
+            }
+        }
+        parameters
+    }
+
+    fn settings(&self) -> AgenticSettings<'_> {
+        AgenticSettings {
+            destructive: &self.destructive,
+            agency_window_ms: self.agency_window_ms,
+            providers: &self.providers,
+            servers: &self.servers,
+        }
+    }
+}
+
+impl DetectorFamily for AgenticFamily {
+    fn adopt(&mut self, rules: &[Arc<Rule>]) -> bool {
+        self.rules = claim(rules, Matcher::agentic_detector);
+        self.parameters = Parameters::of(&self.rules);
+        !self.rules.is_empty()
+    }
+
+    fn judge(&mut self, context: &CallContext<'_>, findings: &mut Vec<Finding>) {
+        // Asked of every call: most carry neither, and cost nothing more.
+        let carries_ai = context.call.call.layer::<GenAiCall>().is_some()
+            || context.call.call.layer::<McpCall>().is_some();
+        if !carries_ai {
+            return;
+        }
+        let found =
+            self.detector
+                .observe(context.call, &self.parameters.settings(), context.now_ms);
+        if found.is_empty() {
+            return;
+        }
+        let subject = Arc::new(subject(context));
+        for AgenticMatch {
+            detector,
+            location,
+            evidence,
+        } in found
+        {
+            for rule in self.rules.iter().filter(|rule| rule.check == detector) {
+                findings.push(Finding {
+                    order: Order::Found,
+                    rule: Arc::clone(&rule.rule),
+                    subject: Arc::clone(&subject),
+                    location: location.clone(),
+                    evidence: evidence.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// Whom and what an AI-traffic finding is about: an MCP exchange's endpoint is
+/// `MCP {method} {target}`; a stdio exchange's caller is the agent process that started the
+/// server.
+fn subject(context: &CallContext<'_>) -> Subject {
+    let call = &context.call.call;
+    let source = call.connection.peer.map(|peer| peer.ip());
+    let mcp_endpoint = call.layer::<McpCall>().map(|mcp| Endpoint {
+        method: "MCP".to_owned(),
+        route: match &mcp.target {
+            Some(target) => format!("{} {target}", mcp.method),
+            None => mcp.method.clone(),
+        },
+    });
+    let (endpoint, principal, source) = match (call.exchange::<HttpExchange>(), mcp_endpoint) {
+        (Some(http), endpoint) => {
+            let endpoint = endpoint.unwrap_or_else(|| Endpoint {
+                method: http.request.method.clone(),
+                route: http.request.path().to_owned(),
+            });
+            (
+                endpoint,
+                context.keyer.principal(&http.request, source),
+                source,
+            )
+        }
+        // Over pipes, the agent process that started the server is the caller.
+        (None, endpoint) => {
+            let endpoint = endpoint.unwrap_or_else(|| Endpoint {
+                method: "MCP".to_owned(),
+                route: String::new(),
+            });
+            (
+                endpoint,
+                context.keyer.process(&agent_name(context.call)),
+                None,
+            )
+        }
+    };
+    Subject {
+        service: finding::service(context.call),
+        endpoint,
+        principal,
+        source,
+    }
+}
+
 fn injection(location: &str, marker: &prompt::Marker) -> AgenticMatch {
     AgenticMatch {
         detector: "prompt_injection",
@@ -302,7 +443,7 @@ fn agent_process(call: &EnrichedCall) -> Option<u32> {
 }
 
 /// The name of the agent process of an exchange (its thread name), or `unknown`.
-pub fn agent_name(call: &EnrichedCall) -> String {
+fn agent_name(call: &EnrichedCall) -> String {
     agent_process(call)
         .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
         .map_or_else(|| "unknown".to_owned(), |comm| comm.trim().to_owned())

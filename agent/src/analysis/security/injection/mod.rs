@@ -24,10 +24,15 @@ mod ssrf_targets;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use serde_json::Value;
 
+use super::{
+    family::{CallContext, Claimed, DetectorFamily, claim},
+    finding::Finding,
+    rules::{Matcher, Rule},
+};
 use decode::Encodings;
 use patterns::Rules;
 
@@ -546,6 +551,39 @@ impl InjectionDetector {
                 ssrf.target,
                 found,
             );
+        }
+    }
+}
+
+/// The `injection` rules: each raises the first match of its classes in a served request.
+#[derive(Debug, Default)]
+pub(super) struct InjectionFamily {
+    /// Each rule with the classes it raises.
+    rules: Vec<Claimed<Vec<InjectionClass>>>,
+}
+
+impl DetectorFamily for InjectionFamily {
+    fn adopt(&mut self, rules: &[Arc<Rule>]) -> bool {
+        self.rules = claim(rules, |matcher| match matcher {
+            Matcher::Injection(params) => Some(params.classes.clone()),
+            _ => None,
+        });
+        !self.rules.is_empty()
+    }
+
+    fn judge(&mut self, context: &CallContext<'_>, findings: &mut Vec<Finding>) {
+        let Some(served) = context.served() else {
+            return;
+        };
+        let found = served.injections();
+        for rule in &self.rules {
+            if let Some(found) = found.iter().find(|found| rule.check.contains(&found.class)) {
+                findings.push(rule.finding(
+                    served.subject(),
+                    found.location.clone(),
+                    found.evidence.clone(),
+                ));
+            }
         }
     }
 }
