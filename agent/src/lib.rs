@@ -31,6 +31,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod digest;
+#[cfg(test)]
+mod docs_reference;
 pub mod enrich;
 pub mod export;
 pub mod instance;
