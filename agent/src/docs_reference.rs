@@ -11,15 +11,13 @@
 //!   is written when a block has `max_elapsed_ms:` under `retry:` under `otlp:` under
 //!   `export:`; a key below a list (`selection.exclude[].port`) is written when one item of
 //!   that list has it. Sections count as keys too.
-//! - The keys come from the code, not from a list: [`config_keys`] drives the configuration's
-//!   own `Deserialize` implementations with a [`Probe`], a deserializer that follows one path
-//!   and records what the type at its end asks for (a struct and its field names, a list, or
-//!   a value). Every field of every struct is found whatever its default, `None` and empty
-//!   lists included, and a struct inside a list (`inventory.specs`, the selection rules) is
-//!   walked like any other.
-//! - Every flag of `apiscope run` (`--capture-cap`), from clap's own description of
-//!   [`RunArgs`], and every environment variable `cli.rs` names (each `"APISCOPE_…"` and
-//!   `"OTEL_…"` string literal outside its tests) must appear on the page as a whole word.
+//! - The keys come from the code, not from a list: [`config_keys`] serializes the settings
+//!   types (the defaults, with one item in each list of structures) and walks the result, so
+//!   every field is found whatever its default, `None` included.
+//! - Every flag of `apiscope run` (`--set`, the shorthands), from clap's own description of
+//!   [`RunArgs`], and every environment variable `config/sources.rs` names (each
+//!   `"APISCOPE_…"` and `"OTEL_…"` string literal outside its tests) must appear on the page
+//!   as a whole word.
 //!
 //! **`telemetry.md`** ([`telemetry_reference_names_every_exported_name`]): every name below
 //! must appear on the page as a whole word (not inside a longer name; a name followed by
@@ -42,19 +40,16 @@
 //! nothing.
 
 use std::{
-    cell::RefCell,
     collections::BTreeSet,
     path::{Path, PathBuf},
 };
 
 use clap::Args as _;
 use regex::Regex;
-use serde::{
-    Deserialize,
-    de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor},
-};
 
-use crate::{cli::RunArgs, config::Config};
+use crate::{
+    analysis::inventory::SpecFile, cli::RunArgs, config::Config, selection::SelectionRule,
+};
 
 /// The agent crate's directory.
 fn crate_dir() -> PathBuf {
@@ -102,202 +97,92 @@ fn flag_char(c: char) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Configuration keys, from the configuration's Deserialize implementations.
-
-/// What the type at the end of a probed path asked the deserializer for.
-#[derive(Debug, Clone, Copy)]
-enum Found {
-    /// A struct: a section with these keys.
-    Section(&'static [&'static str]),
-    /// Anything else: a value (a number, a string, an enum, a map of the user's own keys).
-    Value,
-}
-
-/// A deserializer that follows `path` down the structs (and through options, newtypes and
-/// lists) and records what the type at its end asks for, then stops the deserialization with
-/// an error: it never produces a value.
-#[derive(Clone, Copy)]
-struct Probe<'a> {
-    path: &'a [&'static str],
-    /// The last step was into a list's item.
-    in_list: bool,
-    found: &'a RefCell<Option<(Found, bool)>>,
-}
-
-impl Probe<'_> {
-    fn record<T>(self, found: Found) -> Result<T, de::value::Error> {
-        if self.path.is_empty() {
-            *self.found.borrow_mut() = Some((found, self.in_list));
-        }
-        Err(de::Error::custom("probe done"))
-    }
-}
-
-impl<'de> Deserializer<'de> for Probe<'_> {
-    type Error = de::value::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
-        self.record(Found::Value)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        match self.path.split_first() {
-            None => self.record(Found::Section(fields)),
-            Some((key, rest)) => visitor.visit_map(OneEntry {
-                key: Some(key),
-                value: Probe {
-                    path: rest,
-                    in_list: false,
-                    ..self
-                },
-            }),
-        }
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        visitor.visit_seq(OneItem {
-            item: Some(Probe {
-                in_list: self.path.is_empty(),
-                ..self
-            }),
-        })
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        unit unit_struct tuple tuple_struct map enum identifier ignored_any
-    }
-}
-
-/// A map of one entry: the next key of the probed path, and the probe for its value.
-struct OneEntry<'a> {
-    key: Option<&'static str>,
-    value: Probe<'a>,
-}
-
-impl<'de> MapAccess<'de> for OneEntry<'_> {
-    type Error = de::value::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Self::Error> {
-        self.key
-            .take()
-            .map(|key| seed.deserialize(key.into_deserializer()))
-            .transpose()
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, Self::Error> {
-        seed.deserialize(self.value)
-    }
-}
-
-/// A list of one item: the probe.
-struct OneItem<'a> {
-    item: Option<Probe<'a>>,
-}
-
-impl<'de> SeqAccess<'de> for OneItem<'_> {
-    type Error = de::value::Error;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, Self::Error> {
-        self.item
-            .take()
-            .map(|probe| seed.deserialize(probe))
-            .transpose()
-    }
-}
+// Configuration keys, from the configuration's own types.
 
 /// A configuration key: its path, and how the reference's error names it
 /// (`selection.exclude[].port`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     display: String,
-    path: Vec<&'static str>,
+    path: Vec<String>,
 }
 
-/// What [`Config`]'s deserialization asks for at `path`.
-fn probe(path: &[&'static str]) -> (Found, bool) {
-    let found = RefCell::new(None);
-    let probe = Probe {
-        path,
-        in_list: false,
-        found: &found,
+/// The defaults with one item, every field set, in each list of structures, so that their
+/// items' keys are found too.
+fn example_config() -> Config {
+    let glob = |pattern: &str| Some(globset::Glob::new(pattern).expect("a valid glob"));
+    let rule = SelectionRule {
+        namespace: glob("shop"),
+        labels: [("app".to_owned(), "web".to_owned())].into(),
+        executable: glob("nginx"),
+        cgroup: glob("/system.slice/*"),
+        port: Some(22),
     };
-    // The probe always ends the deserialization with an error; what it saw is in `found`.
-    let _ = Config::deserialize(probe);
-    found
-        .into_inner()
-        .unwrap_or_else(|| panic!("the configuration's types cannot be followed to {path:?}"))
+    let mut config = Config::default();
+    config.selection.include.push(rule.clone());
+    config.selection.exclude.push(rule);
+    config.inventory.specs.push(SpecFile {
+        service: "shop".into(),
+        file: "shop.yaml".into(),
+    });
+    config
 }
 
-/// Every key the configuration accepts, sections included.
+/// Every key the configuration accepts, sections included, read off the serialized
+/// [`example_config`]: whatever a settings type declares is found, `None` fields included.
 fn config_keys() -> BTreeSet<Key> {
-    let mut keys = BTreeSet::new();
-    let mut todo = vec![(Vec::new(), String::new())];
-    while let Some((path, display)) = todo.pop() {
-        let (found, list) = probe(&path);
-        let display = if list {
-            format!("{display}[]")
-        } else {
-            display
-        };
-        if let Found::Section(fields) = found {
-            for field in fields {
-                let mut child = path.clone();
-                child.push(*field);
-                let child_display = if display.is_empty() {
-                    (*field).to_owned()
-                } else {
-                    format!("{display}.{field}")
-                };
-                todo.push((child, child_display));
-            }
-        }
+    fn walk(
+        value: &serde_json::Value,
+        path: &mut Vec<String>,
+        display: &str,
+        keys: &mut BTreeSet<Key>,
+    ) {
         if !path.is_empty() {
             keys.insert(Key {
-                display: display.trim_end_matches("[]").to_owned(),
-                path,
+                display: display.to_owned(),
+                path: path.clone(),
             });
         }
+        let items = match value {
+            serde_json::Value::Array(items) => items.first(),
+            _ => Some(value),
+        };
+        let (Some(serde_json::Value::Object(fields)), true) = (
+            items,
+            !matches!(value, serde_json::Value::Object(map) if map.is_empty()),
+        ) else {
+            return;
+        };
+        // A mapping of the user's own keys (headers, labels) is a value, not a section.
+        if display.ends_with("headers") || display.ends_with("labels") {
+            return;
+        }
+        let list = if value.is_array() { "[]" } else { "" };
+        for (name, field) in fields {
+            path.push(name.clone());
+            let child = if display.is_empty() {
+                name.clone()
+            } else {
+                format!("{display}{list}.{name}")
+            };
+            walk(field, path, &child, keys);
+            path.pop();
+        }
     }
+    let mut keys = BTreeSet::new();
+    let example = serde_json::to_value(example_config()).expect("the configuration serializes");
+    walk(&example, &mut Vec::new(), "", &mut keys);
     keys
 }
 
 /// True when `value` writes `path`: a mapping has the key, and its value writes the rest; a
 /// list writes it when one of its items does.
-fn writes(value: &serde_yaml_ng::Value, path: &[&str]) -> bool {
+fn writes(value: &serde_yaml_ng::Value, path: &[String]) -> bool {
     let Some((key, rest)) = path.split_first() else {
         return true;
     };
     match value {
-        serde_yaml_ng::Value::Mapping(_) => {
-            value.get(*key).is_some_and(|child| writes(child, rest))
-        }
+        serde_yaml_ng::Value::Mapping(_) => value.get(key).is_some_and(|child| writes(child, rest)),
         serde_yaml_ng::Value::Sequence(items) => items.iter().any(|item| writes(item, path)),
         _ => false,
     }
@@ -328,7 +213,7 @@ fn configuration_page() -> (PathBuf, String) {
 }
 
 #[test]
-fn the_probe_finds_keys_at_every_depth() {
+fn keys_are_found_at_every_depth() {
     let keys: Vec<String> = config_keys().into_iter().map(|key| key.display).collect();
     for expected in [
         "capture",
@@ -390,14 +275,14 @@ fn configuration_reference_names_every_flag_and_variable() {
         .collect();
     assert!(flags.len() > 10, "too few flags found: {flags:?}");
     let variable = Regex::new(r#""((?:APISCOPE|OTEL)_[A-Z0-9_]+)""#).expect("a valid pattern");
-    let cli = code_of(&crate_dir().join("src/cli.rs"));
+    let cli = code_of(&crate_dir().join("src/config/sources.rs"));
     let variables: BTreeSet<&str> = variable
         .captures_iter(&cli)
         .filter_map(|found| found.get(1))
         .map(|found| found.as_str())
         .collect();
     assert!(
-        variables.len() > 10,
+        variables.len() >= 9,
         "too few variables found: {variables:?}"
     );
     let missing: Vec<&str> = flags

@@ -24,7 +24,7 @@ pub enum InstanceError {
     /// Another agent holds the lock.
     #[error(
         "another apiscope (pid {pid}) is running with the state directory {}: stop it first, \
-         or give this one a directory of its own (--inventory-dir)",
+         or give this one a directory of its own (inventory.directory)",
         directory.display()
     )]
     Running {
@@ -95,7 +95,7 @@ mod tests {
             message.contains(&format!("pid {}", std::process::id())),
             "{message}"
         );
-        assert!(message.contains("--inventory-dir"), "{message}");
+        assert!(message.contains("inventory.directory"), "{message}");
         drop(first);
         let again = InstanceLock::acquire(&directory).unwrap();
         drop(again);
