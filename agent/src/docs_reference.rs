@@ -29,7 +29,7 @@
 //!   `calls/description.rs` and in `analysis/events.rs`: attribute and event names (a value
 //!   without a `.`, such as `REDACTED`, is a value, not a name, and is skipped);
 //! - `Instrument { name: "...", ... }` in the same files: the calls' metrics;
-//! - every `"apiscope.…"` string in `export/otlp/health.rs`: the agent's own OTLP metrics and
+//! - every `"apiscope.…"` string in `export/otlp/own_metrics.rs`: the agent's own OTLP metrics and
 //!   their attribute keys; every `"apiscope_…"` string in `export/server.rs`: its Prometheus
 //!   metrics;
 //! - `=> "..."` in `agent-common/src/counters.rs`: the kernel counters, the values of
@@ -317,7 +317,7 @@ const NAME_SOURCES: &[(&str, &[&str])] = &[
     ("src/calls/description.rs", &[CONST_NAME, INSTRUMENT_NAME]),
     ("src/analysis/events.rs", &[CONST_NAME]),
     (
-        "src/export/otlp/health.rs",
+        "src/export/otlp/own_metrics.rs",
         &[r#""(apiscope\.[a-z0-9_.]+)""#],
     ),
     ("src/export/server.rs", &[r#""(apiscope_[a-z0-9_]+)""#]),

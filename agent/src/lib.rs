@@ -35,6 +35,8 @@ pub mod digest;
 mod docs_reference;
 pub mod enrich;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod instance;
 pub mod inventory_command;
 pub mod pipeline;

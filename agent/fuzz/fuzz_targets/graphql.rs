@@ -1,4 +1,4 @@
 //! A GraphQL request: the JSON body of a POST /graphql over HTTP/1.1.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| agent::protocols::fuzzing::graphql_exchange(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| agent::protocols::graphql::fuzzing::exchange(data));

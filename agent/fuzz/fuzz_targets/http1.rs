@@ -1,4 +1,4 @@
 //! An HTTP/1 connection (and what it upgrades to) cut into chunks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| agent::protocols::fuzzing::http1_connection(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| agent::protocols::http1::fuzzing::connection(data));

@@ -2,15 +2,15 @@
 //! into [`CaptureEvent`]s.
 
 mod btf;
-pub mod events;
 pub mod features;
+mod filters;
 mod groups;
 mod links;
 mod loader;
 mod openssl;
 mod probes;
 mod reader;
-mod selection;
+pub mod records;
 mod settings;
 pub mod tracefs;
 
@@ -29,11 +29,11 @@ use aya::{
 use log::{debug, info, warn};
 
 pub use btf::BtfError;
-pub use events::{CaptureEvent, ConnectionSeen, DataChunk, Transport};
+pub use filters::{KernelSelection, ProcessVerdicts, StdioProcesses};
 pub use groups::{GroupState, GroupStatus, LoadFailure, LoadReport, ProgramCost, VERIFIER_BUDGET};
 pub use probes::ProbeGroup;
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
-pub use selection::{KernelSelection, ProcessVerdicts, StdioProcesses};
+pub use records::{CaptureEvent, ConnectionSeen, DataChunk, Transport};
 pub use settings::{CaptureSettings, SocketLookupChoice};
 pub use tracefs::FormatError;
 

@@ -19,7 +19,7 @@ use tokio::{
 
 use super::{
     CallOutput, RunError, RunOptions,
-    inventory::{self, InventoryKeeper},
+    inventory_keeper::{self, InventoryKeeper},
     stages::{StageCalls, StreamStage},
 };
 use crate::{
@@ -100,7 +100,7 @@ impl Agent {
         let scanner = Arc::new(SensitiveScanner::new());
         let inventory = match calls {
             CallOutput::Off => None,
-            _ => Some(inventory::open(
+            _ => Some(inventory_keeper::open(
                 &options.config.inventory,
                 options.specs.clone(),
                 Arc::clone(&scanner),

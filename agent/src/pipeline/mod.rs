@@ -13,7 +13,7 @@
 
 mod agent;
 mod control;
-mod inventory;
+mod inventory_keeper;
 mod stages;
 
 use std::{io, net::SocketAddr};

@@ -9,7 +9,7 @@ use std::{
 use agent_common::{ConnKey, PayloadPolicy};
 use tokio::sync::{mpsc, oneshot};
 
-use super::inventory::log_event;
+use super::inventory_keeper::log_event;
 use crate::{
     analysis::{
         AnalyzedCall, Analyzer, inventory::SharedInventory, routes::RouteSettings,

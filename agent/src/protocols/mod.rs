@@ -1,12 +1,11 @@
 //! Protocols: one folder per protocol, each with its detection, its decoder or finder, its
-//! call type and that type's description for export, registered in one of the two tables
-//! below: [`CONNECTION_PROTOCOLS`], which decode a connection's two byte streams into
-//! [`ApiCall`]s behind the [`Decoder`] trait, and [`HTTP_LAYERS`], the protocols carried
-//! inside HTTP exchanges. [`ProtocolStage`] detects the protocol of each connection from its
+//! call type, that type's description for export and its fuzz targets, registered in one of
+//! the two tables below: [`CONNECTION_PROTOCOLS`], which decode a connection's two byte
+//! streams into [`ApiCall`]s behind the [`Decoder`] trait, and [`HTTP_LAYERS`], the protocols
+//! carried inside HTTP exchanges. [`ProtocolStage`] detects the protocol of each connection from its
 //! first bytes, feeds the matching decoder, and finds the layers of every HTTP exchange.
 
-// The fuzzing harness reads only the fuzzer's bytes, never captured ones.
-#[allow(clippy::indexing_slicing)]
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod genai;
 pub mod graphql;
@@ -27,7 +26,10 @@ use crate::{
     streams::{Connection, StreamChunk},
 };
 
-use self::http::{BodyWatcher, HttpExchange, HttpRequest};
+use self::{
+    fuzzing::FuzzTarget,
+    http::{BodyWatcher, HttpExchange, HttpRequest},
+};
 
 /// A protocol found from a connection's first bytes, which then decodes the whole
 /// connection.
@@ -37,6 +39,8 @@ pub struct ConnectionProtocol {
     /// A decoder for the connection whose first chunk with bytes is `chunk`, if it is this
     /// protocol's.
     pub decoder: fn(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Decoder>>,
+    /// Its fuzz targets.
+    pub fuzz: &'static [FuzzTarget],
 }
 
 /// The connection protocols, tried in this order on each connection's first bytes.
@@ -44,14 +48,32 @@ pub const CONNECTION_PROTOCOLS: &[ConnectionProtocol] = &[
     ConnectionProtocol {
         name: "mcp-stdio",
         decoder: mcp::stdio::decoder,
+        fuzz: &[FuzzTarget {
+            name: "mcp_stdio",
+            harness: mcp::fuzzing::stdio_connection,
+        }],
     },
     ConnectionProtocol {
         name: "http2",
         decoder: http2::decoder,
+        fuzz: &[
+            FuzzTarget {
+                name: "http2",
+                harness: http2::fuzzing::connection,
+            },
+            FuzzTarget {
+                name: "hpack",
+                harness: http2::fuzzing::hpack_block,
+            },
+        ],
     },
     ConnectionProtocol {
         name: "http1",
         decoder: http1::decoder,
+        fuzz: &[FuzzTarget {
+            name: "http1",
+            harness: http1::fuzzing::connection,
+        }],
     },
 ];
 
@@ -75,6 +97,8 @@ pub struct HttpLayer {
     pub name: &'static str,
     /// How it is found.
     pub finder: LayerFinder,
+    /// Its fuzz targets.
+    pub fuzz: &'static [FuzzTarget],
 }
 
 /// The protocols carried inside HTTP, tried in this order on every exchange: the first found
@@ -83,18 +107,34 @@ pub const HTTP_LAYERS: &[HttpLayer] = &[
     HttpLayer {
         name: "grpc",
         finder: LayerFinder::Watch(grpc::watch),
+        fuzz: &[FuzzTarget {
+            name: "grpc",
+            harness: grpc::fuzzing::connection,
+        }],
     },
     HttpLayer {
         name: "graphql",
         finder: LayerFinder::Find(graphql::find),
+        fuzz: &[FuzzTarget {
+            name: "graphql",
+            harness: graphql::fuzzing::exchange,
+        }],
     },
     HttpLayer {
         name: "genai",
         finder: LayerFinder::Find(genai::find),
+        fuzz: &[FuzzTarget {
+            name: "genai",
+            harness: genai::fuzzing::exchange,
+        }],
     },
     HttpLayer {
         name: "mcp",
         finder: LayerFinder::Find(mcp::http::find),
+        fuzz: &[FuzzTarget {
+            name: "mcp_http",
+            harness: mcp::fuzzing::http_exchange,
+        }],
     },
 ];
 

@@ -11,7 +11,7 @@ use sketches_ddsketch::{Config, DDSketch};
 
 use super::{
     auth::AuthScheme,
-    schema::{JsonTypes, LearnedSchema},
+    learned_schema::{JsonTypes, LearnedSchema},
 };
 use crate::{analysis::sensitive::SensitiveClass, calls::EndpointIdentity};
 

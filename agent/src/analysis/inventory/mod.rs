@@ -11,8 +11,8 @@
 pub mod ai;
 pub mod auth;
 mod endpoint;
+mod learned_schema;
 pub mod openapi;
-mod schema;
 mod settings;
 pub mod store;
 
@@ -26,7 +26,7 @@ use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 
 pub use endpoint::{Conformance, Endpoint, EndpointKey, LatencySummary};
-pub use schema::JsonTypes;
+pub use learned_schema::JsonTypes;
 pub use settings::{InventorySettings, SpecFile};
 
 use super::{
@@ -562,7 +562,7 @@ fn learn_shapes(endpoint: &mut Endpoint, http: &HttpExchange) {
     let schema = &mut endpoint.schema;
     if let Some(query) = request.query() {
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            let name = if schema::names_a_field(&name) {
+            let name = if learned_schema::names_a_field(&name) {
                 &name
             } else {
                 endpoint::OTHER

@@ -20,7 +20,7 @@ use opentelemetry_sdk::{
 };
 use tokio::sync::oneshot;
 
-use super::{ResourceKey, health::HealthMetrics};
+use super::{ResourceKey, own_metrics::HealthMetrics};
 use crate::{
     calls::{CallDescription, Instrument},
     export::health::ExportStats,

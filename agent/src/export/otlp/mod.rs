@@ -8,9 +8,9 @@
 //! exported with the official `opentelemetry-otlp` exporter on one timer.
 
 mod batch;
-mod health;
 mod logs;
 mod metrics;
+mod own_metrics;
 mod settings;
 mod spans;
 mod transport;
@@ -212,7 +212,7 @@ pub fn start(
         event_rx,
     ));
     let registry = Arc::new(MetricsRegistry::default());
-    let health = health::HealthMetrics::new(health, &stats, host_name);
+    let health = own_metrics::HealthMetrics::new(health, &stats, host_name);
     let (stop_metrics, metrics_stopped) = oneshot::channel();
     let spans = tokio::spawn(spans::export_loop(
         trace_client,

@@ -18,6 +18,8 @@
 mod call;
 pub mod content;
 pub mod describe;
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::sync::Arc;
 

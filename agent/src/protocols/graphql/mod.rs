@@ -24,6 +24,8 @@ use serde::{
 
 mod call;
 pub mod describe;
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::sync::Arc;
 

@@ -82,6 +82,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod body;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head;
 mod message;
 mod pairing;

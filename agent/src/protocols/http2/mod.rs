@@ -69,6 +69,8 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod stream;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,8 @@
 
 mod call;
 pub mod describe;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod stdio;
 

@@ -5,10 +5,10 @@
 //! Port rules are handed to the kernel as they are.
 
 mod rules;
-mod stdio;
+mod stdio_commands;
 
 pub use rules::{SelectionRule, SelectionSettings};
-pub use stdio::StdioSelection;
+pub use stdio_commands::StdioSelection;
 
 use std::{
     sync::{Arc, mpsc},
