@@ -5,15 +5,14 @@ mod support;
 
 use std::process::Command;
 
-use support::{Agent, COMMAND_TIMEOUT, agent_bin, random_hex, require_root, run};
+use support::{Agent, COMMAND_TIMEOUT, agent_bin, agent_command, random_hex, require_root, run};
 
 /// The agent binary, with no backtrace settings inherited, so that error
 /// output is what a user sees by default.
 fn apiscope() -> Command {
-    let mut cmd = Command::new(agent_bin());
+    let mut cmd = agent_command();
     cmd.env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0");
+        .env_remove("RUST_LIB_BACKTRACE");
     cmd
 }
 

@@ -16,8 +16,8 @@ use std::{
 use serde_json::Value;
 use support::otlp::{FlatLog, OtlpReceiver, summarize_logs};
 use support::{
-    Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, agent_bin, curl, find, fixture,
-    free_port, python, random_hex, require_root, run,
+    Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, agent_command, curl, find,
+    fixture, free_port, python, random_hex, require_root, run,
 };
 
 /// How long a test waits for events or inventory entries.
@@ -257,7 +257,7 @@ fn a_declared_spec_tells_documented_shadow_zombie_and_orphan_endpoints() {
         .trim_start_matches("http://")
         .to_owned();
     let table = run(
-        Command::new(agent_bin()).args(["inventory", "--server", &address]),
+        agent_command().args(["inventory", "--server", &address]),
         COMMAND_TIMEOUT,
     );
     assert!(
@@ -468,10 +468,9 @@ fn the_inventory_survives_a_restart_and_a_corrupt_database_is_refused() {
     let garbage = b"not an inventory: some other program's file\n".repeat(64);
     std::fs::write(&path, &garbage).unwrap();
     let refused = run(
-        Command::new(agent_bin())
+        agent_command()
             .arg("run")
-            .env("APISCOPE_INVENTORY_DIRECTORY", &directory)
-            .env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0"),
+            .env("APISCOPE_INVENTORY_DIRECTORY", &directory),
         COMMAND_TIMEOUT,
     );
     let stderr = refused.stderr_text();

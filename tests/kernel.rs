@@ -8,7 +8,7 @@ use std::process::Command;
 
 use support::{
     Agent, CHUNK_TIMEOUT, COMMAND_TIMEOUT, Direction::Egress, Direction::Ingress, TempDir,
-    agent_bin, curl, marker, require_root, run, start_python_server,
+    agent_bin, agent_command, curl, marker, require_root, run, start_python_server,
 };
 
 /// The most instructions the verifier may process for one program: a fifth of its limit.
@@ -75,7 +75,7 @@ fn every_program_verifies_within_its_budget_with_each_socket_lookup() {
             continue;
         }
         let out = run(
-            Command::new(agent_bin()).args(["check", "--verbose", "--socket-lookup", lookup]),
+            agent_command().args(["check", "--verbose", "--socket-lookup", lookup]),
             COMMAND_TIMEOUT,
         );
         assert!(

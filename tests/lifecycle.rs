@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::otlp::OtlpReceiver;
 use support::{
-    Agent, COMMAND_TIMEOUT, TempDir, agent_bin, marker, one_at_a_time, require_root, run,
+    Agent, COMMAND_TIMEOUT, TempDir, agent_command, marker, one_at_a_time, require_root, run,
 };
 
 /// How long the kernel may take to free a program after its last reference is closed (it
@@ -139,10 +139,9 @@ fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
     let first = Agent::start_exporting(&[], &env);
     let before = BpfObjects::now();
     let second = run(
-        Command::new(agent_bin())
+        agent_command()
             .arg("run")
-            .env("APISCOPE_INVENTORY_DIRECTORY", &directory)
-            .env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0"),
+            .env("APISCOPE_INVENTORY_DIRECTORY", &directory),
         COMMAND_TIMEOUT,
     );
     assert!(

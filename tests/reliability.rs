@@ -10,7 +10,7 @@
 //! They run one at a time: they measure the agent's memory under load, and each agent
 //! would also capture the other's exports.
 //!
-//! `APISCOPE_LONG_TESTS=1` runs the long versions: a 3-minute outage, a minute-long flood
+//! `E2E_LONG_TESTS=1` runs the long versions: a 3-minute outage, a minute-long flood
 //! on 2,000 connections and 30 rounds of churn.
 
 mod support;
@@ -28,7 +28,7 @@ use support::{
 
 /// Whether to run the long versions.
 fn long() -> bool {
-    std::env::var("APISCOPE_LONG_TESTS").is_ok_and(|value| value == "1")
+    std::env::var("E2E_LONG_TESTS").is_ok_and(|value| value == "1")
 }
 
 /// Growth of the agent's resident memory allowed over what it held before the trouble: the

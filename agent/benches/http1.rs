@@ -36,19 +36,7 @@ struct Recorder {
 impl Recorder {
     fn new() -> Self {
         Self {
-            connection: Arc::new(Connection {
-                id: 1,
-                sock: 0,
-                pid: 1,
-                fd: 3,
-                role: Role::Server,
-                opened_unseen: false,
-                tls_client_ja4: None,
-                transport: agent::streams::Transport::Tcp,
-                local: None,
-                peer: None,
-                comm: "bench".into(),
-            }),
+            connection: agent::testing::connection(1, Role::Server),
             offsets: [0, 0],
             chunks: Vec::new(),
         }

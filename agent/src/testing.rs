@@ -20,7 +20,13 @@ use crate::{
 
 /// A connection of process 100, fd 5, with the given id and role.
 pub fn connection(id: u64, role: Role) -> Arc<Connection> {
-    Arc::new(Connection {
+    Arc::new(bare_connection(id, role))
+}
+
+/// The connection of [`connection`], not yet shared: for a test that sets more of it, as
+/// `Connection { peer, ..bare_connection(1, Role::Client) }`.
+pub fn bare_connection(id: u64, role: Role) -> Connection {
+    Connection {
         id,
         sock: 0,
         pid: 100,
@@ -32,7 +38,7 @@ pub fn connection(id: u64, role: Role) -> Arc<Connection> {
         local: None,
         peer: None,
         comm: "test".into(),
-    })
+    }
 }
 
 /// A chunk of `connection` at `offset` that moved `len` bytes, of which `data` was captured.

@@ -59,20 +59,20 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The agent binary: `$APISCOPE_BIN` (set by `cargo xtask test`), else
+/// The agent binary: `$E2E_AGENT_BIN` (set by `cargo xtask test`), else
 /// `<workspace root>/target/release/apiscope`.
 pub fn agent_bin() -> PathBuf {
-    let (path, source) = match std::env::var_os("APISCOPE_BIN") {
-        Some(p) if !p.is_empty() => (PathBuf::from(p), "$APISCOPE_BIN"),
+    let (path, source) = match std::env::var_os("E2E_AGENT_BIN") {
+        Some(p) if !p.is_empty() => (PathBuf::from(p), "$E2E_AGENT_BIN"),
         _ => (
             workspace_root().join("target/release/apiscope"),
-            "APISCOPE_BIN is unset, so the default path",
+            "E2E_AGENT_BIN is unset, so the default path",
         ),
     };
     if !path.is_file() {
         panic!(
             "agent binary {} ({source}) does not exist: build it with `cargo xtask build`, \
-             run these tests through `cargo xtask test`, or point APISCOPE_BIN at it",
+             run these tests through `cargo xtask test`, or point E2E_AGENT_BIN at it",
             path.display()
         );
     }
@@ -904,6 +904,30 @@ pub fn summarize(chunks: &[Chunk]) -> String {
     out
 }
 
+/// The agent binary, run with [`with_test_environment`]: for the tests that run it to its
+/// end (a refused start, `check`, `inventory`); [`Agent`] starts the ones that keep running.
+pub fn agent_command() -> Command {
+    let mut cmd = Command::new(agent_bin());
+    with_test_environment(&mut cmd);
+    cmd
+}
+
+/// What every agent a test starts runs with: its log at `info` (the ready line must not be
+/// filtered out), no OTLP settings inherited from the developer's shell (only what the test
+/// sets), and the health endpoints on a port of its own (agents of tests running side by side
+/// must not contend for the default one).
+pub fn with_test_environment(cmd: &mut Command) {
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0");
+}
+
 /// The agent under test: `apiscope run --dump` ([`Agent::start`]), or
 /// `apiscope run` exporting elsewhere ([`Agent::start_exporting`]).
 pub struct Agent {
@@ -961,7 +985,7 @@ impl Agent {
     }
 
     fn launch(args: &[&str], env: &[(&str, &str)], dump: bool) -> Agent {
-        let mut cmd = Command::new(agent_bin());
+        let mut cmd = agent_command();
         cmd.args(args);
         Agent::launch_command(cmd, env, dump)
     }
@@ -970,22 +994,8 @@ impl Agent {
     /// arguments (as `unshare` or `capsh` do), and waits until it logs `ready`; with `dump`,
     /// its stdout is parsed as `--dump` chunks.
     pub fn launch_command(mut cmd: Command, env: &[(&str, &str)], dump: bool) -> Agent {
-        if std::env::var_os("RUST_LOG").is_none() {
-            // The ready line must not be filtered out by a default log level.
-            cmd.env("RUST_LOG", "info");
-        }
-        if !dump {
-            // Only what the test sets: no OTLP settings inherited from the
-            // developer's shell.
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("OTEL_") {
-                    cmd.env_remove(key);
-                }
-            }
-        }
-        // Agents of tests running side by side must not contend for the default port, nor
-        // share the host's inventory database.
-        cmd.env("APISCOPE_SERVER_LISTEN", "127.0.0.1:0");
+        with_test_environment(&mut cmd);
+        // Nor share the host's inventory database.
         let inventory = (!env
             .iter()
             .any(|(key, _)| *key == "APISCOPE_INVENTORY_DIRECTORY"))

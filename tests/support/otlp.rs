@@ -1,9 +1,7 @@
-//! An in-process OTLP/gRPC receiver for the end-to-end tests, built on the
-//! official generated OTLP services (`opentelemetry-proto`) and `tonic`.
+//! The end-to-end tests' OTLP receiver: the shared test server (`otlp-test-server`, which the
+//! benchmarks' sink runs too) with a collector that keeps everything.
 //!
-//! [`OtlpReceiver::start`] binds 127.0.0.1:0 and serves the trace, metrics and
-//! logs services (gzip accepted) on a tokio runtime of its own, in a thread of
-//! its own, so the tests stay synchronous. Every export request is kept as
+//! [`OtlpReceiver::start`] binds 127.0.0.1:0 and returns once it serves. Every export request is kept as
 //! received, as its protobuf encoding (to search everything that was exported
 //! for a secret), and flattened into [`FlatSpan`]s and [`FlatMetric`]s (one
 //! per data point). Waits are condvar-based and bounded; the server stops
@@ -11,46 +9,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::mpsc;
+use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use otlp_test_server::{Collector, OtlpServer};
 use prost::Message as _;
-use tonic::codec::CompressionEncoding;
 
 pub use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 pub use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-
-/// How long [`OtlpReceiver::start`] waits for its server thread.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long dropping the receiver waits for its server thread to end.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest export accepted (the agent and collectors send far less).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 // ---------------------------------------------------------------------------
 // Flattened data
@@ -779,64 +753,53 @@ impl Shared {
     }
 }
 
+/// Keeps every export in the shared store.
 #[derive(Clone)]
-struct Services(Arc<Shared>);
+struct Keeper(Arc<Shared>);
 
 #[tonic::async_trait]
-impl TraceService for Services {
-    async fn export(
+impl Collector for Keeper {
+    async fn traces(
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+    ) -> Result<(), tonic::Status> {
         self.0.hold().await;
         self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatSpan::flatten(&request, &mut store.spans);
             store.traces.push(request);
-        })?;
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        })
     }
-}
 
-#[tonic::async_trait]
-impl MetricsService for Services {
-    async fn export(
+    async fn metrics(
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+    ) -> Result<(), tonic::Status> {
         self.0.hold().await;
         self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatMetric::flatten(&request, &mut store.points);
             store.metrics.push(request);
-        })?;
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        })
     }
-}
 
-#[tonic::async_trait]
-impl LogsService for Services {
-    async fn export(
+    async fn logs(
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+    ) -> Result<(), tonic::Status> {
         self.0.hold().await;
         self.0.record(request, |store, request| {
             store.bytes.push(request.encode_to_vec());
             FlatLog::flatten(&request, &mut store.records);
             store.logs.push(request);
-        })?;
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        })
     }
 }
 
 /// An OTLP/gRPC server on 127.0.0.1 that keeps everything it is sent.
 pub struct OtlpReceiver {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    done: mpsc::Receiver<()>,
-    thread: Option<thread::JoinHandle<()>>,
+    server: OtlpServer,
 }
 
 impl OtlpReceiver {
@@ -848,45 +811,20 @@ impl OtlpReceiver {
     /// Binds `addr` (e.g. that of a receiver stopped before, to play a collector that comes
     /// back) and returns once the server is being served.
     pub fn start_on(addr: SocketAddr) -> OtlpReceiver {
-        let listener =
-            TcpListener::bind(addr).unwrap_or_else(|e| panic!("OTLP receiver: bind {addr}: {e}"));
-        let addr = listener.local_addr().expect("OTLP receiver: local_addr");
-        listener
-            .set_nonblocking(true)
-            .expect("OTLP receiver: set_nonblocking");
         let shared = Arc::new(Shared::default());
-        let services = Services(Arc::clone(&shared));
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let thread = thread::Builder::new()
-            .name(format!("otlp-receiver-{}", addr.port()))
-            .spawn(move || {
-                serve(listener, services, shutdown_rx, ready_tx);
-                let _ = done_tx.send(());
-            })
-            .expect("spawn the OTLP receiver thread");
-        match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("OTLP receiver on {addr} failed to start: {e}"),
-            Err(e) => panic!("OTLP receiver on {addr} did not start within {START_TIMEOUT:?}: {e}"),
-        }
-        OtlpReceiver {
-            addr,
-            shared,
-            shutdown: Some(shutdown_tx),
-            done: done_rx,
-            thread: Some(thread),
-        }
+        let server = OtlpServer::start(addr, Keeper(Arc::clone(&shared)))
+            .unwrap_or_else(|error| panic!("OTLP receiver: {error}"));
+        OtlpReceiver { shared, server }
     }
 
     /// `http://127.0.0.1:PORT`, for an OTLP/gRPC exporter.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.endpoint()
     }
 
+    /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every span received so far, in arrival order.
@@ -1061,79 +999,6 @@ impl OtlpReceiver {
                 .0;
         }
     }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // The runtime is dropped with the thread, which cancels every
-        // connection task; do not hang a test on it all the same.
-        if self.done.recv_timeout(STOP_TIMEOUT).is_ok()
-            && let Some(thread) = self.thread.take()
-        {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The server thread: a current-thread runtime serving until `shutdown`.
-fn serve(
-    listener: TcpListener,
-    services: Services,
-    shutdown: tokio::sync::oneshot::Receiver<()>,
-    ready: mpsc::Sender<Result<(), String>>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(format!("tokio runtime: {e}")));
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err(format!("tokio listener: {e}")));
-                return;
-            }
-        };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server = tonic::transport::Server::builder()
-            .add_service(
-                TraceServiceServer::new(services.clone())
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                MetricsServiceServer::new(services.clone())
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                LogsServiceServer::new(services)
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .serve_with_incoming(incoming);
-        // The socket already listens (bound before this thread started), so
-        // connections made from now on queue until the server polls them.
-        let _ = ready.send(Ok(()));
-        tokio::select! {
-            result = server => {
-                if let Err(e) = result {
-                    eprintln!("OTLP receiver stopped: {e}");
-                }
-            }
-            _ = shutdown => {}
-        }
-    });
-    // Dropping the runtime here cancels the connection tasks.
 }
 
 // ---------------------------------------------------------------------------

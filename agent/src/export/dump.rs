@@ -115,17 +115,10 @@ mod tests {
     fn chunk(data: &'static [u8]) -> StreamChunk {
         StreamChunk {
             connection: Arc::new(Connection {
-                id: 9,
-                sock: 0,
-                pid: 100,
-                fd: 5,
-                role: Role::Server,
-                opened_unseen: false,
-                tls_client_ja4: None,
-                transport: crate::streams::Transport::Tcp,
                 local: Some("127.0.0.1:8080".parse().unwrap()),
                 peer: Some("[::1]:5000".parse().unwrap()),
                 comm: "python3".into(),
+                ..crate::testing::bare_connection(9, Role::Server)
             }),
             direction: Direction::Ingress,
             offset: 12,

@@ -56,17 +56,9 @@ impl Feed {
         Self {
             stage: ProtocolStage::new(DecoderSettings { body_cap: 1024 }),
             connection: Arc::new(Connection {
-                id: 1,
-                sock: 0,
-                pid: 1,
-                fd: 3,
-                role,
                 opened_unseen,
-                tls_client_ja4: None,
                 transport,
-                local: None,
-                peer: None,
-                comm: "fuzz".into(),
+                ..crate::testing::bare_connection(1, role)
             }),
             offsets: PerDirection {
                 egress: offset,

@@ -1,44 +1,26 @@
-//! The OTLP/gRPC sink the agent exports to: it answers OK to traces, metrics and logs (gzip
-//! accepted) and only counts what it receives: spans by resource (`service.name`,
-//! `process.pid`) and span kind, and requests per signal. It stores nothing else.
-//!
-//! It runs on a current-thread tokio runtime in a thread of its own, on 127.0.0.1, and stops
-//! when dropped.
+//! The OTLP/gRPC sink the agent exports to: the end-to-end tests' server
+//! (`otlp-test-server`) with a collector that answers OK to traces, metrics and logs and only
+//! counts what it receives: spans by resource (`service.name`, `process.pid`) and span kind,
+//! and requests per signal. It stores nothing else. It listens on 127.0.0.1 and stops when
+//! dropped.
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
-    sync::{Arc, Mutex, mpsc},
-    thread,
-    time::Duration,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use opentelemetry_proto::tonic::{
     collector::{
-        logs::v1::{
-            ExportLogsServiceRequest, ExportLogsServiceResponse,
-            logs_service_server::{LogsService, LogsServiceServer},
-        },
-        metrics::v1::{
-            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-            metrics_service_server::{MetricsService, MetricsServiceServer},
-        },
-        trace::v1::{
-            ExportTraceServiceRequest, ExportTraceServiceResponse,
-            trace_service_server::{TraceService, TraceServiceServer},
-        },
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
     },
     common::v1::any_value,
     trace::v1::span::SpanKind,
 };
+use otlp_test_server::{Collector, OtlpServer};
 use serde::Serialize;
-use tonic::codec::CompressionEncoding;
-
-/// How long [`Sink::start`] waits for the server thread.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest export accepted.
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Spans of one kind from one process.
 #[derive(Clone, Debug, Serialize)]
@@ -97,11 +79,11 @@ struct Tally {
     log_requests: u64,
 }
 
-/// The shared totals behind the three services.
+/// The shared totals, kept by the collector.
 #[derive(Clone, Default)]
-struct Services(Arc<Mutex<Tally>>);
+struct Counter(Arc<Mutex<Tally>>);
 
-impl Services {
+impl Counter {
     fn update(&self, f: impl FnOnce(&mut Tally)) {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
     }
@@ -123,11 +105,11 @@ fn resource_attr<'a>(
 }
 
 #[tonic::async_trait]
-impl TraceService for Services {
-    async fn export(
+impl Collector for Counter {
+    async fn traces(
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+    ) -> Result<(), tonic::Status> {
         let request = request.into_inner();
         // Counted outside the lock, merged under it.
         let mut batch = SpanTally::new();
@@ -157,16 +139,13 @@ impl TraceService for Services {
                 *tally.spans.entry(key).or_default() += n;
             }
         });
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        Ok(())
     }
-}
 
-#[tonic::async_trait]
-impl MetricsService for Services {
-    async fn export(
+    async fn metrics(
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+    ) -> Result<(), tonic::Status> {
         use opentelemetry_proto::tonic::metrics::v1::metric::Data;
         let request = request.into_inner();
         let points: usize = request
@@ -187,71 +166,41 @@ impl MetricsService for Services {
             tally.metric_requests += 1;
             tally.metric_points += points as u64;
         });
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        Ok(())
     }
-}
 
-#[tonic::async_trait]
-impl LogsService for Services {
-    async fn export(
+    async fn logs(
         &self,
         _request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+    ) -> Result<(), tonic::Status> {
         self.update(|tally| tally.log_requests += 1);
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        Ok(())
     }
 }
 
 /// A running sink; stops when dropped.
 pub struct Sink {
-    /// Where it listens.
-    addr: SocketAddr,
-    /// The counters.
-    services: Services,
-    /// Stops the server.
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    /// The server thread.
-    thread: Option<thread::JoinHandle<()>>,
+    counter: Counter,
+    server: OtlpServer,
 }
 
 impl Sink {
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub fn start() -> Result<Self> {
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("sink: bind 127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
-        let services = Services::default();
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let served = services.clone();
-        let thread = thread::Builder::new()
-            .name("otlp-sink".into())
-            .spawn(move || serve(listener, served, shutdown_rx, ready_tx))?;
-        let mut sink = Self {
-            addr,
-            services,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        };
-        match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => Ok(sink),
-            Ok(Err(error)) => Err(anyhow!("sink: {error}")),
-            Err(_) => {
-                sink.stop();
-                Err(anyhow!("sink: not started after {START_TIMEOUT:?}"))
-            }
-        }
+        let counter = Counter::default();
+        let server = OtlpServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), counter.clone())
+            .map_err(|error| anyhow!("sink: {error}"))?;
+        Ok(Self { counter, server })
     }
 
     /// The endpoint for `--otlp-endpoint`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.endpoint()
     }
 
     /// The counts since the last call, resetting them.
     pub fn take(&self) -> Counts {
-        let tally = std::mem::take(&mut *self.services.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let tally = std::mem::take(&mut *self.counter.0.lock().unwrap_or_else(|e| e.into_inner()));
         Counts {
             spans: tally
                 .spans
@@ -269,76 +218,4 @@ impl Sink {
             log_requests: tally.log_requests,
         }
     }
-
-    fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The server thread: a current-thread runtime serving until `shutdown`.
-fn serve(
-    listener: TcpListener,
-    services: Services,
-    shutdown: tokio::sync::oneshot::Receiver<()>,
-    ready: mpsc::Sender<Result<(), String>>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            let _ = ready.send(Err(format!("tokio runtime: {error}")));
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                let _ = ready.send(Err(format!("tokio listener: {error}")));
-                return;
-            }
-        };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server = tonic::transport::Server::builder()
-            .add_service(
-                TraceServiceServer::new(services.clone())
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                MetricsServiceServer::new(services.clone())
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                LogsServiceServer::new(services)
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .serve_with_incoming(incoming);
-        let _ = ready.send(Ok(()));
-        // Not a graceful shutdown: open connections are cancelled with the runtime, so that
-        // stopping never waits on a client.
-        tokio::select! {
-            result = server => {
-                if let Err(error) = result {
-                    eprintln!("warning: OTLP sink stopped: {error}");
-                }
-            }
-            _ = shutdown => {}
-        }
-    });
 }

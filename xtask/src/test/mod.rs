@@ -71,7 +71,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
     let binaries = build_binaries(None, &[])?;
     let agent = agent_bin();
     let agent = agent.to_string_lossy();
-    let env = [("APISCOPE_BIN", agent.as_ref())];
+    let env = [("E2E_AGENT_BIN", agent.as_ref())];
     {
         let _hog = args.load.then(CpuHog::start);
         for round in 1..=args.repeat {

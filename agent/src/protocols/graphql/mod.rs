@@ -317,7 +317,6 @@ mod tests {
     use crate::{
         calls::{CallGaps, Side},
         protocols::{http::HttpVersion, post_process},
-        streams::Connection,
     };
 
     fn request(method: &str, target: &str, body: &str) -> HttpRequest {
@@ -585,19 +584,7 @@ mod tests {
 
     fn call(request: HttpRequest) -> ApiCall {
         ApiCall {
-            connection: Arc::new(Connection {
-                id: 1,
-                sock: 0,
-                pid: 10,
-                fd: 3,
-                role: agent_common::Role::Server,
-                opened_unseen: false,
-                tls_client_ja4: None,
-                transport: crate::streams::Transport::Tcp,
-                local: None,
-                peer: None,
-                comm: "srv".into(),
-            }),
+            connection: crate::testing::connection(1, agent_common::Role::Server),
             side: Side::Server,
             start_ns: 1,
             end_ns: 2,

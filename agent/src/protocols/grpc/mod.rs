@@ -569,19 +569,7 @@ mod tests {
         impl Wire {
             fn new() -> Self {
                 let mut wire = Self {
-                    connection: Arc::new(Connection {
-                        id: 1,
-                        sock: 0,
-                        pid: 1,
-                        fd: 3,
-                        role: Role::Server,
-                        opened_unseen: false,
-                        tls_client_ja4: None,
-                        transport: crate::streams::Transport::Tcp,
-                        local: None,
-                        peer: None,
-                        comm: "t".into(),
-                    }),
+                    connection: crate::testing::connection(1, Role::Server),
                     client: loona_hpack::Encoder::new(),
                     server: loona_hpack::Encoder::new(),
                     offsets: [0; 2],

@@ -7,24 +7,18 @@ use crate::{
     calls::{ApiCall, CallGaps, Side},
     enrich::{EnrichedCall, Workload},
     protocols::mcp::{McpCall, McpOutcome, McpTool, stdio::StdioExchange},
-    streams::{Connection, Transport},
+    streams::Connection,
 };
 
 fn client_call(mcp: McpCall) -> EnrichedCall {
     EnrichedCall {
         call: ApiCall {
             connection: Arc::new(Connection {
-                id: 1,
                 pid: 4242,
                 fd: -2,
                 sock: 1,
-                role: Role::Client,
-                opened_unseen: false,
-                local: None,
-                peer: None,
                 comm: "agent".into(),
-                tls_client_ja4: None,
-                transport: Transport::Tcp,
+                ..crate::testing::bare_connection(1, Role::Client)
             }),
             side: Side::Client,
             start_ns: 0,
