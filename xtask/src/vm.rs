@@ -121,7 +121,26 @@ pub fn run_matrix(kernels: &[KernelLine], binaries: &[TestBinary]) -> Result<()>
     for &kernel in kernels {
         let started = Instant::now();
         let image = KernelImage::fetch(kernel)?;
-        let outcome = image.run_smoke(binaries)?;
+        let outcome = match image.run_smoke(binaries)? {
+            Boot::Ran(outcome) => outcome,
+            // Nothing of ours had run: the guest's kernel died booting, which TCG sometimes
+            // makes it do (one boot of 6.12 in about ten here, on an `int3` left by the
+            // kernel's boot-time code patching). Said, and tried once more.
+            Boot::Panicked => {
+                println!(
+                    "vm-test {}: the guest kernel panicked while booting, before the smoke \
+                     suite started; booting it once more",
+                    image.version
+                );
+                match image.run_smoke(binaries)? {
+                    Boot::Ran(outcome) => outcome,
+                    Boot::Panicked => bail!(
+                        "the {} guest kernel panicked while booting, twice (see its console above)",
+                        image.version
+                    ),
+                }
+            }
+        };
         println!(
             "vm-test {} ({}): {} passed, {} failed, in {:.0?}",
             kernel.name,
@@ -203,7 +222,7 @@ impl KernelImage {
     }
 
     /// Boots the kernel with the smoke suite and reads its results off the serial console.
-    fn run_smoke(&self, binaries: &[TestBinary]) -> Result<SmokeOutcome> {
+    fn run_smoke(&self, binaries: &[TestBinary]) -> Result<Boot> {
         let work = workspace_root().join("target/vm").join(&self.version);
         fs::create_dir_all(&work)?;
         let initrd = work.join("initrd.cpio");
@@ -246,14 +265,18 @@ impl KernelImage {
         let mut outcome = SmokeOutcome::default();
         let mut check = Vec::new();
         let mut finished = false;
+        // The first line of the guest's script, and a panic of its kernel before it.
+        let (mut started, mut panicked) = (false, false);
         while !finished {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
                 Ok(line) => {
                     println!("[{}] {line}", self.version);
+                    panicked |= !started && line.contains("Kernel panic");
                     let Some(report) = line.split_once(MARK).map(|(_, rest)| rest.trim()) else {
                         continue;
                     };
+                    started = true;
                     if let Some(row) = report.strip_prefix("check ") {
                         check.push(row.to_owned());
                     } else if let Some(result) = report.strip_prefix("result ") {
@@ -283,6 +306,9 @@ impl KernelImage {
             }
             thread::sleep(Duration::from_millis(100));
         }
+        if panicked {
+            return Ok(Boot::Panicked);
+        }
         ensure!(
             finished,
             "the {} guest ended before its smoke suite did (see its console above)",
@@ -301,7 +327,7 @@ impl KernelImage {
                 outcome.failed.push(format!("{name} (no result)"));
             }
         }
-        Ok(outcome)
+        Ok(Boot::Ran(outcome))
     }
 
     /// The guest's modules, decompressed, in load order: each one after the modules it
@@ -426,6 +452,14 @@ fn only_file(dir: &Path) -> Result<PathBuf> {
             entries.len()
         ),
     }
+}
+
+/// How a boot of the guest went.
+enum Boot {
+    /// The smoke suite ran, with this outcome.
+    Ran(SmokeOutcome),
+    /// The guest's kernel panicked before the suite started.
+    Panicked,
 }
 
 /// What the guest reported.
