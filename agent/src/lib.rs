@@ -42,5 +42,6 @@ pub mod inventory_command;
 pub mod pipeline;
 pub mod protocols;
 pub mod selection;
+pub mod settings_format;
 pub mod streams;
 pub mod testing;

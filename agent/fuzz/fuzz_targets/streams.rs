@@ -1,4 +1,4 @@
 //! Capture events through stream assembly and on to the protocol stage.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| agent::streams::fuzzing::capture_events(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| agent::fuzzing::streams::capture_events(data));

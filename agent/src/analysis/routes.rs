@@ -20,7 +20,7 @@ pub struct RouteSettings {
     /// Route patterns, e.g. `/users/{id}/orders`: `{name}` matches one segment.
     pub patterns: Vec<String>,
     /// Distinct routes kept per service before new ones collapse into [`OVERFLOW_ROUTE`].
-    #[serde(deserialize_with = "crate::config::ranges::within::<_, _, 1, 1_000_000>")]
+    #[serde(deserialize_with = "crate::settings_format::within::<_, _, 1, 1_000_000>")]
     pub max_routes_per_service: usize,
 }
 

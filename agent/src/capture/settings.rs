@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use agent_common::SocketLookup;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ranges;
+use crate::settings_format;
 
 /// `capture:` section.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -14,15 +14,15 @@ use crate::config::ranges;
 pub struct CaptureSettings {
     /// Payload bytes copied per socket call or OpenSSL call (1 to 32768). Bytes past the cap are
     /// counted but not captured.
-    #[serde(deserialize_with = "ranges::within::<_, _, 1, 32_768>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 1, 32_768>")]
     pub capture_cap: u32,
     /// Payload bytes copied per call on connections of a framed protocol (HTTP/2, so gRPC),
     /// 32768 to 2097152: there a byte past the capture cap may be a frame header, and losing
     /// one loses the rest of the connection.
-    #[serde(deserialize_with = "ranges::within::<_, _, 32_768, 2_097_152>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 32_768, 2_097_152>")]
     pub framed_cap: u32,
     /// Size in bytes of the ring buffer shared by all CPUs; a power of two (4 KiB to 1 GiB).
-    #[serde(deserialize_with = "ranges::within::<_, _, 4096, 1_073_741_824>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 4096, 1_073_741_824>")]
     pub ring_buffer_bytes: u32,
     /// Globs of the command lines (arguments joined by spaces) of processes whose standard
     /// input and output are captured: MCP tool servers that agents start and talk to over

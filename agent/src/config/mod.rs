@@ -17,12 +17,12 @@ use crate::{
     export::{ExportSettings, server::ServerSettings},
     protocols::DecoderSettings,
     selection::SelectionSettings,
+    settings_format::yaml_error,
     streams::StreamSettings,
 };
 
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod ranges;
 pub mod sources;
 
 /// Everything `apiscope run` can be configured with: one section per stage.
@@ -122,23 +122,6 @@ impl Config {
             }
         })
     }
-}
-
-/// Where a YAML file is wrong and why: 1-based line and column (0 when the parser gave none)
-/// and the reason without the parser's own " at line L column C" suffix, so that callers can
-/// put the location in front, as `file:line:column: reason`.
-pub fn yaml_error(error: &serde_yaml_ng::Error) -> (usize, usize, String) {
-    let (line, column) = error
-        .location()
-        .map(|at| (at.line(), at.column()))
-        .unwrap_or((0, 0));
-    let reason = error.to_string();
-    let reason = reason
-        .split(" at line ")
-        .next()
-        .unwrap_or(&reason)
-        .to_owned();
-    (line, column, reason)
 }
 
 #[cfg(test)]

@@ -208,8 +208,8 @@ impl Agent {
     /// the exporters last, so that what the stages flushed is sent.
     pub(super) async fn stop(self) {
         self.health.set_ready(false);
-        super::control::log_stats(&self.capture, &self.stats);
-        super::control::publish_health(&self.capture, &self.stats, &self.health);
+        self.log_stats();
+        self.publish_health();
         drop(self.capture);
         drop(self.event_queue);
         self.reader.abort();
@@ -244,6 +244,31 @@ impl Agent {
             task.abort();
         }
         info!("stopped: every probe detached");
+    }
+
+    /// Hands the loss counters to the agent's own metrics.
+    pub(super) fn publish_health(&self) {
+        self.health.set_kernel(&self.capture.counters());
+        let (kernel, tls_files) = self.capture.probes_attached();
+        self.health.set_probes(kernel as u64, tls_files as u64);
+        self.health
+            .set_records_malformed(self.stats.malformed.load(Ordering::Relaxed));
+    }
+
+    /// Logs the loss counters.
+    pub(super) fn log_stats(&self) {
+        let kernel: Vec<String> = self
+            .capture
+            .counters()
+            .into_iter()
+            .map(|(counter, value)| format!("{}={value}", counter.name()))
+            .collect();
+        info!(
+            "capture totals: {}, records_read={}, records_malformed={}",
+            kernel.join(", "),
+            self.stats.records.load(Ordering::Relaxed),
+            self.stats.malformed.load(Ordering::Relaxed),
+        );
     }
 }
 

@@ -8,11 +8,7 @@ use log::{debug, info};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{RunError, agent::Agent};
-use crate::{
-    capture::{Capture, ReaderStats},
-    export::health::AgentHealth,
-    streams::CaptureRequest,
-};
+use crate::streams::CaptureRequest;
 
 /// A process may load OpenSSL after exec (Python imports `ssl` later): scan it again then.
 const RESCAN_AFTER_EXEC: Duration = Duration::from_secs(1);
@@ -62,10 +58,10 @@ impl Agent {
                     None => info!("SIGHUP: security checks are off, no rule pack to reload"),
                 },
                 Some(request) = self.requests.1.recv() => self.serve(request),
-                _ = stats_tick.tick() => log_stats(&self.capture, &self.stats),
+                _ = stats_tick.tick() => self.log_stats(),
                 _ = tls_retire_tick.tick() => self.capture.retire_unmapped_tls(),
                 _ = health_tick.tick() => {
-                    publish_health(&self.capture, &self.stats, &self.health);
+                    self.publish_health();
                     let queue = &self.event_queue;
                     let queued = queue.max_capacity() - queue.capacity();
                     self.health.set_event_batches_queued(queued as u64);
@@ -107,27 +103,4 @@ impl Agent {
             }
         }
     }
-}
-
-/// Hands the loss counters to the agent's own metrics.
-pub(super) fn publish_health(capture: &Capture, stats: &ReaderStats, health: &AgentHealth) {
-    health.set_kernel(&capture.counters());
-    let (kernel, tls_files) = capture.probes_attached();
-    health.set_probes(kernel as u64, tls_files as u64);
-    health.set_records_malformed(stats.malformed.load(Ordering::Relaxed));
-}
-
-/// Logs the loss counters.
-pub(super) fn log_stats(capture: &Capture, stats: &ReaderStats) {
-    let kernel: Vec<String> = capture
-        .counters()
-        .into_iter()
-        .map(|(counter, value)| format!("{}={value}", counter.name()))
-        .collect();
-    info!(
-        "capture totals: {}, records_read={}, records_malformed={}",
-        kernel.join(", "),
-        stats.records.load(Ordering::Relaxed),
-        stats.malformed.load(Ordering::Relaxed),
-    );
 }

@@ -184,7 +184,7 @@ pub trait Decoder: Send {
 #[serde(deny_unknown_fields, default)]
 pub struct DecoderSettings {
     /// Body bytes kept per message for analysis (at most 1 MiB); never exported.
-    #[serde(deserialize_with = "crate::config::ranges::within::<_, _, 0, 1_048_576>")]
+    #[serde(deserialize_with = "crate::settings_format::within::<_, _, 0, 1_048_576>")]
     pub body_cap: usize,
 }
 

@@ -9,10 +9,6 @@
 //! `max_connections`.
 
 pub mod client_hello;
-#[doc(hidden)]
-// The fuzzing harness reads only the fuzzer's bytes, never captured ones.
-#[allow(clippy::indexing_slicing)]
-pub mod fuzzing;
 pub mod procfs;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -24,7 +20,7 @@ use foldhash::HashMap;
 pub use crate::capture::Transport;
 use crate::{
     capture::{CaptureEvent, ConnectionSeen, DataChunk},
-    config::ranges,
+    settings_format,
 };
 
 use self::client_hello::{ClientHelloAssembly, HelloProgress};
@@ -53,13 +49,13 @@ impl<T> PerDirection<T> {
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
     /// Connections tracked at once; the least recently active one is evicted beyond that.
-    #[serde(deserialize_with = "ranges::within::<_, _, 1, 4_194_304>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 1, 4_194_304>")]
     pub max_connections: usize,
     /// Seconds without traffic after which a connection's state is dropped.
     #[serde(
         rename = "idle_timeout_secs",
-        deserialize_with = "ranges::secs_within::<_, 1, 31_536_000>",
-        serialize_with = "ranges::as_secs"
+        deserialize_with = "settings_format::secs_within::<_, 1, 31_536_000>",
+        serialize_with = "settings_format::as_secs"
     )]
     pub idle_timeout: Duration,
 }

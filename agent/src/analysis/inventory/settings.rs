@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::SpecBinding;
 use crate::{
     analysis::spec::{DeclaredApi, SpecError},
-    config::ranges,
+    settings_format,
 };
 
 /// `inventory:` section.
@@ -20,29 +20,29 @@ pub struct InventorySettings {
     /// Seconds between saves of what changed.
     #[serde(
         rename = "persist_interval_secs",
-        deserialize_with = "ranges::secs_within::<_, 1, 86_400>",
-        serialize_with = "ranges::as_secs"
+        deserialize_with = "settings_format::secs_within::<_, 1, 86_400>",
+        serialize_with = "settings_format::as_secs"
     )]
     pub persist_interval: Duration,
     /// Seconds between full inventory snapshots (`api.inventory.snapshot` events).
     #[serde(
         rename = "snapshot_interval_secs",
-        deserialize_with = "ranges::secs_within::<_, 1, 604_800>",
-        serialize_with = "ranges::as_secs"
+        deserialize_with = "settings_format::secs_within::<_, 1, 604_800>",
+        serialize_with = "settings_format::as_secs"
     )]
     pub snapshot_interval: Duration,
     /// A declared operation without a call for this many seconds is an orphan.
     #[serde(
         rename = "orphan_after_secs",
-        deserialize_with = "ranges::secs_within::<_, 0, 31_536_000>",
-        serialize_with = "ranges::as_secs"
+        deserialize_with = "settings_format::secs_within::<_, 0, 31_536_000>",
+        serialize_with = "settings_format::as_secs"
     )]
     pub orphan_after: Duration,
     /// Endpoints per service; more collapse into one overflow endpoint.
-    #[serde(deserialize_with = "ranges::within::<_, _, 1, 1_000_000>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 1, 1_000_000>")]
     pub max_endpoints_per_service: usize,
     /// Services kept; calls of further services are not inventoried.
-    #[serde(deserialize_with = "ranges::within::<_, _, 1, 1_000_000>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 1, 1_000_000>")]
     pub max_services: usize,
     /// Declared OpenAPI documents, each bound to the service it describes.
     pub specs: Vec<SpecFile>,

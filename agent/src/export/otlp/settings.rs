@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
 use super::OtlpError;
-use crate::config::ranges;
+use crate::settings_format;
 
 /// OTLP transport, named as the OpenTelemetry specification spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -53,33 +53,33 @@ pub struct OtlpSettings {
     /// Time allowed per export, in milliseconds.
     #[serde(
         rename = "timeout_ms",
-        deserialize_with = "ranges::millis_within::<_, 1, 600_000>",
-        serialize_with = "ranges::as_millis"
+        deserialize_with = "settings_format::millis_within::<_, 1, 600_000>",
+        serialize_with = "settings_format::as_millis"
     )]
     pub timeout: Duration,
     /// Spans and events waiting for export at most; more are dropped and counted. (The SDKs'
     /// default of 2,048 suits one application; an agent exports the whole host's calls, and
     /// `max_queue_bytes` is what bounds memory.)
-    #[serde(deserialize_with = "ranges::within::<_, _, 1, 16_777_216>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 1, 16_777_216>")]
     pub max_queue_size: usize,
     /// Encoded span bytes waiting for export at most; spans beyond are dropped and counted.
-    #[serde(deserialize_with = "ranges::within::<_, _, 1024, 4_294_967_296>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 1024, 4_294_967_296>")]
     pub max_queue_bytes: usize,
     /// Spans or events per export at most.
-    #[serde(deserialize_with = "ranges::within::<_, _, 1, 65_536>")]
+    #[serde(deserialize_with = "settings_format::within::<_, _, 1, 65_536>")]
     pub max_export_batch_size: usize,
     /// Longest a span or event waits before its batch is sent, in milliseconds.
     #[serde(
         rename = "schedule_delay_ms",
-        deserialize_with = "ranges::millis_within::<_, 1, 600_000>",
-        serialize_with = "ranges::as_millis"
+        deserialize_with = "settings_format::millis_within::<_, 1, 600_000>",
+        serialize_with = "settings_format::as_millis"
     )]
     pub schedule_delay: Duration,
     /// How often metrics are collected and exported, in milliseconds.
     #[serde(
         rename = "metric_interval_ms",
-        deserialize_with = "ranges::millis_within::<_, 1, 86_400_000>",
-        serialize_with = "ranges::as_millis"
+        deserialize_with = "settings_format::millis_within::<_, 1, 86_400_000>",
+        serialize_with = "settings_format::as_millis"
     )]
     pub metric_interval: Duration,
     /// How failed exports of spans and events are tried again.
@@ -116,23 +116,23 @@ pub struct RetrySettings {
     /// `max_interval_ms`.
     #[serde(
         rename = "initial_interval_ms",
-        deserialize_with = "ranges::millis_within::<_, 1, 60_000>",
-        serialize_with = "ranges::as_millis"
+        deserialize_with = "settings_format::millis_within::<_, 1, 60_000>",
+        serialize_with = "settings_format::as_millis"
     )]
     pub initial_interval: Duration,
     /// Longest delay between two attempts, in milliseconds.
     #[serde(
         rename = "max_interval_ms",
-        deserialize_with = "ranges::millis_within::<_, 1, 600_000>",
-        serialize_with = "ranges::as_millis"
+        deserialize_with = "settings_format::millis_within::<_, 1, 600_000>",
+        serialize_with = "settings_format::as_millis"
     )]
     pub max_interval: Duration,
     /// Total delay after which a batch is given up (counted as failed), in milliseconds; 0:
     /// no retries.
     #[serde(
         rename = "max_elapsed_ms",
-        deserialize_with = "ranges::millis_within::<_, 0, 3_600_000>",
-        serialize_with = "ranges::as_millis"
+        deserialize_with = "settings_format::millis_within::<_, 0, 3_600_000>",
+        serialize_with = "settings_format::as_millis"
     )]
     pub max_elapsed: Duration,
 }

@@ -18,7 +18,7 @@ use super::{
     },
     injection::InjectionClass,
 };
-use crate::config::yaml_error;
+use crate::settings_format::yaml_error;
 
 pub use pack::RuleId;
 use pack::{MAX_RULES, PackFile, RuleEntry};

@@ -14,10 +14,10 @@ use agent_common::{Direction, Role};
 use bytes::Bytes;
 use foldhash::HashMap;
 
-use super::{StreamOutput, StreamSettings, StreamTable, Transport};
 use crate::{
     capture::{CaptureEvent, ConnectionSeen, DataChunk},
     protocols::{DecoderSettings, ProtocolStage},
+    streams::{StreamOutput, StreamSettings, StreamTable, Transport},
 };
 
 /// The processes of the events: none exists (pids stop far below), so the stage's `/proc`
