@@ -4,22 +4,18 @@
 //! coding); and responses whose four values are Huffman-coded literals, as nginx sends them
 //! (it never indexes), since decoding a Huffman string is what costs most.
 
-use std::{hint::black_box, sync::Arc};
+mod support;
 
-use agent::{
-    protocols::{Decoder, DecoderSettings, http2},
-    streams::{Connection, StreamChunk},
-};
-use agent_common::{Direction, Role};
-use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use agent::{protocols::http2, testing::http2_frame as frame};
+use agent_common::Direction;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use self::support::{Recorder, Recording};
 
 /// The agent's allocator, so the numbers are the agent's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Body bytes kept per message, as a typical configuration would.
-const BODY_CAP: usize = 4096;
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
@@ -27,69 +23,34 @@ const SETTINGS: u8 = 4;
 const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
 
-/// A recorded connection: its chunks in capture order, requests ingress (a server).
-struct Recording {
-    name: &'static str,
-    chunks: Vec<StreamChunk>,
-    bytes: u64,
-    calls: u64,
-}
-
-/// Builds chunks with consecutive offsets per direction and increasing times, and encodes
-/// header blocks with one encoder per direction, as peers do.
-struct Recorder {
-    connection: Arc<Connection>,
-    offsets: [u64; 2],
-    chunks: Vec<StreamChunk>,
+/// Records an HTTP/2 connection from its prefaces on, encoding header blocks with one encoder
+/// per direction, as peers do.
+struct H2Recorder {
+    wire: Recorder,
     client: loona_hpack::Encoder<'static>,
     server: loona_hpack::Encoder<'static>,
 }
 
-impl Recorder {
+impl H2Recorder {
     fn new() -> Self {
-        let mut recorder = Self {
-            connection: Arc::new(Connection {
-                id: 1,
-                sock: 0,
-                pid: 1,
-                fd: 3,
-                role: Role::Server,
-                opened_unseen: false,
-                tls_client_ja4: None,
-                transport: agent::streams::Transport::Tcp,
-                local: None,
-                peer: None,
-                comm: "bench".into(),
-            }),
-            offsets: [0, 0],
-            chunks: Vec::new(),
-            client: loona_hpack::Encoder::new(),
-            server: loona_hpack::Encoder::new(),
-        };
+        let mut wire = Recorder::new();
         let mut first = PREFACE.to_vec();
         first.extend(frame(SETTINGS, 0, 0, &[]));
-        recorder.push(Direction::Ingress, first);
-        recorder.push(Direction::Egress, frame(SETTINGS, 0, 0, &[]));
-        recorder
+        wire.push(Direction::Ingress, first);
+        wire.push(Direction::Egress, frame(SETTINGS, 0, 0, &[]));
+        Self {
+            wire,
+            client: loona_hpack::Encoder::new(),
+            server: loona_hpack::Encoder::new(),
+        }
     }
 
     fn push(&mut self, direction: Direction, data: Vec<u8>) {
-        let slot = direction as usize;
-        let len = data.len() as u64;
-        let ts_ns = self.chunks.len() as u64 * 1_000;
-        self.chunks.push(StreamChunk {
-            connection: Arc::clone(&self.connection),
-            direction,
-            offset: self.offsets[slot],
-            len,
-            data: Bytes::from(data),
-            tls: false,
-            gap: false,
-            ts_ns,
-            tid: 1,
-            comm: "bench".into(),
-        });
-        self.offsets[slot] += len;
+        self.wire.push(direction, data);
+    }
+
+    fn finish(self, name: &'static str, calls: u64) -> Recording {
+        self.wire.finish(name, calls)
     }
 
     fn request(&mut self, stream: u32, path: &str) -> Vec<u8> {
@@ -117,30 +78,10 @@ impl Recorder {
         out.extend(frame(DATA, END_STREAM, stream, body));
         out
     }
-
-    fn finish(self, name: &'static str, calls: u64) -> Recording {
-        let bytes = self.chunks.iter().map(|chunk| chunk.len).sum();
-        Recording {
-            name,
-            chunks: self.chunks,
-            bytes,
-            calls,
-        }
-    }
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = len.to_be_bytes()[1..].to_vec();
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
 }
 
 fn sequential(calls: u64) -> Recording {
-    let mut recorder = Recorder::new();
+    let mut recorder = H2Recorder::new();
     for index in 0..calls as u32 {
         let stream = 2 * index + 1;
         let request = recorder.request(stream, &format!("/users/{index}?fields=name"));
@@ -153,7 +94,7 @@ fn sequential(calls: u64) -> Recording {
 }
 
 fn interleaved(calls: u64) -> Recording {
-    let mut recorder = Recorder::new();
+    let mut recorder = H2Recorder::new();
     let streams: Vec<u32> = (0..calls as u32).map(|index| 2 * index + 1).collect();
     let requests: Vec<u8> = streams
         .iter()
@@ -172,7 +113,7 @@ fn interleaved(calls: u64) -> Recording {
 fn large_bodies(calls: u64) -> Recording {
     const PIECE: usize = 16 * 1024;
     const BODY: usize = 1024 * 1024;
-    let mut recorder = Recorder::new();
+    let mut recorder = H2Recorder::new();
     let piece: Vec<u8> = (0..PIECE).map(|index| b'a' + (index % 26) as u8).collect();
     for index in 0..calls as u32 {
         let stream = 2 * index + 1;
@@ -206,7 +147,7 @@ const HUFFMAN_RESPONSE: &[u8] = &[
 ];
 
 fn huffman_responses(calls: u64) -> Recording {
-    let mut recorder = Recorder::new();
+    let mut recorder = H2Recorder::new();
     for index in 0..calls as u32 {
         let stream = 2 * index + 1;
         let request = recorder.request(stream, &format!("/users/{index}"));
@@ -226,46 +167,8 @@ fn recordings() -> Vec<Recording> {
     ]
 }
 
-/// Decodes a whole recording, returning the number of calls.
-fn decode(recording: &Recording) -> usize {
-    let Some(first) = recording.chunks.first() else {
-        return 0;
-    };
-    let Some(detected) = http2::detect(first) else {
-        return 0;
-    };
-    let mut decoder = http2::Http2Decoder::new(detected, DecoderSettings { body_cap: BODY_CAP });
-    let mut calls = Vec::new();
-    for chunk in &recording.chunks {
-        decoder.on_chunk(chunk, &mut calls);
-    }
-    decoder.on_end(u64::MAX, &mut calls);
-    black_box(&calls);
-    calls.len()
-}
-
 fn bench(criterion: &mut Criterion) {
-    let recordings = recordings();
-    for recording in &recordings {
-        assert_eq!(
-            decode(recording) as u64,
-            recording.calls,
-            "{}",
-            recording.name
-        );
-    }
-    let mut bytes = criterion.benchmark_group("http2_bytes");
-    for recording in &recordings {
-        bytes.throughput(Throughput::Bytes(recording.bytes));
-        bytes.bench_function(recording.name, |bencher| bencher.iter(|| decode(recording)));
-    }
-    bytes.finish();
-    let mut calls = criterion.benchmark_group("http2_calls");
-    for recording in &recordings {
-        calls.throughput(Throughput::Elements(recording.calls));
-        calls.bench_function(recording.name, |bencher| bencher.iter(|| decode(recording)));
-    }
-    calls.finish();
+    support::bench_recordings(criterion, "http2", http2::decoder, &recordings());
 }
 
 criterion_group!(benches, bench);

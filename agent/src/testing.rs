@@ -64,6 +64,19 @@ pub fn chunk(
     }
 }
 
+/// An HTTP/2 frame (RFC 9113, section 4.1) of `kind` with `flags` on `stream`, carrying
+/// `payload` cut to the most a frame can carry.
+pub fn http2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let payload = payload
+        .get(..payload.len().min(0xff_ffff))
+        .unwrap_or_default();
+    let len = u32::try_from(payload.len()).unwrap_or(0).to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 /// A whole body holding `text`.
 pub fn body(text: &str) -> HttpBody {
     HttpBody {

@@ -171,17 +171,6 @@ pub(crate) fn requests_of(role: Role) -> Direction {
     }
 }
 
-/// Appends an HTTP/2 frame to `out`; a payload longer than a frame can be is cut to one.
-pub(crate) fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    let payload = payload
-        .get(..payload.len().min(0xff_ffff))
-        .unwrap_or_default();
-    let len = u32::try_from(payload.len()).unwrap_or(0).to_be_bytes();
-    out.extend_from_slice(&[len[1], len[2], len[3], kind, flags]);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-}
-
 /// One HTTP/1.1 exchange carrying a layer read from bodies: `request_head` (its lines, each
 /// ending in CRLF, without `Content-Length` and the blank line) with a body, answered `200`
 /// with `response_headers` (lines as `request_head`'s) and a body, then the connection's end.

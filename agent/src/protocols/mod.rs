@@ -346,6 +346,36 @@ fn detect(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn Deco
         .find_map(|protocol| (protocol.decoder)(chunk, settings))
 }
 
+/// What a connection protocol's detection found out about a connection: it carries the
+/// protocol, and which way its exchanges go.
+#[derive(Debug, Clone)]
+pub struct Orientation {
+    connection: Arc<Connection>,
+    requests: Direction,
+    side: Side,
+}
+
+impl Orientation {
+    /// `chunk`'s connection, whose requests travel in `requests`.
+    fn new(chunk: &StreamChunk, requests: Direction) -> Self {
+        Self {
+            connection: Arc::clone(&chunk.connection),
+            requests,
+            side: side_of(chunk.connection.role, requests),
+        }
+    }
+
+    /// The direction requests travel in.
+    pub fn requests(&self) -> Direction {
+        self.requests
+    }
+
+    /// Which end of the exchanges the traced process is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+}
+
 /// Which end of a connection's exchanges the traced process is: its role when known, else the
 /// direction requests travel in (a process sends the requests it makes and receives those it
 /// serves).

@@ -1,10 +1,9 @@
 //! The gRPC fuzz target (`grpc`): calls on one HTTP/2 connection, their messages cut anywhere.
 
 use crate::protocols::fuzzing::{
-    DATA, END_HEADERS, END_STREAM, Feed, HEADERS, PREFACE, frame, lost, records, requests_of,
-    role_of,
+    DATA, END_HEADERS, END_STREAM, Feed, HEADERS, PREFACE, lost, records, requests_of, role_of,
 };
-use crate::{protocols::opposite, streams::Transport};
+use crate::{protocols::opposite, streams::Transport, testing::http2_frame};
 
 /// The request head of the gRPC calls, as a grpc-go client sends it.
 const GRPC_REQUEST: &[(&str, &str)] = &[
@@ -58,20 +57,19 @@ pub fn connection(data: &[u8]) {
                 head.iter()
                     .map(|(name, value)| (name.as_bytes(), value.as_bytes())),
             );
-            frame(&mut bytes, HEADERS, END_HEADERS, stream, &block);
+            bytes.extend(http2_frame(HEADERS, END_HEADERS, stream, &block));
         }
         if side == 1 && ends {
             let block = encoders[1].encode([(b"grpc-status".as_slice(), payload)]);
-            frame(
-                &mut bytes,
+            bytes.extend(http2_frame(
                 HEADERS,
                 END_HEADERS | END_STREAM,
                 stream,
                 &block,
-            );
+            ));
         } else {
             let flags = if ends { END_STREAM } else { 0 };
-            frame(&mut bytes, DATA, flags, stream, payload);
+            bytes.extend(http2_frame(DATA, flags, stream, payload));
         }
         let direction = if side == 0 {
             client_sends

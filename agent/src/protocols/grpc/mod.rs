@@ -541,20 +541,13 @@ mod tests {
             calls::ApiCall,
             protocols::{Decoder, DecoderSettings, grpc::GrpcCall, http2},
             streams::{Connection, StreamChunk},
+            testing::http2_frame as frame,
         };
 
         const DATA: u8 = 0;
         const HEADERS: u8 = 1;
         const END_STREAM: u8 = 1;
         const END_HEADERS: u8 = 4;
-
-        fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-            let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-            out.extend([kind, flags]);
-            out.extend(stream.to_be_bytes());
-            out.extend_from_slice(payload);
-            out
-        }
 
         /// A server's connection: requests come in, responses go out.
         struct Wire {

@@ -100,34 +100,11 @@ use self::{
     pairing::{Pairing, Requests, Responses},
 };
 use super::{
-    Decoder, DecoderSettings,
+    Decoder, DecoderSettings, Orientation,
     http2::{H2cUpgrade, Http2Decoder},
-    opposite, side_of,
+    opposite,
 };
-use crate::{
-    calls::{ApiCall, Side},
-    streams::{Connection, StreamChunk},
-};
-
-/// What [`detect`] found out about a connection: it carries HTTP/1, and which way.
-#[derive(Debug, Clone)]
-pub struct Detected {
-    connection: Arc<Connection>,
-    requests: Direction,
-    side: Side,
-}
-
-impl Detected {
-    /// The direction requests travel in.
-    pub fn requests(&self) -> Direction {
-        self.requests
-    }
-
-    /// Which end of the exchanges the traced process is.
-    pub fn side(&self) -> Side {
-        self.side
-    }
-}
+use crate::{calls::ApiCall, streams::StreamChunk};
 
 /// A decoder for the connection whose first chunk with bytes is `chunk`, if it is HTTP/1.x:
 /// the connection protocol table's entry.
@@ -140,7 +117,7 @@ pub fn decoder(chunk: &StreamChunk, settings: DecoderSettings) -> Option<Box<dyn
 /// method, and a valid line when it is complete) or a status line (`HTTP/1.0 ` or `HTTP/1.1 `,
 /// and then requests travel the other way). `None` for anything else, such as a TLS handshake
 /// or the HTTP/2 preface.
-pub fn detect(chunk: &StreamChunk) -> Option<Detected> {
+pub fn detect(chunk: &StreamChunk) -> Option<Orientation> {
     let requests = if starts_message::<RequestKind>(&chunk.data) {
         chunk.direction
     } else if starts_message::<ResponseKind>(&chunk.data) {
@@ -148,12 +125,7 @@ pub fn detect(chunk: &StreamChunk) -> Option<Detected> {
     } else {
         return None;
     };
-    let side = side_of(chunk.connection.role, requests);
-    Some(Detected {
-        connection: Arc::clone(&chunk.connection),
-        requests,
-        side,
-    })
+    Some(Orientation::new(chunk, requests))
 }
 
 /// The HTTP/1 decoder of one connection.
@@ -169,7 +141,7 @@ pub struct Http1Decoder {
 
 impl Http1Decoder {
     /// A decoder for the connection `detected` describes, fed from its first chunk on.
-    pub fn new(detected: Detected, settings: DecoderSettings) -> Self {
+    pub fn new(detected: Orientation, settings: DecoderSettings) -> Self {
         Self {
             requests_direction: detected.requests,
             requests: MessageParser::new(settings.body_cap),

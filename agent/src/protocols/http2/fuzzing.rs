@@ -3,9 +3,9 @@
 use agent_common::{Direction, Role};
 
 use crate::protocols::fuzzing::{
-    END_HEADERS, END_STREAM, Feed, HEADERS, PREFACE, frame, requests_of, role_of,
+    END_HEADERS, END_STREAM, Feed, HEADERS, PREFACE, requests_of, role_of,
 };
-use crate::streams::Transport;
+use crate::{streams::Transport, testing::http2_frame};
 
 /// An HTTP/2 connection: after the first byte (the role; bit 7: joined mid-way, otherwise the
 /// client preface opens it), the chunks [`Feed::chunks`] cuts from the rest, to whichever
@@ -41,14 +41,7 @@ pub fn hpack_block(data: &[u8]) {
     if !joined {
         feed.whole(Direction::Egress, PREFACE);
     }
-    let mut frame_bytes = Vec::new();
-    frame(
-        &mut frame_bytes,
-        HEADERS,
-        END_HEADERS | END_STREAM,
-        1,
-        block,
-    );
+    let frame_bytes = http2_frame(HEADERS, END_HEADERS | END_STREAM, 1, block);
     feed.whole(Direction::Egress, &frame_bytes);
     feed.whole(Direction::Ingress, &frame_bytes);
     feed.end();

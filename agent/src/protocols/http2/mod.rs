@@ -80,7 +80,7 @@ use std::sync::Arc;
 use agent_common::{Direction, Role};
 
 use self::stream::{Part, Streams};
-use super::{Decoder, DecoderSettings, opposite, side_of};
+use super::{Decoder, DecoderSettings, Orientation, opposite};
 use crate::{
     calls::{ApiCall, Side},
     protocols::http::HttpRequest,
@@ -141,25 +141,14 @@ pub struct H2cUpgrade {
     pub tls: bool,
 }
 
-/// What [`detect`] found out about a connection: it carries HTTP/2, and which way.
+/// What [`detect`] found out about a connection: it carries HTTP/2, which way, and whether
+/// the capture joined it mid-way.
 #[derive(Debug, Clone)]
 pub struct Detected {
-    connection: Arc<Connection>,
-    requests: Direction,
-    side: Side,
-    joined: bool,
-}
-
-impl Detected {
-    /// The direction requests travel in.
-    pub fn requests(&self) -> Direction {
-        self.requests
-    }
-
-    /// Which end of the exchanges the traced process is.
-    pub fn side(&self) -> Side {
-        self.side
-    }
+    /// Which way its exchanges go.
+    pub orientation: Orientation,
+    /// The capture joined the connection after its preface.
+    pub joined: bool,
 }
 
 /// A decoder for the connection whose first chunk with bytes is `chunk`, if it is HTTP/2:
@@ -193,11 +182,8 @@ pub fn detect(chunk: &StreamChunk) -> Option<Detected> {
     } else {
         return None;
     };
-    let side = side_of(chunk.connection.role, requests);
     Some(Detected {
-        connection: Arc::clone(&chunk.connection),
-        requests,
-        side,
+        orientation: Orientation::new(chunk, requests),
         joined,
     })
 }
@@ -854,12 +840,12 @@ impl Http2Decoder {
     /// A decoder for the connection `detected` describes, fed from its first chunk on.
     pub fn new(detected: Detected, settings: DecoderSettings) -> Self {
         Self {
-            requests_direction: detected.requests,
+            requests_direction: detected.orientation.requests,
             requests: DirectionReader::new(Part::Request, detected.joined),
             responses: DirectionReader::new(Part::Response, detected.joined),
             streams: Streams::new(
-                detected.connection,
-                detected.side,
+                detected.orientation.connection,
+                detected.orientation.side,
                 settings.body_cap,
                 detected.joined,
             ),

@@ -13,21 +13,11 @@ use crate::{
         http::{HttpExchange, HttpVersion},
     },
     streams::{Connection, StreamChunk},
-    testing,
+    testing::{self, http2_frame as frame},
 };
 
 fn connection(role: Role) -> Arc<Connection> {
     testing::connection(9, role)
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = len.to_be_bytes()[1..].to_vec();
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
 }
 
 fn settings() -> Vec<u8> {
@@ -200,14 +190,14 @@ fn detects_the_client_and_the_server_preface() {
         comm: "t".into(),
     };
     let detected = detect(&chunk).unwrap();
-    assert_eq!(detected.requests(), Direction::Egress);
-    assert_eq!(detected.side(), Side::Client);
+    assert_eq!(detected.orientation.requests(), Direction::Egress);
+    assert_eq!(detected.orientation.side(), Side::Client);
 
     chunk.direction = Direction::Ingress;
     chunk.data = Bytes::from(settings());
     let detected = detect(&chunk).unwrap();
-    assert_eq!(detected.requests(), Direction::Egress);
-    assert_eq!(detected.side(), Side::Client);
+    assert_eq!(detected.orientation.requests(), Direction::Egress);
+    assert_eq!(detected.orientation.side(), Side::Client);
 
     for other in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],
@@ -753,8 +743,8 @@ fn joining_without_a_role_reads_the_direction_from_a_header_block() {
     let len = data.len() as u64;
     let chunk = testing::chunk(&connection, Direction::Egress, 700, &data, len, 1);
     let detected = detect(&chunk).expect("detected as HTTP/2");
-    assert_eq!(detected.requests(), Direction::Egress);
-    assert_eq!(detected.side(), Side::Client);
+    assert_eq!(detected.orientation.requests(), Direction::Egress);
+    assert_eq!(detected.orientation.side(), Side::Client);
 
     let mut server = loona_hpack::Encoder::new();
     let block = server.encode(vec![(&b":status"[..], &b"200"[..])]);
@@ -762,7 +752,7 @@ fn joining_without_a_role_reads_the_direction_from_a_header_block() {
     let len = data.len() as u64;
     let chunk = testing::chunk(&connection, Direction::Egress, 700, &data, len, 1);
     assert_eq!(
-        detect(&chunk).expect("detected").requests(),
+        detect(&chunk).expect("detected").orientation.requests(),
         Direction::Ingress
     );
 

@@ -144,52 +144,19 @@ pub trait AbuseDetector: Send {
     fn tracked_keys(&self) -> usize;
 }
 
-/// The parameters of any detector, to build one with [`detector`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum AbuseParams {
-    /// BOLA / enumeration.
-    Bola(BolaParams),
-    /// Bursts of 401/403.
-    AuthFailures(AuthFailureParams),
-    /// Many login user names from one source.
-    CredentialStuffing(CredentialStuffingParams),
-    /// One credential from many sources.
-    TokenSpread(TokenSpreadParams),
-    /// Rate anomalies and layer-7 floods.
-    Rate(RateParams),
-    /// Oversized or sensitive-heavy responses.
-    Exposure(ExposureParams),
-    /// Calls at machine-regular intervals.
-    Regularity(RegularityParams),
-}
-
-impl AbuseParams {
-    /// Rejects out-of-range values, saying which and why.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            Self::Bola(p) => p.validate(),
-            Self::AuthFailures(p) => p.validate(),
-            Self::CredentialStuffing(p) => p.validate(),
-            Self::TokenSpread(p) => p.validate(),
-            Self::Rate(p) => p.validate(),
-            Self::Exposure(p) => p.validate(),
-            Self::Regularity(p) => p.validate(),
-        }
-    }
-}
-
-/// A new detector (no keys yet) for `params`, which should have passed
-/// [`AbuseParams::validate`].
-pub fn detector(params: &AbuseParams) -> Box<dyn AbuseDetector> {
-    match params {
-        AbuseParams::Bola(p) => Box::new(BolaDetector::new(p)),
-        AbuseParams::AuthFailures(p) => Box::new(AuthFailureDetector::new(p)),
-        AbuseParams::CredentialStuffing(p) => Box::new(CredentialStuffingDetector::new(p)),
-        AbuseParams::TokenSpread(p) => Box::new(TokenSpreadDetector::new(p)),
-        AbuseParams::Rate(p) => Box::new(RateDetector::new(p)),
-        AbuseParams::Exposure(p) => Box::new(ExposureDetector::new(p)),
-        AbuseParams::Regularity(p) => Box::new(RegularityDetector::new(p)),
-    }
+/// A new detector (no keys yet) for `matcher`, if it is one of the stateful abuse matchers;
+/// `matcher` should have passed its rule pack's validation.
+pub fn detector(matcher: &Matcher) -> Option<Box<dyn AbuseDetector>> {
+    Some(match matcher {
+        Matcher::Bola(p) => Box::new(BolaDetector::new(p)),
+        Matcher::AuthFailures(p) => Box::new(AuthFailureDetector::new(p)),
+        Matcher::CredentialStuffing(p) => Box::new(CredentialStuffingDetector::new(p)),
+        Matcher::TokenSpread(p) => Box::new(TokenSpreadDetector::new(p)),
+        Matcher::Rate(p) => Box::new(RateDetector::new(p)),
+        Matcher::Exposure(p) => Box::new(ExposureDetector::new(p)),
+        Matcher::Regularity(p) => Box::new(RegularityDetector::new(p)),
+        _ => return None,
+    })
 }
 
 /// Object ids of one request the enumeration detectors read.
@@ -211,12 +178,12 @@ impl DetectorFamily for AbuseFamily {
                 .map(|old| (old.rule.id.clone(), (old.rule.matcher.clone(), old.check)))
                 .collect();
         for (position, rule) in rules.iter().enumerate() {
-            let Some(params) = rule.matcher.abuse_params() else {
-                continue;
-            };
             let state = match previous.remove(&rule.id) {
                 Some((matcher, state)) if matcher == rule.matcher => state,
-                _ => detector(&params),
+                _ => match detector(&rule.matcher) {
+                    Some(fresh) => fresh,
+                    None => continue,
+                },
             };
             self.rules.push(Claimed {
                 position,

@@ -997,16 +997,16 @@ fn params_reject_unknown_fields_and_bad_values() {
 #[test]
 fn defaults_are_the_documented_ones_and_valid() {
     let all = [
-        AbuseParams::Bola(BolaParams::default()),
-        AbuseParams::AuthFailures(AuthFailureParams::default()),
-        AbuseParams::CredentialStuffing(CredentialStuffingParams::default()),
-        AbuseParams::TokenSpread(TokenSpreadParams::default()),
-        AbuseParams::Rate(RateParams::default()),
-        AbuseParams::Exposure(ExposureParams::default()),
+        Matcher::Bola(BolaParams::default()),
+        Matcher::AuthFailures(AuthFailureParams::default()),
+        Matcher::CredentialStuffing(CredentialStuffingParams::default()),
+        Matcher::TokenSpread(TokenSpreadParams::default()),
+        Matcher::Rate(RateParams::default()),
+        Matcher::Exposure(ExposureParams::default()),
     ];
     for params in &all {
         params.validate().unwrap();
-        let mut det = detector(params);
+        let mut det = detector(params).expect("an abuse matcher");
         assert!(det.observe(&call(T0, "jwt:sub=alice", &[1], 200)).is_none());
     }
     let d = BolaParams::default();
@@ -1037,77 +1037,77 @@ fn defaults_are_the_documented_ones_and_valid() {
         (10.0, 65_536, 5.0, 10, 20)
     );
     fn send<T: Send>(_: &T) {}
-    send(&detector(&all[0]));
+    send(&detector(&all[0]).expect("an abuse matcher"));
 }
 
 #[test]
 fn validate_explains_what_is_out_of_range() {
-    let cases: [(AbuseParams, &str); 12] = [
+    let cases: [(Matcher, &str); 12] = [
         (
-            AbuseParams::Bola(BolaParams {
+            Matcher::Bola(BolaParams {
                 distinct_ids: 0,
                 ..BolaParams::default()
             }),
             "distinct_ids",
         ),
         (
-            AbuseParams::Bola(BolaParams {
+            Matcher::Bola(BolaParams {
                 distinct_ids: 5000,
                 ..BolaParams::default()
             }),
             "distinct_ids",
         ),
         (
-            AbuseParams::Bola(BolaParams {
+            Matcher::Bola(BolaParams {
                 window_secs: 0,
                 ..BolaParams::default()
             }),
             "window_secs",
         ),
         (
-            AbuseParams::Bola(BolaParams {
+            Matcher::Bola(BolaParams {
                 baseline_factor: f64::NAN,
                 ..BolaParams::default()
             }),
             "baseline_factor",
         ),
         (
-            AbuseParams::Bola(BolaParams {
+            Matcher::Bola(BolaParams {
                 baseline_factor: 0.5,
                 ..BolaParams::default()
             }),
             "baseline_factor",
         ),
         (
-            AbuseParams::AuthFailures(AuthFailureParams {
+            Matcher::AuthFailures(AuthFailureParams {
                 failures: 0,
                 ..AuthFailureParams::default()
             }),
             "failures",
         ),
         (
-            AbuseParams::CredentialStuffing(CredentialStuffingParams {
+            Matcher::CredentialStuffing(CredentialStuffingParams {
                 distinct_users: 1,
                 ..CredentialStuffingParams::default()
             }),
             "distinct_users",
         ),
         (
-            AbuseParams::TokenSpread(TokenSpreadParams {
+            Matcher::TokenSpread(TokenSpreadParams {
                 window_secs: 100_000,
                 ..TokenSpreadParams::default()
             }),
             "window_secs",
         ),
         (
-            AbuseParams::Rate(RateParams {
+            Matcher::Rate(RateParams {
                 distinct_sources: Some(10),
                 ..RateParams::default()
             }),
             "per: endpoint",
         ),
         (
-            AbuseParams::Rate(RateParams {
+            Matcher::Rate(RateParams {
                 per: RateScope::Endpoint,
                 distinct_sources: Some(1),
                 ..RateParams::default()
@@ -1115,14 +1115,14 @@ fn validate_explains_what_is_out_of_range() {
             "distinct_sources",
         ),
         (
-            AbuseParams::Exposure(ExposureParams {
+            Matcher::Exposure(ExposureParams {
                 size_factor: f64::INFINITY,
                 ..ExposureParams::default()
             }),
             "size_factor",
         ),
         (
-            AbuseParams::Exposure(ExposureParams {
+            Matcher::Exposure(ExposureParams {
                 warmup_calls: 0,
                 ..ExposureParams::default()
             }),
@@ -1138,32 +1138,32 @@ fn validate_explains_what_is_out_of_range() {
 #[test]
 fn unvalidated_params_never_panic() {
     let all = [
-        AbuseParams::Bola(BolaParams {
+        Matcher::Bola(BolaParams {
             distinct_ids: 0,
             window_secs: 0,
             baseline_factor: f64::NAN,
         }),
-        AbuseParams::AuthFailures(AuthFailureParams {
+        Matcher::AuthFailures(AuthFailureParams {
             failures: 0,
             window_secs: u64::MAX,
             per: AuthFailureScope::Source,
         }),
-        AbuseParams::CredentialStuffing(CredentialStuffingParams {
+        Matcher::CredentialStuffing(CredentialStuffingParams {
             distinct_users: 0,
             window_secs: 0,
         }),
-        AbuseParams::TokenSpread(TokenSpreadParams {
+        Matcher::TokenSpread(TokenSpreadParams {
             distinct_sources: u32::MAX,
             window_secs: 0,
         }),
-        AbuseParams::Rate(RateParams {
+        Matcher::Rate(RateParams {
             per: RateScope::Endpoint,
             min_requests: 0,
             window_secs: 0,
             baseline_factor: f64::INFINITY,
             distinct_sources: Some(0),
         }),
-        AbuseParams::Exposure(ExposureParams {
+        Matcher::Exposure(ExposureParams {
             size_factor: f64::NAN,
             min_bytes: 0,
             sensitive_factor: -1.0,
@@ -1172,7 +1172,7 @@ fn unvalidated_params_never_panic() {
         }),
     ];
     for params in &all {
-        let mut det = detector(params);
+        let mut det = detector(params).expect("an abuse matcher");
         for i in 0..100u64 {
             let ids = [i, i + 1];
             let obs = Observation {

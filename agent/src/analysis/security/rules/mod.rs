@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use super::{
     abuse::{
-        AbuseParams, AuthFailureParams, BolaParams, CredentialStuffingParams, ExposureParams,
-        RateParams, RegularityParams, TokenSpreadParams,
+        AuthFailureParams, BolaParams, CredentialStuffingParams, ExposureParams, RateParams,
+        RegularityParams, TokenSpreadParams,
     },
     injection::InjectionClass,
 };
@@ -332,20 +332,6 @@ impl Matcher {
         })
     }
 
-    /// The stateful detector the matcher needs, if any.
-    pub fn abuse_params(&self) -> Option<AbuseParams> {
-        Some(match self {
-            Self::Bola(params) => AbuseParams::Bola(params.clone()),
-            Self::AuthFailures(params) => AbuseParams::AuthFailures(params.clone()),
-            Self::CredentialStuffing(params) => AbuseParams::CredentialStuffing(params.clone()),
-            Self::TokenSpread(params) => AbuseParams::TokenSpread(params.clone()),
-            Self::Rate(params) => AbuseParams::Rate(params.clone()),
-            Self::Exposure(params) => AbuseParams::Exposure(params.clone()),
-            Self::Regularity(params) => AbuseParams::Regularity(params.clone()),
-            _ => return None,
-        })
-    }
-
     /// Rejects parameters out of range.
     pub(super) fn validate(&self) -> Result<(), String> {
         match self {
@@ -381,7 +367,14 @@ impl Matcher {
                         .to_owned(),
                 )
             }
-            _ => self.abuse_params().map_or(Ok(()), |params| params.validate()),
+            Self::Bola(p) => p.validate(),
+            Self::AuthFailures(p) => p.validate(),
+            Self::CredentialStuffing(p) => p.validate(),
+            Self::TokenSpread(p) => p.validate(),
+            Self::Rate(p) => p.validate(),
+            Self::Exposure(p) => p.validate(),
+            Self::Regularity(p) => p.validate(),
+            _ => Ok(()),
         }
     }
 }
