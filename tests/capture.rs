@@ -14,8 +14,8 @@ use serde_json::Value;
 use support::{
     Agent, CHUNK_TIMEOUT, Chunk, DEFAULT_CAPTURE_CAP, Direction, FIXTURE_READY_TIMEOUT, Role,
     TempDir, assert_contiguous, assert_same_addresses, base64_field, concat, count_occurrences,
-    curl, find, marker, next_json_event, one_conn_with, require_root, spawn_python,
-    start_python_server, stream_chunks, summarize,
+    curl, find, marker, next_json_event, one_conn_with, spawn_python, start_python_server,
+    stream_chunks, summarize,
 };
 
 use Direction::{Egress, Ingress};
@@ -105,9 +105,6 @@ fn assert_stream_matches(chunks: &[&Chunk], expected: &[u8], what: &str) {
 
 #[test]
 fn plain_http_request_seen_once_on_each_side() {
-    if !require_root() {
-        return;
-    }
     let marker = marker("plain");
     let port = support::free_port();
     let server_addr = format!("127.0.0.1:{port}");
@@ -195,18 +192,14 @@ fn plain_http_request_seen_once_on_each_side() {
 
 #[test]
 fn tls_plaintext_captured_on_both_sides_without_ciphertext() {
-    if require_root() {
-        check_tls_capture(&[]);
-    }
+    check_tls_capture(&[]);
 }
 
 /// Python's asyncio runs OpenSSL over memory BIOs: no syscall inside `SSL_read`/`SSL_write`
 /// tells the socket, the ciphertext reads around them do.
 #[test]
 fn tls_over_memory_bios_captured_on_both_sides() {
-    if require_root() {
-        check_tls_capture(&["--asyncio"]);
-    }
+    check_tls_capture(&["--asyncio"]);
 }
 
 /// One curl request to https_server.py (started with `server_args`): its plaintext is seen on
@@ -297,9 +290,6 @@ fn check_tls_capture(server_args: &[&str]) {
 
 #[test]
 fn vectored_io_server_response_captured_whole() {
-    if !require_root() {
-        return;
-    }
     let marker = marker("vectored");
     let port = support::free_port();
     let server_addr = format!("127.0.0.1:{port}");
@@ -388,9 +378,6 @@ fn vectored_io_server_response_captured_whole() {
 
 #[test]
 fn large_request_body_captured_up_to_cap() {
-    if !require_root() {
-        return;
-    }
     let marker = marker("large");
     let dir = TempDir::new("large");
     let body_path = dir.join("body.bin");
@@ -514,9 +501,6 @@ fn pattern_body(marker: &str, len: usize) -> Vec<u8> {
 
 #[test]
 fn keepalive_connection_opened_before_agent_is_captured() {
-    if !require_root() {
-        return;
-    }
     let marker = marker("keepalive");
     let port = support::free_port();
     let server_addr = format!("127.0.0.1:{port}");
@@ -575,9 +559,6 @@ fn keepalive_connection_opened_before_agent_is_captured() {
 
 #[test]
 fn agent_never_reports_itself() {
-    if !require_root() {
-        return;
-    }
     let marker = marker("self");
     let port = support::free_port();
     let _server = start_python_server("http_server.py", port, &[]);
@@ -604,9 +585,6 @@ fn agent_never_reports_itself() {
 
 #[test]
 fn capture_cap_option_limits_captured_bytes() {
-    if !require_root() {
-        return;
-    }
     const CAP: u64 = 1000;
     let marker = marker("cap");
     let dir = TempDir::new("cap");
@@ -663,9 +641,6 @@ fn capture_cap_option_limits_captured_bytes() {
 
 #[test]
 fn sendfile_body_is_a_counted_gap_that_keeps_the_stream_aligned() {
-    if !require_root() {
-        return;
-    }
     let marker = marker("sendfile");
     let dir = TempDir::new("sendfile");
     let body_path = dir.join("body.bin");
@@ -751,9 +726,6 @@ fn sendfile_body_is_a_counted_gap_that_keeps_the_stream_aligned() {
 /// counts its calls (`payload_muted`), while HTTP is still decoded.
 #[test]
 fn connections_no_decoder_wants_are_muted_in_the_kernel() {
-    if !require_root() {
-        return;
-    }
     const MESSAGES: u64 = 300;
     let port = support::free_port();
     let _server = start_python_server("http_server.py", port, &[]);

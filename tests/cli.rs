@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{Agent, COMMAND_TIMEOUT, agent_bin, agent_command, random_hex, require_root, run};
+use support::{Agent, COMMAND_TIMEOUT, agent_bin, agent_command, random_hex, run};
 
 /// The agent binary, with no backtrace settings inherited, so that error
 /// output is what a user sees by default.
@@ -43,9 +43,6 @@ fn unknown_flag_is_a_clean_usage_error() {
 fn missing_config_file_is_reported_with_its_path() {
     // `run` is the command that loads eBPF; as root it must fail on the
     // config before it gets that far, and not run on without one.
-    if !require_root() {
-        return;
-    }
     let path = format!("/nonexistent-apiscope-{}.yaml", random_hex(4));
     let out = run(apiscope().args(["run", "--config", &path]), COMMAND_TIMEOUT);
     assert!(
@@ -68,9 +65,6 @@ fn missing_config_file_is_reported_with_its_path() {
 
 #[test]
 fn check_reports_every_requirement_and_passes_as_root() {
-    if !require_root() {
-        return;
-    }
     let out = run(apiscope().arg("check"), COMMAND_TIMEOUT);
     assert!(
         out.status.success(),
@@ -90,25 +84,16 @@ fn check_reports_every_requirement_and_passes_as_root() {
 
 #[test]
 fn sigterm_exits_zero() {
-    if !require_root() {
-        return;
-    }
     Agent::start(&[]).stop_with(libc::SIGTERM);
 }
 
 #[test]
 fn sigint_exits_zero() {
-    if !require_root() {
-        return;
-    }
     Agent::start(&[]).stop_with(libc::SIGINT);
 }
 
 #[test]
 fn missing_privileges_are_one_clear_error() {
-    if !require_root() {
-        return;
-    }
     // Root without the capabilities that load and attach eBPF programs.
     let out = run(
         Command::new("capsh")
@@ -159,9 +144,6 @@ fn exporting_a_credential_header_is_refused() {
 
 #[test]
 fn without_a_collector_each_call_is_one_readable_line() {
-    if !require_root() {
-        return;
-    }
     let port = support::free_port();
     let _server = support::start_python_server("http_server.py", port, &[]);
     let agent = Agent::start_exporting(&[], &[]);
@@ -200,9 +182,6 @@ fn without_a_collector_each_call_is_one_readable_line() {
 
 #[test]
 fn health_endpoints_report_readiness_probes_and_counters() {
-    if !require_root() {
-        return;
-    }
     let mut agent = Agent::start(&[]);
     let url = agent.endpoints_url();
     let get = |path: &str| {

@@ -14,7 +14,7 @@ use support::otlp::{
     AttrValue, FlatLog, FlatMetric, FlatSpan, OtlpReceiver, summarize_logs, summarize_spans,
 };
 use support::{
-    Agent, COMMAND_TIMEOUT, Finished, fixture, free_port, python, random_hex, require_root, run,
+    Agent, COMMAND_TIMEOUT, Finished, fixture, free_port, python, random_hex, run,
     start_python_server,
 };
 
@@ -156,14 +156,11 @@ fn cut_short(span: &FlatSpan) -> bool {
 
 #[test]
 fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = start_python_server("openai_server.py", port, &[]);
-    let mut agent = Agent::start_exporting(
-        &["--otlp-endpoint", &receiver.endpoint()],
+    let mut agent = receiver.agent(
+        &[],
         &[
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
@@ -361,19 +358,11 @@ fn openai_client_calls_become_genai_spans_with_what_the_server_sent() {
 
 #[test]
 fn opted_in_prompts_and_answers_are_exported_redacted() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = start_python_server("openai_server.py", port, &[]);
-    let agent = Agent::start_exporting(
-        &[
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--set",
-            "export.genai_content=true",
-        ],
+    let agent = receiver.agent(
+        &["--set", "export.genai_content=true"],
         &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
     );
     let base_url = format!("http://127.0.0.1:{port}/v1");

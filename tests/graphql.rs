@@ -12,17 +12,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
-use support::{Agent, Finished, curl, find, free_port, require_root, start_python_server};
+use support::otlp::{EXPORT_EVERY_500_MS, FlatSpan, OtlpReceiver, summarize_spans};
+use support::{Finished, curl, find, free_port, start_python_server};
 
 /// How long the test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Export cadence for the agent: batches and metric collections every 500 ms.
-const OTEL_ENV: &[(&str, &str)] = &[
-    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "500"),
-];
-
 /// `curl -d BODY URL` with a JSON content type; its answer parsed as JSON.
 fn post(url: &str, body: &str) -> (Finished, Value) {
     let out = curl(&[
@@ -57,21 +51,10 @@ fn sorted(names: &[&str]) -> Vec<String> {
 
 #[test]
 fn graphql_operations_become_spans_named_after_them() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = start_python_server("graphql_server.py", port, &[]);
-    let mut agent = Agent::start_exporting(
-        &[
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--otlp-protocol",
-            "grpc",
-        ],
-        OTEL_ENV,
-    );
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     let url = format!("http://127.0.0.1:{port}/graphql");
 
     let (query, answer) = post(

@@ -15,21 +15,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::otlp::{
-    self, AttrValue, FlatMetric, FlatSpan, OtlpReceiver, StatusCode, summarize_metrics,
-    summarize_spans,
+    self, AttrValue, EXPORT_EVERY_500_MS, FlatMetric, FlatSpan, OtlpReceiver, StatusCode,
+    summarize_metrics, summarize_spans,
 };
 use support::{
     Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, fixture, free_port, make_cert,
-    python, require_root, run,
+    python, run,
 };
 
 /// How long the test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Export cadence for the agent: batches and metric collections every 500 ms.
-const OTEL_ENV: &[(&str, &str)] = &[
-    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "500"),
-];
 /// The fixtures' service.
 const SERVICE: &str = "apiscope.test.Echo";
 
@@ -166,13 +161,10 @@ fn problems(span: &FlatSpan, call: &Expected, server: bool) -> Vec<String> {
 
 #[test]
 fn grpcio_calls_are_one_rpc_span_per_side() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = support::start_python_server("grpc_server.py", port, &[]);
-    let agent = start_agent(&receiver);
+    let agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     let mut client = Command::new(python());
     client
         .arg("-u")
@@ -187,14 +179,11 @@ fn grpcio_calls_are_one_rpc_span_per_side() {
 /// around it rather than by a syscall inside `SSL_read`.
 #[test]
 fn grpc_js_calls_over_tls_are_one_rpc_span_per_side() {
-    if !require_root() {
-        return;
-    }
     let dir = TempDir::new("grpc-js");
     let cert = make_cert(&dir);
     let receiver = OtlpReceiver::start();
     // The agent first, so that the uprobes are on the node executable before it starts.
-    let agent = start_agent(&receiver);
+    let agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     let port = free_port().to_string();
     let mut server = Proc::spawn(
         "grpc-js server",
@@ -208,18 +197,6 @@ fn grpc_js_calls_over_tls_are_one_rpc_span_per_side() {
     let mut client = node_fixture("client.js");
     client.args(["--port", &port, "--ca"]).arg(&cert.cert);
     check_calls(&receiver, agent, server.pid(), &mut client);
-}
-
-fn start_agent(receiver: &OtlpReceiver) -> Agent {
-    Agent::start_exporting(
-        &[
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--otlp-protocol",
-            "grpc",
-        ],
-        OTEL_ENV,
-    )
 }
 
 /// `node tests/fixtures/grpc_node/<script>`, with the fixture's own `node_modules`.
@@ -364,16 +341,13 @@ fn incomplete_parts(span: &FlatSpan) -> Vec<&str> {
 /// calls added before the agent saw anything are unknown and left out (`headers`).
 #[test]
 fn a_grpc_channel_opened_before_the_agent_keeps_yielding_spans() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = support::start_python_server("grpc_server.py", port, &[]);
     let mut client =
         support::spawn_python("grpc_client.py", &["--port", &port.to_string(), "--pause"]);
     client.wait_stdout_line("PAUSED", FIXTURE_READY_TIMEOUT, |l| l.trim() == "PAUSED");
-    let mut agent = start_agent(&receiver);
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     client.write_line("go");
     let seen: Vec<String> = (0..CALLS.len())
         .map(|_| {

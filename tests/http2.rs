@@ -13,19 +13,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use support::nginx::Nginx;
-use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
-use support::{Agent, Finished, curl, free_port, require_root, start_python_server};
+use support::otlp::{EXPORT_EVERY_500_MS, FlatSpan, OtlpReceiver, summarize_spans};
+use support::{Agent, Finished, curl, free_port, start_python_server};
 
 /// How long a test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Calls per test.
 const N: usize = 4;
-/// Export cadence for the agent.
-const OTEL_ENV: &[(&str, &str)] = &[
-    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "500"),
-];
-
 /// The path of call `i`: even calls hit `/ok` (200), odd ones a missing page (404).
 fn path(i: usize) -> String {
     if i.is_multiple_of(2) {
@@ -37,18 +31,6 @@ fn path(i: usize) -> String {
 
 fn expected_status(path: &str) -> i64 {
     if path == "/ok" { 200 } else { 404 }
-}
-
-fn start_agent(receiver: &OtlpReceiver) -> Agent {
-    Agent::start_exporting(
-        &[
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--otlp-protocol",
-            "grpc",
-        ],
-        OTEL_ENV,
-    )
 }
 
 /// The spans of `pids` of one kind.
@@ -171,61 +153,33 @@ fn curl_on_one_connection(args: &[&str], urls: &[String]) -> Finished {
 
 #[test]
 fn h2c_prior_knowledge_calls_become_spans() {
-    if !require_root() {
-        return;
-    }
-    let receiver = OtlpReceiver::start();
-    let nginx = Nginx::start("http2-h2c");
-    let agent = start_agent(&receiver);
-    let mut curls = BTreeSet::new();
-    for i in 0..N {
-        let url = format!("http://127.0.0.1:{}{}", nginx.h2c_port, path(i));
-        let out = curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "--http2-prior-knowledge",
-            "-w",
-            "%{http_version} %{http_code}",
-            &url,
-        ]);
-        let code = expected_status(&path(i));
-        assert_eq!(out.stdout_text(), format!("2 {code}"), "{}", out.describe());
-        curls.insert(out.pid);
-    }
-    check_spans(
-        &receiver,
-        agent,
-        &nginx.worker_pids().into_iter().collect(),
-        &curls,
-        nginx.h2c_port,
-        "http",
-    );
+    one_curl_per_call_becomes_spans("http2-h2c", "http", &["--http2-prior-knowledge"]);
 }
 
 #[test]
 fn h2_over_tls_calls_become_spans() {
-    if !require_root() {
-        return;
-    }
+    // `--http2` over TLS: ALPN chooses h2, which the `2` of each `%{http_version}` proves.
+    one_curl_per_call_becomes_spans("http2-tls", "https", &["-k", "--http2"]);
+}
+
+/// `N` calls to nginx (started with `config`) over `scheme`, one curl with `flags` each, all
+/// of them over HTTP/2, become the spans [`check_spans`] expects.
+fn one_curl_per_call_becomes_spans(config: &str, scheme: &str, flags: &[&str]) {
     let receiver = OtlpReceiver::start();
-    let nginx = Nginx::start("http2-tls");
-    let agent = start_agent(&receiver);
+    let nginx = Nginx::start(config);
+    let agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
+    let port = match scheme {
+        "https" => nginx.tls_port,
+        _ => nginx.h2c_port,
+    };
     let mut curls = BTreeSet::new();
     for i in 0..N {
-        let url = format!("https://127.0.0.1:{}{}", nginx.tls_port, path(i));
-        let out = curl(&[
-            "-s",
-            "-k",
-            "-o",
-            "/dev/null",
-            "--http2",
-            "-w",
-            "%{http_version} %{http_code}",
-            &url,
-        ]);
+        let url = format!("{scheme}://127.0.0.1:{port}{}", path(i));
+        let mut args = vec!["-s", "-o", "/dev/null"];
+        args.extend(flags);
+        args.extend(["-w", "%{http_version} %{http_code}", &url]);
+        let out = curl(&args);
         let code = expected_status(&path(i));
-        // ALPN chose h2.
         assert_eq!(out.stdout_text(), format!("2 {code}"), "{}", out.describe());
         curls.insert(out.pid);
     }
@@ -234,19 +188,16 @@ fn h2_over_tls_calls_become_spans() {
         agent,
         &nginx.worker_pids().into_iter().collect(),
         &curls,
-        nginx.tls_port,
-        "https",
+        port,
+        scheme,
     );
 }
 
 #[test]
 fn parallel_streams_on_one_connection_become_spans() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let nginx = Nginx::start("http2-parallel");
-    let agent = start_agent(&receiver);
+    let agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     // Over TLS: curl 7.88 (Debian 12) fails `--parallel` with `--http2-prior-knowledge` by
     // itself (exit 16, a framing error, with or without the agent), while after ALPN it waits
     // for the first connection and multiplexes every transfer on it.
@@ -270,13 +221,10 @@ fn parallel_streams_on_one_connection_become_spans() {
 /// same connection. Hypercorn is the server (nginx does not accept the upgrade).
 #[test]
 fn h2c_upgrade_calls_become_spans() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = start_python_server("h2c_server.py", port, &[]);
-    let agent = start_agent(&receiver);
+    let agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     let urls: Vec<String> = (0..N)
         .map(|i| format!("http://127.0.0.1:{port}{}", path(i)))
         .collect();

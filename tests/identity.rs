@@ -11,10 +11,7 @@ use std::{process::Command, time::Duration};
 
 use support::cgroup::TestCgroups;
 use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
-use support::{
-    Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, free_port, python, random_hex,
-    require_root, run,
-};
+use support::{COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, free_port, python, random_hex, run};
 
 /// How long the test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,9 +20,6 @@ const SECRETS: [&str; 3] = ["s3cr3t-bearer", "hunter2pw", "k3y-in-query"];
 
 #[test]
 fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let mut server = Proc::spawn(
@@ -38,15 +32,7 @@ fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
             .env("OTEL_SERVICE_NAME", "checkout-api"),
     );
     server.wait_stdout_line("READY", FIXTURE_READY_TIMEOUT, |l| l.trim() == "READY");
-    let mut agent = Agent::start_exporting(
-        &[
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--otlp-protocol",
-            "grpc",
-        ],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
-    );
+    let mut agent = receiver.agent(&[], &[("OTEL_BSP_SCHEDULE_DELAY", "200")]);
     let url = format!(
         "http://alice:{}@127.0.0.1:{port}/identity?api_key={}",
         SECRETS[1], SECRETS[2]
@@ -136,9 +122,6 @@ fn calls_carry_the_service_name_command_line_and_user_of_their_process() {
 
 #[test]
 fn calls_from_docker_and_containerd_cgroups_carry_their_container_ids() {
-    if !require_root() {
-        return;
-    }
     let (docker_id, containerd_id) = (random_hex(32), random_hex(32));
     let pod_uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
     let mut cgroups = TestCgroups::new();
@@ -148,10 +131,7 @@ fn calls_from_docker_and_containerd_cgroups_carry_their_container_ids() {
         pod_uid.replace('-', "_")
     ));
     let receiver = OtlpReceiver::start();
-    let mut agent = Agent::start_exporting(
-        &["--otlp-endpoint", &receiver.endpoint()],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
-    );
+    let mut agent = receiver.agent(&[], &[("OTEL_BSP_SCHEDULE_DELAY", "200")]);
     let port = free_port();
     let fixture = support::fixture("http_server.py");
     let mut server = Proc::spawn(

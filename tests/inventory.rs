@@ -17,7 +17,7 @@ use serde_json::Value;
 use support::otlp::{FlatLog, OtlpReceiver, summarize_logs};
 use support::{
     Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, agent_command, curl, find,
-    fixture, free_port, python, random_hex, require_root, run,
+    fixture, free_port, python, random_hex, run,
 };
 
 /// How long a test waits for events or inventory entries.
@@ -120,16 +120,11 @@ fn endpoints_of(logs: &[&FlatLog]) -> BTreeSet<String> {
 
 #[test]
 fn a_declared_spec_tells_documented_shadow_zombie_and_orphan_endpoints() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let api = users_api();
     let (port, service) = (api.port, api.service.as_str());
-    let mut agent = Agent::start_exporting(
+    let mut agent = receiver.agent(
         &[
-            "--otlp-endpoint",
-            &receiver.endpoint(),
             "--spec",
             &spec_flag(service),
             "--set",
@@ -280,9 +275,6 @@ fn a_declared_spec_tells_documented_shadow_zombie_and_orphan_endpoints() {
 
 #[test]
 fn five_hundred_user_ids_are_one_endpoint_in_a_valid_openapi_document() {
-    if !require_root() {
-        return;
-    }
     let api = users_api();
     let (port, service) = (api.port, api.service.as_str());
     let mut agent = Agent::start_exporting(&[], &[]);
@@ -343,16 +335,13 @@ fn five_hundred_user_ids_are_one_endpoint_in_a_valid_openapi_document() {
 
 #[test]
 fn sensitive_data_classes_are_flagged_and_no_value_leaves_the_agent() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let api = users_api();
     let (port, service) = (api.port, api.service.as_str());
     let dir = TempDir::new("inventory-sensitive");
     let directory = dir.path().to_str().unwrap().to_owned();
-    let mut agent = Agent::start_exporting(
-        &["--otlp-endpoint", &receiver.endpoint()],
+    let mut agent = receiver.agent(
+        &[],
         &[
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("APISCOPE_INVENTORY_DIRECTORY", &directory),
@@ -438,9 +427,6 @@ fn sensitive_data_classes_are_flagged_and_no_value_leaves_the_agent() {
 
 #[test]
 fn the_inventory_survives_a_restart_and_a_corrupt_database_is_refused() {
-    if !require_root() {
-        return;
-    }
     let api = users_api();
     let (port, service) = (api.port, api.service.as_str());
     let dir = TempDir::new("inventory-restart");

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use support::{
     Agent, CHUNK_TIMEOUT, COMMAND_TIMEOUT, Direction::Egress, Direction::Ingress, TempDir,
-    agent_bin, agent_command, curl, marker, require_root, run, start_python_server,
+    agent_bin, agent_command, curl, marker, run, start_python_server,
 };
 
 /// The most instructions the verifier may process for one program: a fifth of its limit.
@@ -64,9 +64,6 @@ fn group_rows(stdout: &str) -> Vec<(String, String)> {
 
 #[test]
 fn every_program_verifies_within_its_budget_with_each_socket_lookup() {
-    if !require_root() {
-        return;
-    }
     // `auto` takes the socket tracepoints where the kernel has them (6.3+); the file-table
     // walk is then checked too, since older kernels use it.
     let mut lookups = vec!["auto"];
@@ -138,9 +135,6 @@ fn with_hidden_tracepoint(empty: &TempDir, program: &std::path::Path) -> Command
 
 #[test]
 fn a_group_the_kernel_refuses_leaves_the_agent_capturing_without_it() {
-    if !require_root() {
-        return;
-    }
     let empty = TempDir::new("hidden-tracepoint");
 
     let mut check = with_hidden_tracepoint(&empty, &agent_bin());

@@ -12,7 +12,7 @@ use support::kube::{KubeApi, PodSpec, pod, uid};
 use support::otlp::{FlatSpan, OtlpReceiver, summarize_spans};
 use support::{
     Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, free_port, python, random_hex,
-    require_root, run,
+    run,
 };
 
 /// How long the test waits for its spans at the receiver.
@@ -81,9 +81,6 @@ fn server_span(receiver: &OtlpReceiver, agent: &mut Agent, pid: u32, path: &str)
 
 #[test]
 fn calls_are_named_after_the_pods_of_this_node_including_one_added_later() {
-    if !require_root() {
-        return;
-    }
     let dir = TempDir::new("kubernetes");
     let mut cgroups = TestCgroups::new();
     let checkout_uid = uid();
@@ -103,15 +100,8 @@ fn calls_are_named_after_the_pods_of_this_node_including_one_added_later() {
 
     let receiver = OtlpReceiver::start();
     let kubeconfig = api.kubeconfig().to_str().unwrap().to_owned();
-    let mut agent = Agent::start_exporting(
-        &[
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--set",
-            "kubernetes.enabled=true",
-            "--node-name",
-            NODE,
-        ],
+    let mut agent = receiver.agent(
+        &["--set", "kubernetes.enabled=true", "--node-name", NODE],
         &[
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("KUBECONFIG", &kubeconfig),

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::otlp::OtlpReceiver;
-use support::{
-    Agent, COMMAND_TIMEOUT, TempDir, agent_command, marker, one_at_a_time, require_root, run,
-};
+use support::{Agent, COMMAND_TIMEOUT, TempDir, agent_command, marker, one_at_a_time, run};
 
 /// How long the kernel may take to free a program after its last reference is closed (it
 /// frees them after an RCU grace period, not at once).
@@ -109,9 +107,6 @@ fn leaves_nothing_attached(end: impl FnOnce(Agent)) {
 
 #[test]
 fn sigterm_detaches_every_probe() {
-    if !require_root() {
-        return;
-    }
     let _serial = one_at_a_time();
     leaves_nothing_attached(|agent| {
         agent.stop_for_lines();
@@ -120,18 +115,12 @@ fn sigterm_detaches_every_probe() {
 
 #[test]
 fn a_crash_leaves_nothing_attached() {
-    if !require_root() {
-        return;
-    }
     let _serial = one_at_a_time();
     leaves_nothing_attached(Agent::kill);
 }
 
 #[test]
 fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
-    if !require_root() {
-        return;
-    }
     let _serial = one_at_a_time();
     let state = TempDir::new("lifecycle-state");
     let directory = state.path().to_str().expect("utf-8 path").to_owned();
@@ -168,9 +157,6 @@ fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
 
 #[test]
 fn the_documented_capabilities_are_enough_and_exactly_what_it_holds() {
-    if !require_root() {
-        return;
-    }
     let _serial = one_at_a_time();
     let receiver = OtlpReceiver::start();
     let mut agent = Agent::start_exporting_with_capabilities(

@@ -11,9 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use support::otlp::{FlatLog, FlatSpan, OtlpReceiver, summarize_logs, summarize_spans};
-use support::{
-    Agent, COMMAND_TIMEOUT, fixture, free_port, python, require_root, run, start_python_server,
-};
+use support::{COMMAND_TIMEOUT, fixture, free_port, python, run, start_python_server};
 
 const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -151,16 +149,10 @@ fn expect_one_rug_pull(receiver: &OtlpReceiver, session: &[&FlatSpan]) {
 
 #[test]
 fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = start_python_server("mcp_server.py", port, &[]);
-    let mut agent = Agent::start_exporting(
-        &["--otlp-endpoint", &receiver.endpoint()],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
-    );
+    let mut agent = receiver.agent(&[], &[("OTEL_BSP_SCHEDULE_DELAY", "200")]);
     let url = format!("http://127.0.0.1:{port}/mcp");
     let (client, seen) = run_client(&["--url", &url]);
     assert_eq!(seen["fail_is_error"], true, "what the client got: {seen}");
@@ -242,17 +234,9 @@ fn streamable_http_sessions_become_mcp_spans_on_both_ends() {
 
 #[test]
 fn a_stdio_tool_server_started_by_its_client_is_followed_through_its_pipes() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
-    let agent = Agent::start_exporting(
-        &[
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--stdio-command",
-            "*mcp_server.py --stdio*",
-        ],
+    let agent = receiver.agent(
+        &["--stdio-command", "*mcp_server.py --stdio*"],
         &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
     );
     let server_script = fixture("mcp_server.py");
@@ -296,16 +280,10 @@ fn a_stdio_tool_server_started_by_its_client_is_followed_through_its_pipes() {
 
 #[test]
 fn an_agent_obeying_an_injected_tool_result_is_flagged() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let port = free_port();
     let server = start_python_server("mcp_server.py", port, &[]);
-    let agent = Agent::start_exporting(
-        &["--otlp-endpoint", &receiver.endpoint()],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
-    );
+    let agent = receiver.agent(&[], &[("OTEL_BSP_SCHEDULE_DELAY", "200")]);
     let url = format!("http://127.0.0.1:{port}/mcp");
     let (client, seen) = run_client(&["--url", &url, "--agency"]);
     assert_eq!(seen["deleted"], "deleted", "what the client got: {seen}");

@@ -41,13 +41,13 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message as _;
 use serde_json::Value;
 use support::otlp::{
-    self, AggregationTemporality, AttrValue, FlatMetric, FlatSpan, MetricKind, OtlpReceiver,
-    SpanKind, StatusCode, summarize_metrics, summarize_spans,
+    self, AggregationTemporality, AttrValue, EXPORT_EVERY_500_MS, FlatMetric, FlatSpan, MetricKind,
+    OtlpReceiver, SpanKind, StatusCode, summarize_metrics, summarize_spans,
 };
 use support::rotel::Rotel;
 use support::{
-    Agent, COMMAND_TIMEOUT, Finished, TempDir, find, fixture, python, random_hex, require_root,
-    run, start_python_server,
+    Agent, COMMAND_TIMEOUT, Finished, TempDir, find, fixture, python, random_hex, run,
+    start_python_server,
 };
 
 /// How long a test waits for its spans (or metrics) at the receiver.
@@ -55,12 +55,6 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Slack between the agent's clock (kernel timestamps converted to Unix
 /// time) and the test's wall clock.
 const CLOCK_TOLERANCE_NS: u64 = 5_000_000;
-/// Export cadence for the agent: batches and metric collections every 500 ms.
-const OTEL_ENV: &[(&str, &str)] = &[
-    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "500"),
-];
-
 // ---------------------------------------------------------------------------
 // Environment facts
 // ---------------------------------------------------------------------------
@@ -187,7 +181,7 @@ impl Server {
 fn start_agent(endpoint: &str, protocol: &str) -> Agent {
     Agent::start_exporting(
         &["--otlp-endpoint", endpoint, "--otlp-protocol", protocol],
-        OTEL_ENV,
+        EXPORT_EVERY_500_MS,
     )
 }
 
@@ -745,13 +739,10 @@ fn five_calls() -> Vec<(Transfer, &'static str)> {
 
 #[test]
 fn each_call_is_one_server_and_one_client_span() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let plain = Server::plain();
     let tls = Server::tls();
-    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
 
     let mut calls = Vec::new();
     for server in [&plain, &tls] {
@@ -803,12 +794,9 @@ fn each_call_is_one_server_and_one_client_span() {
 
 #[test]
 fn pipelined_requests_are_paired_with_their_own_responses() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let server = Server::plain();
-    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
 
     let start_ns = now_unix_nanos();
     let out = run(
@@ -897,12 +885,9 @@ fn pipelined_requests_are_paired_with_their_own_responses() {
 
 #[test]
 fn chunked_head_no_content_and_expect_continue_are_one_call_each() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let server = Server::plain();
-    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     let base = server.base();
 
     let upload = "u".repeat(3000);
@@ -973,12 +958,9 @@ fn chunked_head_no_content_and_expect_continue_are_one_call_each() {
 
 #[test]
 fn traceparent_sets_trace_and_parent_ids() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let server = Server::plain();
-    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
 
     let trace_id = random_hex(16);
     let parent_id = random_hex(8);
@@ -1051,13 +1033,10 @@ fn traceparent_sets_trace_and_parent_ids() {
 
 #[test]
 fn secrets_in_headers_and_query_are_never_exported() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let plain = Server::plain();
     let tls = Server::tls();
-    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
 
     let bearer = format!("bearer{}", random_hex(16));
     let session = format!("session{}", random_hex(16));
@@ -1136,12 +1115,9 @@ fn total_sum(series: &[FlatMetric]) -> f64 {
 
 #[test]
 fn http_histograms_count_every_call_once() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let server = Server::plain();
-    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
 
     let body = "histogram body of forty-two bytes........";
     let plan = [
@@ -1474,17 +1450,11 @@ fn agent_through_rotel(protocol: &str) {
 
 #[test]
 fn agent_exports_through_rotel_over_grpc() {
-    if !require_root() {
-        return;
-    }
     agent_through_rotel("grpc");
 }
 
 #[test]
 fn agent_exports_through_rotel_over_http_protobuf() {
-    if !require_root() {
-        return;
-    }
     agent_through_rotel("http/protobuf");
 }
 
@@ -1831,12 +1801,9 @@ fn rotel_starts_and_forwards() {
 /// own exports must not come back as spans of it (each export would beget another).
 #[test]
 fn the_collector_side_of_the_agents_exports_is_never_traced() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let server = Server::plain();
-    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     let mut client_pids = Vec::new();
     // Three rounds, each awaited at the receiver: the exports of the earlier rounds have
     // reached it, and anything they begot would be in the later ones.
@@ -1878,12 +1845,9 @@ fn the_collector_side_of_the_agents_exports_is_never_traced() {
 /// metrics of its own resource.
 #[test]
 fn the_agent_exports_its_own_counters() {
-    if !require_root() {
-        return;
-    }
     let receiver = OtlpReceiver::start();
     let server = Server::plain();
-    let mut agent = start_agent(&receiver.endpoint(), "grpc");
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     let agent_pid = agent.pid();
     let mut client_pids = Vec::new();
     for (transfer, _) in five_calls() {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use support::otlp::{FlatSpan, OtlpReceiver};
 use support::{
     Agent, ChildGuard, TempDir, marker, metric_sample, one_at_a_time, peak_rss_kib, random_hex,
-    require_root, reset_peak_rss, rss_kib, spawn_python, start_python_server,
+    reset_peak_rss, rss_kib, spawn_python, start_python_server,
 };
 
 /// Whether to run the long versions.
@@ -176,9 +176,6 @@ fn export_recovers(receiver: &OtlpReceiver, agent: &mut Agent, port: u16, server
 
 #[test]
 fn a_collector_outage_under_load_loses_nothing_queued() {
-    if !require_root() {
-        return;
-    }
     let _alone = one_at_a_time();
     let outage_secs: u64 = if long() { 180 } else { 30 };
     let (slow_secs, refusing_secs): (u64, u64) = (5, 5);
@@ -191,11 +188,7 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
         &format!("# the backend's key\nx-api-key={secret}\n"),
         600_000,
     );
-    let endpoint = receiver.endpoint();
-    let mut agent = Agent::start_exporting(
-        &["--config", &config, "--otlp-endpoint", &endpoint],
-        EXPORT_ENV,
-    );
+    let mut agent = receiver.agent(&["--config", &config], EXPORT_ENV);
     let port = support::free_port();
     let server = start_python_server("http_server.py", port, &[]);
     one_call_arrives(&receiver, &mut agent, port, server.pid(), None);
@@ -304,22 +297,16 @@ fn a_collector_outage_under_load_loses_nothing_queued() {
 
 #[test]
 fn a_flood_into_a_full_queue_is_counted_bounded_and_recovered_from() {
-    if !require_root() {
-        return;
-    }
     let _alone = one_at_a_time();
     let (connections, seconds) = if long() { (2_000, 60) } else { (100, 5) };
     let receiver = OtlpReceiver::start();
     receiver.fail_with(Some(tonic::Code::Unavailable));
     let dir = TempDir::new("reliability-flood");
     let config = write_config(&dir, "", 1_000);
-    let endpoint = receiver.endpoint();
-    let mut agent = Agent::start_exporting(
+    let mut agent = receiver.agent(
         &[
             "--config",
             &config,
-            "--otlp-endpoint",
-            &endpoint,
             "--set",
             "export.otlp.max_queue_bytes=65536",
         ],
@@ -462,14 +449,10 @@ fn churn_once(agent: &mut Agent, port: u16, copies: &[String], baseline_files: u
 
 #[test]
 fn churn_of_connections_processes_and_libraries_leaves_no_growth() {
-    if !require_root() {
-        return;
-    }
     let _alone = one_at_a_time();
     let rounds = if long() { 30 } else { 3 };
     let receiver = OtlpReceiver::start();
-    let endpoint = receiver.endpoint();
-    let mut agent = Agent::start_exporting(&["--otlp-endpoint", &endpoint], EXPORT_ENV);
+    let mut agent = receiver.agent(&[], EXPORT_ENV);
     let port = support::free_port();
     let _server = start_python_server("http_server.py", port, &[]);
     let dir = TempDir::new("reliability-soak");

@@ -15,7 +15,7 @@ use std::{
 use support::otlp::{FlatLog, OtlpReceiver, summarize_logs};
 use support::{
     Agent, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, curl, fixture, free_port, python,
-    random_hex, require_root, run,
+    random_hex, run,
 };
 
 /// How long a test waits for findings or log lines.
@@ -57,27 +57,21 @@ struct Scene {
     agent: Agent,
 }
 
-/// The scene, with the agent started with `args`; `None` when not root.
-fn scene(args: &[&str]) -> Option<Scene> {
-    if !require_root() {
-        return None;
-    }
+/// The scene, with the agent started with `args`.
+fn scene(args: &[&str]) -> Scene {
     let receiver = OtlpReceiver::start();
     let api = shop_api();
     let agent = agent(&receiver, args);
-    Some(Scene {
+    Scene {
         receiver,
         api,
         agent,
-    })
+    }
 }
 
 /// The agent exporting to `receiver` quickly, with `args`.
 fn agent(receiver: &OtlpReceiver, args: &[&str]) -> Agent {
-    let endpoint = receiver.endpoint();
-    let mut all = vec!["--otlp-endpoint", endpoint.as_str()];
-    all.extend_from_slice(args);
-    Agent::start_exporting(&all, &[("OTEL_BSP_SCHEDULE_DELAY", "200")])
+    receiver.agent(args, &[("OTEL_BSP_SCHEDULE_DELAY", "200")])
 }
 
 /// Sends one request with a fresh trace id and returns that id. `path` is sent as is;
@@ -170,14 +164,11 @@ fn jwt(alg: &str, sub: &str, expires: bool) -> String {
 
 #[test]
 fn injections_raise_their_rules_and_ordinary_traffic_does_not() {
-    let Some(Scene {
+    let Scene {
         receiver,
         api,
         agent,
-    }) = scene(&[])
-    else {
-        return;
-    };
+    } = scene(&[]);
     let (port, service) = (api.port, api.service.as_str());
 
     // Ordinary traffic first, with strings that look a little like attacks.
@@ -359,14 +350,11 @@ fn injections_raise_their_rules_and_ordinary_traffic_does_not() {
 
 #[test]
 fn enumeration_auth_failures_floods_and_unsigned_tokens_raise_their_rules() {
-    let Some(Scene {
+    let Scene {
         receiver,
         api,
         agent,
-    }) = scene(&[])
-    else {
-        return;
-    };
+    } = scene(&[]);
     let (port, service) = (api.port, api.service.as_str());
 
     let alice = format!("Authorization: Bearer {}", jwt("HS256", "alice", true));
@@ -506,14 +494,11 @@ fn enumeration_auth_failures_floods_and_unsigned_tokens_raise_their_rules() {
 
 #[test]
 fn ssrf_is_confirmed_when_the_server_connects_where_the_request_said() {
-    let Some(Scene {
+    let Scene {
         receiver,
         api,
         agent,
-    }) = scene(&[])
-    else {
-        return;
-    };
+    } = scene(&[]);
     let (port, service) = (api.port, api.service.as_str());
     let internal = format!("url=http://127.0.0.1:{port}/health");
     let trace = send(port, "GET", "/fetch", &[&internal], &[], None);
@@ -578,14 +563,11 @@ fn a_rule_turned_off_in_its_pack_stops_at_once_and_a_bad_pack_is_refused() {
     let pack = dir.join("team-pack.yaml");
     std::fs::write(&pack, "name: team\nversion: '1'\n").unwrap();
     let pack_flag = pack.display().to_string();
-    let Some(Scene {
+    let Scene {
         receiver,
         api,
         mut agent,
-    }) = scene(&["--rule-pack", &pack_flag])
-    else {
-        return;
-    };
+    } = scene(&["--rule-pack", &pack_flag]);
     let (port, service) = (api.port, api.service.as_str());
     let sqli = ["q=1' OR '1'='1' --"];
     let xss = ["q=<script>alert(1)</script>"];

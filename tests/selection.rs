@@ -9,7 +9,7 @@ use std::{fs, process::Command};
 use support::cgroup::TestCgroups;
 use support::{
     Agent, CHUNK_TIMEOUT, COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, free_port, marker,
-    python, require_root, run,
+    python, run,
 };
 
 /// Starts the HTTP fixture with `command` (which execs python with the fixture).
@@ -40,9 +40,6 @@ fn fetch(curl: &std::path::Path, port: u16, path: &str) -> u32 {
 
 #[test]
 fn processes_excluded_by_executable_or_cgroup_never_reach_userspace() {
-    if !require_root() {
-        return;
-    }
     let dir = TempDir::new("selection");
     let mut cgroups = TestCgroups::new();
     let excluded_cgroup = cgroups.create("excluded.slice/app.service");

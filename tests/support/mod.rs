@@ -60,8 +60,17 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The agent binary: `$E2E_AGENT_BIN` (set by `cargo xtask test`), else
-/// `<workspace root>/target/release/apiscope`.
+/// `<workspace root>/target/release/apiscope`. Every test that runs the agent gets it here,
+/// so that a test run without root fails here, once per test, with the reason, instead of
+/// skipping: an end-to-end test that did not run proves nothing.
 pub fn agent_bin() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "the end-to-end tests load the agent's eBPF programs and must run as root \
+         (sudo -E cargo xtask test)"
+    );
     let (path, source) = match std::env::var_os("E2E_AGENT_BIN") {
         Some(p) if !p.is_empty() => (PathBuf::from(p), "$E2E_AGENT_BIN"),
         _ => (
@@ -90,22 +99,6 @@ pub fn one_at_a_time() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// True when the tests may load eBPF programs. When not root: under CI
-/// (`CI=true`) this panics, elsewhere it prints a skip notice and returns
-/// false, and the test should return at once.
-pub fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("eBPF tests must run as root in CI");
-    }
-    let name = thread::current().name().unwrap_or("this test").to_owned();
-    eprintln!("SKIPPED {name}: needs root to load eBPF programs (try `sudo -E cargo xtask test`)");
-    false
 }
 
 /// The real Python interpreter (resolved once through `python3` on PATH, so

@@ -22,6 +22,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use otlp_test_server::{Collector, OtlpServer};
 use prost::Message as _;
 
+use super::Agent;
+
 pub use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 pub use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -796,6 +798,13 @@ impl Collector for Keeper {
     }
 }
 
+/// Span batches and metrics every 500 ms: a test waits half a second for what it checks, not
+/// the SDK defaults' 5 s and 60 s.
+pub const EXPORT_EVERY_500_MS: &[(&str, &str)] = &[
+    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+];
+
 /// An OTLP/gRPC server on 127.0.0.1 that keeps everything it is sent.
 pub struct OtlpReceiver {
     shared: Arc<Shared>,
@@ -820,6 +829,15 @@ impl OtlpReceiver {
     /// `http://127.0.0.1:PORT`, for an OTLP/gRPC exporter.
     pub fn endpoint(&self) -> String {
         self.server.endpoint()
+    }
+
+    /// `apiscope run` exporting here (over OTLP/gRPC, the agent's default), with `args`
+    /// added and `env` set; returns once it is ready.
+    pub fn agent(&self, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let endpoint = self.endpoint();
+        let mut all = vec!["--otlp-endpoint", endpoint.as_str()];
+        all.extend_from_slice(args);
+        Agent::start_exporting(&all, env)
     }
 
     /// Where it listens.
