@@ -491,7 +491,7 @@ fn smoke_script(binaries: &[TestBinary]) -> Result<String> {
     }
     let agent = agent_bin();
     script.push_str(&format!(
-        "export CI=true E2E_AGENT_BIN={}\ncd {}\n",
+        "export E2E_AGENT_BIN={}\ncd {}\n",
         quote(&agent.to_string_lossy()),
         quote(&workspace_root().to_string_lossy())
     ));
