@@ -142,7 +142,13 @@ impl SettingsArgs {
     pub fn config(&self) -> Result<Config, ConfigError> {
         let (overrides, unknown) = self.overrides(std::env::vars());
         for name in unknown {
-            warn!("environment variable {name} sets no configuration key; ignored");
+            match sources::meant_variable(&name) {
+                Some(meant) => warn!(
+                    "environment variable {name} sets no configuration key (did you mean \
+                     {meant}?); ignored"
+                ),
+                None => warn!("environment variable {name} sets no configuration key; ignored"),
+            }
         }
         Config::layered(self.config.as_deref(), &overrides)
     }

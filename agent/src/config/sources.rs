@@ -105,6 +105,19 @@ pub fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
 }
 
+/// The variable an `APISCOPE_*` name that sets no key most likely meant: the only one whose
+/// name ends with the part after the prefix, as a name shortened by hand, or written before
+/// the keys had their sections, does (`APISCOPE_LISTEN`: `APISCOPE_SERVER_LISTEN`).
+pub fn meant_variable(name: &str) -> Option<String> {
+    let tail = format!("_{}", name.strip_prefix(ENV_PREFIX)?);
+    let mut candidates = keys()
+        .into_keys()
+        .map(|key| env_name(&key))
+        .filter(|variable| variable.ends_with(&tail));
+    let only = candidates.next()?;
+    candidates.next().is_none().then_some(only)
+}
+
 /// The settings in `variables` (name, value), standard OpenTelemetry ones first so that
 /// `APISCOPE_*` ones win; and the names of `APISCOPE_*` variables that set no key, which
 /// deserve a warning (a misspelt key is otherwise silently ignored). Empty values are unset,
@@ -439,6 +452,23 @@ mod tests {
             assert!(message.starts_with(expected), "{message}");
             assert!(!message.contains("s3cret"), "{message}");
         }
+    }
+
+    #[test]
+    fn an_unknown_variable_is_matched_to_the_one_it_shortens() {
+        let meant = |name| meant_variable(name);
+        assert_eq!(
+            meant("APISCOPE_LISTEN").as_deref(),
+            Some("APISCOPE_SERVER_LISTEN")
+        );
+        assert_eq!(
+            meant("APISCOPE_CAPTURE_CAP").as_deref(),
+            Some("APISCOPE_CAPTURE_CAPTURE_CAP")
+        );
+        // Both `security.enabled` and `kubernetes.enabled`: no guess.
+        assert_eq!(meant("APISCOPE_ENABLED"), None);
+        assert_eq!(meant("APISCOPE_NO_SUCH_THING"), None);
+        assert_eq!(meant("OTHER_LISTEN"), None);
     }
 
     #[test]
