@@ -54,10 +54,11 @@ pub struct ModelUse {
 }
 
 /// One tool of an MCP server.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ToolUse {
-    /// SHA-256 of its description and input schema as last listed, hex.
-    pub digest: String,
+    /// SHA-256 of its description and input schema as last listed, hex; none until a listing
+    /// is seen (a call of the tool can complete first, on another connection).
+    pub digest: Option<String>,
     /// How many times a listing changed it.
     pub changes: u32,
     /// Calls of it seen.
@@ -269,42 +270,101 @@ fn observe_mcp(
     if mcp.method == "tools/list" && mcp.outcome == McpOutcome::Result {
         for tool in &mcp.tools {
             let room = entry.tools.len() < MAX_TOOLS;
-            match entry.tools.get_mut(&tool.name) {
-                Some(known) if known.digest != tool.digest => {
-                    known.digest = tool.digest.clone();
-                    known.changes += 1;
-                }
-                Some(_) => {}
-                None if room => {
-                    entry.tools.insert(
-                        tool.name.clone(),
-                        ToolUse {
-                            digest: tool.digest.clone(),
-                            changes: 0,
-                            calls: 0,
-                        },
-                    );
-                    found.push(event(
-                        events::MCP_TOOL_DISCOVERED,
-                        format!("MCP server {} lists tool {}", seen.server, tool.name),
-                        vec![
-                            KeyValue::new("apiscope.mcp.server", seen.server.clone()),
-                            KeyValue::new("gen_ai.tool.name", tool.name.clone()),
-                            KeyValue::new("apiscope.mcp.tool.digest", tool.digest.clone()),
-                        ],
-                    ));
-                }
-                None => {}
+            let listed = match entry.tools.get_mut(&tool.name) {
+                Some(known) => known,
+                None if room => entry.tools.entry(tool.name.clone()).or_default(),
+                None => continue,
+            };
+            match &listed.digest {
+                Some(digest) if *digest != tool.digest => listed.changes += 1,
+                Some(_) => continue,
+                None => found.push(event(
+                    events::MCP_TOOL_DISCOVERED,
+                    format!("MCP server {} lists tool {}", seen.server, tool.name),
+                    vec![
+                        KeyValue::new("apiscope.mcp.server", seen.server.clone()),
+                        KeyValue::new("gen_ai.tool.name", tool.name.clone()),
+                        KeyValue::new("apiscope.mcp.tool.digest", tool.digest.clone()),
+                    ],
+                )),
             }
+            listed.digest = Some(tool.digest.clone());
         }
     }
+    // Counted whether or not a listing named the tool yet: the call may complete before it.
     if mcp.method == "tools/call"
-        && let Some(tool) = mcp
-            .target
-            .as_ref()
-            .and_then(|name| entry.tools.get_mut(name))
+        && let Some(name) = &mcp.target
+        && (entry.tools.contains_key(name) || entry.tools.len() < MAX_TOOLS)
     {
-        tool.calls += 1;
+        entry.tools.entry(name.clone()).or_default().calls += 1;
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::protocols::mcp::McpTool;
+
+    fn sighting() -> Sighting {
+        Sighting {
+            server: "127.0.0.1:8000/mcp".into(),
+            transport: "tcp",
+            side: "client",
+        }
+    }
+
+    fn listing(digest: &str) -> McpCall {
+        let mut call = McpCall::new("tools/list".into());
+        call.outcome = McpOutcome::Result;
+        call.tools = vec![McpTool {
+            name: "add".into(),
+            digest: digest.into(),
+            description: "adds".into(),
+        }];
+        call
+    }
+
+    fn tool_call() -> McpCall {
+        let mut call = McpCall::new("tools/call".into());
+        call.outcome = McpOutcome::Result;
+        call.target = Some("add".into());
+        call
+    }
+
+    #[test]
+    fn a_tool_call_that_completes_before_its_listing_still_counts() {
+        let mut uses = AiUse::default();
+        let service = Arc::new(ServiceRef {
+            name: "agent".into(),
+            namespace: None,
+        });
+        let mut observe = |call: &McpCall| observe_mcp(&mut uses, call, sighting(), &service, 1);
+        // On two connections, the call's response can be decoded before the listing's.
+        assert!(
+            observe(&tool_call())
+                .iter()
+                .all(|event| event.name != events::MCP_TOOL_DISCOVERED)
+        );
+        let found = observe(&listing("d1"));
+        assert_eq!(
+            found
+                .iter()
+                .filter(|event| event.name == events::MCP_TOOL_DISCOVERED)
+                .count(),
+            1
+        );
+        observe(&tool_call());
+        observe(&listing("d2"));
+        let server = &uses.mcp_servers["client 127.0.0.1:8000/mcp"];
+        let add = &server.tools["add"];
+        assert_eq!(add.calls, 2);
+        assert_eq!(add.digest.as_deref(), Some("d2"));
+        assert_eq!(
+            add.changes, 1,
+            "the first listing is a discovery, not a change"
+        );
+    }
 }
