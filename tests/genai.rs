@@ -137,7 +137,10 @@ fn check(span: &FlatSpan, model: &str, chat: &Chat) -> Vec<String> {
     let first_chunk = span
         .attr("gen_ai.response.time_to_first_chunk")
         .and_then(AttrValue::as_double);
-    let within = |seconds: f64| seconds > 0.0 && seconds * 1e9 <= span.duration_nanos() as f64;
+    // Compared in whole nanoseconds: a stream read in one piece has its first chunk at the
+    // span's end, and seconds times 1e9 can land a rounding error above it.
+    let within =
+        |seconds: f64| seconds > 0.0 && (seconds * 1e9).round() <= span.duration_nanos() as f64;
     if chat.stream != first_chunk.is_some_and(within) {
         problems.push(format!("time to first chunk {first_chunk:?}"));
     }
