@@ -142,13 +142,10 @@ impl SettingsArgs {
     pub fn config(&self) -> Result<Config, ConfigError> {
         let (overrides, unknown) = self.overrides(std::env::vars());
         for name in unknown {
-            match sources::meant_variable(&name) {
-                Some(meant) => warn!(
-                    "environment variable {name} sets no configuration key (did you mean \
-                     {meant}?); ignored"
-                ),
-                None => warn!("environment variable {name} sets no configuration key; ignored"),
-            }
+            let hint = sources::meant_variable(&name)
+                .map(|meant| format!(" (did you mean {meant}?)"))
+                .unwrap_or_default();
+            warn!("environment variable {name} sets no configuration key{hint}; ignored");
         }
         Config::layered(self.config.as_deref(), &overrides)
     }
