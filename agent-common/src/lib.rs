@@ -7,6 +7,7 @@
 pub mod config;
 pub mod counters;
 pub mod event;
+pub mod go_tls;
 pub mod maps;
 
 pub use config::{

@@ -5,6 +5,8 @@
 //! - `probes::sock`: BTF tracepoints inside `sock_sendmsg`/`sock_recvmsg` that tell a socket
 //!   syscall from a file or pipe one and hand over the kernel socket.
 //! - `probes::openssl`: uprobes on `SSL_read`/`SSL_write` and their `_ex` forms for TLS plaintext.
+//! - `probes::go_tls`: uprobes on Go's `crypto/tls.(*Conn).Write` and `.Read`, at entry and at
+//!   each return instruction.
 //! - `probes::process`: exec and exit, so userspace can attach to new OpenSSL copies and drop
 //!   state of dead processes.
 //! - `stdio`: the standard input and output of the processes selected for stdio capture.
@@ -18,6 +20,7 @@ mod fd_table;
 mod filter;
 mod handshake;
 mod maps;
+mod plaintext;
 mod probes;
 mod record;
 mod stdio;

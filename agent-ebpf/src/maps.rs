@@ -123,6 +123,29 @@ pub struct TlsKey {
     pub ssl: u64,
 }
 
+/// A Go `crypto/tls` read or write between its entry and one of its return instructions.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingGoTls {
+    /// Plaintext buffer.
+    pub buf: u64,
+    /// The socket fd behind the `*tls.Conn`.
+    pub fd: i32,
+    /// `agent_common::Direction` as `u32`.
+    pub direction: u32,
+}
+
+/// Key of a pending Go TLS call: goroutines move between threads, so calls are keyed by the
+/// goroutine (its `g` pointer) within the process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoroutineKey {
+    /// Process id.
+    pub tgid: u64,
+    /// The goroutine's `runtime.g` address.
+    pub g: u64,
+}
+
 /// Sized by userspace at load time (`--ring-buffer-size`); this is only the default.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
@@ -174,6 +197,12 @@ pub static PENDING_IO: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries
 /// OpenSSL calls in flight, by `pid_tgid`.
 #[map]
 pub static PENDING_TLS: LruHashMap<u64, PendingTls> = LruHashMap::with_max_entries(16384, 0);
+
+/// Go TLS calls between entry and return. An LRU: a goroutine that never returns (the
+/// process died in the call) costs one slot until it is evicted.
+#[map]
+pub static PENDING_GO_TLS: LruHashMap<GoroutineKey, PendingGoTls> =
+    LruHashMap::with_max_entries(16384, 0);
 
 /// The socket each `SSL *` was last seen using, for reads OpenSSL serves from its own buffer
 /// and for memory BIOs.

@@ -1,6 +1,7 @@
 //! The programs, one file per area. Program names follow `<area>_<enter|exit>_<hook>`; the
 //! userspace probe table (`agent/src/capture/probes.rs`) attaches each by that name.
 
+mod go_tls;
 mod openssl;
 mod own_traffic;
 mod process;

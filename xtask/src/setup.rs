@@ -32,6 +32,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "libcap2-bin",
     "bpftool",
     "nodejs",
+    // Go's crypto/tls peers of tests/tls_stacks.rs and the Go binaries of the capture unit tests
+    // (Debian's Go 1.19; the standard library only, as the Go module proxy is out of reach).
+    "golang-go",
     // `cargo xtask vm-test`: the emulator, the guest's init, module dependencies, and the
     // decompressor of 6.12's modules.
     "qemu-system-x86",

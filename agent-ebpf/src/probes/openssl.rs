@@ -8,7 +8,7 @@
 //! all: the application reads the ciphertext itself and hands it over, so such an `SSL *` is
 //! bound to the socket its thread read ciphertext from just before its first read.
 
-use agent_common::{ConnKey, Counter, Direction, conn_flags, data_flags, event::UNKNOWN_OFFSET};
+use agent_common::{ConnKey, Counter, Direction};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
@@ -17,13 +17,12 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 
 use crate::{
-    conn::{advance, flags_with_policy, sniff_framed},
     filter::is_traced,
     maps::{
         CIPHERTEXT_READS, CONNS, HANDSHAKE, PENDING_TLS, PendingTls, TLS_FDS, TlsBinding, TlsKey,
         count,
     },
-    record::{DataRecord, DataSource, UserBytes, submit_framed},
+    plaintext,
 };
 
 /// Remembers a call at its entry; `direction` is a `Direction` as `u32`, or [`HANDSHAKE`].
@@ -87,48 +86,7 @@ fn exit(ctx: &RetProbeContext) {
         count(Counter::TlsCallWithoutFd);
         return;
     };
-    let tgid = pid_tgid >> 32;
-    let conn = ConnKey {
-        tgid: tgid as u32,
-        fd,
-    };
-    // The plaintext is counted on the connection's own offsets: on a TLS connection the
-    // syscall bytes (ciphertext) are never counted.
-    let state = CONNS.get_ptr_mut(&conn);
-    let (sock, offset, flags) = match state {
-        Some(state) => {
-            let flags = flags_with_policy(conn.tgid, fd, state);
-            if flags & conn_flags::MUTED != 0 {
-                count(Counter::PayloadMuted);
-                return;
-            }
-            // SAFETY: map value pointer, valid for the program's run.
-            let sock = unsafe { (*state).sock };
-            (sock, advance(state, pending.direction, len), flags)
-        }
-        None => (0, UNKNOWN_OFFSET, 0),
-    };
-    let source = DataSource {
-        pid_tgid,
-        fd,
-        sock,
-        direction: pending.direction,
-        flags: data_flags::TLS,
-        offset,
-    };
-    if flags & conn_flags::FRAMED != 0 {
-        submit_framed(source, len, UserBytes::buffer(pending.buf));
-        return;
-    }
-    if let Some(mut record) = DataRecord::start(source, len) {
-        record.append_user(pending.buf, len);
-        if let Some(state) = state
-            && offset == 0
-        {
-            sniff_framed(state, record.first_bytes());
-        }
-        record.submit();
-    }
+    plaintext::submit(pid_tgid, fd, pending.direction, pending.buf, len);
 }
 
 /// The socket fd an OpenSSL call worked on, in order of certainty: the syscall it made itself

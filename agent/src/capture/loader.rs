@@ -158,7 +158,7 @@ fn load(
         (Hook::Tracepoint { .. } | Hook::TailCall { .. }, Program::TracePoint(program)) => {
             TracePoint::load(program)
         }
-        (Hook::OpensslUprobe, Program::UProbe(program)) => program.load(),
+        (Hook::TlsUprobe, Program::UProbe(program)) => program.load(),
         _ => {
             return Ok(Err(LoadFailure::other(
                 name,
@@ -209,7 +209,7 @@ fn fill_tail_calls(
 }
 
 /// Attaches one program to its hook, adding its link to `links`. Tail-call programs and the
-/// OpenSSL uprobes are not attached here.
+/// TLS uprobes are not attached here.
 fn attach(ebpf: &mut Ebpf, probe: &Probe, links: &mut Vec<ProbeLink>) -> Result<(), LoadFailure> {
     let name = probe.program;
     let missing = || LoadFailure::other(name, format!("program `{name}` is not loaded"));

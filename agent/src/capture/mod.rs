@@ -7,11 +7,11 @@ mod filters;
 mod groups;
 mod links;
 mod loader;
-mod openssl;
 mod probes;
 mod reader;
 pub mod records;
 mod settings;
+mod tls;
 pub mod tracefs;
 
 use std::{collections::HashSet, path::Path};
@@ -35,9 +35,10 @@ pub use probes::ProbeGroup;
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
 pub use records::{CaptureEvent, ConnectionSeen, DataChunk, Transport};
 pub use settings::{CaptureSettings, SocketLookupChoice};
+pub use tls::{StackCoverage, TlsCoverage, TlsStack};
 pub use tracefs::FormatError;
 
-use self::{links::ProbeLink, openssl::TlsAttacher};
+use self::{links::ProbeLink, tls::TlsAttacher};
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/apiscope-ebpf"));
@@ -256,7 +257,7 @@ impl Capture {
         )?;
         let mut capture = Self {
             ebpf,
-            tls: TlsAttacher::default(),
+            tls: TlsAttacher::new(tls_stacks_on(&loaded.report)),
             links: loaded.links,
             _tail_calls: loaded.tail_calls,
             report: loaded.report,
@@ -264,15 +265,17 @@ impl Capture {
             payload_policies,
             counters,
         };
-        if capture.tls_enabled() {
+        if capture.tls.is_on() {
             capture.tls.scan_host(&mut capture.ebpf);
         }
         let (on, off) = capture.report.group_counts();
+        let coverage = capture.tls.coverage();
         info!(
             "capture attached: {} kernel probes in {on} groups ({off} off), TLS on {} OpenSSL \
-             files, sockets found by {}",
+             files and {} Go programs, sockets found by {}",
             capture.links.len(),
-            capture.tls.attached(),
+            coverage.openssl.attached,
+            coverage.go.attached,
             socket_lookup_name(capture.report.socket_lookup),
         );
         Ok((
@@ -291,13 +294,9 @@ impl Capture {
         &self.report
     }
 
-    fn tls_enabled(&self) -> bool {
-        self.report.is_on(ProbeGroup::TlsOpenssl)
-    }
-
-    /// Looks for OpenSSL in a process that just exec'd (or loaded libraries since).
+    /// Looks for TLS stacks in a process that just exec'd (or loaded libraries since).
     pub fn scan_process(&mut self, pid: u32) {
-        if self.tls_enabled() {
+        if self.tls.is_on() {
             self.tls.scan_process(&mut self.ebpf, pid);
         }
     }
@@ -310,7 +309,7 @@ impl Capture {
             return;
         }
         info!(
-            "TLS capture detached from OpenSSL files no process maps any more ({} uprobes)",
+            "TLS capture detached from files no process maps any more ({} uprobes)",
             retired.len()
         );
         // Were the thread not to start, dropping the closure detaches the links here.
@@ -346,9 +345,14 @@ impl Capture {
         }
     }
 
-    /// Probes attached: kernel programs, and OpenSSL files with uprobes.
-    pub fn probes_attached(&self) -> (usize, usize) {
-        (self.links.len(), self.tls.attached())
+    /// Kernel programs attached.
+    pub fn kernel_probes_attached(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Files with TLS uprobes and files not probed, per stack.
+    pub fn tls_coverage(&self) -> TlsCoverage {
+        self.tls.coverage()
     }
 
     /// Current totals of the kernel-side counters, summed over CPUs.
@@ -365,6 +369,18 @@ impl Capture {
             })
             .collect()
     }
+}
+
+/// The TLS stacks whose programs loaded.
+fn tls_stacks_on(report: &LoadReport) -> Vec<TlsStack> {
+    [
+        (ProbeGroup::TlsOpenssl, TlsStack::Openssl),
+        (ProbeGroup::TlsGo, TlsStack::Go),
+    ]
+    .into_iter()
+    .filter(|(group, _)| report.is_on(*group))
+    .map(|(_, stack)| stack)
+    .collect()
 }
 
 /// How the report names a socket lookup.

@@ -18,6 +18,8 @@ pub enum ProbeGroup {
     BatchedMessages,
     /// TLS plaintext at OpenSSL's `SSL_read`/`SSL_write` (uprobes on every copy found).
     TlsOpenssl,
+    /// TLS plaintext at Go's `crypto/tls.(*Conn).Write`/`.Read` (uprobes on every Go program).
+    TlsGo,
     /// The copy of a TLS connection's first record, for the client's JA4 fingerprint.
     TlsHandshake,
     /// Following the stdio wire of selected processes (MCP servers) through `dup` and `fcntl`.
@@ -26,11 +28,12 @@ pub enum ProbeGroup {
 
 impl ProbeGroup {
     /// Every group, in load order.
-    pub const ALL: [ProbeGroup; 6] = [
+    pub const ALL: [ProbeGroup; 7] = [
         ProbeGroup::Core,
         ProbeGroup::VectoredIo,
         ProbeGroup::BatchedMessages,
         ProbeGroup::TlsOpenssl,
+        ProbeGroup::TlsGo,
         ProbeGroup::TlsHandshake,
         ProbeGroup::Stdio,
     ];
@@ -42,6 +45,7 @@ impl ProbeGroup {
             ProbeGroup::VectoredIo => "vectored_io",
             ProbeGroup::BatchedMessages => "batched_messages",
             ProbeGroup::TlsOpenssl => "tls_openssl",
+            ProbeGroup::TlsGo => "tls_go",
             ProbeGroup::TlsHandshake => "tls_handshake",
             ProbeGroup::Stdio => "stdio",
         }
@@ -58,6 +62,7 @@ impl ProbeGroup {
             ProbeGroup::TlsOpenssl => {
                 "TLS connections through OpenSSL are seen, their plaintext is not"
             }
+            ProbeGroup::TlsGo => "TLS connections of Go programs are seen, their plaintext is not",
             ProbeGroup::TlsHandshake => "server spans carry no JA4 client fingerprint",
             ProbeGroup::Stdio => {
                 "stdio capture sees only processes that keep their wire on fd 0 and 1"
@@ -91,8 +96,8 @@ pub enum Hook {
         /// Its slot (`agent_common::tail_calls`).
         slot: u32,
     },
-    /// Uprobes attached to each OpenSSL copy found (see `capture::openssl`).
-    OpensslUprobe,
+    /// Uprobes attached to each TLS library copy or program found (see `capture::tls`).
+    TlsUprobe,
 }
 
 /// One kernel program, its hook and its group.
@@ -145,16 +150,16 @@ const fn socket_tracepoint(program: &'static str, name: &'static str) -> Probe {
     }
 }
 
-const fn openssl(program: &'static str) -> Probe {
+const fn tls_uprobe(program: &'static str, group: ProbeGroup) -> Probe {
     Probe {
         program,
-        hook: Hook::OpensslUprobe,
-        group: ProbeGroup::TlsOpenssl,
+        hook: Hook::TlsUprobe,
+        group,
         only_with: None,
     }
 }
 
-use ProbeGroup::{BatchedMessages, Core, Stdio, VectoredIo};
+use ProbeGroup::{BatchedMessages, Core, Stdio, TlsGo, TlsOpenssl, VectoredIo};
 
 /// Every program, in the order each group attaches them.
 pub const PROBES: &[Probe] = &[
@@ -211,12 +216,14 @@ pub const PROBES: &[Probe] = &[
         "sys_exit_sendmmsg",
         BatchedMessages,
     ),
-    openssl(TLS_ENTRY_PROBES[0].1),
-    openssl(TLS_ENTRY_PROBES[1].1),
-    openssl(TLS_ENTRY_PROBES[2].1),
-    openssl(TLS_ENTRY_PROBES[3].1),
-    openssl(TLS_ENTRY_PROBES[4].1),
-    openssl(TLS_EXIT_PROGRAM),
+    tls_uprobe(TLS_ENTRY_PROBES[0].1, TlsOpenssl),
+    tls_uprobe(TLS_ENTRY_PROBES[1].1, TlsOpenssl),
+    tls_uprobe(TLS_ENTRY_PROBES[2].1, TlsOpenssl),
+    tls_uprobe(TLS_ENTRY_PROBES[3].1, TlsOpenssl),
+    tls_uprobe(TLS_ENTRY_PROBES[4].1, TlsOpenssl),
+    tls_uprobe(TLS_EXIT_PROGRAM, TlsOpenssl),
+    tls_uprobe(GO_TLS_ENTRY_PROGRAM, TlsGo),
+    tls_uprobe(GO_TLS_RETURN_PROGRAM, TlsGo),
     Probe {
         program: "handshake_copy",
         hook: Hook::TailCall {
@@ -247,6 +254,12 @@ pub const TLS_ENTRY_PROBES: [(&str, &str); 5] = [
 
 /// Return program of the OpenSSL calls.
 pub const TLS_EXIT_PROGRAM: &str = "openssl_exit_ssl_io";
+
+/// Entry program of Go's `crypto/tls.(*Conn).Write` and `.Read`; its cookie says which.
+pub const GO_TLS_ENTRY_PROGRAM: &str = "go_tls_enter";
+
+/// Program at each return instruction of those two functions.
+pub const GO_TLS_RETURN_PROGRAM: &str = "go_tls_return";
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use agent_common::Counter;
 
 use crate::{
     analysis::security::{FindingCounts, rules::watch::RuleHandle},
-    capture::LoadReport,
+    capture::{LoadReport, TlsCoverage},
 };
 
 /// Counts the stages publish for export. Cumulative totals since the agent started.
@@ -21,7 +21,7 @@ pub struct AgentHealth {
     connections_evicted: AtomicU64,
     event_batches_queued: AtomicU64,
     kernel_probes: AtomicU64,
-    tls_files: AtomicU64,
+    tls: std::sync::Mutex<TlsCoverage>,
     ready: AtomicBool,
     /// What the OTLP exporter did with the spans and metrics handed to it.
     pub export: Arc<ExportStats>,
@@ -50,7 +50,7 @@ impl Default for AgentHealth {
             connections_evicted: AtomicU64::new(0),
             event_batches_queued: AtomicU64::new(0),
             kernel_probes: AtomicU64::new(0),
-            tls_files: AtomicU64::new(0),
+            tls: std::sync::Mutex::default(),
             ready: AtomicBool::new(false),
             export: Arc::default(),
             findings: Arc::default(),
@@ -85,10 +85,14 @@ impl AgentHealth {
         self.event_batches_queued.store(value, Ordering::Relaxed);
     }
 
-    /// Publishes the probes attached: kernel programs, and OpenSSL files with uprobes.
-    pub fn set_probes(&self, kernel: u64, tls_files: u64) {
+    /// Publishes the probes attached: kernel programs, and files with TLS uprobes (and those
+    /// not probed) per stack.
+    pub fn set_probes(&self, kernel: u64, tls: TlsCoverage) {
         self.kernel_probes.store(kernel, Ordering::Relaxed);
-        self.tls_files.store(tls_files, Ordering::Relaxed);
+        *self
+            .tls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = tls;
     }
 
     /// Publishes which probe groups run, once, after the kernel side is loaded.
@@ -131,12 +135,17 @@ impl AgentHealth {
         self.event_batches_queued.load(Ordering::Relaxed)
     }
 
-    /// Kernel programs and OpenSSL files with uprobes attached.
-    pub fn probes(&self) -> (u64, u64) {
-        (
-            self.kernel_probes.load(Ordering::Relaxed),
-            self.tls_files.load(Ordering::Relaxed),
-        )
+    /// Kernel programs attached.
+    pub fn kernel_probes(&self) -> u64 {
+        self.kernel_probes.load(Ordering::Relaxed)
+    }
+
+    /// Files with TLS uprobes, and files not probed, per stack.
+    pub fn tls_coverage(&self) -> TlsCoverage {
+        *self
+            .tls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The current total of a kernel-side counter.

@@ -23,7 +23,10 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 
 use super::health::AgentHealth;
-use crate::analysis::{events::unix_ms_now, inventory::SharedInventory};
+use crate::{
+    analysis::{events::unix_ms_now, inventory::SharedInventory},
+    capture::TlsStack,
+};
 
 /// The `server:` section of the configuration.
 #[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -281,15 +284,33 @@ impl Collector for HealthCollector {
             "Batches of kernel records waiting for the stream stage.",
             health.event_batches_queued(),
         )?;
-        let (kernel, tls_files) = health.probes();
+        let tls = health.tls_coverage();
         let mut family = encoder.encode_descriptor(
             "apiscope_probes_attached",
-            "Probes attached: kernel programs, and OpenSSL files with uprobes.",
+            "Probes attached: kernel programs, and files with TLS uprobes (OpenSSL copies, Go \
+             programs).",
             None,
             MetricType::Gauge,
         )?;
-        for (kind, count) in [("kernel", kernel), ("openssl_files", tls_files)] {
+        let attached = [
+            ("kernel", health.kernel_probes()),
+            ("openssl_files", tls.openssl.attached),
+            ("go_programs", tls.go.attached),
+        ];
+        for (kind, count) in attached {
             ConstGauge::new(count as i64).encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "apiscope_tls_stack_unsupported",
+            "Files using a TLS stack that are not probed (a release or layout the agent does \
+             not know): their TLS connections are seen, their plaintext is not.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for stack in TlsStack::ALL {
+            let count = tls.of(stack).unsupported;
+            ConstGauge::new(count as i64)
+                .encode(family.encode_family(&[("stack", stack.name())])?)?;
         }
         let groups = health.probe_groups();
         let mut family = encoder.encode_descriptor(
@@ -353,13 +374,28 @@ mod tests {
         assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 503"));
         health.set_ready(true);
-        health.set_probes(29, 2);
+        health.set_probes(
+            29,
+            crate::capture::TlsCoverage {
+                openssl: crate::capture::StackCoverage {
+                    attached: 2,
+                    unsupported: 0,
+                },
+                go: crate::capture::StackCoverage {
+                    attached: 1,
+                    unsupported: 3,
+                },
+            },
+        );
         health.set_kernel(&[(Counter::RingBufferFull, 7)]);
         assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
         let metrics = get(address, "/metrics").await;
         for line in [
             "apiscope_kernel_events_total{counter=\"ring_buffer_full\"} 7",
             "apiscope_probes_attached{kind=\"kernel\"} 29",
+            "apiscope_probes_attached{kind=\"openssl_files\"} 2",
+            "apiscope_probes_attached{kind=\"go_programs\"} 1",
+            "apiscope_tls_stack_unsupported{stack=\"go\"} 3",
             "apiscope_ready 1",
             "apiscope_export_spans_total{outcome=\"dropped\"} 0",
             "# EOF",

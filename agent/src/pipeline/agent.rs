@@ -249,8 +249,10 @@ impl Agent {
     /// Hands the loss counters to the agent's own metrics.
     pub(super) fn publish_health(&self) {
         self.health.set_kernel(&self.capture.counters());
-        let (kernel, tls_files) = self.capture.probes_attached();
-        self.health.set_probes(kernel as u64, tls_files as u64);
+        self.health.set_probes(
+            self.capture.kernel_probes_attached() as u64,
+            self.capture.tls_coverage(),
+        );
         self.health
             .set_records_malformed(self.stats.malformed.load(Ordering::Relaxed));
     }

@@ -1,0 +1,217 @@
+//! End-to-end tests of TLS plaintext from stacks other than a shared OpenSSL: Go's
+//! `crypto/tls`, with peers built here by Debian's Go 1.19 from `tests/fixtures/go_tls` (the
+//! standard library only), plain and stripped, over HTTP/1.1 and HTTP/2 (ALPN `h2`, Go's
+//! bundled HTTP/2).
+//!
+//! The Go server and client start before the agent, so that the agent's start-up scan attaches
+//! to them; the client then waits for its URLs on stdin. Each test counts only the spans of its
+//! own two processes.
+
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use support::otlp::{EXPORT_EVERY_500_MS, FlatSpan, OtlpReceiver, summarize_spans};
+use support::{COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, fixture, metric_sample, run};
+
+/// How long a test waits for its spans at the receiver.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The calls each test makes, with the status the server answers.
+const CALLS: [(&str, i64); 4] = [
+    ("/api/orders/17", 200),
+    ("/status/404", 404),
+    ("/api/users/7/profile", 200),
+    ("/status/503", 503),
+];
+
+/// Builds the Go peer into `dir` as `name`, with `flags` for `go build`.
+fn go_build(dir: &TempDir, name: &str, flags: &[&str]) -> PathBuf {
+    let output = dir.join(name);
+    let source = fixture("go_tls/main.go");
+    let out = run(
+        Command::new("go")
+            .arg("build")
+            .args(flags)
+            .arg("-o")
+            .arg(&output)
+            .arg(&source),
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "go build {name} (Debian's golang-go; `cargo xtask setup` installs it): {}",
+        out.describe()
+    );
+    output
+}
+
+/// `go_tls serve` from `binary`, once it listens, and its port.
+fn start_server(binary: &Path) -> (Proc, u16) {
+    let mut server = Proc::spawn("go_tls serve", Command::new(binary).arg("serve"));
+    let line = server.wait_stdout_line("listening PORT", FIXTURE_READY_TIMEOUT, |line| {
+        line.starts_with("listening ")
+    });
+    let port = line
+        .trim_start_matches("listening ")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a port: {line}"));
+    (server, port)
+}
+
+/// Fetches every call of [`CALLS`] through the waiting client, checking each answer.
+fn make_calls(client: &mut Proc, port: u16, protocol: &str) {
+    for (path, status) in CALLS {
+        client.write_line(&format!("https://127.0.0.1:{port}{path}"));
+        let answer = client.wait_stdout_line("STATUS PROTO", COMMAND_TIMEOUT, |_| true);
+        assert_eq!(answer.trim(), format!("{status} {protocol}"), "{path}");
+    }
+}
+
+/// The spans of process `pid` of one kind.
+fn spans_of(spans: &[FlatSpan], pid: u32, server: bool) -> Vec<&FlatSpan> {
+    spans
+        .iter()
+        .filter(|span| span.pid() == Some(pid))
+        .filter(|span| span.is_server() == server && span.is_client() != server)
+        .collect()
+}
+
+/// Go peers (the client built with `client_flags`) make [`CALLS`] over `protocol`
+/// (`HTTP/1.1` or `HTTP/2.0`); the server's and the client's spans carry each path and
+/// status, exactly once.
+fn go_calls_become_spans(protocol: &str, client_flags: &[&str]) {
+    let dir = TempDir::new("go-tls");
+    let server_binary = go_build(&dir, "server", &[]);
+    let client_binary = go_build(&dir, "client", client_flags);
+    let receiver = OtlpReceiver::start();
+    let (server, port) = start_server(&server_binary);
+    let mode = if protocol == "HTTP/2.0" { "h2" } else { "h1" };
+    let mut client = Proc::spawn(
+        "go_tls get",
+        Command::new(&client_binary).args(["get", mode]),
+    );
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
+    make_calls(&mut client, port, protocol);
+    let wanted = |spans: &[FlatSpan]| {
+        spans_of(spans, server.pid(), true).len() >= CALLS.len()
+            && spans_of(spans, client.pid(), false).len() >= CALLS.len()
+    };
+    if let Err(spans) = receiver.try_wait_for_spans(wanted, EXPORT_TIMEOUT) {
+        let mine = spans_of(&spans, server.pid(), true)
+            .into_iter()
+            .chain(spans_of(&spans, client.pid(), false));
+        agent.fail(&format!(
+            "{} spans on each side did not arrive within {EXPORT_TIMEOUT:?}; got {}",
+            CALLS.len(),
+            summarize_spans(mine)
+        ));
+    }
+    agent.stop_for_lines();
+    let spans = receiver.spans();
+    let version = protocol.trim_start_matches("HTTP/").trim_end_matches(".0");
+    let expected: BTreeSet<(String, i64)> = CALLS
+        .iter()
+        .map(|(path, status)| ((*path).to_owned(), *status))
+        .collect();
+    for (server_side, pid) in [(true, server.pid()), (false, client.pid())] {
+        let mine = spans_of(&spans, pid, server_side);
+        let context = || summarize_spans(mine.iter().copied());
+        assert_eq!(
+            mine.len(),
+            CALLS.len(),
+            "server={server_side}: {}",
+            context()
+        );
+        let seen: BTreeSet<(String, i64)> = mine
+            .iter()
+            .map(|span| {
+                (
+                    span.attr_str("url.path").unwrap_or_default().to_owned(),
+                    span.attr_int("http.response.status_code").unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(seen, expected, "server={server_side}: {}", context());
+        for span in &mine {
+            assert_eq!(span.attr_str("http.request.method"), Some("GET"), "{span}");
+            assert_eq!(
+                span.attr_str("network.protocol.version"),
+                Some(version),
+                "{span}"
+            );
+            assert_eq!(
+                span.attr_int("server.port"),
+                Some(i64::from(port)),
+                "{span}"
+            );
+            assert!(
+                span.attr("apiscope.call.incomplete").is_none(),
+                "a whole call reported incomplete: {span}"
+            );
+        }
+    }
+}
+
+#[test]
+fn go_http1_calls_become_server_and_client_spans() {
+    go_calls_become_spans("HTTP/1.1", &[]);
+}
+
+#[test]
+fn go_http2_calls_become_server_and_client_spans() {
+    go_calls_become_spans("HTTP/2.0", &[]);
+}
+
+#[test]
+fn a_stripped_go_client_is_probed_through_gos_function_table() {
+    go_calls_become_spans("HTTP/2.0", &["-ldflags=-s -w"]);
+}
+
+#[test]
+fn a_go_release_the_agent_does_not_know_is_counted_and_not_probed() {
+    let dir = TempDir::new("go-tls-unknown");
+    let binary = go_build(&dir, "server", &["-ldflags=-s -w"]);
+    // The same program, claiming a release newer than the agent's table; stripped, it has no
+    // DWARF to read the layout from either.
+    let mut data = std::fs::read(&binary).expect("binary readable");
+    let magic = b"\xff Go buildinf:";
+    let info = data
+        .windows(magic.len())
+        .position(|window| window == magic)
+        .expect("Go build information");
+    let at = info
+        + data[info..]
+            .windows(6)
+            .position(|window| window == b"go1.19")
+            .expect("built by Go 1.19");
+    data[at..at + 6].copy_from_slice(b"go1.99");
+    let unknown = dir.join("unknown");
+    std::fs::write(&unknown, data).expect("binary written");
+    let mut permissions = std::fs::metadata(&unknown).expect("metadata").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&unknown, permissions).expect("executable");
+
+    let (_server, _port) = start_server(&unknown);
+    let receiver = OtlpReceiver::start();
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
+    let metrics = agent.get("/metrics");
+    assert_eq!(
+        metric_sample(&metrics, "apiscope_tls_stack_unsupported{stack=\"go\"}"),
+        1,
+        "{metrics}"
+    );
+    let (_, log) = agent.stop_for_lines_and_log();
+    assert!(
+        log.iter()
+            .any(|line| line.contains("TLS capture cannot probe") && line.contains("go1.99")),
+        "no warning naming the unknown release in\n{}",
+        log.join("\n")
+    );
+}
