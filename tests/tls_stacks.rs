@@ -1,7 +1,8 @@
-//! End-to-end tests of TLS plaintext from stacks other than a shared OpenSSL: Go's
-//! `crypto/tls`, with peers built here by Debian's Go 1.19 from `tests/fixtures/go_tls` (the
-//! standard library only), plain and stripped, over HTTP/1.1 and HTTP/2 (ALPN `h2`, Go's
-//! bundled HTTP/2).
+//! End-to-end tests of TLS plaintext from stacks other than a shared OpenSSL over a socket
+//! BIO: Go's `crypto/tls`, with peers built here by Debian's Go 1.19 from
+//! `tests/fixtures/go_tls` (the standard library only), plain and stripped, over HTTP/1.1 and
+//! HTTP/2 (ALPN `h2`, Go's bundled HTTP/2); and Node's `https` client, whose OpenSSL (inside the
+//! `node` executable) works over a memory BIO and writes its request before it reads anything.
 //!
 //! The Go server and client start before the agent, so that the agent's start-up scan attaches
 //! to them; the client then waits for its URLs on stdin. Each test counts only the spans of its
@@ -80,6 +81,14 @@ fn spans_of(spans: &[FlatSpan], pid: u32, server: bool) -> Vec<&FlatSpan> {
         .iter()
         .filter(|span| span.pid() == Some(pid))
         .filter(|span| span.is_server() == server && span.is_client() != server)
+        .collect()
+}
+
+/// The client spans of process `pid` that carry `path`.
+fn client_spans_with_path<'a>(spans: &'a [FlatSpan], pid: u32, path: &str) -> Vec<&'a FlatSpan> {
+    spans_of(spans, pid, false)
+        .into_iter()
+        .filter(|span| span.attr_str("url.path") == Some(path))
         .collect()
 }
 
@@ -214,4 +223,58 @@ fn a_go_release_the_agent_does_not_know_is_counted_and_not_probed() {
         "no warning naming the unknown release in\n{}",
         log.join("\n")
     );
+}
+
+#[test]
+fn a_node_https_client_over_a_memory_bio_is_seen_from_its_first_request() {
+    let dir = TempDir::new("node-https");
+    let server_binary = go_build(&dir, "server", &[]);
+    let (_server, port) = start_server(&server_binary);
+    // A node process alive before the agent, so that its start-up scan probes the `node`
+    // executable; the client below is a fresh process of it.
+    let mut idle = Proc::spawn(
+        "idle node",
+        Command::new("node").args(["-e", "console.log('READY'); setInterval(() => {}, 1000)"]),
+    );
+    idle.wait_stdout_line("READY", FIXTURE_READY_TIMEOUT, |line| {
+        line.trim() == "READY"
+    });
+    let receiver = OtlpReceiver::start();
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
+    let path = "/api/node/orders/42";
+    let script = format!(
+        "require('https').get('https://127.0.0.1:{port}{path}', {{ rejectUnauthorized: false }}, \
+         (response) => {{ console.log(response.statusCode); response.resume(); }})"
+    );
+    let out = run(Command::new("node").args(["-e", &script]), COMMAND_TIMEOUT);
+    assert_eq!(out.stdout_text().trim(), "200", "{}", out.describe());
+    let found = |spans: &[FlatSpan]| !client_spans_with_path(spans, out.pid, path).is_empty();
+    if let Err(spans) = receiver.try_wait_for_spans(found, EXPORT_TIMEOUT) {
+        agent.fail(&format!(
+            "no client span of node for {path}; its spans: {}",
+            summarize_spans(spans_of(&spans, out.pid, false))
+        ));
+    }
+    // The kernel counters reach /metrics on the agent's next stats round.
+    let bound = "apiscope_kernel_events_total{counter=\"tls_bound_by_write\"}";
+    let deadline = std::time::Instant::now() + EXPORT_TIMEOUT;
+    loop {
+        let metrics = agent.get("/metrics");
+        if metric_sample(&metrics, bound) >= 1 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            agent.fail(&format!(
+                "the request was not bound by the ciphertext write after it:\n{metrics}"
+            ));
+        }
+        // Polling cadence of a counter the agent publishes by itself.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    agent.stop_for_lines();
+    let spans = receiver.spans();
+    let mine = client_spans_with_path(&spans, out.pid, path);
+    assert_eq!(mine.len(), 1, "{}", summarize_spans(mine.iter().copied()));
+    assert_eq!(mine[0].attr_int("http.response.status_code"), Some(200));
+    assert_eq!(mine[0].attr_str("http.request.method"), Some("GET"));
 }

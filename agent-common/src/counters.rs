@@ -10,7 +10,8 @@ pub enum Counter {
     RingBufferFull = 1,
     /// `bpf_probe_read_user` calls that failed (page not resident, bad pointer).
     UserReadFailed = 2,
-    /// OpenSSL calls whose socket could not be found (no nested syscall and no cached fd).
+    /// TLS library calls whose socket could not be found (OpenSSL: no nested syscall, no cached
+    /// fd, no ciphertext read before or write after; Go: an fd the socket probes do not know).
     TlsCallWithoutFd = 3,
     /// OpenSSL calls whose nested syscall used another fd than the one cached for that SSL.
     TlsFdMismatch = 4,
@@ -27,11 +28,17 @@ pub enum Counter {
     SelectionSkippedCalls = 8,
     /// Connections the selection rules exclude by port, never announced. Not a loss.
     SelectionSkippedConnections = 9,
+    /// `SSL *` objects over memory BIOs bound to the socket their thread wrote ciphertext to
+    /// right after their first write. Not a loss.
+    TlsBoundByWrite = 10,
+    /// Memory-BIO writes dropped because another `SSL *` of the same thread waited for the
+    /// same ciphertext write: which socket is whose cannot be told.
+    TlsWriteAmbiguous = 11,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 12] = [
         Counter::EventsSent,
         Counter::RingBufferFull,
         Counter::UserReadFailed,
@@ -42,6 +49,8 @@ impl Counter {
         Counter::TlsBoundByRead,
         Counter::SelectionSkippedCalls,
         Counter::SelectionSkippedConnections,
+        Counter::TlsBoundByWrite,
+        Counter::TlsWriteAmbiguous,
     ];
 
     /// Number of slots the `COUNTERS` map needs.
@@ -60,6 +69,8 @@ impl Counter {
             Counter::TlsBoundByRead => "tls_bound_by_read",
             Counter::SelectionSkippedCalls => "selection_skipped_calls",
             Counter::SelectionSkippedConnections => "selection_skipped_connections",
+            Counter::TlsBoundByWrite => "tls_bound_by_write",
+            Counter::TlsWriteAmbiguous => "tls_write_ambiguous",
         }
     }
 }

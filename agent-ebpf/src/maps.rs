@@ -11,7 +11,7 @@ use aya_ebpf::{
 
 use crate::{
     handshake::HandshakeJob,
-    record::{FramedCall, IovecWalk, MessageWalk},
+    record::{FramedCall, IovecWalk, MessageWalk, StashedRecord},
 };
 
 /// [`SocketLookup`] as `u32`, set by userspace at load time (`agent_common::SOCKET_LOOKUP_GLOBAL`).
@@ -197,6 +197,17 @@ pub static PENDING_IO: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries
 /// OpenSSL calls in flight, by `pid_tgid`.
 #[map]
 pub static PENDING_TLS: LruHashMap<u64, PendingTls> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per thread, the `SSL *` of a memory-BIO write (Node, Python `asyncio`) whose socket is not
+/// known yet: the application sends its ciphertext itself, with the thread's next write to a
+/// TLS socket, which tells it.
+#[map]
+pub static WAITING_WRITES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// The plaintext of each write in [`WAITING_WRITES`], copied when it was made: the caller may
+/// free its buffer as soon as the data is in the BIO.
+#[map]
+pub static WAITING_PLAINTEXT: LruHashMap<u64, StashedRecord> = LruHashMap::with_max_entries(256, 0);
 
 /// Go TLS calls between entry and return. An LRU: a goroutine that never returns (the
 /// process died in the call) costs one slot until it is evicted.

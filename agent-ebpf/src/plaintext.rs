@@ -1,12 +1,15 @@
 //! TLS plaintext handed over by a library probe (OpenSSL, Go `crypto/tls`): counted on the
 //! connection's own offsets and sent like the bytes of a plain socket call.
 
-use agent_common::{ConnKey, Counter, conn_flags, data_flags, event::UNKNOWN_OFFSET};
+use agent_common::{ConnKey, Counter, Direction, conn_flags, data_flags, event::UNKNOWN_OFFSET};
 
 use crate::{
     conn::{advance, flags_with_policy, sniff_framed},
     maps::{CONNS, count},
-    record::{DataRecord, DataSource, UserBytes, submit_framed},
+    record::{
+        DataRecord, DataSource, STASHED_PAYLOAD, StashedRecord, UserBytes, send_stashed,
+        submit_framed,
+    },
 };
 
 /// Sends the `len` plaintext bytes at user address `buf` that the TLS connection on `fd` of the
@@ -53,5 +56,54 @@ pub fn submit(pid_tgid: u64, fd: i32, direction: u32, buf: u64, len: u64) {
             sniff_framed(state, record.first_bytes());
         }
         record.submit();
+    }
+}
+
+/// Sends a memory-BIO write's plaintext, kept since the write (`record`), now that its socket
+/// `fd` is known; counted on the connection's offsets like [`submit`].
+#[inline(always)]
+pub fn submit_stashed(pid_tgid: u64, fd: i32, record: *mut StashedRecord) {
+    let conn = ConnKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    // SAFETY: `record` points to a map value, valid for the program's run.
+    let len = unsafe { (*record).header.len };
+    let (sock, offset) = match CONNS.get_ptr_mut(&conn) {
+        Some(state) => {
+            if flags_with_policy(conn.tgid, fd, state) & conn_flags::MUTED != 0 {
+                count(Counter::PayloadMuted);
+                return;
+            }
+            let offset = advance(state, Direction::Egress as u32, len);
+            if offset == 0 {
+                // SAFETY: as above; 9 bytes are well inside the stash.
+                sniff_framed(state, unsafe { first_bytes(record) });
+            }
+            // SAFETY: map value pointer, valid for the program's run.
+            (unsafe { (*state).sock }, offset)
+        }
+        None => (0, UNKNOWN_OFFSET),
+    };
+    send_stashed(record, fd, sock, offset);
+}
+
+/// The first `N` payload bytes of a stashed record, once that many were captured.
+///
+/// # Safety
+/// `record` points to a valid map value and `N` is at most [`STASHED_PAYLOAD`].
+#[inline(always)]
+unsafe fn first_bytes<const N: usize>(record: *const StashedRecord) -> Option<[u8; N]> {
+    // SAFETY: per the function's contract.
+    unsafe {
+        if ((*record).header.captured as usize) < N {
+            return None;
+        }
+        let mut bytes = [0u8; N];
+        let p = (*record).payload.as_ptr();
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = *p.add(i);
+        }
+        Some(bytes)
     }
 }

@@ -2,7 +2,7 @@
 //! userspace probe table (`agent/src/capture/probes.rs`) attaches each by that name.
 
 mod go_tls;
-mod openssl;
+pub(crate) mod openssl;
 mod own_traffic;
 mod process;
 mod sock;

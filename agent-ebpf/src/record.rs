@@ -18,7 +18,7 @@ use crate::{
     conn,
     maps::{CONFIG, CONNS, EVENTS, FRAMED_CALLS, IOVEC_WALKS, MESSAGE_WALKS, SCRATCH, count},
 };
-use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::maps::{LruHashMap, PerCpuArray};
 
 /// Most iovecs walked per call (the kernel's own `UIO_MAXIOV`); beyond it the rest of the call
 /// is counted in `len` but not captured.
@@ -237,6 +237,50 @@ impl DataRecord {
         let bytes = unsafe { core::slice::from_raw_parts(self.event as *const u8, size) };
         output(bytes);
     }
+}
+
+/// Payload bytes a [`StashedRecord`] keeps: enough for a request's head and a small body.
+pub const STASHED_PAYLOAD: usize = 4096;
+
+/// A data record kept in a map until its socket is known: the first bytes of a [`DataEvent`],
+/// so that the scratch slot can be copied into it as it is.
+#[repr(C)]
+pub struct StashedRecord {
+    /// As assembled; `fd`, `sock` and `offset` are set when it is sent.
+    pub header: DataHeader,
+    /// The first [`STASHED_PAYLOAD`] bytes of the payload.
+    pub payload: [u8; STASHED_PAYLOAD],
+}
+
+impl DataRecord {
+    /// Keeps the record in `stash` under `key` instead of sending it (at most its first
+    /// [`STASHED_PAYLOAD`] bytes), for [`send_stashed`].
+    #[inline(always)]
+    pub fn stash(self, stash: &LruHashMap<u64, StashedRecord>, key: u64) {
+        let captured = at_most(self.captured, STASHED_PAYLOAD as u32);
+        // SAFETY: `event` points into this CPU's scratch slot, whose first bytes have the
+        // layout of a `StashedRecord` (same header, then payload bytes), and which is larger.
+        unsafe {
+            (*self.event).header.captured = captured;
+            let _ = stash.insert(&key, &*(self.event as *const StashedRecord), 0);
+        }
+    }
+}
+
+/// Sends a stashed record as the bytes of socket `fd` (holding `sock`) at stream `offset`.
+#[inline(always)]
+pub fn send_stashed(record: *mut StashedRecord, fd: i32, sock: u64, offset: u64) {
+    // SAFETY: `record` points to a map value, valid for the program's run.
+    let captured = unsafe {
+        (*record).header.fd = fd;
+        (*record).header.sock = sock;
+        (*record).header.offset = offset;
+        at_most((*record).header.captured, STASHED_PAYLOAD as u32)
+    };
+    let size = core::mem::size_of::<DataHeader>() + captured as usize;
+    // SAFETY: the value holds the header followed by STASHED_PAYLOAD bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(record as *const u8, size) };
+    output(bytes);
 }
 
 /// A `bpf_loop` callback: gets the loop index and returns 1 to stop the loop.

@@ -5,10 +5,11 @@
 //! which fd it is (see `syscalls::complete`); the return probe copies the plaintext actually
 //! transferred. Reads served from OpenSSL's own buffer make no syscall: the last fd of that
 //! `SSL *` is used then. Over a memory BIO (Node, Python `asyncio`) OpenSSL makes no syscall at
-//! all: the application reads the ciphertext itself and hands it over, so such an `SSL *` is
-//! bound to the socket its thread read ciphertext from just before its first read.
+//! all: the application moves the ciphertext itself, so such an `SSL *` is bound to the socket
+//! its thread read ciphertext from just before its first read, or wrote ciphertext to just
+//! after its first write (a client writes its request before it reads anything).
 
-use agent_common::{ConnKey, Counter, Direction};
+use agent_common::{ConnKey, Counter, Direction, data_flags, event::UNKNOWN_OFFSET};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
@@ -20,9 +21,10 @@ use crate::{
     filter::is_traced,
     maps::{
         CIPHERTEXT_READS, CONNS, HANDSHAKE, PENDING_TLS, PendingTls, TLS_FDS, TlsBinding, TlsKey,
-        count,
+        WAITING_PLAINTEXT, WAITING_WRITES, count,
     },
     plaintext,
+    record::{DataRecord, DataSource, STASHED_PAYLOAD},
 };
 
 /// Remembers a call at its entry; `direction` is a `Direction` as `u32`, or [`HANDSHAKE`].
@@ -83,10 +85,69 @@ fn exit(ctx: &RetProbeContext) {
         return;
     }
     let Some(fd) = fd else {
-        count(Counter::TlsCallWithoutFd);
+        if pending.direction == Direction::Egress as u32 {
+            wait_for_ciphertext_write(pid_tgid, pending.ssl, pending.buf, len);
+        } else {
+            count(Counter::TlsCallWithoutFd);
+        }
         return;
     };
     plaintext::submit(pid_tgid, fd, pending.direction, pending.buf, len);
+}
+
+/// Keeps a write of an unbound `SSL *`, its plaintext copied now, until its thread writes
+/// ciphertext to a TLS socket ([`bind_waiting_write`]). A thread has one waiting write: another
+/// `SSL *` waiting at the same time makes both unattributable, and a second write of the same
+/// one replaces the first.
+#[inline(always)]
+fn wait_for_ciphertext_write(pid_tgid: u64, ssl: u64, buf: u64, len: u64) {
+    // SAFETY: plain value read.
+    if let Some(waiting) = unsafe { WAITING_WRITES.get(&pid_tgid) }.copied() {
+        if waiting != ssl {
+            let _ = WAITING_WRITES.remove(&pid_tgid);
+            let _ = WAITING_PLAINTEXT.remove(&pid_tgid);
+            count(Counter::TlsWriteAmbiguous);
+            count(Counter::TlsWriteAmbiguous);
+            return;
+        }
+        count(Counter::TlsCallWithoutFd);
+    }
+    let source = DataSource {
+        pid_tgid,
+        fd: -1,
+        sock: 0,
+        direction: Direction::Egress as u32,
+        flags: data_flags::TLS,
+        offset: UNKNOWN_OFFSET,
+    };
+    let Some(mut record) = DataRecord::start_within(source, len, STASHED_PAYLOAD as u32) else {
+        return;
+    };
+    record.append_user(buf, len);
+    record.stash(&WAITING_PLAINTEXT, pid_tgid);
+    let _ = WAITING_WRITES.insert(&pid_tgid, &ssl, 0);
+}
+
+/// Called when a thread writes ciphertext to the TLS socket `fd` (holding `sock`) outside any
+/// OpenSSL call: the memory-BIO write waiting on this thread was its plaintext. Binds its
+/// `SSL *` to the socket and sends the plaintext.
+#[inline(always)]
+pub fn bind_waiting_write(pid_tgid: u64, fd: i32, sock: u64) {
+    // SAFETY: value copied out before the entry is removed.
+    let Some(ssl) = (unsafe { WAITING_WRITES.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = WAITING_WRITES.remove(&pid_tgid);
+    let key = TlsKey {
+        tgid: pid_tgid >> 32,
+        ssl,
+    };
+    bind(&key, fd, sock);
+    count(Counter::TlsBoundByWrite);
+    if let Some(record) = WAITING_PLAINTEXT.get_ptr_mut(&pid_tgid) {
+        plaintext::submit_stashed(pid_tgid, fd, record);
+        let _ = WAITING_PLAINTEXT.remove(&pid_tgid);
+    }
 }
 
 /// The socket fd an OpenSSL call worked on, in order of certainty: the syscall it made itself

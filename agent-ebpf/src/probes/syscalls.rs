@@ -18,7 +18,7 @@ use crate::{
     filter::is_traced,
     handshake,
     maps::{CIPHERTEXT_READS, IoShape, PENDING_IO, PENDING_TLS, PendingIo, count, walks_fd_table},
-    probes::sock::MSG_PEEK,
+    probes::{openssl, sock::MSG_PEEK},
     record::{
         DataRecord, DataSource, MSGHDR_IOV, MSGHDR_IOVLEN, UserBytes, submit_framed, submit_gap,
         submit_lifecycle, submit_messages,
@@ -180,6 +180,9 @@ fn complete(ctx: &TracePointContext, call: Call) {
         return;
     }
     if flags & conn_flags::TLS != 0 {
+        if pending.direction == Direction::Egress as u32 {
+            openssl::bind_waiting_write(pid_tgid, pending.fd, pending.sock);
+        }
         remember_ciphertext_read(pid_tgid, &pending);
         handshake::hand_over(ctx, pid_tgid, &pending, state, result, shape);
         return;
