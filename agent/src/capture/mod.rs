@@ -4,6 +4,7 @@
 mod btf;
 pub mod features;
 mod filters;
+pub mod fuzzing;
 mod groups;
 mod links;
 mod loader;

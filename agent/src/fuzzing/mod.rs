@@ -1,6 +1,6 @@
 //! Every fuzz target of `agent/fuzz`: the protocols' (registered with each protocol in its
 //! table) and the other stages' (stream assembly through the protocol stage, here in
-//! [`streams`]; the rule-pack and configuration parsers).
+//! [`streams`]; the rule-pack and configuration parsers; Go's tables in executables).
 //! The seed corpus of every target runs through its harness in the unit tests, so the
 //! harnesses are checked by every `cargo test`, and a target missing here or from the fuzz
 //! crate fails them.
@@ -25,6 +25,10 @@ const STAGE_TARGETS: &[FuzzTarget] = &[
     FuzzTarget {
         name: "config",
         harness: crate::config::fuzzing::config_file,
+    },
+    FuzzTarget {
+        name: "go_binary",
+        harness: crate::capture::fuzzing::go_binary_tables,
     },
 ];
 

@@ -300,6 +300,11 @@ fn verdict(
     }
 }
 
+/// Runs Go's parsers of foreign bytes on `data` (the fuzz harness's entry).
+pub(super) fn fuzz_go_tables(data: &[u8]) {
+    go::fuzz_tables(data);
+}
+
 /// Attaches the uprobe program `name` at `point` of the file at `path`, for every process,
 /// adding its link to `links`.
 fn attach_uprobe(

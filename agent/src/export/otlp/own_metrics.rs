@@ -20,11 +20,12 @@ type OutcomeCounter = (&'static str, &'static str, fn(&ExportStats) -> Outcomes)
 
 /// Why a captured record or call was lost, as the `reason` attribute of
 /// `apiscope.capture.lost`.
-const LOSSES: [(Counter, &str); 5] = [
+const LOSSES: [(Counter, &str); 6] = [
     (Counter::RingBufferFull, "ring_buffer_full"),
     (Counter::UserReadFailed, "user_read_failed"),
     (Counter::TlsCallWithoutFd, "tls_call_without_fd"),
     (Counter::TlsFdMismatch, "tls_fd_mismatch"),
+    (Counter::TlsWriteAmbiguous, "tls_write_ambiguous"),
     (Counter::IovecTruncated, "iovec_truncated"),
 ];
 

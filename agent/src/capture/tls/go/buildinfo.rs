@@ -64,7 +64,7 @@ pub fn go_version(file: &object::File) -> Option<String> {
 }
 
 /// A varint-length-prefixed string at the start of `data`.
-fn inline_string(data: &[u8]) -> Option<String> {
+pub(super) fn inline_string(data: &[u8]) -> Option<String> {
     let (len, used) = uvarint(data)?;
     if len > MAX_VERSION_LEN {
         return None;

@@ -171,6 +171,18 @@ fn plan(file: &object::File, version: &str) -> Result<Option<GoTlsProbes>, Strin
     }))
 }
 
+/// Runs the hand-written parsers of this module on `data`: as Go's function table, as the
+/// build information's version string, and as machine code.
+pub(super) fn fuzz_tables(data: &[u8]) {
+    if let Some(table) = FunctionTable::parse(data, 0x1000) {
+        for (name, _) in FUNCTIONS {
+            let _ = table.find(name);
+        }
+    }
+    let _ = buildinfo::inline_string(data);
+    let _ = returns::return_addresses(data, 0x1000);
+}
+
 /// The address ranges of [`FUNCTIONS`], from the symbol table, or from Go's function table
 /// when the binary is stripped.
 fn function_ranges(
