@@ -1,8 +1,9 @@
 //! End-to-end tests of TLS plaintext from stacks other than a shared OpenSSL over a socket
 //! BIO: Go's `crypto/tls`, with peers built here by Debian's Go 1.19 from
 //! `tests/fixtures/go_tls` (the standard library only), plain and stripped, over HTTP/1.1 and
-//! HTTP/2 (ALPN `h2`, Go's bundled HTTP/2); and Node's `https` client, whose OpenSSL (inside the
-//! `node` executable) works over a memory BIO and writes its request before it reads anything.
+//! HTTP/2 (ALPN `h2`, Go's bundled HTTP/2); Node's `https` client, whose OpenSSL (inside the
+//! `node` executable) works over a memory BIO and writes its request before it reads anything;
+//! and GnuTLS's own server (`gnutls-serv --http`, Debian's `gnutls-bin`).
 //!
 //! The Go server and client start before the agent, so that the agent's start-up scan attaches
 //! to them; the client then waits for its URLs on stdin. Each test counts only the spans of its
@@ -18,7 +19,10 @@ use std::{
 };
 
 use support::otlp::{EXPORT_EVERY_500_MS, FlatSpan, OtlpReceiver, summarize_spans};
-use support::{COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, fixture, metric_sample, run};
+use support::{
+    COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, curl, fixture, free_port, make_cert,
+    metric_sample, run,
+};
 
 /// How long a test waits for its spans at the receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -277,4 +281,71 @@ fn a_node_https_client_over_a_memory_bio_is_seen_from_its_first_request() {
     assert_eq!(mine.len(), 1, "{}", summarize_spans(mine.iter().copied()));
     assert_eq!(mine[0].attr_int("http.response.status_code"), Some(200));
     assert_eq!(mine[0].attr_str("http.request.method"), Some("GET"));
+}
+
+#[test]
+fn a_gnutls_server_is_seen_through_gnutls_record_recv_and_send() {
+    let dir = TempDir::new("gnutls-serv");
+    let cert = make_cert(&dir);
+    let port = free_port();
+    let mut server = Proc::spawn(
+        "gnutls-serv",
+        Command::new("gnutls-serv")
+            .args(["--http", "--port", &port.to_string(), "--x509keyfile"])
+            .arg(&cert.key)
+            .arg("--x509certfile")
+            .arg(&cert.cert),
+    );
+    server.wait_stderr_line("listening", FIXTURE_READY_TIMEOUT, |line| {
+        line.starts_with("HTTP Server listening on IPv4")
+    });
+    let receiver = OtlpReceiver::start();
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
+    let path = "/api/gnutls/accounts/7";
+    let out = curl(&[
+        "-sk",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("https://127.0.0.1:{port}{path}"),
+    ]);
+    assert_eq!(out.stdout_text(), "200", "{}", out.describe());
+    let server_spans = |spans: &[FlatSpan]| -> usize {
+        spans_of(spans, server.pid(), true)
+            .iter()
+            .filter(|span| span.attr_str("url.path") == Some(path))
+            .count()
+    };
+    if let Err(spans) = receiver.try_wait_for_spans(|spans| server_spans(spans) > 0, EXPORT_TIMEOUT)
+    {
+        agent.fail(&format!(
+            "no server span of gnutls-serv for {path}; its spans: {}",
+            summarize_spans(spans_of(&spans, server.pid(), true))
+        ));
+    }
+    let metrics = agent.get("/metrics");
+    assert_eq!(
+        metric_sample(&metrics, "apiscope_probes_attached{kind=\"gnutls_files\"}"),
+        1,
+        "{metrics}"
+    );
+    agent.stop_for_lines();
+    let spans = receiver.spans();
+    assert_eq!(
+        server_spans(&spans),
+        1,
+        "{}",
+        summarize_spans(spans_of(&spans, server.pid(), true))
+    );
+    let span = spans_of(&spans, server.pid(), true)
+        .into_iter()
+        .find(|span| span.attr_str("url.path") == Some(path))
+        .expect("counted above");
+    assert_eq!(
+        span.attr_int("http.response.status_code"),
+        Some(200),
+        "{span}"
+    );
+    assert_eq!(span.attr_str("http.request.method"), Some("GET"), "{span}");
 }

@@ -35,6 +35,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     // Go's crypto/tls peers of tests/tls_stacks.rs and the Go binaries of the capture unit tests
     // (Debian's Go 1.19; the standard library only, as the Go module proxy is out of reach).
     "golang-go",
+    // GnuTLS's own server (`gnutls-serv --http`), for tests/tls_stacks.rs.
+    "gnutls-bin",
     // `cargo xtask vm-test`: the emulator, the guest's init, module dependencies, and the
     // decompressor of 6.12's modules.
     "qemu-system-x86",

@@ -39,8 +39,8 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 /// The smoke suite: `(test binary, test)` of `tests/`, run one at a time in the guest. What
 /// a node on an older kernel must do: load every program within budget, capture plain HTTP
-/// and TLS on both ends, export spans over OTLP, keep the inventory across a restart, and
-/// leave nothing attached after SIGTERM.
+/// and TLS (OpenSSL, and Go's crypto/tls through attach cookies) on both ends, export spans
+/// over OTLP, keep the inventory across a restart, and leave nothing attached after SIGTERM.
 pub const SMOKE_TESTS: &[(&str, &str)] = &[
     ("cli", "check_reports_every_requirement_and_passes_as_root"),
     (
@@ -51,6 +51,10 @@ pub const SMOKE_TESTS: &[(&str, &str)] = &[
     (
         "capture",
         "tls_plaintext_captured_on_both_sides_without_ciphertext",
+    ),
+    (
+        "tls_stacks",
+        "go_http2_calls_become_server_and_client_spans",
     ),
     ("otlp", "each_call_is_one_server_and_one_client_span"),
     (

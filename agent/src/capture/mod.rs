@@ -273,9 +273,10 @@ impl Capture {
         let coverage = capture.tls.coverage();
         info!(
             "capture attached: {} kernel probes in {on} groups ({off} off), TLS on {} OpenSSL \
-             files and {} Go programs, sockets found by {}",
+             files, {} GnuTLS files and {} Go programs, sockets found by {}",
             capture.links.len(),
             coverage.openssl.attached,
+            coverage.gnutls.attached,
             coverage.go.attached,
             socket_lookup_name(capture.report.socket_lookup),
         );
@@ -376,6 +377,7 @@ impl Capture {
 fn tls_stacks_on(report: &LoadReport) -> Vec<TlsStack> {
     [
         (ProbeGroup::TlsOpenssl, TlsStack::Openssl),
+        (ProbeGroup::TlsOpenssl, TlsStack::Gnutls),
         (ProbeGroup::TlsGo, TlsStack::Go),
     ]
     .into_iter()

@@ -16,7 +16,8 @@ pub enum ProbeGroup {
     VectoredIo,
     /// `recvmmsg`/`sendmmsg`, several messages per call.
     BatchedMessages,
-    /// TLS plaintext at OpenSSL's `SSL_read`/`SSL_write` (uprobes on every copy found).
+    /// TLS plaintext at OpenSSL's `SSL_read`/`SSL_write` and GnuTLS's `gnutls_record_recv`/
+    /// `gnutls_record_send` (uprobes on every copy found).
     TlsOpenssl,
     /// TLS plaintext at Go's `crypto/tls.(*Conn).Write`/`.Read` (uprobes on every Go program).
     TlsGo,
@@ -60,7 +61,7 @@ impl ProbeGroup {
             }
             ProbeGroup::BatchedMessages => "calls made with recvmmsg or sendmmsg are not captured",
             ProbeGroup::TlsOpenssl => {
-                "TLS connections through OpenSSL are seen, their plaintext is not"
+                "TLS connections through OpenSSL and GnuTLS are seen, their plaintext is not"
             }
             ProbeGroup::TlsGo => "TLS connections of Go programs are seen, their plaintext is not",
             ProbeGroup::TlsHandshake => "server spans carry no JA4 client fingerprint",
@@ -252,7 +253,15 @@ pub const TLS_ENTRY_PROBES: [(&str, &str); 5] = [
     ("SSL_do_handshake", "openssl_enter_ssl_do_handshake"),
 ];
 
-/// Return program of the OpenSSL calls.
+/// GnuTLS's functions, with the OpenSSL entry program of the same shape: `(session, buffer,
+/// length)` for reads and writes, `(session)` for the handshake.
+pub const GNUTLS_ENTRY_PROBES: [(&str, &str); 3] = [
+    ("gnutls_record_recv", "openssl_enter_ssl_read"),
+    ("gnutls_record_send", "openssl_enter_ssl_write"),
+    ("gnutls_handshake", "openssl_enter_ssl_do_handshake"),
+];
+
+/// Return program of the OpenSSL (and GnuTLS) calls.
 pub const TLS_EXIT_PROGRAM: &str = "openssl_exit_ssl_io";
 
 /// Entry program of Go's `crypto/tls.(*Conn).Write` and `.Read`; its cookie says which.

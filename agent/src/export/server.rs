@@ -287,14 +287,15 @@ impl Collector for HealthCollector {
         let tls = health.tls_coverage();
         let mut family = encoder.encode_descriptor(
             "apiscope_probes_attached",
-            "Probes attached: kernel programs, and files with TLS uprobes (OpenSSL copies, Go \
-             programs).",
+            "Probes attached: kernel programs, and files with TLS uprobes (OpenSSL and GnuTLS \
+             copies, Go programs).",
             None,
             MetricType::Gauge,
         )?;
         let attached = [
             ("kernel", health.kernel_probes()),
             ("openssl_files", tls.openssl.attached),
+            ("gnutls_files", tls.gnutls.attached),
             ("go_programs", tls.go.attached),
         ];
         for (kind, count) in attached {
@@ -381,6 +382,7 @@ mod tests {
                     attached: 2,
                     unsupported: 0,
                 },
+                gnutls: crate::capture::StackCoverage::default(),
                 go: crate::capture::StackCoverage {
                     attached: 1,
                     unsupported: 3,

@@ -1,17 +1,17 @@
 //! TLS plaintext from the libraries that encrypt it: finding each copy on the host and
 //! attaching uprobes to it once per file.
 //!
-//! Candidates: the `libssl` the dynamic loader knows (`ldconfig -p`), every `libssl` mapped by
-//! a running process (through `/proc/PID/root`, so copies inside containers count), and every
-//! running executable, which may be a Go program ([`go`], Go's own `crypto/tls`) or carry
-//! OpenSSL linked in statically, as Node does ([`openssl`]). A uprobe on a file applies to
+//! Candidates: the `libssl` and `libgnutls` copies the dynamic loader knows (`ldconfig -p`),
+//! those mapped by a running process (through `/proc/PID/root`, so copies inside containers
+//! count), and every running executable, which may be a Go program ([`go`], Go's own
+//! `crypto/tls`) or carry OpenSSL linked in statically, as Node does ([`library`]). A uprobe on a file applies to
 //! every process that maps it, so each distinct file (device, inode) is inspected and attached
 //! once. A file no process maps any more (its containers gone) is detached by
 //! [`TlsAttacher::retire_unmapped`], so that image churn on a node neither grows the agent nor
 //! keeps deleted files' inodes alive in the kernel; the loader cache's copies stay.
 
 mod go;
-mod openssl;
+mod library;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -35,18 +35,21 @@ use super::{CaptureError, links::ProbeLink, running_pids};
 pub enum TlsStack {
     /// OpenSSL 1.1 and 3, as a shared library or inside an executable.
     Openssl,
+    /// GnuTLS, as a shared library.
+    Gnutls,
     /// Go's `crypto/tls`.
     Go,
 }
 
 impl TlsStack {
     /// Every stack.
-    pub const ALL: [TlsStack; 2] = [TlsStack::Openssl, TlsStack::Go];
+    pub const ALL: [TlsStack; 3] = [TlsStack::Openssl, TlsStack::Gnutls, TlsStack::Go];
 
     /// Stable name, used in logs and metrics.
     pub fn name(self) -> &'static str {
         match self {
             TlsStack::Openssl => "openssl",
+            TlsStack::Gnutls => "gnutls",
             TlsStack::Go => "go",
         }
     }
@@ -67,6 +70,8 @@ pub struct StackCoverage {
 pub struct TlsCoverage {
     /// OpenSSL copies.
     pub openssl: StackCoverage,
+    /// GnuTLS copies.
+    pub gnutls: StackCoverage,
     /// Go programs.
     pub go: StackCoverage,
 }
@@ -76,6 +81,7 @@ impl TlsCoverage {
     pub fn of(&self, stack: TlsStack) -> StackCoverage {
         match stack {
             TlsStack::Openssl => self.openssl,
+            TlsStack::Gnutls => self.gnutls,
             TlsStack::Go => self.go,
         }
     }
@@ -83,6 +89,7 @@ impl TlsCoverage {
     fn of_mut(&mut self, stack: TlsStack) -> &mut StackCoverage {
         match stack {
             TlsStack::Openssl => &mut self.openssl,
+            TlsStack::Gnutls => &mut self.gnutls,
             TlsStack::Go => &mut self.go,
         }
     }
@@ -115,7 +122,7 @@ struct FileEntry {
 
 /// What to attach to a file.
 enum Plan {
-    Openssl(Vec<&'static str>),
+    Library(&'static library::Library, Vec<&'static str>),
     Go(go::GoTlsProbes),
     Unsupported(TlsStack, String),
     Nothing,
@@ -169,7 +176,7 @@ impl TlsAttacher {
 
     /// Scans the loader cache and every running process.
     pub fn scan_host(&mut self, ebpf: &mut Ebpf) {
-        for path in openssl::loader_cache_libssl() {
+        for path in library::loader_cache_libraries() {
             self.consider(ebpf, &path, true);
         }
         for pid in running_pids() {
@@ -213,9 +220,9 @@ impl TlsAttacher {
         }
         let mut links = Vec::new();
         let verdict = match self.plan(path) {
-            Plan::Openssl(symbols) => {
-                let attached = openssl::attach(ebpf, path, &symbols, &mut links);
-                verdict(attached, TlsStack::Openssl, path, || symbols.join(", "))
+            Plan::Library(library, symbols) => {
+                let attached = library.attach(ebpf, path, &symbols, &mut links);
+                verdict(attached, library.stack, path, || symbols.join(", "))
             }
             Plan::Go(probes) => {
                 let attached = go::attach(ebpf, path, &probes, &mut links);
@@ -271,13 +278,14 @@ impl TlsAttacher {
                 go::GoInspection::NotGo => {}
             }
         }
-        if self.stacks_on.contains(&TlsStack::Openssl) {
-            let symbols = openssl::exported_functions(&file);
-            if !symbols.is_empty() {
-                return Plan::Openssl(symbols);
-            }
-        }
-        Plan::Nothing
+        library::LIBRARIES
+            .iter()
+            .filter(|library| self.stacks_on.contains(&library.stack))
+            .map(|library| (library, library.exported_functions(&file)))
+            .find(|(_, symbols)| !symbols.is_empty())
+            .map_or(Plan::Nothing, |(library, symbols)| {
+                Plan::Library(library, symbols)
+            })
     }
 }
 
@@ -327,14 +335,14 @@ fn attach_uprobe(
     Ok(())
 }
 
-/// The files of process `pid` that may hold a TLS stack: its executable and the `libssl`
+/// The files of process `pid` that may hold a TLS stack: its executable and the TLS library
 /// copies it maps, as paths seen through its root (so copies inside containers resolve).
 fn candidate_files(pid: u32) -> Vec<PathBuf> {
     let mut files = vec![PathBuf::from(format!("/proc/{pid}/exe"))];
     if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         files.extend(
-            openssl::mapped_libssl(&maps)
+            library::mapped_libraries(&maps)
                 .into_iter()
                 .map(|path| root.join(path.strip_prefix("/").unwrap_or(path))),
         );
