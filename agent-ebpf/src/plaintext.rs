@@ -6,10 +6,7 @@ use agent_common::{ConnKey, Counter, Direction, conn_flags, data_flags, event::U
 use crate::{
     conn::{advance, flags_with_policy, sniff_framed},
     maps::{CONNS, count},
-    record::{
-        DataRecord, DataSource, STASHED_PAYLOAD, StashedRecord, UserBytes, send_stashed,
-        submit_framed,
-    },
+    record::{DataRecord, DataSource, StashedRecord, UserBytes, send_stashed, submit_framed},
 };
 
 /// Sends the `len` plaintext bytes at user address `buf` that the TLS connection on `fd` of the
@@ -91,7 +88,8 @@ pub fn submit_stashed(pid_tgid: u64, fd: i32, record: *mut StashedRecord) {
 /// The first `N` payload bytes of a stashed record, once that many were captured.
 ///
 /// # Safety
-/// `record` points to a valid map value and `N` is at most [`STASHED_PAYLOAD`].
+/// `record` points to a valid map value and `N` is at most
+/// [`STASHED_PAYLOAD`](crate::record::STASHED_PAYLOAD).
 #[inline(always)]
 unsafe fn first_bytes<const N: usize>(record: *const StashedRecord) -> Option<[u8; N]> {
     // SAFETY: per the function's contract.

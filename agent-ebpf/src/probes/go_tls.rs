@@ -2,11 +2,14 @@
 //!
 //! Go passes arguments and results in registers (its internal ABI, Go 1.17+ on amd64): at entry
 //! RAX is the `*Conn` and RBX, RCX the buffer's pointer and length; at a return instruction RAX
-//! is the byte count. R14 holds the running goroutine (`g`) at both, and since goroutines move
-//! between threads, a call is keyed by its goroutine. Returns are probed at each `RET` of the
-//! function (found by userspace): a uretprobe rewrites the return address on the stack, which
-//! Go moves when it grows a goroutine's stack. The socket fd is read behind the `*Conn` at entry,
-//! through the binary's layout carried by the attach cookie (`agent_common::go_tls`).
+//! is the byte count. A write is sent at its entry: `Write` writes all of its buffer or fails
+//! the connection, and sent at its return, the request could reach userspace after the
+//! response another goroutine read meanwhile. A read is sent at its return, probed at each
+//! `RET` of the function (found by userspace): a uretprobe rewrites the return address on the
+//! stack, which Go moves when it grows a goroutine's stack. R14 holds the running goroutine
+//! (`g`) at both ends, and since goroutines move between threads, a read is keyed by its
+//! goroutine. The socket fd is read behind the `*Conn` at entry, through the binary's layout
+//! carried by the attach cookie (`agent_common::go_tls`).
 
 use agent_common::{ConnKey, Counter, Direction, go_tls};
 use aya_ebpf::{
@@ -22,7 +25,8 @@ use crate::{
     plaintext,
 };
 
-/// Entry of `(*Conn).Write(b []byte)` or `(*Conn).Read(b []byte)`; the cookie says which.
+/// Entry of `(*Conn).Write(b []byte)` (sent now) or `(*Conn).Read(b []byte)` (remembered for
+/// its return); the cookie says which.
 #[uprobe]
 pub fn go_tls_enter(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -33,15 +37,28 @@ pub fn go_tls_enter(ctx: ProbeContext) -> u32 {
     // SAFETY: the program's own context.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     // SAFETY: reads of the saved user registers in the program's context.
-    let (conn, buf, g) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).r14) };
+    let (conn, buf, len, g) = unsafe {
+        (
+            (*ctx.regs).rax,
+            (*ctx.regs).rbx,
+            (*ctx.regs).rcx,
+            (*ctx.regs).r14,
+        )
+    };
     let Some(fd) = socket_fd(conn, go_tls::layout(cookie)) else {
         count(Counter::UserReadFailed);
         return 0;
     };
+    if go_tls::direction(cookie) == Direction::Egress {
+        if len > 0 && is_known_socket(tgid, fd) {
+            plaintext::submit(pid_tgid, fd, Direction::Egress as u32, buf, len);
+        }
+        return 0;
+    }
     let pending = PendingGoTls {
         buf,
         fd,
-        direction: go_tls::direction(cookie) as u32,
+        direction: Direction::Ingress as u32,
     };
     let _ = PENDING_GO_TLS.insert(
         &GoroutineKey {
@@ -54,7 +71,7 @@ pub fn go_tls_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// A return instruction of either function.
+/// A return instruction of `Read`.
 #[uprobe]
 pub fn go_tls_return(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -70,37 +87,31 @@ pub fn go_tls_return(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let _ = PENDING_GO_TLS.remove(&key);
-    // An error can come with bytes (a short write); those bytes did move.
-    if transferred <= 0 {
+    // An error can come with bytes; those bytes did move.
+    if transferred <= 0 || !is_known_socket(tgid, pending.fd) {
         return 0;
     }
-    // The fd was read through the binary's layout: only a socket the syscall probes know (the
-    // library's own read or write made the entry) is trusted with the bytes.
-    // SAFETY: plain lookup.
-    if unsafe {
-        CONNS.get(&ConnKey {
-            tgid,
-            fd: pending.fd,
-        })
-    }
-    .is_none()
-    {
-        count(Counter::TlsCallWithoutFd);
-        return 0;
-    }
-    let direction = if pending.direction == Direction::Egress as u32 {
-        Direction::Egress
-    } else {
-        Direction::Ingress
-    };
     plaintext::submit(
         pid_tgid,
         pending.fd,
-        direction as u32,
+        pending.direction,
         pending.buf,
         transferred as u64,
     );
     0
+}
+
+/// Whether `fd` is a socket the syscall probes know in `tgid`. The fd was read through the
+/// binary's layout: only a known socket (the library's own reads and writes of the handshake
+/// made it known) is trusted with the bytes; otherwise the call is counted.
+#[inline(always)]
+fn is_known_socket(tgid: u32, fd: i32) -> bool {
+    // SAFETY: plain lookup.
+    let known = unsafe { CONNS.get(&ConnKey { tgid, fd }) }.is_some();
+    if !known {
+        count(Counter::TlsCallWithoutFd);
+    }
+    known
 }
 
 /// The socket fd behind a `*tls.Conn`: its `net.Conn`'s data word (a `*net.TCPConn`), that

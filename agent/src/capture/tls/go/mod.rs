@@ -79,7 +79,8 @@ pub struct ProbedFunction {
     pub direction: Direction,
     /// File offset of its first instruction.
     pub entry: u64,
-    /// File offsets of its return instructions.
+    /// File offsets of its return instructions, where its result is read; none for `Write`,
+    /// whose bytes are known at entry.
     pub returns: Vec<u64>,
 }
 
@@ -150,11 +151,16 @@ fn plan(file: &object::File, version: &str) -> Result<Option<GoTlsProbes>, Strin
         let range = range.ok_or("unreachable: both functions were found")?;
         let (code, to_file_offset) = code_of(file, &range)
             .ok_or_else(|| format!("the code of {name} is not in the file"))?;
-        let returns: Vec<u64> = returns::return_addresses(code, range.start)
-            .into_iter()
-            .map(|address| address - range.start + to_file_offset)
-            .collect();
-        if returns.is_empty() {
+        // A write is sent at its entry (see `go_tls.rs` on the kernel side); only reads need
+        // their returns.
+        let returns: Vec<u64> = match direction {
+            Direction::Egress => Vec::new(),
+            Direction::Ingress => returns::return_addresses(code, range.start)
+                .into_iter()
+                .map(|address| address - range.start + to_file_offset)
+                .collect(),
+        };
+        if direction == Direction::Ingress && returns.is_empty() {
             return Err(format!("no return instruction found in {name}"));
         }
         functions.push(ProbedFunction {

@@ -85,8 +85,17 @@ fn a_go_tls_binary_gets_both_functions_with_their_returns() {
         ]
     );
     let data = std::fs::read(build("plain")).expect("binary readable");
+    assert!(
+        plain.functions[0].returns.is_empty(),
+        "Write is sent at its entry"
+    );
     for function in &plain.functions {
-        assert!(!function.returns.is_empty(), "{}", function.name);
+        assert_eq!(
+            function.returns.is_empty(),
+            function.direction == Direction::Egress,
+            "{}",
+            function.name
+        );
         for offset in &function.returns {
             assert!(*offset > function.entry, "{}", function.name);
             assert_eq!(
