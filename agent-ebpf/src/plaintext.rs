@@ -75,7 +75,7 @@ pub fn submit_stashed(pid_tgid: u64, fd: i32, record: *mut StashedRecord) {
             let offset = advance(state, Direction::Egress as u32, len);
             if offset == 0 {
                 // SAFETY: as above; 9 bytes are well inside the stash.
-                sniff_framed(state, unsafe { first_bytes(record) });
+                sniff_framed(state, unsafe { StashedRecord::first_bytes(record) });
             }
             // SAFETY: map value pointer, valid for the program's run.
             (unsafe { (*state).sock }, offset)
@@ -83,25 +83,4 @@ pub fn submit_stashed(pid_tgid: u64, fd: i32, record: *mut StashedRecord) {
         None => (0, UNKNOWN_OFFSET),
     };
     send_stashed(record, fd, sock, offset);
-}
-
-/// The first `N` payload bytes of a stashed record, once that many were captured.
-///
-/// # Safety
-/// `record` points to a valid map value and `N` is at most
-/// [`STASHED_PAYLOAD`](crate::record::STASHED_PAYLOAD).
-#[inline(always)]
-unsafe fn first_bytes<const N: usize>(record: *const StashedRecord) -> Option<[u8; N]> {
-    // SAFETY: per the function's contract.
-    unsafe {
-        if ((*record).header.captured as usize) < N {
-            return None;
-        }
-        let mut bytes = [0u8; N];
-        let p = (*record).payload.as_ptr();
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = *p.add(i);
-        }
-        Some(bytes)
-    }
 }

@@ -197,18 +197,9 @@ impl DataRecord {
     /// The first `N` payload bytes, once that many were copied, for protocol sniffing.
     #[inline(always)]
     pub fn first_bytes<const N: usize>(&self) -> Option<[u8; N]> {
-        if (self.captured as usize) < N {
-            return None;
-        }
-        let mut bytes = [0u8; N];
-        // SAFETY: at least N payload bytes were written, and N is far below the payload size.
-        unsafe {
-            let p = (*self.event).payload.as_ptr();
-            for (i, byte) in bytes.iter_mut().enumerate() {
-                *byte = *p.add(i);
-            }
-        }
-        Some(bytes)
+        // SAFETY: `event` points into this CPU's scratch slot, whose payload is far longer
+        // than any N asked for.
+        unsafe { leading_bytes((*self.event).payload.as_ptr(), self.captured) }
     }
 
     /// Sets the stream offset of the record's first byte.
@@ -265,6 +256,35 @@ impl DataRecord {
             let _ = stash.insert(&key, &*(self.event as *const StashedRecord), 0);
         }
     }
+}
+
+impl StashedRecord {
+    /// The first `N` payload bytes, once that many were captured, for protocol sniffing.
+    ///
+    /// # Safety
+    /// `record` points to a valid map value and `N` is at most [`STASHED_PAYLOAD`].
+    #[inline(always)]
+    pub unsafe fn first_bytes<const N: usize>(record: *const Self) -> Option<[u8; N]> {
+        // SAFETY: per the function's contract.
+        unsafe { leading_bytes((*record).payload.as_ptr(), (*record).header.captured) }
+    }
+}
+
+/// The first `N` of the `captured` bytes at `payload`, or `None` when fewer were captured.
+///
+/// # Safety
+/// `payload` holds at least `N` readable bytes.
+#[inline(always)]
+unsafe fn leading_bytes<const N: usize>(payload: *const u8, captured: u32) -> Option<[u8; N]> {
+    if (captured as usize) < N {
+        return None;
+    }
+    let mut bytes = [0u8; N];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        // SAFETY: i < N, within the caller's promise.
+        *byte = unsafe { *payload.add(i) };
+    }
+    Some(bytes)
 }
 
 /// Sends a stashed record as the bytes of socket `fd` (holding `sock`) at stream `offset`.
