@@ -76,7 +76,7 @@ EXPOSE 9750
 VOLUME /var/lib/apiscope
 
 # No USER: the agent runs as root (uid 0), with only the capabilities the runtime grants it
-# (the chart: BPF, PERFMON, SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH, all others dropped, a
+# (the chart: BPF, PERFMON, SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH, KILL, all others dropped, a
 # read-only root file system). A non-root user is not possible: Kubernetes puts the added
 # capabilities of a non-root container in its bounding set only, never in its effective set
 # (a pod spec has no ambient capabilities), so bpf(2) and perf_event_open(2) would be refused.

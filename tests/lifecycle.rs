@@ -1,6 +1,7 @@
 //! The agent as a guest on the host: it runs with exactly the capabilities the Helm chart and
-//! the systemd unit grant, refuses to start twice on one state directory, and leaves no
-//! program or probe attached when it stops, whether by SIGTERM or by SIGKILL (a crash).
+//! the systemd unit grant, refuses to start twice on one state directory, leaves no program or
+//! probe attached when it stops, whether by SIGTERM or by SIGKILL (a crash), and never leaves
+//! a process it held at exec stopped: not when it is late, not when it dies.
 //!
 //! The tests here count the host's BPF programs and links (with `bpftool`), so they run one
 //! at a time ([`support::one_at_a_time`]): another agent of this binary starting meanwhile
@@ -14,15 +15,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::otlp::OtlpReceiver;
-use support::{Agent, COMMAND_TIMEOUT, TempDir, agent_command, marker, one_at_a_time, run};
+use support::{
+    Agent, COMMAND_TIMEOUT, ChildGuard, TempDir, agent_command, marker, metric_sample,
+    one_at_a_time, run, without_terminal,
+};
 
 /// How long the kernel may take to free a program after its last reference is closed (it
 /// frees them after an RCU grace period, not at once).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The capabilities documented in helm/apiscope/README.md ("Privileges") and
-/// agent/systemd/apiscope.service: DAC_READ_SEARCH, SYS_PTRACE, SYS_ADMIN, PERFMON, BPF.
-const DOCUMENTED_CAPABILITIES: [u32; 5] = [2, 19, 21, 38, 39];
+/// agent/systemd/apiscope.service: DAC_READ_SEARCH, KILL, SYS_PTRACE, SYS_ADMIN, PERFMON, BPF.
+const DOCUMENTED_CAPABILITIES: [u32; 6] = [2, 5, 19, 21, 38, 39];
+
+/// The longest hold at exec the configuration allows: the window in which a test sees a held
+/// process stopped.
+const LONGEST_HOLD: &str = "capture.exec_hold_ms=2000";
 
 /// The ids of the BPF objects loaded on the host.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -199,5 +207,138 @@ fn the_documented_capabilities_are_enough_and_exactly_what_it_holds() {
     if found.is_err() {
         agent.fail("no server span of the HTTPS call with only the documented capabilities");
     }
-    agent.stop_for_lines();
+    // KILL is what holding processes at exec needs.
+    hold_keeper_of(agent.pid());
+    let (_, log) = agent.stop_for_lines_and_log();
+    assert!(
+        !log.iter().any(|line| line.contains("not held at exec")),
+        "processes are not held with the documented capabilities:\n{}",
+        log.join("\n")
+    );
+}
+
+/// A copy of `true` under a new inode: an executable the agent has not inspected, whose exec
+/// it therefore holds.
+fn new_executable(dir: &TempDir) -> std::path::PathBuf {
+    let copy = dir.join("fresh-true");
+    std::fs::copy("/bin/true", &copy).expect("copy /bin/true");
+    copy
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T` for stopped, `Z` for a zombie), `None`
+/// once it is gone.
+fn state_of(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command name, which ends at the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next().map(str::to_owned)
+}
+
+/// Starts `program` without a terminal and waits until it is seen stopped at its exec; fails
+/// if it ends (or runs on) without ever being stopped.
+fn start_held(program: &std::path::Path) -> ChildGuard {
+    let mut child = ChildGuard::spawn("fresh true", without_terminal(&mut Command::new(program)));
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let state = state_of(child.pid());
+        if state.as_deref() == Some("T") {
+            return child;
+        }
+        assert!(
+            child.try_wait().is_none() && Instant::now() < deadline,
+            "{} was never held at its exec (state {state:?})",
+            program.display()
+        );
+        // Polling a state the kernel changes by itself; the hold lasts 2 s.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The hold keeper of the agent `agent`: its child running `apiscope hold-keeper`.
+fn hold_keeper_of(agent: u32) -> u32 {
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| {
+            parent_of(pid) == Some(agent)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|line| String::from_utf8_lossy(&line).contains("hold-keeper"))
+        })
+        .unwrap_or_else(|| panic!("the agent (pid {agent}) runs no hold keeper"))
+}
+
+#[test]
+fn a_hold_the_agent_does_not_end_is_ended_at_its_bound_and_counted() {
+    let _serial = one_at_a_time();
+    let dir = TempDir::new("hold-bound");
+    let program = new_executable(&dir);
+    let mut agent = Agent::start_exporting(&["--set", LONGEST_HOLD], &[]);
+    // Stopped, the agent cannot inspect the file: only its keeper can end the hold.
+    agent.signal(libc::SIGSTOP);
+    let mut held = start_held(&program);
+    let status = held.wait_timeout(COMMAND_TIMEOUT);
+    agent.signal(libc::SIGCONT);
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "the held process did not run to its end: {status:?}"
+    );
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let metrics = agent.get("/metrics");
+        let expired = metric_sample(&metrics, "apiscope_exec_holds_expired_total");
+        if expired == 1 {
+            break;
+        }
+        assert!(
+            expired == 0 && Instant::now() < deadline,
+            "expected one expired hold:\n{metrics}"
+        );
+        // Polling cadence of a counter the agent publishes every second.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (_, log) = agent.stop_for_lines_and_log();
+    assert!(
+        log.iter().any(|line| line.contains(&format!(
+            "process {} was held at exec for 2000 ms",
+            held.pid()
+        ))),
+        "no warning names the process:\n{}",
+        log.join("\n")
+    );
+}
+
+#[test]
+fn a_crash_ends_every_hold_and_the_keeper_with_it() {
+    let _serial = one_at_a_time();
+    let dir = TempDir::new("hold-crash");
+    let program = new_executable(&dir);
+    let mut agent = Agent::start_exporting(&["--set", LONGEST_HOLD], &[]);
+    let keeper = hold_keeper_of(agent.pid());
+    agent.signal(libc::SIGSTOP);
+    let mut held = start_held(&program);
+    agent.kill();
+    let status = held.wait_timeout(COMMAND_TIMEOUT);
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "the held process did not run to its end: {status:?}"
+    );
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    // Its new parent may be slow to reap it: a zombie has ended.
+    while state_of(keeper).is_some_and(|state| state != "Z") {
+        assert!(
+            Instant::now() < deadline,
+            "the hold keeper (pid {keeper}) outlived the agent"
+        );
+        // Polling for an exit the keeper makes by itself.
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -2,7 +2,8 @@
 //! BIO: Go's `crypto/tls`, with peers built here by Debian's Go 1.19 from
 //! `tests/fixtures/go_tls` (the standard library only), plain and stripped, over HTTP/1.1 and
 //! HTTP/2 (ALPN `h2`, Go's bundled HTTP/2); Node's `https` client, whose OpenSSL (inside the
-//! `node` executable) works over a memory BIO and writes its request before it reads anything;
+//! `node` executable) works over a memory BIO and writes its request before it reads anything,
+//! and whose first run is held at exec until the agent has attached to that executable;
 //! and GnuTLS's own server (`gnutls-serv --http`, Debian's `gnutls-bin`).
 //!
 //! The Go server and client start before the agent, so that the agent's start-up scan attaches
@@ -21,7 +22,7 @@ use std::{
 use support::otlp::{EXPORT_EVERY_500_MS, FlatSpan, OtlpReceiver, summarize_spans};
 use support::{
     COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, curl, fixture, free_port, make_cert,
-    metric_sample, run,
+    metric_sample, run, without_terminal,
 };
 
 /// How long a test waits for its spans at the receiver: long, as the kernel matrix runs the Go
@@ -240,19 +241,13 @@ fn a_go_release_the_agent_does_not_know_is_counted_and_not_probed() {
 }
 
 #[test]
-fn a_node_https_client_over_a_memory_bio_is_seen_from_its_first_request() {
+fn a_node_https_client_is_seen_on_its_first_run_over_a_memory_bio() {
     let dir = TempDir::new("node-https");
     let server_binary = go_build(&dir, "server", &[]);
     let (_server, port) = start_server(&server_binary);
-    // A node process alive before the agent, so that its start-up scan probes the `node`
-    // executable; the client below is a fresh process of it.
-    let mut idle = Proc::spawn(
-        "idle node",
-        Command::new("node").args(["-e", "console.log('READY'); setInterval(() => {}, 1000)"]),
-    );
-    idle.wait_stdout_line("READY", FIXTURE_READY_TIMEOUT, |line| {
-        line.trim() == "READY"
-    });
+    // No node process runs when the agent starts: the client below is the first run of the
+    // `node` executable (and its OpenSSL inside) the agent sees, so it is held at exec until
+    // its uprobes are attached.
     let receiver = OtlpReceiver::start();
     let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
     let path = "/api/node/orders/42";
@@ -260,7 +255,10 @@ fn a_node_https_client_over_a_memory_bio_is_seen_from_its_first_request() {
         "require('https').get('https://127.0.0.1:{port}{path}', {{ rejectUnauthorized: false }}, \
          (response) => {{ console.log(response.statusCode); response.resume(); }})"
     );
-    let out = run(Command::new("node").args(["-e", &script]), COMMAND_TIMEOUT);
+    let out = run(
+        without_terminal(Command::new("node").args(["-e", &script])),
+        COMMAND_TIMEOUT,
+    );
     assert_eq!(out.stdout_text().trim(), "200", "{}", out.describe());
     let found = |spans: &[FlatSpan]| !client_spans_with_path(spans, out.pid, path).is_empty();
     if let Err(spans) = receiver.try_wait_for_spans(found, EXPORT_TIMEOUT) {
@@ -270,21 +268,29 @@ fn a_node_https_client_over_a_memory_bio_is_seen_from_its_first_request() {
         ));
     }
     // The kernel counters reach /metrics on the agent's next stats round.
-    let bound = "apiscope_kernel_events_total{counter=\"tls_bound_by_write\"}";
+    let counter = |name: &str| format!("apiscope_kernel_events_total{{counter=\"{name}\"}}");
     let deadline = std::time::Instant::now() + EXPORT_TIMEOUT;
-    loop {
+    let metrics = loop {
         let metrics = agent.get("/metrics");
-        if metric_sample(&metrics, bound) >= 1 {
-            break;
+        if metric_sample(&metrics, &counter("tls_bound_by_write")) >= 1
+            && metric_sample(&metrics, &counter("exec_held")) >= 1
+        {
+            break metrics;
         }
         if std::time::Instant::now() > deadline {
             agent.fail(&format!(
-                "the request was not bound by the ciphertext write after it:\n{metrics}"
+                "the request was not bound by the ciphertext write after it, or node was not \
+                 held at exec:\n{metrics}"
             ));
         }
         // Polling cadence of a counter the agent publishes by itself.
         std::thread::sleep(Duration::from_millis(250));
-    }
+    };
+    assert_eq!(
+        metric_sample(&metrics, "apiscope_exec_holds_expired_total"),
+        0,
+        "a hold ran out before the probes were attached:\n{metrics}"
+    );
     agent.stop_for_lines();
     let spans = receiver.spans();
     let mine = client_spans_with_path(&spans, out.pid, path);

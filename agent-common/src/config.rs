@@ -73,6 +73,31 @@ pub struct FdTableOffsets {
     pub socket_sk: u32,
 }
 
+/// Byte offsets of the fields the exec tracepoint walks from the current task to the file it
+/// now runs (`task->mm->exe_file->f_inode`, then `i_ino` and `i_sb->s_dev`) and to its
+/// controlling terminal (`task->signal->tty`); read from the running kernel's BTF like
+/// [`SockOffsets`]. Zero unless new executables are held ([`CaptureConfig::hold_new_executables`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecOffsets {
+    /// `task_struct.mm` (`struct mm_struct *`).
+    pub task_mm: u32,
+    /// `task_struct.signal` (`struct signal_struct *`).
+    pub task_signal: u32,
+    /// `signal_struct.tty` (`struct tty_struct *`).
+    pub signal_tty: u32,
+    /// `mm_struct.exe_file` (`struct file *`).
+    pub mm_exe_file: u32,
+    /// `file.f_inode` (`struct inode *`).
+    pub file_inode: u32,
+    /// `inode.i_ino` (unsigned long).
+    pub inode_ino: u32,
+    /// `inode.i_sb` (`struct super_block *`).
+    pub inode_sb: u32,
+    /// `super_block.s_dev` (`dev_t`, u32).
+    pub super_dev: u32,
+}
+
 /// Byte offsets of the `sched:sched_process_fork` record's fields, read from the tracepoint's
 /// format file: they moved when the command names became `__data_loc` strings (after Linux 6.1).
 #[repr(C)]
@@ -136,10 +161,19 @@ pub struct CaptureConfig {
     pub fd_table: FdTableOffsets,
     /// Where the fork record's pids are.
     pub fork: ForkOffsets,
+    /// 1: a process that execs a file userspace has not inspected yet (not in
+    /// `KNOWN_EXECUTABLES`) and has no controlling terminal is stopped (`SIGSTOP`) and recorded
+    /// in `HELD`, so that the TLS uprobes of a new executable are attached before its first
+    /// call; userspace, or its release keeper when it is late or gone, continues it.
+    pub hold_new_executables: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// Where the exec tracepoint finds the executable's file and the terminal.
+    pub exec: ExecOffsets,
 }
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers, no padding, every bit pattern valid.
 unsafe impl aya::Pod for CaptureConfig {}
 
-const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 96);
+const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 136);

@@ -34,11 +34,14 @@ pub enum Counter {
     /// Memory-BIO writes dropped because another `SSL *` of the same thread waited for the
     /// same ciphertext write: which socket is whose cannot be told.
     TlsWriteAmbiguous = 11,
+    /// Processes stopped at exec because their executable was new to the agent, until their
+    /// TLS uprobes were attached. Not a loss.
+    ExecHeld = 12,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 13] = [
         Counter::EventsSent,
         Counter::RingBufferFull,
         Counter::UserReadFailed,
@@ -51,6 +54,7 @@ impl Counter {
         Counter::SelectionSkippedConnections,
         Counter::TlsBoundByWrite,
         Counter::TlsWriteAmbiguous,
+        Counter::ExecHeld,
     ];
 
     /// Number of slots the `COUNTERS` map needs.
@@ -71,6 +75,7 @@ impl Counter {
             Counter::SelectionSkippedConnections => "selection_skipped_connections",
             Counter::TlsBoundByWrite => "tls_bound_by_write",
             Counter::TlsWriteAmbiguous => "tls_write_ambiguous",
+            Counter::ExecHeld => "exec_held",
         }
     }
 }

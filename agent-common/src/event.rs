@@ -185,8 +185,11 @@ pub struct ExecEvent {
     pub ts_ns: u64,
     /// Bytes of `path` used, NUL excluded.
     pub path_len: u32,
-    /// Keeps the struct free of implicit padding.
-    pub reserved: u32,
+    /// 1 when the process was stopped at this exec (its executable was new to the agent, see
+    /// [`crate::ExecutableKey`]) and waits in the `HELD` map for userspace to release it.
+    pub held: u32,
+    /// The executable's file as the kernel names it; zero when it could not be read.
+    pub executable: crate::ExecutableKey,
     /// The path given to `execve`, NUL terminated.
     pub path: [u8; EXEC_PATH_LEN],
 }
@@ -224,4 +227,4 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 80);
 const _: () = assert!(core::mem::size_of::<ConnectionEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<LifecycleEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + EXEC_PATH_LEN);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + EXEC_PATH_LEN);

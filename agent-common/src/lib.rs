@@ -11,12 +11,14 @@ pub mod go_tls;
 pub mod maps;
 
 pub use config::{
-    CaptureConfig, FdTableOffsets, FilterMode, ForkOffsets, SOCKET_LOOKUP_GLOBAL, SockOffsets,
-    SocketLookup, Verdict, filter_maps,
+    CaptureConfig, ExecOffsets, FdTableOffsets, FilterMode, ForkOffsets, SOCKET_LOOKUP_GLOBAL,
+    SockOffsets, SocketLookup, Verdict, filter_maps,
 };
 pub use counters::Counter;
 pub use event::{
     ConnectionEvent, DataEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role,
     data_flags,
 };
-pub use maps::{ConnKey, ConnState, OwnTuple, PayloadPolicy, PolicyEntry, conn_flags};
+pub use maps::{
+    ConnKey, ConnState, ExecutableKey, OwnTuple, PayloadPolicy, PolicyEntry, conn_flags,
+};

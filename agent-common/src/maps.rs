@@ -10,6 +10,21 @@ pub struct ConnKey {
     pub fd: i32,
 }
 
+/// An executable file as the kernel names it: the `s_dev` of its filesystem (the kernel's own
+/// encoding, not `stat`'s) and its inode number. Keys the `KNOWN_EXECUTABLES` map, whose
+/// entries userspace only ever copies from [`crate::ExecEvent::executable`], so the two
+/// encodings never meet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExecutableKey {
+    /// `inode->i_sb->s_dev`.
+    pub dev: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// `inode->i_ino`.
+    pub ino: u64,
+}
+
 /// The `sock` of a process's stdio connection (its fd 0 and fd 1 taken as one), which has no
 /// kernel socket: kernel addresses are never this small.
 pub const STDIO_SOCK: u64 = 1;
@@ -120,4 +135,6 @@ mod pod {
     unsafe impl aya::Pod for super::ConnState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecutableKey {}
 }

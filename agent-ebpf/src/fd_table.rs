@@ -12,7 +12,7 @@ const S_IFSOCK: u16 = 0o140000;
 
 /// Reads a value of kernel memory at `base + offset`.
 #[inline(always)]
-fn read<T>(base: u64, offset: u64) -> Option<T> {
+pub fn read<T>(base: u64, offset: u64) -> Option<T> {
     // SAFETY: kernel read through the helper, which tolerates bad addresses.
     unsafe { bpf_probe_read_kernel((base + offset) as *const T) }.ok()
 }

@@ -16,6 +16,7 @@
 #![no_main]
 
 mod conn;
+mod exec_hold;
 mod fd_table;
 mod filter;
 mod handshake;

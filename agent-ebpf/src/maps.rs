@@ -1,8 +1,8 @@
 //! Every map of the kernel side, defined once.
 
 use agent_common::{
-    CaptureConfig, ConnKey, ConnState, Counter, DataEvent, OwnTuple, PolicyEntry, SocketLookup,
-    maps::tail_calls,
+    CaptureConfig, ConnKey, ConnState, Counter, DataEvent, ExecutableKey, OwnTuple, PolicyEntry,
+    SocketLookup, maps::tail_calls,
 };
 use aya_ebpf::{
     macros::map,
@@ -281,6 +281,18 @@ pub static PID_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 /// with neither port listed follow `CaptureConfig::port_mode`.
 #[map]
 pub static PORT_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Executables userspace has inspected for TLS stacks; an exec of any other file is held
+/// (`exec_hold`). Least recently used entries go first: a file evicted is held once more.
+#[map]
+pub static KNOWN_EXECUTABLES: LruHashMap<ExecutableKey, u8> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// Processes stopped at exec, by process id, with the `CLOCK_MONOTONIC` time of the stop:
+/// what userspace and its release keeper continue. Small on purpose: when it is full, new
+/// executables are not held.
+#[map]
+pub static HELD: HashMap<u32, u64> = HashMap::with_max_entries(256, 0);
 
 /// Adds one to a loss or health counter.
 #[inline(always)]

@@ -1,10 +1,10 @@
 //! The `apiscope` command.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use agent::{
     capture::{
-        Capture, GroupState, KernelSelection, LoadReport, VERIFIER_BUDGET,
+        Capture, GroupState, KernelSelection, LoadReport, VERIFIER_BUDGET, exec_hold,
         features::{self, Status},
     },
     cli::{RunArgs, SettingsArgs},
@@ -40,6 +40,21 @@ enum Command {
     /// Print the configuration `run` would use, from the file, the environment and the flags
     /// (OTLP header values redacted).
     Config(SettingsArgs),
+    /// Started by `run` itself: continues the processes held at exec once their hold passes
+    /// its bound, and all of them when `run` ends (see `capture::exec_hold`).
+    #[command(name = exec_hold::KEEPER_COMMAND, hide = true)]
+    HoldKeeper(HoldKeeperArgs),
+}
+
+/// Flags of the hidden `apiscope hold-keeper`.
+#[derive(Debug, clap::Args)]
+struct HoldKeeperArgs {
+    /// Id of the kernel's `HELD` map.
+    #[arg(long)]
+    held_map_id: u32,
+    /// The longest a process is held, in milliseconds.
+    #[arg(long)]
+    bound_ms: u64,
 }
 
 /// Flags of `apiscope check`.
@@ -211,6 +226,10 @@ fn main() -> ExitCode {
         }),
         Command::Run(args) => run(*args).map(|()| ExitCode::SUCCESS),
         Command::Inventory(args) => inventory(&args).map(|()| ExitCode::SUCCESS),
+        Command::HoldKeeper(args) => {
+            exec_hold::keep_holds(args.held_map_id, Duration::from_millis(args.bound_ms))
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Config(args) => args
             .config()
             .map_err(anyhow::Error::from)

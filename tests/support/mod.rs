@@ -400,6 +400,18 @@ impl Finished {
     }
 }
 
+/// Makes `cmd` start a session of its own, so that it has no controlling terminal, whether or
+/// not the tests run in one: the agent never holds a process with a terminal at exec.
+pub fn without_terminal(cmd: &mut Command) -> &mut Command {
+    // SAFETY: setsid is async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    }
+}
+
 /// Runs `cmd` to completion with stdin closed and stdout/stderr captured;
 /// panics (killing it) if it runs longer than `timeout`.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Finished {

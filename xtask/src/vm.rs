@@ -40,7 +40,8 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// The smoke suite: `(test binary, test)` of `tests/`, run one at a time in the guest. What
 /// a node on an older kernel must do: load every program within budget, capture plain HTTP
 /// and TLS (OpenSSL, and Go's crypto/tls through attach cookies) on both ends, export spans
-/// over OTLP, keep the inventory across a restart, and leave nothing attached after SIGTERM.
+/// over OTLP, keep the inventory across a restart, leave nothing attached after SIGTERM, and
+/// stop a new executable at exec (`bpf_send_signal`) and continue it when the agent dies.
 pub const SMOKE_TESTS: &[(&str, &str)] = &[
     ("cli", "check_reports_every_requirement_and_passes_as_root"),
     (
@@ -62,6 +63,7 @@ pub const SMOKE_TESTS: &[(&str, &str)] = &[
         "the_inventory_survives_a_restart_and_a_corrupt_database_is_refused",
     ),
     ("lifecycle", "sigterm_detaches_every_probe"),
+    ("lifecycle", "a_crash_ends_every_hold_and_the_keeper_with_it"),
 ];
 
 /// Variables the guest's tests get from this side, beside those the script sets itself.

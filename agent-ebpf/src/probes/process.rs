@@ -1,5 +1,5 @@
 //! Process lifecycle: exec (userspace names the process, matches it against the selection
-//! rules and looks for OpenSSL in the new image), fork (a child inherits its parent's
+//! rules and looks for TLS stacks in the new image, which it may be held for: `exec_hold`), fork (a child inherits its parent's
 //! selection verdict) and exit (userspace drops the process's connection state).
 
 use agent_common::{Counter, EventKind, ExecEvent, Verdict, filter_maps};
@@ -14,6 +14,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    exec_hold,
     filter::is_traced,
     maps::{CONFIG, EVENTS, PID_FILTER, count},
     record::submit_lifecycle,
@@ -31,7 +32,8 @@ fn filters() -> u32 {
 /// `sched:sched_process_exec`: sends the executed file's path. Read here because short-lived
 /// processes are often gone before userspace could read `/proc/PID/exe`. Under selection rules
 /// that match executables, the process is held (not captured) until userspace has matched
-/// its new image.
+/// its new image. A process that runs a file new to userspace may be stopped here until its
+/// TLS uprobes are attached (`exec_hold`).
 #[tracepoint]
 pub fn process_enter_exec(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -49,13 +51,19 @@ pub fn process_enter_exec(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let event = entry.as_mut_ptr();
+    // SAFETY: helper without arguments.
+    let now_ns = unsafe { bpf_ktime_get_ns() };
+    let executable = exec_hold::current_executable();
+    // Decided only once the record is reserved: a stopped process is always announced.
+    let held = exec_hold::hold_if_new(tgid, &executable, now_ns);
     // SAFETY: `event` points at the reserved record, written whole before submit; the path is
     // read through the helper, which tolerates bad addresses.
     unsafe {
         (*event).kind = EventKind::ProcessExec as u32;
         (*event).tgid = tgid;
-        (*event).ts_ns = bpf_ktime_get_ns();
-        (*event).reserved = 0;
+        (*event).ts_ns = now_ns;
+        (*event).held = held as u32;
+        (*event).executable = executable;
         let source = (ctx.as_ptr() as *const u8).add(offset);
         (*event).path_len = bpf_probe_read_kernel_str_bytes(source, &mut (*event).path)
             .map(|path| path.len() as u32)
@@ -74,8 +82,11 @@ pub fn process_enter_exec(ctx: TracePointContext) -> u32 {
 pub fn process_enter_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    if tgid == pid && is_traced(tgid) {
-        submit_lifecycle(EventKind::ProcessExit, tgid, -1, 0);
+    if tgid == pid {
+        exec_hold::forget(tgid);
+        if is_traced(tgid) {
+            submit_lifecycle(EventKind::ProcessExit, tgid, -1, 0);
+        }
     }
     if filters() & filter_maps::PIDS != 0 {
         let _ = PID_FILTER.remove(&pid);

@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_common::{FdTableOffsets, SockOffsets, SocketLookup};
+use agent_common::{ExecOffsets, FdTableOffsets, SockOffsets, SocketLookup};
+use log::warn;
 
 /// Where the running kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -64,6 +65,9 @@ pub struct KernelLayout {
     pub socket_lookup: SocketLookup,
     /// Where the file-table fields are; zero unless `socket_lookup` walks the file table.
     pub fd_table: FdTableOffsets,
+    /// Where the exec tracepoint finds the executable and the terminal (`exec_hold`); `None`
+    /// when this kernel's BTF lacks one of the fields, which leaves processes unheld.
+    pub exec: Option<ExecOffsets>,
 }
 
 /// Reads the [`KernelLayout`] from the BTF at `path`, with the socket lookup `wanted`, or the
@@ -94,26 +98,52 @@ pub fn kernel_layout(path: &Path, wanted: Option<SocketLookup>) -> Result<Kernel
         protocol: offset("sk_protocol")?,
     };
     let has_tracepoints = btf.named(SOCKET_TRACEPOINT_TYPE, KIND_TYPEDEF).is_some();
+    let exec = exec_offsets(&btf)
+        .inspect_err(|error| warn!("processes cannot be held at exec: {error}"))
+        .ok();
     match wanted {
         Some(SocketLookup::Tracepoints) if !has_tracepoints => Err(BtfError::NoSocketTracepoints),
         Some(SocketLookup::Tracepoints) | None if has_tracepoints => Ok(KernelLayout {
             sock,
             socket_lookup: SocketLookup::Tracepoints,
             fd_table: FdTableOffsets::default(),
+            exec,
         }),
         _ => Ok(KernelLayout {
             sock,
             socket_lookup: SocketLookup::FdTable,
             fd_table: fd_table_offsets(&btf)?,
+            exec,
         }),
     }
 }
 
+/// The byte offset of `field` in struct `structure`.
+fn field_offset(
+    btf: &RawBtf<'_>,
+    structure: &'static str,
+    field: &'static str,
+) -> Result<u32, BtfError> {
+    btf.byte_offset(btf.structure(structure)?, structure, field)
+}
+
+/// Where the fields of the walks from the current task to its executable and its terminal are.
+fn exec_offsets(btf: &RawBtf<'_>) -> Result<ExecOffsets, BtfError> {
+    Ok(ExecOffsets {
+        task_mm: field_offset(btf, "task_struct", "mm")?,
+        task_signal: field_offset(btf, "task_struct", "signal")?,
+        signal_tty: field_offset(btf, "signal_struct", "tty")?,
+        mm_exe_file: field_offset(btf, "mm_struct", "exe_file")?,
+        file_inode: field_offset(btf, "file", "f_inode")?,
+        inode_ino: field_offset(btf, "inode", "i_ino")?,
+        inode_sb: field_offset(btf, "inode", "i_sb")?,
+        super_dev: field_offset(btf, "super_block", "s_dev")?,
+    })
+}
+
 /// Where the fields of the walk from the current task to an fd's socket are.
 fn fd_table_offsets(btf: &RawBtf<'_>) -> Result<FdTableOffsets, BtfError> {
-    let field = |structure: &'static str, field: &'static str| {
-        btf.byte_offset(btf.structure(structure)?, structure, field)
-    };
+    let field = |structure, field| field_offset(btf, structure, field);
     Ok(FdTableOffsets {
         task_files: field("task_struct", "files")?,
         files_fdt: field("files_struct", "fdt")?,

@@ -131,6 +131,11 @@ fn effective_capabilities() -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
+/// Whether this process has capability `cap` (a `CAP_*` number) in its effective set.
+pub fn has_capability(cap: u32) -> bool {
+    effective_capabilities().is_some_and(|caps| caps & (1 << cap) != 0)
+}
+
 /// Whether this process may load and attach the probes.
 pub fn privileges() -> Result<(Status, String), String> {
     const CAP_SYS_ADMIN: u32 = 21;

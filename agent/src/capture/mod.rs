@@ -2,6 +2,7 @@
 //! into [`CaptureEvent`]s.
 
 mod btf;
+pub mod exec_hold;
 pub mod features;
 mod filters;
 pub mod fuzzing;
@@ -15,11 +16,11 @@ mod settings;
 mod tls;
 pub mod tracefs;
 
-use std::{collections::HashSet, path::Path};
+use std::{collections::HashSet, path::Path, time::Duration};
 
 use agent_common::{
-    CaptureConfig, ConnKey, ConnState, Counter, PayloadPolicy, PolicyEntry, SOCKET_LOOKUP_GLOBAL,
-    SocketLookup,
+    CaptureConfig, ConnKey, ConnState, Counter, ExecOffsets, PayloadPolicy, PolicyEntry,
+    SOCKET_LOOKUP_GLOBAL, SocketLookup,
     event::{MAX_FRAMED_RECORDS, MAX_PAYLOAD},
 };
 use aya::{
@@ -34,12 +35,12 @@ pub use filters::{KernelSelection, ProcessVerdicts, StdioProcesses};
 pub use groups::{GroupState, GroupStatus, LoadFailure, LoadReport, ProgramCost, VERIFIER_BUDGET};
 pub use probes::ProbeGroup;
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
-pub use records::{CaptureEvent, ConnectionSeen, DataChunk, Transport};
+pub use records::{CaptureEvent, ConnectionSeen, DataChunk, ExecSeen, Transport};
 pub use settings::{CaptureSettings, SocketLookupChoice};
 pub use tls::{StackCoverage, TlsCoverage, TlsStack};
 pub use tracefs::FormatError;
 
-use self::{links::ProbeLink, tls::TlsAttacher};
+use self::{exec_hold::ExecHold, links::ProbeLink, tls::TlsAttacher};
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/apiscope-ebpf"));
@@ -105,6 +106,10 @@ pub struct CaptureOutputs {
 pub struct Capture {
     ebpf: Ebpf,
     tls: TlsAttacher,
+    /// What the kernel's `CONFIG` map holds.
+    config: CaptureConfig,
+    /// The holds of processes at exec; `None` when processes are not held.
+    exec_hold: Option<ExecHold>,
     /// The kernel probes' links, owned here rather than by their programs so that they can be
     /// detached concurrently.
     links: Vec<ProbeLink>,
@@ -224,12 +229,12 @@ impl Capture {
             port_mode: selection.port_mode() as u32,
             fd_table: layout.fd_table,
             fork,
+            // Switched on once the hold keeper runs.
+            hold_new_executables: 0,
+            reserved: 0,
+            exec: layout.exec.unwrap_or_default(),
         };
-        let mut config_map: Array<_, CaptureConfig> = ebpf
-            .map_mut("CONFIG")
-            .ok_or(CaptureError::Settings("no CONFIG map".into()))
-            .and_then(|map| Array::try_from(map).map_err(map_error("CONFIG")))?;
-        config_map.set(0, config, 0).map_err(map_error("CONFIG"))?;
+        write_config(&mut ebpf, config)?;
 
         let ring = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let conns = take_map(&mut ebpf, "CONNS", HashMap::try_from)?;
@@ -259,6 +264,8 @@ impl Capture {
         let mut capture = Self {
             ebpf,
             tls: TlsAttacher::new(tls_stacks_on(&loaded.report)),
+            config,
+            exec_hold: None,
             links: loaded.links,
             _tail_calls: loaded.tail_calls,
             report: loaded.report,
@@ -268,6 +275,9 @@ impl Capture {
         };
         if capture.tls.is_on() {
             capture.tls.scan_host(&mut capture.ebpf);
+            if !settings.exec_hold.is_zero() {
+                capture.start_exec_hold(settings.exec_hold, layout.exec);
+            }
         }
         let (on, off) = capture.report.group_counts();
         let coverage = capture.tls.coverage();
@@ -296,11 +306,57 @@ impl Capture {
         &self.report
     }
 
-    /// Looks for TLS stacks in a process that just exec'd (or loaded libraries since).
+    /// Holds the processes that exec a file new to the agent until its TLS uprobes are
+    /// attached, for at most `bound`; says in one sentence why not when they cannot be.
+    fn start_exec_hold(&mut self, bound: Duration, offsets: Option<ExecOffsets>) {
+        let started = offsets
+            .ok_or_else(|| "this kernel's BTF lacks a field the exec tracepoint reads".to_owned())
+            .and_then(|_| {
+                let known = take_map(&mut self.ebpf, "KNOWN_EXECUTABLES", HashMap::try_from);
+                let held = take_map(&mut self.ebpf, "HELD", HashMap::try_from);
+                ExecHold::start(
+                    known.map_err(|error| error.to_string())?,
+                    held.map_err(|error| error.to_string())?,
+                    bound,
+                )
+            })
+            .and_then(|hold| {
+                let config = CaptureConfig {
+                    hold_new_executables: 1,
+                    ..self.config
+                };
+                write_config(&mut self.ebpf, config).map_err(|error| error.to_string())?;
+                self.config = config;
+                Ok(hold)
+            });
+        match started {
+            Ok(hold) => self.exec_hold = Some(hold),
+            Err(error) => warn!(
+                "processes are not held at exec until their TLS uprobes are attached ({error}): \
+                 the first TLS calls of a program's first run may be missed"
+            ),
+        }
+    }
+
+    /// Looks for TLS stacks in a process that just exec'd, then continues it if it was held
+    /// for that.
+    pub fn inspect_exec(&mut self, exec: &ExecSeen) {
+        self.scan_process(exec.tgid);
+        if let Some(hold) = &mut self.exec_hold {
+            hold.inspected(exec.executable, exec.tgid, exec.held);
+        }
+    }
+
+    /// Looks for TLS stacks in a process (libraries it loaded since its exec).
     pub fn scan_process(&mut self, pid: u32) {
         if self.tls.is_on() {
             self.tls.scan_process(&mut self.ebpf, pid);
         }
+    }
+
+    /// Processes continued because their hold at exec passed its bound.
+    pub fn exec_holds_expired(&self) -> u64 {
+        self.exec_hold.as_ref().map_or(0, ExecHold::expired)
     }
 
     /// Detaches the TLS uprobes from the OpenSSL copies no process maps any more, on a thread
@@ -396,6 +452,16 @@ pub fn socket_lookup_name(lookup: SocketLookup) -> &'static str {
 
 impl Drop for Capture {
     fn drop(&mut self) {
+        // Holding stops before the held are continued, and those before the probes go (which
+        // takes a while): no process waits for the detaching.
+        if self.exec_hold.is_some() {
+            let config = CaptureConfig {
+                hold_new_executables: 0,
+                ..self.config
+            };
+            let _ = write_config(&mut self.ebpf, config);
+            self.exec_hold = None;
+        }
         let mut links = std::mem::take(&mut self.links);
         links.append(&mut self.tls.take_links());
         links::detach_all(links);
@@ -438,6 +504,15 @@ fn scratch_slots() -> Result<u32, CaptureError> {
         CaptureError::Settings(format!("cannot count CPUs from {path}: {error}"))
     })?;
     u32::try_from(cpus).map_err(|_| CaptureError::Settings(format!("{cpus} CPUs")))
+}
+
+/// Writes the single value of the `CONFIG` map.
+fn write_config(ebpf: &mut Ebpf, config: CaptureConfig) -> Result<(), CaptureError> {
+    let mut map: Array<_, CaptureConfig> = ebpf
+        .map_mut("CONFIG")
+        .ok_or(CaptureError::Settings("no CONFIG map".into()))
+        .and_then(|map| Array::try_from(map).map_err(map_error("CONFIG")))?;
+    map.set(0, config, 0).map_err(map_error("CONFIG"))
 }
 
 fn take_map<T>(

@@ -19,7 +19,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::CaptureEvent;
+use super::{CaptureEvent, ExecSeen};
 
 /// How often the reader drains the ring buffer when no wake-up came.
 const DRAIN_TICK: Duration = Duration::from_millis(10);
@@ -43,14 +43,14 @@ pub struct ReaderStats {
 
 /// Reads records until `events` is closed, decoding them and sending them downstream in
 /// batches. Waits when downstream is full, so the kernel side counts the loss instead of the
-/// agent growing without bound. Each exec is also reported to `on_exec` (pid, path) as soon as
-/// it is decoded: what `/proc` says of a short-lived process must be read before it exits,
-/// not when its batch reaches the later stages.
+/// agent growing without bound. Execs go to `on_exec` instead, as soon as they are decoded:
+/// what `/proc` says of a short-lived process must be read before it exits, and a process held
+/// at exec waits for its executable to be inspected, neither of which may wait for the batch.
 pub async fn read_events(
     ring: RingBuf<MapData>,
     events: mpsc::Sender<Vec<CaptureEvent>>,
     stats: Arc<ReaderStats>,
-    on_exec: impl Fn(u32, Option<String>),
+    on_exec: impl Fn(ExecSeen),
 ) -> std::io::Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer, whose fd stays open and unchanged until drop.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -71,12 +71,11 @@ pub async fn read_events(
                 batch_bytes += record.len();
                 stats.records.fetch_add(1, Ordering::Relaxed);
                 match CaptureEvent::decode(&record) {
-                    Ok(event) => {
-                        if let CaptureEvent::Exec { tgid, path } = &event {
-                            on_exec(*tgid, path.clone());
-                        }
-                        batch.push(event);
-                    }
+                    // Execs skip the batch: the identity and TLS work they start must not wait
+                    // behind the data (a short-lived process is gone by then, and a held one
+                    // waits for it).
+                    Ok(CaptureEvent::Exec(exec)) => on_exec(exec),
+                    Ok(event) => batch.push(event),
                     Err(error) => {
                         if stats.malformed.fetch_add(1, Ordering::Relaxed) == 0 {
                             warn!("dropping undecodable kernel record: {error}");

@@ -3,10 +3,23 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use agent_common::{
-    ConnectionEvent, DataHeader, Direction, EventKind, ExecEvent, LifecycleEvent, Role,
-    event::UNKNOWN_OFFSET, maps::STDIO_FAMILY,
+    ConnectionEvent, DataHeader, Direction, EventKind, ExecEvent, ExecutableKey, LifecycleEvent,
+    Role, event::UNKNOWN_OFFSET, maps::STDIO_FAMILY,
 };
 use bytes::Bytes;
+
+/// A process called `execve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSeen {
+    /// Process id.
+    pub tgid: u32,
+    /// The path it executed, as given to `execve` (may be relative or a symlink).
+    pub path: Option<String>,
+    /// The file it runs now, as the kernel names it (zero when unknown).
+    pub executable: ExecutableKey,
+    /// Stopped at the exec until the capture stage has inspected `executable`.
+    pub held: bool,
+}
 
 /// What the kernel reported, decoded and owned.
 #[derive(Debug, Clone)]
@@ -27,12 +40,7 @@ pub enum CaptureEvent {
         ts_ns: u64,
     },
     /// A process called `execve`.
-    Exec {
-        /// Process id.
-        tgid: u32,
-        /// The path it executed, as given to `execve` (may be relative or a symlink).
-        path: Option<String>,
-    },
+    Exec(ExecSeen),
     /// A process exited.
     Exit {
         /// Process id.
@@ -201,10 +209,12 @@ impl CaptureEvent {
                 let event: ExecEvent = read_record(bytes)?;
                 let used = (event.path_len as usize).min(event.path.len());
                 let path = event.path.get(..used).unwrap_or_default();
-                Ok(Self::Exec {
+                Ok(Self::Exec(ExecSeen {
                     tgid: event.tgid,
                     path: (!path.is_empty()).then(|| String::from_utf8_lossy(path).into_owned()),
-                })
+                    executable: event.executable,
+                    held: event.held != 0,
+                }))
             }
             Some(kind @ (EventKind::Close | EventKind::ProcessExit)) => {
                 let event: LifecycleEvent = read_record(bytes)?;

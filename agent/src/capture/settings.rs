@@ -1,7 +1,7 @@
 //! The `capture:` section of the configuration: what the kernel programs copy and how they
 //! find their sockets.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use agent_common::SocketLookup;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,16 @@ pub struct CaptureSettings {
     /// A file the verifier's whole log is appended to when the kernel refuses a program (the
     /// agent's log only gets its last word).
     pub verifier_log: Option<PathBuf>,
+    /// The longest a process that runs an executable new to the agent is held (stopped) at
+    /// exec, in milliseconds (0 to 2000), while the agent looks for TLS stacks in the file and
+    /// attaches their uprobes, so that its first TLS calls are seen. 0 holds nothing.
+    /// Processes with a controlling terminal are never held.
+    #[serde(
+        rename = "exec_hold_ms",
+        deserialize_with = "settings_format::millis_within::<_, 0, 2000>",
+        serialize_with = "settings_format::as_millis"
+    )]
+    pub exec_hold: Duration,
 }
 
 impl Default for CaptureSettings {
@@ -45,6 +55,7 @@ impl Default for CaptureSettings {
             stdio_commands: Vec::new(),
             socket_lookup: SocketLookupChoice::Auto,
             verifier_log: None,
+            exec_hold: Duration::from_millis(200),
         }
     }
 }

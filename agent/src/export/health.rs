@@ -19,6 +19,7 @@ pub struct AgentHealth {
     kernel: [AtomicU64; Counter::COUNT as usize],
     records_malformed: AtomicU64,
     connections_evicted: AtomicU64,
+    exec_holds_expired: AtomicU64,
     event_batches_queued: AtomicU64,
     kernel_probes: AtomicU64,
     tls: std::sync::Mutex<TlsCoverage>,
@@ -48,6 +49,7 @@ impl Default for AgentHealth {
             kernel: std::array::from_fn(|_| AtomicU64::new(0)),
             records_malformed: AtomicU64::new(0),
             connections_evicted: AtomicU64::new(0),
+            exec_holds_expired: AtomicU64::new(0),
             event_batches_queued: AtomicU64::new(0),
             kernel_probes: AtomicU64::new(0),
             tls: std::sync::Mutex::default(),
@@ -78,6 +80,17 @@ impl AgentHealth {
     /// Publishes the number of connections the stream table evicted because it was full.
     pub fn set_connections_evicted(&self, value: u64) {
         self.connections_evicted.store(value, Ordering::Relaxed);
+    }
+
+    /// Publishes the number of processes continued because their hold at exec passed its
+    /// bound before their TLS uprobes were attached.
+    pub fn set_exec_holds_expired(&self, value: u64) {
+        self.exec_holds_expired.store(value, Ordering::Relaxed);
+    }
+
+    /// Processes whose hold at exec passed its bound, in total.
+    pub fn exec_holds_expired(&self) -> u64 {
+        self.exec_holds_expired.load(Ordering::Relaxed)
     }
 
     /// Publishes how many batches of kernel records wait for the stream stage.

@@ -219,6 +219,14 @@ impl Collector for HealthCollector {
             "Connections dropped from the full stream table.",
             health.connections_evicted(),
         )?;
+        counter(
+            &mut encoder,
+            "apiscope_exec_holds_expired",
+            "Processes held at exec (their executable new to the agent) that were continued at \
+             the bound, before their TLS uprobes were attached: their first TLS calls may be \
+             missed.",
+            health.exec_holds_expired(),
+        )?;
         let export = &health.export;
         for (name, help, outcomes) in [
             (

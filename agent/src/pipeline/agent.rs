@@ -33,7 +33,7 @@ use crate::{
         sensitive::SensitiveScanner,
     },
     calls::{DescribeSettings, Redact},
-    capture::{Capture, CaptureEvent, ReaderStats, forward_kernel_log, read_events},
+    capture::{Capture, CaptureEvent, ExecSeen, ReaderStats, forward_kernel_log, read_events},
     enrich::{
         self, Enricher, ProcessRegistry,
         kubernetes::{self, PodIndex},
@@ -54,6 +54,9 @@ const EVENT_QUEUE: usize = 8;
 /// Requests waiting for the control loop; more are dropped (a missed rescan is retried at the
 /// next exec).
 const REQUEST_QUEUE: usize = 1024;
+/// Execs waiting for the control loop; more are not inspected at once (the rescan after
+/// exec, or the next exec of the same file, catches up).
+const EXEC_QUEUE: usize = 1024;
 /// How long start-up waits for the Kubernetes pod list.
 const POD_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,6 +67,8 @@ pub(super) struct Agent {
     pub(super) stats: Arc<ReaderStats>,
     /// The stream stage's requests to the control loop, and a sender for the loop's own.
     pub(super) requests: (mpsc::Sender<CaptureRequest>, mpsc::Receiver<CaptureRequest>),
+    /// Execs, straight from the ring-buffer reader.
+    pub(super) execs: mpsc::Receiver<ExecSeen>,
     /// A sender of the event queue, kept to read how full it is.
     pub(super) event_queue: mpsc::Sender<Vec<CaptureEvent>>,
     pub(super) reader: JoinHandle<io::Result<()>>,
@@ -134,6 +139,7 @@ impl Agent {
         let stats = Arc::new(ReaderStats::default());
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let (request_tx, request_rx) = mpsc::channel(REQUEST_QUEUE);
+        let (exec_tx, exec_rx) = mpsc::channel(EXEC_QUEUE);
         let identified = start_selection(
             &options,
             &processes,
@@ -146,7 +152,11 @@ impl Agent {
             outputs.ring,
             event_tx.clone(),
             Arc::clone(&stats),
-            move |pid, path| exec_notices.exec(pid, path),
+            move |exec| {
+                exec_notices.exec(exec.tgid, exec.path.clone());
+                // A held exec dropped here is continued by the hold keeper at its bound.
+                let _ = exec_tx.try_send(exec);
+            },
         ));
         let kernel_log = outputs
             .kernel_log
@@ -192,6 +202,7 @@ impl Agent {
             capture,
             stats,
             requests: (request_tx, request_rx),
+            execs: exec_rx,
             event_queue: event_tx,
             reader,
             stage_done,
@@ -255,6 +266,8 @@ impl Agent {
         );
         self.health
             .set_records_malformed(self.stats.malformed.load(Ordering::Relaxed));
+        self.health
+            .set_exec_holds_expired(self.capture.exec_holds_expired());
     }
 
     /// Logs the loss counters.

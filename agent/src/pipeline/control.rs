@@ -1,6 +1,6 @@
-//! The control loop: the one task that owns the kernel object. It serves the stream stage's
-//! requests (attach OpenSSL probes to new processes, forget dead connections, set payload
-//! policies), publishes the loss counters, and stops on a signal or a failed stage.
+//! The control loop: the one task that owns the kernel object. It inspects the executables of
+//! new processes (attaching TLS probes, continuing processes held for that), serves the stream
+//! stage's requests (forget dead connections, set payload policies), publishes the loss counters, and stops on a signal or a failed stage.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -8,7 +8,7 @@ use log::{debug, info};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{RunError, agent::Agent};
-use crate::streams::CaptureRequest;
+use crate::{capture::ExecSeen, streams::CaptureRequest};
 
 /// A process may load OpenSSL after exec (Python imports `ssl` later): scan it again then.
 const RESCAN_AFTER_EXEC: Duration = Duration::from_secs(1);
@@ -57,6 +57,7 @@ impl Agent {
                     }
                     None => info!("SIGHUP: security checks are off, no rule pack to reload"),
                 },
+                Some(exec) = self.execs.recv() => self.inspect_exec(&exec),
                 Some(request) = self.requests.1.recv() => self.serve(request),
                 _ = stats_tick.tick() => self.log_stats(),
                 _ = tls_retire_tick.tick() => self.capture.retire_unmapped_tls(),
@@ -79,17 +80,21 @@ impl Agent {
         }
     }
 
+    /// Inspects the executable of a process that exec'd (continuing it if it was held for
+    /// that), and scans it again a little later for the libraries it loads.
+    fn inspect_exec(&mut self, exec: &ExecSeen) {
+        self.capture.inspect_exec(exec);
+        let again = self.requests.0.clone();
+        let pid = exec.tgid;
+        tokio::spawn(async move {
+            tokio::time::sleep(RESCAN_AFTER_EXEC).await;
+            let _ = again.try_send(CaptureRequest::RescanProcess(pid));
+        });
+    }
+
     /// Carries out one request of the stream stage.
     fn serve(&mut self, request: CaptureRequest) {
         match request {
-            CaptureRequest::ScanProcess(pid) => {
-                self.capture.scan_process(pid);
-                let again = self.requests.0.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RESCAN_AFTER_EXEC).await;
-                    let _ = again.try_send(CaptureRequest::RescanProcess(pid));
-                });
-            }
             CaptureRequest::RescanProcess(pid) => self.capture.scan_process(pid),
             CaptureRequest::ForgetConnections(keys) => self.capture.forget_connections(keys),
             CaptureRequest::SetPayloadPolicies(sockets) => {

@@ -151,8 +151,6 @@ impl StreamOutput {
 /// Work the stream stage asks of the capture stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureRequest {
-    /// A process exec'd: look for OpenSSL in it.
-    ScanProcess(u32),
     /// Look again a little later, for libraries loaded after exec.
     RescanProcess(u32),
     /// Drop the kernel-side state of these fds.
@@ -230,9 +228,8 @@ impl StreamTable {
                     self.end(key, ts_ns, &mut out.ended);
                 }
             }
-            CaptureEvent::Exec { tgid, .. } => {
-                out.requests.push(CaptureRequest::ScanProcess(tgid));
-            }
+            // The reader hands execs to the identity and capture stages directly.
+            CaptureEvent::Exec(_) => {}
             CaptureEvent::Exit { tgid, ts_ns } => {
                 let keys: Vec<ConnKey> = self
                     .connections

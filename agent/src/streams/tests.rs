@@ -190,19 +190,6 @@ fn table_is_bounded_and_idle_connections_are_reclaimed() {
 }
 
 #[test]
-fn exec_asks_for_a_tls_scan() {
-    let mut table = table();
-    let out = apply(
-        &mut table,
-        vec![CaptureEvent::Exec {
-            tgid: 42,
-            path: Some("/usr/bin/curl".to_owned()),
-        }],
-    );
-    assert_eq!(out.requests, [CaptureRequest::ScanProcess(42)]);
-}
-
-#[test]
 fn ipv4_peers_of_dual_stack_sockets_are_plain_ipv4() {
     let mut table = table();
     let mut seen = seen(3, 7, 1);
