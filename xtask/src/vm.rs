@@ -63,7 +63,10 @@ pub const SMOKE_TESTS: &[(&str, &str)] = &[
         "the_inventory_survives_a_restart_and_a_corrupt_database_is_refused",
     ),
     ("lifecycle", "sigterm_detaches_every_probe"),
-    ("lifecycle", "a_crash_ends_every_hold_and_the_keeper_with_it"),
+    (
+        "lifecycle",
+        "a_crash_ends_every_hold_and_the_keeper_with_it",
+    ),
 ];
 
 /// Variables the guest's tests get from this side, beside those the script sets itself.

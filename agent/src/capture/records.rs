@@ -302,6 +302,39 @@ mod tests {
     }
 
     #[test]
+    fn an_exec_record_carries_its_file_and_whether_it_was_held() {
+        let mut path = [0u8; agent_common::event::EXEC_PATH_LEN];
+        path[..8].copy_from_slice(b"/bin/ok\0");
+        let executable = ExecutableKey {
+            dev: 0x0080_0003,
+            reserved: 0,
+            ino: 1234,
+        };
+        let event = ExecEvent {
+            kind: EventKind::ProcessExec as u32,
+            tgid: 7,
+            ts_ns: 1,
+            path_len: 7,
+            held: 1,
+            executable,
+            path,
+        };
+        let decoded = CaptureEvent::decode(&as_bytes(&event)).unwrap();
+        let CaptureEvent::Exec(exec) = decoded else {
+            panic!("not an exec record: {decoded:?}");
+        };
+        assert_eq!(
+            exec,
+            ExecSeen {
+                tgid: 7,
+                path: Some("/bin/ok".to_owned()),
+                executable,
+                held: true,
+            }
+        );
+    }
+
+    #[test]
     fn ipv6_connection_addresses() {
         let mut local = [0u8; 16];
         local[15] = 1;

@@ -3,7 +3,8 @@
 //! `--` imply `--micro`).
 //!
 //! The end-to-end benchmark serves a small static response (and a 64 KiB one) from nginx over
-//! plain HTTP and TLS on 127.0.0.1, drives it with wrk at saturation and at a fixed rate, first
+//! plain HTTP and TLS on 127.0.0.1, and a small one from a Go server over Go's own TLS, drives
+//! them with wrk at saturation and at a fixed rate, first
 //! without the agent and then with `apiscope run` exporting over OTLP/gRPC to a counting sink,
 //! alternating (without, with, without, with, ...) so that drift on the shared machine cancels
 //! out. Each "with" run starts a fresh agent, waits for `ready`, and stops it with SIGTERM after
@@ -14,16 +15,19 @@
 //! to that: the sink then costs the shared cores as little as a real collector's receiver
 //! would (a debug build spends several times more CPU on gzip and protobuf decoding).
 //!
-//! Modules: [`scenario`] (what is measured), [`nginx`], [`wrk`], [`agent`], [`sink`],
+//! Modules: [`scenario`] (what is measured), [`server`] (what a server under test offers),
+//! [`nginx`], [`go_server`], [`wrk`], [`agent`], [`sink`],
 //! [`process`] (child guards, `/proc`), [`report`] (aggregation, table, targets, JSON),
 //! [`micro`] (criterion).
 
 mod agent;
+mod go_server;
 mod micro;
 mod nginx;
 mod process;
 mod report;
 mod scenario;
+mod server;
 mod sink;
 mod wrk;
 
@@ -41,9 +45,11 @@ use anyhow::{Context as _, Result, bail};
 
 use self::{
     agent::{Agent, AgentReport, BpfStats},
+    go_server::GoServer,
     nginx::Nginx,
     report::{Machine, Plan, RunRecord},
-    scenario::Scenario,
+    scenario::{Scenario, Server},
+    server::ServerUnderTest,
     sink::Sink,
 };
 use crate::{agent_bin, build, cargo, run, setup, workspace_root};
@@ -166,14 +172,21 @@ fn end_to_end(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Starts nginx and the sink, measures the idle agent, and runs every scenario.
+/// Starts the servers the scenarios need and the sink, measures the idle agent, and runs every
+/// scenario.
 fn measure(
     bin: &Path,
     dir: &Path,
     plan: &Plan,
     scenarios: &[Scenario],
 ) -> Result<(AgentReport, Vec<RunRecord>)> {
-    let mut nginx = Nginx::start(dir)?;
+    let needs = |server| scenarios.iter().any(|s| s.server == server);
+    let mut nginx = needs(Server::Nginx)
+        .then(|| Nginx::start(dir))
+        .transpose()?;
+    let mut go = needs(Server::Go)
+        .then(|| GoServer::start(dir))
+        .transpose()?;
     let sink = Sink::start()?;
     println!(
         "\n== idle: the agent for {} s without load",
@@ -194,9 +207,19 @@ fn measure(
     let _ = sink.take();
     let mut runs = Vec::new();
     for scenario in scenarios {
-        runs.extend(run_scenario(bin, dir, plan, scenario, &mut nginx, &sink)?);
+        let server: &mut dyn ServerUnderTest = match (scenario.server, &mut nginx, &mut go) {
+            (Server::Nginx, Some(nginx), _) => nginx,
+            (Server::Go, _, Some(go)) => go,
+            _ => bail!("{}: its server was not started", scenario.name),
+        };
+        runs.extend(run_scenario(bin, dir, plan, scenario, server, &sink)?);
     }
-    nginx.stop()?;
+    if let Some(nginx) = nginx {
+        nginx.stop()?;
+    }
+    if let Some(go) = go {
+        go.stop()?;
+    }
     Ok((idle, runs))
 }
 
@@ -206,18 +229,18 @@ fn run_scenario(
     dir: &Path,
     plan: &Plan,
     scenario: &Scenario,
-    nginx: &mut Nginx,
+    server: &mut dyn ServerUnderTest,
     sink: &Sink,
 ) -> Result<Vec<RunRecord>> {
     println!("\n== {}: {}", scenario.name, scenario.about);
-    let load = scenario.load(nginx, Duration::from_secs(plan.warmup_s));
+    let load = scenario.load(server, Duration::from_secs(plan.warmup_s))?;
     load.run(dir, &format!("{}-warmup", scenario.name))
         .context("warm-up")?;
-    let load = scenario.load(nginx, Duration::from_secs(plan.duration_s));
+    let load = scenario.load(server, Duration::from_secs(plan.duration_s))?;
     let mut runs = Vec::new();
     for pair in 1..=plan.pairs {
         for with_agent in [false, true] {
-            nginx.check_alive()?;
+            server.check_alive()?;
             process::sleep(SETTLE)?;
             let tag = format!(
                 "{}-{pair}-{}",
@@ -225,7 +248,7 @@ fn run_scenario(
                 if with_agent { "with" } else { "without" }
             );
             let agent_args = with_agent.then_some(scenario.agent_args);
-            let record = one_run(bin, dir, &load, nginx, sink, agent_args, &tag)
+            let record = one_run(bin, dir, &load, server, sink, agent_args, &tag)
                 .with_context(|| format!("run {tag}"))?;
             let record = RunRecord {
                 scenario: scenario.name.to_owned(),
@@ -244,14 +267,14 @@ fn one_run(
     bin: &Path,
     dir: &Path,
     load: &wrk::Load,
-    nginx: &Nginx,
+    server: &dyn ServerUnderTest,
     sink: &Sink,
     agent_args: Option<&[&str]>,
     tag: &str,
 ) -> Result<RunRecord> {
     let with_agent = agent_args.is_some();
-    let handled_before = nginx.requests_handled()?;
-    let workers = nginx.worker_pids()?;
+    let handled_before = server.requests_handled()?;
+    let serving = server.serving_pids()?;
     let agent = match agent_args {
         Some(args) => {
             let _stale = sink.take();
@@ -271,13 +294,14 @@ fn one_run(
     let sink_cpu_s = (process::own_cpu() - cpu_before).as_secs_f64();
     let spans = with_agent.then(|| sink.take());
     // Read after the agent exited, so the status request is not traced; it counts itself.
-    let handled_after = nginx.requests_handled()?;
+    let handled_after = server.requests_handled()?;
     Ok(RunRecord {
         scenario: String::new(),
         pair: 0,
         with_agent,
-        nginx_requests: handled_after.saturating_sub(handled_before + 1),
-        nginx_workers: workers,
+        server: server.service(),
+        server_requests: handled_after.saturating_sub(handled_before),
+        server_pids: serving,
         wrk,
         agent,
         sink: spans,

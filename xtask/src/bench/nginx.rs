@@ -9,7 +9,6 @@
 
 use std::{
     fs,
-    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
@@ -19,7 +18,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::process::{self, Guarded};
+use super::{
+    process::{self, Guarded},
+    server::{ServerUnderTest, status_query},
+};
 use crate::{display, run};
 
 /// The nginx binary (Debian's package).
@@ -39,19 +41,19 @@ pub const LARGE_BYTES: usize = 64 * 1024;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long nginx has to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// Timeout of one `stub_status` request.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running nginx (master and one worker); stopped when dropped.
 pub struct Nginx {
     /// The master process (its group holds the worker).
     guard: Guarded,
     /// Plain HTTP port.
-    pub http_port: u16,
+    http_port: u16,
     /// TLS port.
-    pub https_port: u16,
+    https_port: u16,
     /// `stub_status` port (plain HTTP, `GET /status`).
     status_port: u16,
+    /// Status queries made so far, which nginx counts as requests.
+    status_queries: std::cell::Cell<u64>,
     /// nginx's own error log, shown when something fails.
     error_log: PathBuf,
 }
@@ -97,6 +99,7 @@ impl Nginx {
             http_port,
             https_port,
             status_port,
+            status_queries: std::cell::Cell::new(0),
             error_log,
         };
         nginx.wait_listening()?;
@@ -138,8 +141,26 @@ impl Nginx {
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
-    /// Fails if nginx has exited.
-    pub fn check_alive(&mut self) -> Result<()> {
+    /// Stops nginx (SIGTERM, then SIGKILL), waiting for it.
+    pub fn stop(mut self) -> Result<()> {
+        self.guard.stop(STOP_GRACE).map(drop)
+    }
+}
+
+impl ServerUnderTest for Nginx {
+    fn service(&self) -> &'static str {
+        "nginx"
+    }
+
+    fn base_url(&self, tls: bool) -> Option<String> {
+        Some(if tls {
+            format!("https://127.0.0.1:{}", self.https_port)
+        } else {
+            format!("http://127.0.0.1:{}", self.http_port)
+        })
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
         if let Some(exit) = self.guard.try_exit()? {
             bail!(
                 "nginx exited ({}): {}",
@@ -150,22 +171,17 @@ impl Nginx {
         Ok(())
     }
 
-    /// nginx's total count of requests handled (`stub_status`), this query included.
-    pub fn requests_handled(&self) -> Result<u64> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.status_port));
-        let mut stream = TcpStream::connect_timeout(&addr, STATUS_TIMEOUT)?;
-        stream.set_read_timeout(Some(STATUS_TIMEOUT))?;
-        stream.set_write_timeout(Some(STATUS_TIMEOUT))?;
-        stream
-            .write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        // Bounded: the server closes (Connection: close) and reads time out.
-        stream.take(64 * 1024).read_to_string(&mut response)?;
-        parse_stub_status(&response).with_context(|| format!("unexpected stub_status: {response}"))
+    /// `stub_status`'s count, less the status queries (this one included), which it counts.
+    fn requests_handled(&self) -> Result<u64> {
+        self.status_queries.set(self.status_queries.get() + 1);
+        let response = status_query(self.status_port, "/status")?;
+        let handled = parse_stub_status(&response)
+            .with_context(|| format!("unexpected stub_status: {response}"))?;
+        Ok(handled.saturating_sub(self.status_queries.get()))
     }
 
-    /// The pids of nginx's workers (the master's children), whose spans are the server side.
-    pub fn worker_pids(&self) -> Result<Vec<i64>> {
+    /// nginx's workers: the master's children.
+    fn serving_pids(&self) -> Result<Vec<i64>> {
         let master = self.guard.pid();
         let mut workers = Vec::new();
         for entry in fs::read_dir("/proc")? {
@@ -189,11 +205,6 @@ impl Nginx {
             bail!("nginx (pid {master}) has no worker");
         }
         Ok(workers)
-    }
-
-    /// Stops nginx (SIGTERM, then SIGKILL), waiting for it.
-    pub fn stop(mut self) -> Result<()> {
-        self.guard.stop(STOP_GRACE).map(drop)
     }
 }
 

@@ -81,11 +81,13 @@ pub struct RunRecord {
     pub pair: u32,
     /// Whether the agent ran.
     pub with_agent: bool,
-    /// Requests nginx handled during the run (its `stub_status` counter, status queries
+    /// The server's service name, which its spans carry.
+    pub server: &'static str,
+    /// Requests the server handled during the run (its own counter, status queries
     /// excluded): wrk's completed requests plus those in flight when wrk stopped.
-    pub nginx_requests: u64,
-    /// nginx's worker pids during the run.
-    pub nginx_workers: Vec<i64>,
+    pub server_requests: u64,
+    /// The server's pids that serve requests during the run (nginx's workers).
+    pub server_pids: Vec<i64>,
     /// wrk's report.
     pub wrk: WrkReport,
     /// The agent's cost and totals (with the agent only).
@@ -97,12 +99,12 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// SERVER spans from nginx's workers.
+    /// SERVER spans from the server's processes.
     pub fn server_spans(&self) -> Option<u64> {
         Some(
             self.sink
                 .as_ref()?
-                .spans_of("nginx", &self.nginx_workers, "SERVER"),
+                .spans_of(self.server, &self.server_pids, "SERVER"),
         )
     }
 
@@ -119,7 +121,7 @@ impl RunRecord {
     pub fn line(&self) -> String {
         let wrk = &self.wrk;
         let mut line = format!(
-            "  {:<16} #{} {:<7} {:>9} req {:>9.0} req/s  p50 {:>9}  p99 {:>9}  nginx {:>9}",
+            "  {:<16} #{} {:<7} {:>9} req {:>9.0} req/s  p50 {:>9}  p99 {:>9}  server {:>9}",
             self.scenario,
             self.pair,
             if self.with_agent { "with" } else { "without" },
@@ -127,7 +129,7 @@ impl RunRecord {
             wrk.requests_per_sec,
             micros(wrk.p50_us),
             micros(wrk.p99_us),
-            self.nginx_requests,
+            self.server_requests,
         );
         if wrk.socket_errors.total() > 0 || wrk.non_2xx > 0 {
             let _ = write!(
@@ -227,9 +229,10 @@ pub struct Summary {
     pub p99_ratio: f64,
     /// Requests wrk completed in the runs with the agent.
     pub requests_with: u64,
-    /// Requests nginx handled in the runs with the agent (completed plus in flight at the end).
-    pub nginx_requests_with: u64,
-    /// SERVER spans from nginx received by the sink.
+    /// Requests the server handled in the runs with the agent (completed plus in flight at the
+    /// end).
+    pub server_requests_with: u64,
+    /// SERVER spans from the server received by the sink.
     pub server_spans: u64,
     /// CLIENT spans from wrk received by the sink.
     pub client_spans: u64,
@@ -239,17 +242,17 @@ pub struct Summary {
     pub server_completeness: f64,
     /// `client_spans / requests_with`.
     pub client_completeness: f64,
-    /// `server_spans / nginx_requests_with`.
-    pub server_spans_per_nginx_request: f64,
+    /// `server_spans / server_requests_with`.
+    pub server_spans_per_server_request: f64,
     /// Agent CPU seconds (from `ready` to exit) over the runs with the agent.
     pub agent_cpu_s: f64,
-    /// Agent CPU per API call in µs; each request is two calls (nginx's and wrk's).
+    /// Agent CPU per API call in µs; each request is two calls (the server's and wrk's).
     pub agent_cpu_us_per_call: f64,
     /// Agent CPU per 1,000 requests in ms.
     pub agent_cpu_ms_per_1000_requests: f64,
     /// Agent CPU as a share of one core during the runs.
     pub agent_cores: f64,
-    /// Time in the agent's eBPF programs per API call in µs (in nginx's and wrk's context, not
+    /// Time in the agent's eBPF programs per API call in µs (in the server's and wrk's context, not
     /// in `agent_cpu_s`), with `--bpf-stats`.
     pub ebpf_us_per_call: Option<f64>,
     /// eBPF program runs per request, with `--bpf-stats`.
@@ -287,7 +290,7 @@ impl Summary {
         let p99_without_us = mean_of(&without, |w| w.p99_us);
         let p99_with_us = mean_of(&with, |w| w.p99_us);
         let requests_with: u64 = with.iter().map(|r| r.wrk.requests).sum();
-        let nginx_requests_with: u64 = with.iter().map(|r| r.nginx_requests).sum();
+        let server_requests_with: u64 = with.iter().map(|r| r.server_requests).sum();
         let server_spans: u64 = with.iter().filter_map(|r| r.server_spans()).sum();
         let client_spans: u64 = with.iter().filter_map(|r| r.client_spans()).sum();
         let agents: Vec<&AgentReport> = with.iter().filter_map(|r| r.agent.as_ref()).collect();
@@ -323,7 +326,7 @@ impl Summary {
             p99_with_us,
             p99_ratio: ratio(p99_with_us, p99_without_us),
             requests_with,
-            nginx_requests_with,
+            server_requests_with,
             server_spans,
             client_spans,
             all_spans: with
@@ -332,7 +335,10 @@ impl Summary {
                 .sum(),
             server_completeness: ratio(server_spans as f64, requests_with as f64),
             client_completeness: ratio(client_spans as f64, requests_with as f64),
-            server_spans_per_nginx_request: ratio(server_spans as f64, nginx_requests_with as f64),
+            server_spans_per_server_request: ratio(
+                server_spans as f64,
+                server_requests_with as f64,
+            ),
             agent_cpu_s,
             agent_cpu_us_per_call: ratio(agent_cpu_s * 1e6, 2.0 * requests_with as f64),
             agent_cpu_ms_per_1000_requests: ratio(agent_cpu_s * 1e6, requests_with as f64),
@@ -585,7 +591,7 @@ impl Report {
         );
         if self.plan.bpf_stats {
             println!(
-                "eBPF programs (in nginx's and wrk's context, not in the agent's CPU): {}",
+                "eBPF programs (in the server's and wrk's context, not in the agent's CPU): {}",
                 self.scenarios
                     .iter()
                     .map(|s| format!(
@@ -641,7 +647,7 @@ impl Report {
     /// Spans against requests per scenario (runs with the agent), as a Markdown table.
     pub fn completeness_table(&self) -> String {
         let mut out = String::from(
-            "| scenario | wrk requests | nginx handled | server spans | client spans | server % \
+            "| scenario | wrk requests | server handled | server spans | client spans | server % \
              | client % | ring_buffer_full | spans_dropped | other capture losses | muted calls \
              | socket errors without/with |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
@@ -662,7 +668,7 @@ impl Report {
                 "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {}/{} |",
                 s.scenario,
                 s.requests_with,
-                s.nginx_requests_with,
+                s.server_requests_with,
                 s.server_spans,
                 s.client_spans,
                 100.0 * s.server_completeness,

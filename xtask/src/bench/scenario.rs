@@ -3,16 +3,30 @@
 
 use std::time::Duration;
 
-use super::{nginx, nginx::Nginx, wrk::Load};
+use anyhow::{Result, anyhow};
 
-/// One load shape against nginx.
+use super::{nginx, server::ServerUnderTest, wrk::Load};
+
+/// Which server a scenario loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// Debian's nginx ([`super::nginx`]), TLS by OpenSSL.
+    Nginx,
+    /// A Go `net/http` server ([`super::go_server`]), TLS by Go's `crypto/tls`.
+    Go,
+}
+
+/// One load shape against one server.
 #[derive(Clone, Debug)]
 pub struct Scenario {
     /// Short name, used in tables, file names and `--scenario`.
     pub name: &'static str,
     /// One line for people.
     pub about: &'static str,
-    /// Over TLS (the agent reads plaintext at OpenSSL's `SSL_read`/`SSL_write`).
+    /// The server loaded.
+    pub server: Server,
+    /// Over TLS (the agent reads plaintext at OpenSSL's `SSL_read`/`SSL_write`, or at Go's
+    /// `crypto/tls`).
     pub tls: bool,
     /// The URL path.
     pub path: &'static str,
@@ -34,6 +48,7 @@ impl Scenario {
         let small = |name, about, tls| Self {
             name,
             about,
+            server: Server::Nginx,
             tls,
             path: nginx::SMALL_PATH,
             threads: 2,
@@ -99,6 +114,26 @@ impl Scenario {
                     true,
                 )
             },
+            Self {
+                server: Server::Go,
+                rss_target: false,
+                ..small(
+                    "go-tls-small",
+                    "Go net/http over crypto/tls, 11-byte responses, 64 connections, saturation",
+                    true,
+                )
+            },
+            Self {
+                server: Server::Go,
+                connections: 20,
+                rate_per_connection: Some(50),
+                rss_target: false,
+                ..small(
+                    "go-tls-1k-rps",
+                    "Go net/http over crypto/tls, 20 connections x 50 req/s = 1,000 req/s",
+                    true,
+                )
+            },
         ]
     }
 
@@ -107,19 +142,22 @@ impl Scenario {
         self.rate_per_connection.is_none()
     }
 
-    /// The wrk run of this scenario against `nginx`, lasting `duration`.
-    pub fn load(&self, nginx: &Nginx, duration: Duration) -> Load {
-        let (scheme, port) = if self.tls {
-            ("https", nginx.https_port)
-        } else {
-            ("http", nginx.http_port)
-        };
-        Load {
-            url: format!("{scheme}://127.0.0.1:{port}{}", self.path),
+    /// The wrk run of this scenario against `server`, lasting `duration`.
+    pub fn load(&self, server: &dyn ServerUnderTest, duration: Duration) -> Result<Load> {
+        let base = server.base_url(self.tls).ok_or_else(|| {
+            anyhow!(
+                "{}: {} has no {} listener",
+                self.name,
+                server.service(),
+                if self.tls { "TLS" } else { "plain" }
+            )
+        })?;
+        Ok(Load {
+            url: format!("{base}{}", self.path),
             threads: self.threads,
             connections: self.connections,
             duration,
             rate_per_connection: self.rate_per_connection,
-        }
+        })
     }
 }
