@@ -233,7 +233,7 @@ pub fn keep_holds(held_map_id: u32, bound: Duration) -> anyhow::Result<()> {
     let mut sweeps_after_agent = 0;
     loop {
         let agent_gone = sweeps_after_agent > 0 || input_closed_within(&mut input, tick);
-        let now = monotonic_ns();
+        let now = crate::clock::WallClock::monotonic_now_ns();
         let due: Vec<u32> = held
             .iter()
             .filter_map(Result::ok)
@@ -272,17 +272,6 @@ fn input_closed_within(input: &mut std::io::StdinLock<'_>, tick: Duration) -> bo
     }
     let mut byte = [0u8; 1];
     !matches!(input.read(&mut byte), Ok(1))
-}
-
-/// `CLOCK_MONOTONIC` now, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
 }
 
 #[cfg(test)]
