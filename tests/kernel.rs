@@ -15,7 +15,7 @@ use support::{
 const VERIFIER_BUDGET: u64 = 200_000;
 
 /// Every probe group of the agent, by the name `check` gives it.
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "core",
     "vectored_io",
     "batched_messages",
@@ -23,6 +23,7 @@ const GROUPS: [&str; 7] = [
     "tls_go",
     "tls_handshake",
     "stdio",
+    "library_hold",
 ];
 
 /// A tracepoint of the `batched_messages` group, hidden from the agent in the tests that make

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::otlp::OtlpReceiver;
 use support::{
-    Agent, COMMAND_TIMEOUT, ChildGuard, TempDir, agent_command, marker, metric_sample,
-    one_at_a_time, run, without_terminal,
+    Agent, COMMAND_TIMEOUT, ChildGuard, TempDir, agent_command, children, marker, metric_sample,
+    one_at_a_time, run, stat_field, without_terminal,
 };
 
 /// How long the kernel may take to free a program after its last reference is closed (it
@@ -228,10 +228,7 @@ fn new_executable(dir: &TempDir) -> std::path::PathBuf {
 /// The state letter of process `pid` (`R`, `S`, `T` for stopped, `Z` for a zombie), `None`
 /// once it is gone.
 fn state_of(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the command name, which ends at the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().next().map(str::to_owned)
+    stat_field(pid, 0)
 }
 
 /// Starts `program` without a terminal and waits until it is seen stopped at its exec; fails
@@ -256,22 +253,11 @@ fn start_held(program: &std::path::Path) -> ChildGuard {
 
 /// The hold keeper of the agent `agent`: its child running `apiscope hold-keeper`.
 fn hold_keeper_of(agent: u32) -> u32 {
-    let parent_of = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&pid| {
-            parent_of(pid) == Some(agent)
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|line| String::from_utf8_lossy(&line).contains("hold-keeper"))
+    children(agent)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains("hold-keeper"))
         })
         .unwrap_or_else(|| panic!("the agent (pid {agent}) runs no hold keeper"))
 }
@@ -307,10 +293,8 @@ fn a_hold_the_agent_does_not_end_is_ended_at_its_bound_and_counted() {
     }
     let (_, log) = agent.stop_for_lines_and_log();
     assert!(
-        log.iter().any(|line| line.contains(&format!(
-            "process {} was held at exec for 2000 ms",
-            held.pid()
-        ))),
+        log.iter()
+            .any(|line| line.contains(&format!("process {} was held for 2000 ms", held.pid()))),
         "no warning names the process:\n{}",
         log.join("\n")
     );

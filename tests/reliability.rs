@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use support::otlp::{FlatSpan, OtlpReceiver};
 use support::{
     Agent, ChildGuard, TempDir, marker, metric_sample, one_at_a_time, peak_rss_kib, random_hex,
-    reset_peak_rss, rss_kib, spawn_python, start_python_server,
+    reset_peak_rss, rss_kib, spawn_python, start_python_server, system_libssl,
 };
 
 /// Whether to run the long versions.
@@ -383,16 +383,6 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
         .count()
-}
-
-/// The system's `libssl.so.3`, as the dynamic loader finds it.
-fn system_libssl() -> String {
-    let out = support::run(Command::new("ldconfig").arg("-p"), support::COMMAND_TIMEOUT);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| line.trim_start().starts_with("libssl.so.3 "))
-        .find_map(|line| line.rsplit(" => ").next().map(str::trim).map(str::to_owned))
-        .expect("ldconfig -p lists libssl.so.3")
 }
 
 /// Polls the agent's `/metrics` until the count of OpenSSL files with uprobes is `wanted`.

@@ -22,7 +22,7 @@ use std::{
 use support::otlp::{EXPORT_EVERY_500_MS, FlatSpan, OtlpReceiver, summarize_spans};
 use support::{
     COMMAND_TIMEOUT, FIXTURE_READY_TIMEOUT, Proc, TempDir, curl, fixture, free_port, make_cert,
-    metric_sample, run, without_terminal,
+    metric_sample, run, system_libssl, without_terminal,
 };
 
 /// How long a test waits for its spans at the receiver: long, as the kernel matrix runs the Go
@@ -240,6 +240,35 @@ fn a_go_release_the_agent_does_not_know_is_counted_and_not_probed() {
     );
 }
 
+/// Waits until each kernel counter of `names` is at least one on the agent's `/metrics` (they
+/// reach it on the agent's next stats round), then checks that no hold ran out before its
+/// probes were attached.
+fn wait_for_kernel_counters(agent: &mut support::Agent, names: &[&str]) {
+    let counter = |name: &str| format!("apiscope_kernel_events_total{{counter=\"{name}\"}}");
+    let deadline = std::time::Instant::now() + EXPORT_TIMEOUT;
+    let metrics = loop {
+        let metrics = agent.get("/metrics");
+        if names
+            .iter()
+            .all(|name| metric_sample(&metrics, &counter(name)) >= 1)
+        {
+            break metrics;
+        }
+        if std::time::Instant::now() > deadline {
+            agent.fail(&format!(
+                "a kernel counter of {names:?} is still zero:\n{metrics}"
+            ));
+        }
+        // Polling cadence of a counter the agent publishes by itself.
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        metric_sample(&metrics, "apiscope_exec_holds_expired_total"),
+        0,
+        "a hold ran out before the probes were attached:\n{metrics}"
+    );
+}
+
 #[test]
 fn a_node_https_client_is_seen_on_its_first_run_over_a_memory_bio() {
     let dir = TempDir::new("node-https");
@@ -267,36 +296,83 @@ fn a_node_https_client_is_seen_on_its_first_run_over_a_memory_bio() {
             summarize_spans(spans_of(&spans, out.pid, false))
         ));
     }
-    // The kernel counters reach /metrics on the agent's next stats round.
-    let counter = |name: &str| format!("apiscope_kernel_events_total{{counter=\"{name}\"}}");
-    let deadline = std::time::Instant::now() + EXPORT_TIMEOUT;
-    let metrics = loop {
-        let metrics = agent.get("/metrics");
-        if metric_sample(&metrics, &counter("tls_bound_by_write")) >= 1
-            && metric_sample(&metrics, &counter("exec_held")) >= 1
-        {
-            break metrics;
-        }
-        if std::time::Instant::now() > deadline {
-            agent.fail(&format!(
-                "the request was not bound by the ciphertext write after it, or node was not \
-                 held at exec:\n{metrics}"
-            ));
-        }
-        // Polling cadence of a counter the agent publishes by itself.
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    assert_eq!(
-        metric_sample(&metrics, "apiscope_exec_holds_expired_total"),
-        0,
-        "a hold ran out before the probes were attached:\n{metrics}"
-    );
+    wait_for_kernel_counters(&mut agent, &["tls_bound_by_write", "exec_held"]);
     agent.stop_for_lines();
     let spans = receiver.spans();
     let mine = client_spans_with_path(&spans, out.pid, path);
     assert_eq!(mine.len(), 1, "{}", summarize_spans(mine.iter().copied()));
     assert_eq!(mine[0].attr_int("http.response.status_code"), Some(200));
     assert_eq!(mine[0].attr_str("http.request.method"), Some("GET"));
+}
+
+/// Fetches `path` from the TLS server on `port` with a fresh curl whose dynamic loader finds
+/// libssl in `library_dir` first; returns curl's pid once it answered 200.
+fn curl_through_copy(library_dir: &TempDir, port: u16, path: &str) -> u32 {
+    let out = run(
+        without_terminal(
+            Command::new("curl")
+                .args(["-sk", "--max-time", "30", "-o", "/dev/null"])
+                .args(["-w", "%{http_code}"])
+                .arg(format!("https://127.0.0.1:{port}{path}"))
+                .env("LD_LIBRARY_PATH", library_dir.path()),
+        ),
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(out.stdout_text(), "200", "{}", out.describe());
+    out.pid
+}
+
+#[test]
+fn a_library_copy_new_to_the_agent_is_attached_before_its_first_call() {
+    let dir = TempDir::new("libssl-copy");
+    let server_binary = go_build(&dir, "server", &[]);
+    let (_server, port) = start_server(&server_binary);
+    let receiver = OtlpReceiver::start();
+    let mut agent = receiver.agent(&[], EXPORT_EVERY_500_MS);
+    // A copy of libssl (a new file, as a container image's own copy is) that curl's dynamic
+    // loader maps after the exec: the agent first learns of it from that mapping, and holds
+    // curl there until the copy's uprobes are attached.
+    let copy = dir.join("libssl.so.3");
+    std::fs::copy(system_libssl(), &copy).expect("copy libssl");
+    // The second call comes after the agent forgot the copy (no process mapped it any more, as
+    // when every pod of an image has ended), so it is held for once more.
+    let calls = [
+        "/api/copied-libssl/invoices/9",
+        "/api/copied-libssl/invoices/10",
+    ];
+    for (round, path) in calls.into_iter().enumerate() {
+        if round > 0 {
+            agent.wait_log_line("the copy detached", Duration::from_secs(90), |line| {
+                line.contains("TLS capture detached from files no process maps any more")
+            });
+        }
+        let pid = curl_through_copy(&dir, port, path);
+        let found = |spans: &[FlatSpan]| client_spans_with_path(spans, pid, path).len() == 1;
+        if let Err(spans) = receiver.try_wait_for_spans(found, EXPORT_TIMEOUT) {
+            agent.fail(&format!(
+                "not one client span of curl for {path} through {}; its spans: {}",
+                copy.display(),
+                summarize_spans(spans_of(&spans, pid, false))
+            ));
+        }
+    }
+    wait_for_kernel_counters(&mut agent, &["exec_held"]);
+    let (_, log) = agent.stop_for_lines_and_log();
+    // Through the process's root: /proc/PID/root/<the copy's path>.
+    let copy_path = copy.display().to_string();
+    let attached = log
+        .iter()
+        .filter(|line| {
+            line.contains("TLS capture attached to /proc/")
+                && line.contains(&format!("{copy_path} ("))
+        })
+        .count();
+    assert_eq!(
+        attached,
+        2,
+        "the copy {copy_path} was not attached twice:\n{}",
+        log.join("\n")
+    );
 }
 
 #[test]

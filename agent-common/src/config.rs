@@ -51,7 +51,8 @@ pub struct SockOffsets {
 /// Byte offsets of the fields walked from the current task to the kernel socket behind an fd:
 /// `task->files->fdt->fd[fd]`, its inode's mode (is it a socket?) and `file->private_data`
 /// (`struct socket`) -> `sk`. Used where the `sock_send_length`/`sock_recv_length` tracepoints
-/// do not exist (Linux before 6.3); read from the running kernel's BTF like [`SockOffsets`].
+/// do not exist (Linux before 6.3), and for the file a process maps as code (its walk stops at
+/// the file); read from the running kernel's BTF like [`SockOffsets`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FdTableOffsets {
@@ -75,8 +76,10 @@ pub struct FdTableOffsets {
 
 /// Byte offsets of the fields the exec tracepoint walks from the current task to the file it
 /// now runs (`task->mm->exe_file->f_inode`, then `i_ino` and `i_sb->s_dev`) and to its
-/// controlling terminal (`task->signal->tty`); read from the running kernel's BTF like
-/// [`SockOffsets`]. Zero unless new executables are held ([`CaptureConfig::hold_new_executables`]).
+/// controlling terminal (`task->signal->tty`), and that the `mmap` tracepoint walks from a
+/// file to its name (`file->f_path.dentry->d_name.name`); read from the running kernel's BTF
+/// like [`SockOffsets`]. Zero unless new executables are held
+/// ([`CaptureConfig::hold_new_executables`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecOffsets {
@@ -96,6 +99,10 @@ pub struct ExecOffsets {
     pub inode_sb: u32,
     /// `super_block.s_dev` (`dev_t`, u32).
     pub super_dev: u32,
+    /// `file.f_path.dentry` (`struct dentry *`).
+    pub file_dentry: u32,
+    /// `dentry.d_name.name` (`const unsigned char *`).
+    pub dentry_name: u32,
 }
 
 /// Byte offsets of the `sched:sched_process_fork` record's fields, read from the tracepoint's
@@ -157,14 +164,16 @@ pub struct CaptureConfig {
     pub framed_cap: u32,
     /// [`FilterMode`] of connections neither of whose ports `PORT_FILTER` lists, as `u32`.
     pub port_mode: u32,
-    /// Where the fd-table walk finds its fields (zero unless [`SocketLookup::FdTable`]).
+    /// Where the fd-table walk finds its fields (zero when the BTF lacks one, which is only
+    /// allowed without [`SocketLookup::FdTable`] and without holds).
     pub fd_table: FdTableOffsets,
     /// Where the fork record's pids are.
     pub fork: ForkOffsets,
     /// 1: a process that execs a file userspace has not inspected yet (not in
-    /// `KNOWN_EXECUTABLES`) and has no controlling terminal is stopped (`SIGSTOP`) and recorded
-    /// in `HELD`, so that the TLS uprobes of a new executable are attached before its first
-    /// call; userspace, or its release keeper when it is late or gone, continues it.
+    /// `KNOWN_EXECUTABLES`), or maps one as code, and has no controlling terminal is stopped
+    /// (`SIGSTOP`) and recorded in `HELD`, so that the TLS uprobes of a new executable or
+    /// library are attached before its first call; userspace, or its release keeper when it is
+    /// late or gone, continues it.
     pub hold_new_executables: u32,
     /// Zero.
     pub reserved: u32,
@@ -176,4 +185,4 @@ pub struct CaptureConfig {
 // SAFETY: plain `#[repr(C)]` integers, no padding, every bit pattern valid.
 unsafe impl aya::Pod for CaptureConfig {}
 
-const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 136);
+const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 144);

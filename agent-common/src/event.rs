@@ -36,6 +36,9 @@ pub enum EventKind {
     ProcessExec = 4,
     /// A [`LifecycleEvent`]: a process exited.
     ProcessExit = 5,
+    /// An [`ExecEvent`] without a path: a process mapped a file userspace has not inspected
+    /// as code (a library), and was held for it.
+    LibraryMapped = 6,
 }
 
 impl EventKind {
@@ -47,6 +50,7 @@ impl EventKind {
             3 => Some(Self::Close),
             4 => Some(Self::ProcessExec),
             5 => Some(Self::ProcessExit),
+            6 => Some(Self::LibraryMapped),
             _ => None,
         }
     }
@@ -173,11 +177,12 @@ pub struct ConnectionEvent {
 pub const EXEC_PATH_LEN: usize = 256;
 
 /// A process called `execve`: which file it runs now. Read in the kernel because short-lived
-/// processes are often gone before userspace could look at `/proc/PID/exe`.
+/// processes are often gone before userspace could look at `/proc/PID/exe`. Also the record
+/// of a library mapped as code and held for ([`EventKind::LibraryMapped`]), with no path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
-    /// Always [`EventKind::ProcessExec`].
+    /// [`EventKind::ProcessExec`] or [`EventKind::LibraryMapped`].
     pub kind: u32,
     /// Process id.
     pub tgid: u32,
@@ -185,12 +190,13 @@ pub struct ExecEvent {
     pub ts_ns: u64,
     /// Bytes of `path` used, NUL excluded.
     pub path_len: u32,
-    /// 1 when the process was stopped at this exec (its executable was new to the agent, see
-    /// [`crate::ExecutableKey`]) and waits in the `HELD` map for userspace to release it.
+    /// 1 when the process was stopped at this exec or mapping (the file was new to the agent,
+    /// see [`crate::ExecutableKey`]) and waits in the `HELD` map for userspace to release it.
     pub held: u32,
-    /// The executable's file as the kernel names it; zero when it could not be read.
+    /// The executable's (or library's) file as the kernel names it; zero when it could not be
+    /// read.
     pub executable: crate::ExecutableKey,
-    /// The path given to `execve`, NUL terminated.
+    /// The path given to `execve`, NUL terminated; empty for a library.
     pub path: [u8; EXEC_PATH_LEN],
 }
 

@@ -10,7 +10,7 @@ pub struct ConnKey {
     pub fd: i32,
 }
 
-/// An executable file as the kernel names it: the `s_dev` of its filesystem (the kernel's own
+/// A file of code (an executable, or a library mapped as code) as the kernel names it: the `s_dev` of its filesystem (the kernel's own
 /// encoding, not `stat`'s) and its inode number. Keys the `KNOWN_EXECUTABLES` map, whose
 /// entries userspace only ever copies from [`crate::ExecEvent::executable`], so the two
 /// encodings never meet.
@@ -24,6 +24,13 @@ pub struct ExecutableKey {
     /// `inode->i_ino`.
     pub ino: u64,
 }
+
+/// How the file names of OpenSSL's shared copies start (`libssl.so.3`, and the renamed copies
+/// Python wheels carry, `libssl-1a2b3c4d.so.1.1`): the libraries userspace inspects, and the
+/// ones a process is held for when it maps one new to the agent.
+pub const OPENSSL_FILE_PREFIXES: [&str; 2] = ["libssl.so", "libssl-"];
+/// How the file names of GnuTLS's shared copies start, as [`OPENSSL_FILE_PREFIXES`].
+pub const GNUTLS_FILE_PREFIXES: [&str; 1] = ["libgnutls.so"];
 
 /// The `sock` of a process's stdio connection (its fd 0 and fd 1 taken as one), which has no
 /// kernel socket: kernel addresses are never this small.

@@ -1,6 +1,7 @@
-//! The kernel socket behind an fd, found by walking the current task's file table. Used at
+//! The kernel file and socket behind an fd, found by walking the current task's file table,
+//! with field offsets userspace read from the kernel's BTF. The socket is looked up this way at
 //! syscall exit on kernels without the `sock_send_length`/`sock_recv_length` tracepoints
-//! (before Linux 6.3), with field offsets userspace read from the kernel's BTF.
+//! (before Linux 6.3); the file, for the library a process maps as code (`exec_hold`).
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
@@ -21,11 +22,12 @@ pub fn read<T>(base: u64, offset: u64) -> Option<T> {
 /// a pipe, closed).
 #[inline(always)]
 pub fn socket_of(fd: i32) -> u64 {
-    lookup(fd).unwrap_or(0)
+    socket(fd).unwrap_or(0)
 }
 
+/// The `struct file *` of `fd` in the current task.
 #[inline(always)]
-fn lookup(fd: i32) -> Option<u64> {
+pub fn file_of(fd: i32) -> Option<u64> {
     if fd < 0 {
         return None;
     }
@@ -40,9 +42,13 @@ fn lookup(fd: i32) -> Option<u64> {
     }
     let fds: u64 = read(fdt, offsets.fdt_fd.into())?;
     let file: u64 = read(fds, fd as u64 * 8)?;
-    if file == 0 {
-        return None;
-    }
+    (file != 0).then_some(file)
+}
+
+#[inline(always)]
+fn socket(fd: i32) -> Option<u64> {
+    let offsets = CONFIG.get(0)?.fd_table;
+    let file = file_of(fd)?;
     let inode: u64 = read(file, offsets.file_inode.into())?;
     let mode: u16 = read(inode, offsets.inode_mode.into())?;
     if mode & S_IFMT != S_IFSOCK {

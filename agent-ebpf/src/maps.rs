@@ -282,17 +282,24 @@ pub static PID_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static PORT_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
-/// Executables userspace has inspected for TLS stacks; an exec of any other file is held
-/// (`exec_hold`). Least recently used entries go first: a file evicted is held once more.
+/// Executables and libraries userspace has inspected for TLS stacks; an exec of any other file,
+/// or a mapping of it as code, is held (`exec_hold`). Least recently used entries go first: a
+/// file evicted is held once more.
 #[map]
 pub static KNOWN_EXECUTABLES: LruHashMap<ExecutableKey, u8> =
     LruHashMap::with_max_entries(16384, 0);
 
-/// Processes stopped at exec, by process id, with the `CLOCK_MONOTONIC` time of the stop:
+/// Processes stopped at exec or at a library's mapping, by process id, with the
+/// `CLOCK_MONOTONIC` time of the stop:
 /// what userspace and its release keeper continue. Small on purpose: when it is full, new
 /// executables are not held.
 #[map]
 pub static HELD: HashMap<u32, u64> = HashMap::with_max_entries(256, 0);
+
+/// Mappings of new files as code in flight, by `pid_tgid`: the file, from the `mmap` entry to
+/// its exit (`exec_hold`).
+#[map]
+pub static PENDING_MAPPINGS: LruHashMap<u64, ExecutableKey> = LruHashMap::with_max_entries(1024, 0);
 
 /// Adds one to a loss or health counter.
 #[inline(always)]

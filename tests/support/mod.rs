@@ -193,6 +193,37 @@ pub struct Cert {
     pub key: PathBuf,
 }
 
+/// Field `n` of `/proc/PID/stat` after the command name (0 is the state letter, 1 the parent's
+/// pid); `None` once the process is gone.
+pub fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, which may hold spaces and parentheses, ends at the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n).map(str::to_owned)
+}
+
+/// The processes whose parent is `parent`.
+pub fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        // Processes may exit while the directory is walked.
+        .filter(|&pid| stat_field(pid, 1).and_then(|ppid| ppid.parse().ok()) == Some(parent))
+        .collect()
+}
+
+/// The system's `libssl.so.3`, as the dynamic loader finds it.
+pub fn system_libssl() -> String {
+    let out = run(Command::new("ldconfig").arg("-p"), COMMAND_TIMEOUT);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("libssl.so.3 "))
+        .find_map(|line| line.rsplit(" => ").next().map(str::trim).map(str::to_owned))
+        .expect("ldconfig -p lists libssl.so.3")
+}
+
 /// `openssl req -x509 -newkey rsa:2048 -nodes ... -subj /CN=localhost` into `dir`.
 pub fn make_cert(dir: &TempDir) -> Cert {
     let cert = dir.join("cert.pem");

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ChildGuard, TempDir, free_port, make_cert};
+use super::{ChildGuard, TempDir, children, free_port, make_cert};
 
 /// The nginx binary of Debian's package.
 const NGINX: &str = "/usr/sbin/nginx";
@@ -124,25 +124,6 @@ http {{
         assert!(!workers.is_empty(), "nginx (pid {master}) has no worker");
         workers
     }
-}
-
-/// The processes whose parent is `parent`, from `/proc/PID/stat`.
-fn children(parent: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // Processes may exit while the directory is walked.
-            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rfind(')')
-                    .and_then(|end| stat[end + 1..].split_whitespace().nth(1))
-                    .and_then(|ppid| ppid.parse::<u32>().ok())
-                    == Some(parent)
-            })
-        })
-        .collect()
 }
 
 impl Drop for Nginx {

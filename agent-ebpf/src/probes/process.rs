@@ -1,5 +1,6 @@
 //! Process lifecycle: exec (userspace names the process, matches it against the selection
-//! rules and looks for TLS stacks in the new image, which it may be held for: `exec_hold`), fork (a child inherits its parent's
+//! rules and looks for TLS stacks in the new image, which it may be held for: `exec_hold`),
+//! libraries mapped as code (held for the same way), fork (a child inherits its parent's
 //! selection verdict) and exit (userspace drops the process's connection state).
 
 use agent_common::{Counter, EventKind, ExecEvent, Verdict, filter_maps};
@@ -17,8 +18,12 @@ use crate::{
     exec_hold,
     filter::is_traced,
     maps::{CONFIG, EVENTS, PID_FILTER, count},
+    probes::syscalls::{arg, ret},
     record::submit_lifecycle,
 };
+
+/// `PROT_EXEC` of `mmap`'s protection.
+const PROT_EXEC: u64 = 4;
 
 /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
 const FILENAME_LOC: usize = 8;
@@ -71,6 +76,62 @@ pub fn process_enter_exec(ctx: TracePointContext) -> u32 {
     }
     // Woken at once: the identity of a short-lived process (curl) must be read from /proc
     // before it exits, and execs are rare enough for the wake-ups to cost nothing.
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+    count(Counter::EventsSent);
+    0
+}
+
+/// Entry of `mmap(addr, length, prot, flags, fd, offset)`: a file mapped as code (the dynamic
+/// loader or `dlopen` loading a library) that userspace has not inspected is noted for the
+/// exit, which holds the process.
+#[tracepoint]
+pub fn syscalls_enter_mmap(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 2) & PROT_EXEC == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_traced((pid_tgid >> 32) as u32) {
+        exec_hold::note_mapping(pid_tgid, arg(&ctx, 4) as i32);
+    }
+    0
+}
+
+/// Exit of `mmap`: a process that mapped a new file as code is stopped before it runs any of
+/// it, and announced, until userspace has inspected the file (`exec_hold`).
+#[tracepoint]
+pub fn syscalls_exit_mmap(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(file) = exec_hold::take_mapping(pid_tgid) else {
+        return 0;
+    };
+    // A failed call returns -errno.
+    if (-4095..0).contains(&ret(&ctx)) {
+        return 0;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(Counter::RingBufferFull);
+        return 0;
+    };
+    // SAFETY: helper without arguments.
+    let now_ns = unsafe { bpf_ktime_get_ns() };
+    // Decided only once the record is reserved: a stopped process is always announced.
+    if !exec_hold::hold_if_new(tgid, &file, now_ns) {
+        entry.discard(0);
+        return 0;
+    }
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at the reserved record, written whole before submit.
+    unsafe {
+        (*event).kind = EventKind::LibraryMapped as u32;
+        (*event).tgid = tgid;
+        (*event).ts_ns = now_ns;
+        (*event).held = 1;
+        (*event).executable = file;
+        (*event).path_len = 0;
+        (*event).path[0] = 0;
+    }
+    // Woken at once: the process waits for userspace.
     entry.submit(BPF_RB_FORCE_WAKEUP as u64);
     count(Counter::EventsSent);
     0

@@ -66,13 +66,13 @@ impl Call {
 }
 
 #[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+pub(crate) fn arg(ctx: &TracePointContext, n: usize) -> u64 {
     // SAFETY: offsets within the syscall tracepoint record, as its format file lists them.
     unsafe { ctx.read_at::<u64>(ARGS + n * 8).unwrap_or(0) }
 }
 
 #[inline(always)]
-fn ret(ctx: &TracePointContext) -> i64 {
+pub(crate) fn ret(ctx: &TracePointContext) -> i64 {
     // SAFETY: as above.
     unsafe { ctx.read_at::<i64>(RET).unwrap_or(-1) }
 }

@@ -63,10 +63,13 @@ pub struct KernelLayout {
     pub sock: SockOffsets,
     /// How socket syscalls find their socket on this kernel.
     pub socket_lookup: SocketLookup,
-    /// Where the file-table fields are; zero unless `socket_lookup` walks the file table.
+    /// Where the file-table fields are: for the socket lookup that walks the file table, and
+    /// for the file a process maps as code (`exec_hold`). Zero when the BTF lacks one of them
+    /// and neither needs it.
     pub fd_table: FdTableOffsets,
     /// Where the exec tracepoint finds the executable and the terminal (`exec_hold`); `None`
-    /// when this kernel's BTF lacks one of the fields, which leaves processes unheld.
+    /// when this kernel's BTF lacks one of the fields (or of the file table's), which leaves
+    /// processes unheld.
     pub exec: Option<ExecOffsets>,
 }
 
@@ -98,7 +101,11 @@ pub fn kernel_layout(path: &Path, wanted: Option<SocketLookup>) -> Result<Kernel
         protocol: offset("sk_protocol")?,
     };
     let has_tracepoints = btf.named(SOCKET_TRACEPOINT_TYPE, KIND_TYPEDEF).is_some();
-    let exec = exec_offsets(&btf)
+    let fd_table = fd_table_offsets(&btf);
+    let exec = fd_table
+        .as_ref()
+        .map_err(ToString::to_string)
+        .and_then(|_| exec_offsets(&btf).map_err(|error| error.to_string()))
         .inspect_err(|error| warn!("processes cannot be held at exec: {error}"))
         .ok();
     match wanted {
@@ -106,13 +113,13 @@ pub fn kernel_layout(path: &Path, wanted: Option<SocketLookup>) -> Result<Kernel
         Some(SocketLookup::Tracepoints) | None if has_tracepoints => Ok(KernelLayout {
             sock,
             socket_lookup: SocketLookup::Tracepoints,
-            fd_table: FdTableOffsets::default(),
+            fd_table: fd_table.unwrap_or_default(),
             exec,
         }),
         _ => Ok(KernelLayout {
             sock,
             socket_lookup: SocketLookup::FdTable,
-            fd_table: fd_table_offsets(&btf)?,
+            fd_table: fd_table?,
             exec,
         }),
     }
@@ -127,7 +134,8 @@ fn field_offset(
     btf.byte_offset(btf.structure(structure)?, structure, field)
 }
 
-/// Where the fields of the walks from the current task to its executable and its terminal are.
+/// Where the fields of the walks from the current task to its executable and its terminal, and
+/// from a file to its name, are.
 fn exec_offsets(btf: &RawBtf<'_>) -> Result<ExecOffsets, BtfError> {
     Ok(ExecOffsets {
         task_mm: field_offset(btf, "task_struct", "mm")?,
@@ -138,6 +146,8 @@ fn exec_offsets(btf: &RawBtf<'_>) -> Result<ExecOffsets, BtfError> {
         inode_ino: field_offset(btf, "inode", "i_ino")?,
         inode_sb: field_offset(btf, "inode", "i_sb")?,
         super_dev: field_offset(btf, "super_block", "s_dev")?,
+        file_dentry: field_offset(btf, "file", "f_path.dentry")?,
+        dentry_name: field_offset(btf, "dentry", "d_name.name")?,
     })
 }
 
@@ -426,6 +436,9 @@ mod tests {
         assert_eq!(offsets.local_addr4, 4);
         assert_ne!(offsets.family, offsets.protocol);
         assert!(offsets.protocol > offsets.peer_addr6);
+        // Holds need the file table and the exec walk whichever way sockets are found.
+        assert!(layout.fd_table.task_files > 0, "{layout:?}");
+        assert!(layout.exec.is_some(), "{layout:?}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Holding a process at exec until the TLS uprobes of its executable are attached.
+//! Holding a process at exec, or at its mapping of a TLS library, until the TLS uprobes of the
+//! file are attached.
 //!
 //! A uprobe is attached per file, after userspace has read the file, and an exec is reported
 //! to userspace asynchronously: the first run of a program that carries its own TLS stack
@@ -6,7 +7,9 @@
 //! So the exec tracepoint stops (`SIGSTOP`) a process that runs a file userspace has not
 //! inspected yet and records it in the `HELD` map; once the file is inspected and its probes
 //! attached, [`ExecHold::inspected`] adds the file to `KNOWN_EXECUTABLES` and continues the
-//! process. Each file is held for once per agent run.
+//! process. A process that maps a TLS library new to the agent as code is held the same way,
+//! at the end of its `mmap`. Each file is held for once, until userspace forgets it (no process
+//! maps it any more: [`ExecHold::forget`]).
 //!
 //! A held process is always continued. The hold keeper, a small process of its own
 //! (`apiscope hold-keeper`, [`keep_holds`]), continues every process held longer than the
@@ -129,6 +132,25 @@ impl ExecHold {
         }
     }
 
+    /// Forgets the files with these inode numbers, which userspace no longer holds uprobes or
+    /// verdicts for: their next exec or mapping is held again. By inode number alone, as
+    /// userspace knows a file by `stat`'s device number, not the kernel's; a file of another
+    /// filesystem with the same number is held once more, which costs only that.
+    pub fn forget(&mut self, inodes: &std::collections::HashSet<u64>) {
+        if inodes.is_empty() {
+            return;
+        }
+        let forgotten: Vec<ExecutableKey> = self
+            .known
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|file| inodes.contains(&file.ino))
+            .collect();
+        for file in forgotten {
+            let _ = self.known.remove(&file);
+        }
+    }
+
     /// Processes continued because their hold passed its bound.
     pub fn expired(&self) -> u64 {
         self.expired.load(Ordering::Relaxed)
@@ -186,8 +208,9 @@ fn count_expiries(
         let Ok(line) = line else { break };
         expired.fetch_add(1, Ordering::Relaxed);
         warn!(
-            "process {line} was held at exec for {} ms, its bound, before the TLS uprobes of \
-             its executable were attached: its first TLS calls may be missed",
+            "process {line} was held for {} ms, its bound, before the TLS uprobes of the \
+             executable or library it was held for were attached: its first TLS calls may be \
+             missed",
             bound.as_millis()
         );
     }

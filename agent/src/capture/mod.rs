@@ -35,7 +35,7 @@ pub use filters::{KernelSelection, ProcessVerdicts, StdioProcesses};
 pub use groups::{GroupState, GroupStatus, LoadFailure, LoadReport, ProgramCost, VERIFIER_BUDGET};
 pub use probes::ProbeGroup;
 pub use reader::{ReaderStats, forward_kernel_log, read_events};
-pub use records::{CaptureEvent, ConnectionSeen, DataChunk, ExecSeen, Transport};
+pub use records::{CaptureEvent, CodeLoaded, ConnectionSeen, DataChunk, LoadedBy, Transport};
 pub use settings::{CaptureSettings, SocketLookupChoice};
 pub use tls::{StackCoverage, TlsCoverage, TlsStack};
 pub use tracefs::FormatError;
@@ -338,12 +338,12 @@ impl Capture {
         }
     }
 
-    /// Looks for TLS stacks in a process that just exec'd, then continues it if it was held
-    /// for that.
-    pub fn inspect_exec(&mut self, exec: &ExecSeen) {
-        self.scan_process(exec.tgid);
+    /// Looks for TLS stacks in a process that just exec'd or mapped a new library, then
+    /// continues it if it was held for that.
+    pub fn inspect_code(&mut self, code: &CodeLoaded) {
+        self.scan_process(code.tgid);
         if let Some(hold) = &mut self.exec_hold {
-            hold.inspected(exec.executable, exec.tgid, exec.held);
+            hold.inspected(code.file, code.tgid, code.held);
         }
     }
 
@@ -360,9 +360,13 @@ impl Capture {
     }
 
     /// Detaches the TLS uprobes from the OpenSSL copies no process maps any more, on a thread
-    /// of their own: closing each uprobe waits for the kernel (see [`links`]).
+    /// of their own: closing each uprobe waits for the kernel (see [`links`]). The next exec
+    /// or mapping of a file forgotten this way is held again.
     pub fn retire_unmapped_tls(&mut self) {
-        let retired = self.tls.retire_unmapped();
+        let (retired, inodes) = self.tls.retire_unmapped();
+        if let Some(hold) = &mut self.exec_hold {
+            hold.forget(&inodes);
+        }
         if retired.is_empty() {
             return;
         }

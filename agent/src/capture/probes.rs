@@ -25,11 +25,14 @@ pub enum ProbeGroup {
     TlsHandshake,
     /// Following the stdio wire of selected processes (MCP servers) through `dup` and `fcntl`.
     Stdio,
+    /// Holding a process that maps a library new to the agent as code (`mmap`), until the
+    /// library's TLS uprobes are attached.
+    LibraryHold,
 }
 
 impl ProbeGroup {
     /// Every group, in load order.
-    pub const ALL: [ProbeGroup; 7] = [
+    pub const ALL: [ProbeGroup; 8] = [
         ProbeGroup::Core,
         ProbeGroup::VectoredIo,
         ProbeGroup::BatchedMessages,
@@ -37,6 +40,7 @@ impl ProbeGroup {
         ProbeGroup::TlsGo,
         ProbeGroup::TlsHandshake,
         ProbeGroup::Stdio,
+        ProbeGroup::LibraryHold,
     ];
 
     /// Stable snake_case name, used in logs, `check`, `/readyz` and metrics.
@@ -49,6 +53,7 @@ impl ProbeGroup {
             ProbeGroup::TlsGo => "tls_go",
             ProbeGroup::TlsHandshake => "tls_handshake",
             ProbeGroup::Stdio => "stdio",
+            ProbeGroup::LibraryHold => "library_hold",
         }
     }
 
@@ -67,6 +72,10 @@ impl ProbeGroup {
             ProbeGroup::TlsHandshake => "server spans carry no JA4 client fingerprint",
             ProbeGroup::Stdio => {
                 "stdio capture sees only processes that keep their wire on fd 0 and 1"
+            }
+            ProbeGroup::LibraryHold => {
+                "the first TLS calls through a library new to the agent (a container's own \
+                 libssl) may be missed"
             }
         }
     }
@@ -160,7 +169,7 @@ const fn tls_uprobe(program: &'static str, group: ProbeGroup) -> Probe {
     }
 }
 
-use ProbeGroup::{BatchedMessages, Core, Stdio, TlsGo, TlsOpenssl, VectoredIo};
+use ProbeGroup::{BatchedMessages, Core, LibraryHold, Stdio, TlsGo, TlsOpenssl, VectoredIo};
 
 /// Every program, in the order each group attaches them.
 pub const PROBES: &[Probe] = &[
@@ -241,6 +250,9 @@ pub const PROBES: &[Probe] = &[
     syscall("syscalls_exit_dup2", "sys_exit_dup2", Stdio),
     syscall("syscalls_exit_dup3", "sys_exit_dup3", Stdio),
     syscall("syscalls_exit_fcntl", "sys_exit_fcntl", Stdio),
+    // The exit first: an entry's note is never left without one to take it.
+    syscall("syscalls_exit_mmap", "sys_exit_mmap", LibraryHold),
+    syscall("syscalls_enter_mmap", "sys_enter_mmap", LibraryHold),
 ];
 
 /// The OpenSSL functions hooked in every library that exports them, with the entry program of

@@ -19,7 +19,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::{CaptureEvent, ExecSeen};
+use super::{CaptureEvent, CodeLoaded};
 
 /// How often the reader drains the ring buffer when no wake-up came.
 const DRAIN_TICK: Duration = Duration::from_millis(10);
@@ -43,14 +43,15 @@ pub struct ReaderStats {
 
 /// Reads records until `events` is closed, decoding them and sending them downstream in
 /// batches. Waits when downstream is full, so the kernel side counts the loss instead of the
-/// agent growing without bound. Execs go to `on_exec` instead, as soon as they are decoded:
-/// what `/proc` says of a short-lived process must be read before it exits, and a process held
-/// at exec waits for its executable to be inspected, neither of which may wait for the batch.
+/// agent growing without bound. Execs and new libraries go to `on_code` instead, as soon as
+/// they are decoded: what `/proc` says of a short-lived process must be read before it exits,
+/// and a held process waits for its file to be inspected, neither of which may wait for the
+/// batch.
 pub async fn read_events(
     ring: RingBuf<MapData>,
     events: mpsc::Sender<Vec<CaptureEvent>>,
     stats: Arc<ReaderStats>,
-    on_exec: impl Fn(ExecSeen),
+    on_code: impl Fn(CodeLoaded),
 ) -> std::io::Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer, whose fd stays open and unchanged until drop.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -74,7 +75,7 @@ pub async fn read_events(
                     // Execs skip the batch: the identity and TLS work they start must not wait
                     // behind the data (a short-lived process is gone by then, and a held one
                     // waits for it).
-                    Ok(CaptureEvent::Exec(exec)) => on_exec(exec),
+                    Ok(CaptureEvent::CodeLoaded(code)) => on_code(code),
                     Ok(event) => batch.push(event),
                     Err(error) => {
                         if stats.malformed.fetch_add(1, Ordering::Relaxed) == 0 {

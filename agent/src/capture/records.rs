@@ -8,17 +8,30 @@ use agent_common::{
 };
 use bytes::Bytes;
 
-/// A process called `execve`.
+/// A process about to run code from a file: the executable of its exec, or a library it
+/// mapped as code while the file was new to the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecSeen {
+pub struct CodeLoaded {
     /// Process id.
     pub tgid: u32,
-    /// The path it executed, as given to `execve` (may be relative or a symlink).
-    pub path: Option<String>,
-    /// The file it runs now, as the kernel names it (zero when unknown).
-    pub executable: ExecutableKey,
-    /// Stopped at the exec until the capture stage has inspected `executable`.
+    /// How the code came.
+    pub by: LoadedBy,
+    /// The file, as the kernel names it (zero when unknown).
+    pub file: ExecutableKey,
+    /// Stopped until the capture stage has inspected `file`.
     pub held: bool,
+}
+
+/// How a process came to run the code of a [`CodeLoaded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadedBy {
+    /// `execve`, with the path given to it (may be relative or a symlink) when it was read.
+    Exec {
+        /// The path executed.
+        path: Option<String>,
+    },
+    /// `mmap` of a library with `PROT_EXEC`.
+    Mapping,
 }
 
 /// What the kernel reported, decoded and owned.
@@ -39,8 +52,8 @@ pub enum CaptureEvent {
         /// `CLOCK_MONOTONIC` time of the close.
         ts_ns: u64,
     },
-    /// A process called `execve`.
-    Exec(ExecSeen),
+    /// A process called `execve`, or mapped a new library as code.
+    CodeLoaded(CodeLoaded),
     /// A process exited.
     Exit {
         /// Process id.
@@ -205,14 +218,20 @@ impl CaptureEvent {
                     ts_ns: event.ts_ns,
                 }))
             }
-            Some(EventKind::ProcessExec) => {
+            Some(kind @ (EventKind::ProcessExec | EventKind::LibraryMapped)) => {
                 let event: ExecEvent = read_record(bytes)?;
                 let used = (event.path_len as usize).min(event.path.len());
                 let path = event.path.get(..used).unwrap_or_default();
-                Ok(Self::Exec(ExecSeen {
+                Ok(Self::CodeLoaded(CodeLoaded {
                     tgid: event.tgid,
-                    path: (!path.is_empty()).then(|| String::from_utf8_lossy(path).into_owned()),
-                    executable: event.executable,
+                    by: match kind {
+                        EventKind::ProcessExec => LoadedBy::Exec {
+                            path: (!path.is_empty())
+                                .then(|| String::from_utf8_lossy(path).into_owned()),
+                        },
+                        _ => LoadedBy::Mapping,
+                    },
+                    file: event.executable,
                     held: event.held != 0,
                 }))
             }
@@ -302,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn an_exec_record_carries_its_file_and_whether_it_was_held() {
+    fn exec_and_mapping_records_carry_their_file_and_whether_it_was_held() {
         let mut path = [0u8; agent_common::event::EXEC_PATH_LEN];
         path[..8].copy_from_slice(b"/bin/ok\0");
         let executable = ExecutableKey {
@@ -320,18 +339,32 @@ mod tests {
             path,
         };
         let decoded = CaptureEvent::decode(&as_bytes(&event)).unwrap();
-        let CaptureEvent::Exec(exec) = decoded else {
+        let CaptureEvent::CodeLoaded(exec) = decoded else {
             panic!("not an exec record: {decoded:?}");
         };
         assert_eq!(
             exec,
-            ExecSeen {
+            CodeLoaded {
                 tgid: 7,
-                path: Some("/bin/ok".to_owned()),
-                executable,
+                by: LoadedBy::Exec {
+                    path: Some("/bin/ok".to_owned())
+                },
+                file: executable,
                 held: true,
             }
         );
+        let mapping = ExecEvent {
+            kind: EventKind::LibraryMapped as u32,
+            path_len: 0,
+            path: [0; agent_common::event::EXEC_PATH_LEN],
+            ..event
+        };
+        let decoded = CaptureEvent::decode(&as_bytes(&mapping)).unwrap();
+        let CaptureEvent::CodeLoaded(library) = decoded else {
+            panic!("not a mapping record: {decoded:?}");
+        };
+        assert_eq!(library.by, LoadedBy::Mapping);
+        assert_eq!((library.file, library.held), (executable, true));
     }
 
     #[test]

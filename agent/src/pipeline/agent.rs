@@ -33,7 +33,9 @@ use crate::{
         sensitive::SensitiveScanner,
     },
     calls::{DescribeSettings, Redact},
-    capture::{Capture, CaptureEvent, ExecSeen, ReaderStats, forward_kernel_log, read_events},
+    capture::{
+        Capture, CaptureEvent, CodeLoaded, LoadedBy, ReaderStats, forward_kernel_log, read_events,
+    },
     enrich::{
         self, Enricher, ProcessRegistry,
         kubernetes::{self, PodIndex},
@@ -54,9 +56,9 @@ const EVENT_QUEUE: usize = 8;
 /// Requests waiting for the control loop; more are dropped (a missed rescan is retried at the
 /// next exec).
 const REQUEST_QUEUE: usize = 1024;
-/// Execs waiting for the control loop; more are not inspected at once (the rescan after
-/// exec, or the next exec of the same file, catches up).
-const EXEC_QUEUE: usize = 1024;
+/// Execs and new libraries waiting for the control loop; more are not inspected at once (the
+/// rescan after exec, or the next exec of the same file, catches up).
+const CODE_QUEUE: usize = 1024;
 /// How long start-up waits for the Kubernetes pod list.
 const POD_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,7 +70,7 @@ pub(super) struct Agent {
     /// The stream stage's requests to the control loop, and a sender for the loop's own.
     pub(super) requests: (mpsc::Sender<CaptureRequest>, mpsc::Receiver<CaptureRequest>),
     /// Execs, straight from the ring-buffer reader.
-    pub(super) execs: mpsc::Receiver<ExecSeen>,
+    pub(super) code_loads: mpsc::Receiver<CodeLoaded>,
     /// A sender of the event queue, kept to read how full it is.
     pub(super) event_queue: mpsc::Sender<Vec<CaptureEvent>>,
     pub(super) reader: JoinHandle<io::Result<()>>,
@@ -139,7 +141,7 @@ impl Agent {
         let stats = Arc::new(ReaderStats::default());
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let (request_tx, request_rx) = mpsc::channel(REQUEST_QUEUE);
-        let (exec_tx, exec_rx) = mpsc::channel(EXEC_QUEUE);
+        let (code_tx, code_rx) = mpsc::channel(CODE_QUEUE);
         let identified = start_selection(
             &options,
             &processes,
@@ -152,10 +154,12 @@ impl Agent {
             outputs.ring,
             event_tx.clone(),
             Arc::clone(&stats),
-            move |exec| {
-                exec_notices.exec(exec.tgid, exec.path.clone());
-                // A held exec dropped here is continued by the hold keeper at its bound.
-                let _ = exec_tx.try_send(exec);
+            move |code: CodeLoaded| {
+                if let LoadedBy::Exec { path } = &code.by {
+                    exec_notices.exec(code.tgid, path.clone());
+                }
+                // A held process dropped here is continued by the hold keeper at its bound.
+                let _ = code_tx.try_send(code);
             },
         ));
         let kernel_log = outputs
@@ -202,7 +206,7 @@ impl Agent {
             capture,
             stats,
             requests: (request_tx, request_rx),
-            execs: exec_rx,
+            code_loads: code_rx,
             event_queue: event_tx,
             reader,
             stage_done,

@@ -8,7 +8,10 @@ use log::{debug, info};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{RunError, agent::Agent};
-use crate::{capture::ExecSeen, streams::CaptureRequest};
+use crate::{
+    capture::{CodeLoaded, LoadedBy},
+    streams::CaptureRequest,
+};
 
 /// A process may load OpenSSL after exec (Python imports `ssl` later): scan it again then.
 const RESCAN_AFTER_EXEC: Duration = Duration::from_secs(1);
@@ -57,7 +60,7 @@ impl Agent {
                     }
                     None => info!("SIGHUP: security checks are off, no rule pack to reload"),
                 },
-                Some(exec) = self.execs.recv() => self.inspect_exec(&exec),
+                Some(code) = self.code_loads.recv() => self.inspect_code(&code),
                 Some(request) = self.requests.1.recv() => self.serve(request),
                 _ = stats_tick.tick() => self.log_stats(),
                 _ = tls_retire_tick.tick() => self.capture.retire_unmapped_tls(),
@@ -80,12 +83,16 @@ impl Agent {
         }
     }
 
-    /// Inspects the executable of a process that exec'd (continuing it if it was held for
-    /// that), and scans it again a little later for the libraries it loads.
-    fn inspect_exec(&mut self, exec: &ExecSeen) {
-        self.capture.inspect_exec(exec);
+    /// Inspects the file of a process that exec'd or mapped a new library (continuing it if it
+    /// was held for that); after an exec, scans the process again a little later for the
+    /// libraries it loads, which no hold covers when holds are off.
+    fn inspect_code(&mut self, code: &CodeLoaded) {
+        self.capture.inspect_code(code);
+        if code.by == LoadedBy::Mapping {
+            return;
+        }
         let again = self.requests.0.clone();
-        let pid = exec.tgid;
+        let pid = code.tgid;
         tokio::spawn(async move {
             tokio::time::sleep(RESCAN_AFTER_EXEC).await;
             let _ = again.try_send(CaptureRequest::RescanProcess(pid));

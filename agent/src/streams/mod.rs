@@ -228,8 +228,8 @@ impl StreamTable {
                     self.end(key, ts_ns, &mut out.ended);
                 }
             }
-            // The reader hands execs to the identity and capture stages directly.
-            CaptureEvent::Exec(_) => {}
+            // The reader hands execs and libraries to the identity and capture stages directly.
+            CaptureEvent::CodeLoaded(_) => {}
             CaptureEvent::Exit { tgid, ts_ns } => {
                 let keys: Vec<ConnKey> = self
                     .connections

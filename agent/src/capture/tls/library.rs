@@ -10,6 +10,7 @@ use std::{
     process::Command,
 };
 
+use agent_common::maps::{GNUTLS_FILE_PREFIXES, OPENSSL_FILE_PREFIXES};
 use aya::Ebpf;
 use log::debug;
 use object::{Object, ObjectSymbol};
@@ -37,12 +38,12 @@ pub(super) struct Library {
 pub(super) const LIBRARIES: [Library; 2] = [
     Library {
         stack: TlsStack::Openssl,
-        file_prefixes: &["libssl.so", "libssl-"],
+        file_prefixes: &OPENSSL_FILE_PREFIXES,
         probes: &TLS_ENTRY_PROBES,
     },
     Library {
         stack: TlsStack::Gnutls,
-        file_prefixes: &["libgnutls.so"],
+        file_prefixes: &GNUTLS_FILE_PREFIXES,
         probes: &GNUTLS_ENTRY_PROBES,
     },
 ];

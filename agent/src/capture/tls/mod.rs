@@ -192,21 +192,23 @@ impl TlsAttacher {
     }
 
     /// Forgets every file no running process maps (but the loader cache's), handing over the
-    /// uprobes of those that had them, for detaching.
-    pub fn retire_unmapped(&mut self) -> Vec<ProbeLink> {
+    /// uprobes of those that had them, for detaching, and the inode numbers of all.
+    pub fn retire_unmapped(&mut self) -> (Vec<ProbeLink>, HashSet<u64>) {
         let mapped: HashSet<FileId> = running_pids()
             .flat_map(candidate_files)
             .filter_map(|path| file_id(&path))
             .collect();
         let mut links = Vec::new();
+        let mut inodes = HashSet::new();
         self.files.retain(|id, entry| {
             let keep = entry.permanent || mapped.contains(id);
             if !keep {
                 links.append(&mut entry.links);
+                inodes.insert(id.1);
             }
             keep
         });
-        links
+        (links, inodes)
     }
 
     /// Attaches to `path` unless this file was seen already; `permanent` for the loader
