@@ -1028,6 +1028,206 @@ fn traceparent_sets_trace_and_parent_ids() {
 }
 
 // ---------------------------------------------------------------------------
+// (d2) sampling: which spans are exported, by the OpenTelemetry sampler variables
+// ---------------------------------------------------------------------------
+
+/// A trace id (hex) whose ratio draw, as the SDK's `traceidratio` sampler reads it (the low
+/// 8 bytes shifted right by one, against `ratio * 2^63`), is `draw` of 1.
+fn trace_id_with_draw(draw: f64) -> String {
+    let low = ((draw * (1u64 << 63) as f64) as u64) << 1;
+    format!("{}{low:016x}", random_hex(8))
+}
+
+/// The ratio draw of hex trace id `trace_id`, 0 to 1.
+fn draw_of(trace_id: &str) -> f64 {
+    let low = u64::from_str_radix(&trace_id[16..], 16).expect("hex trace id");
+    (low >> 1) as f64 / (1u64 << 63) as f64
+}
+
+/// The server spans of `server` by path.
+fn server_paths<'a>(spans: &'a [FlatSpan], server: &Server) -> Vec<&'a str> {
+    server_spans(spans, server.pid())
+        .into_iter()
+        .filter_map(|span| span.attr_str("url.path"))
+        .collect()
+}
+
+/// The count of `http.server.request.duration` over `server`'s calls, once the agent stopped.
+fn server_calls_measured(receiver: &OtlpReceiver, server: &Server) -> u64 {
+    let metrics = receiver.metrics();
+    total_count(&histogram_series(
+        &metrics,
+        "http.server.request.duration",
+        |m| m.pid() == Some(server.pid()),
+    ))
+}
+
+#[test]
+fn the_sampler_variables_choose_spans_by_trace_id_and_by_the_callers_decision() {
+    let receiver = OtlpReceiver::start();
+    let server = Server::plain();
+    let sampler = [
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+    ];
+    // The sampler alone: the first call of each new endpoint would be kept for its event.
+    let mut agent = receiver.agent(
+        &["--set", "export.otlp.sampling.keep_with_events=false"],
+        &[EXPORT_EVERY_500_MS, &sampler].concat(),
+    );
+    // A caller that did not sample its trace wins over a draw the ratio would keep, and one
+    // that did wins over a draw it would not; requests without a traceparent start a trace of
+    // their own, kept by the ratio.
+    let traceparent = |draw: f64, flags: &str| {
+        format!(
+            "traceparent: 00-{}-{}-{flags}",
+            trace_id_with_draw(draw),
+            random_hex(8)
+        )
+    };
+    const ROOTS: usize = 40;
+    let mut transfers = vec![
+        Transfer::get("/sampled/caller-said-no").header(&traceparent(0.1, "00")),
+        Transfer::get("/sampled/caller-said-yes").header(&traceparent(0.9, "01")),
+    ];
+    transfers.extend((0..ROOTS).map(|n| Transfer::get(&format!("/sampled/root/{n}"))));
+    // Last, and kept: once its span is in, every call before it on the connection was recorded.
+    transfers.push(Transfer::get("/sampled/last").header(&traceparent(0.9, "01")));
+    let run = curl_run(&server.base(), &transfers);
+    wait_spans(&receiver, &mut agent, "the last call's span", |spans| {
+        server_paths(spans, &server).contains(&"/sampled/last")
+    });
+    let metrics = agent.get("/metrics");
+    agent.stop();
+    let spans = receiver.spans();
+    let summary = || summarize_spans(spans_of(&spans, &[server.pid(), run.pid]));
+    // Each side decides alone, the same way: curl sends the traceparents the server reads, and
+    // each side draws its own trace id for a root.
+    for side in [
+        server_spans(&spans, server.pid()),
+        client_spans(&spans, &[run.pid]),
+    ] {
+        let paths: Vec<&str> = side.iter().filter_map(|s| s.attr_str("url.path")).collect();
+        assert!(!paths.contains(&"/sampled/caller-said-no"), "{}", summary());
+        assert!(paths.contains(&"/sampled/caller-said-yes"), "{}", summary());
+        let roots: Vec<&&FlatSpan> = side
+            .iter()
+            .filter(|span| {
+                span.attr_str("url.path")
+                    .is_some_and(|p| p.starts_with("/sampled/root/"))
+            })
+            .collect();
+        for root in &roots {
+            assert!(
+                draw_of(&root.trace_id) < 0.25,
+                "root span of trace {} (draw {:.3}) exported at a ratio of 0.25",
+                root.trace_id,
+                draw_of(&root.trace_id)
+            );
+        }
+        // 40 draws at 0.25: none kept, or all, has a chance below 1e-5.
+        assert!(
+            !roots.is_empty() && roots.len() < ROOTS,
+            "{} of {ROOTS} root spans exported at a ratio of 0.25",
+            roots.len()
+        );
+    }
+    // Sampling leaves the metrics whole.
+    assert_eq!(
+        server_calls_measured(&receiver, &server),
+        transfers.len() as u64
+    );
+    assert!(
+        support::metric_sample(&metrics, "apiscope_export_spans_not_sampled_total") >= 2,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn with_no_sampling_failed_calls_and_findings_keep_their_spans() {
+    let receiver = OtlpReceiver::start();
+    let server = Server::plain();
+    let sampler = [("OTEL_TRACES_SAMPLER", "always_off")];
+    let mut agent = receiver.agent(&[], &[EXPORT_EVERY_500_MS, &sampler].concat());
+    // The first call of each endpoint is kept for its event (the endpoint is new); the second
+    // call of `/fail/boom` only because it failed, and the second of `/search` only for its
+    // finding. The second of `/orders/{id}` is not kept.
+    let injection = "/search?q=1%27%20OR%20%271%27%3D%271%27%20--";
+    let transfers = [
+        Transfer::get("/orders/1"),
+        Transfer::get("/orders/2"),
+        Transfer::get("/fail/boom"),
+        Transfer::get("/fail/boom"),
+        Transfer::get("/search?q=shoes"),
+        Transfer::get(injection),
+    ];
+    let run = curl_run(&server.base(), &transfers);
+    let searches = |spans: &[FlatSpan]| {
+        server_paths(spans, &server)
+            .iter()
+            .filter(|path| **path == "/search")
+            .count()
+    };
+    wait_spans(&receiver, &mut agent, "the finding's span", |spans| {
+        searches(spans) == 2
+    });
+    let inventory: Value = serde_json::from_str(&agent.get("/inventory")).expect("JSON");
+    agent.stop();
+    let spans = receiver.spans();
+    let summary = || summarize_spans(spans_of(&spans, &[server.pid(), run.pid]));
+    let mut paths = server_paths(&spans, &server);
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/fail/boom",
+            "/fail/boom",
+            "/orders/1",
+            "/search",
+            "/search"
+        ],
+        "{}",
+        summary()
+    );
+    let finding_span = server_spans(&spans, server.pid())
+        .into_iter()
+        .filter(|span| span.attr_str("url.path") == Some("/search"))
+        .max_by_key(|span| span.start_unix_nano)
+        .expect("checked above");
+    let logs = receiver.wait_for_logs(
+        |logs| {
+            logs.iter()
+                .any(|log| log.event_name == "api.security.finding")
+        },
+        Duration::from_secs(30),
+    );
+    assert!(
+        logs.iter()
+            .any(|log| log.event_name == "api.security.finding"
+                && log.trace_id == finding_span.trace_id
+                && log.span_id == finding_span.span_id),
+        "no finding names the kept span {}",
+        finding_span.span_id
+    );
+    // Every call still counts in the metrics and the inventory.
+    assert_eq!(
+        server_calls_measured(&receiver, &server),
+        transfers.len() as u64
+    );
+    let endpoints: Vec<&str> = inventory["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|service| service["endpoints"].as_array().into_iter().flatten())
+        .filter_map(|endpoint| endpoint["endpoint"].as_str())
+        .collect();
+    assert!(
+        endpoints.contains(&"GET /orders/{id}"),
+        "the unsampled calls' endpoint is not in the inventory: {inventory}"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // (e) secrets never leave the host
 // ---------------------------------------------------------------------------
 

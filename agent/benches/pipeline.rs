@@ -15,7 +15,7 @@ use agent::{
     },
     calls::Side,
     capture::CaptureEvent,
-    export::otlp::encode_span,
+    export::otlp::{SpanIdentity, encode_span},
     protocols::http::HttpExchange,
     streams::{StreamOutput, StreamSettings, StreamTable},
     testing::{self, header},
@@ -136,7 +136,8 @@ fn describe_and_build_span(c: &mut Criterion) {
     group.bench_function("describe_and_build_span", |b| {
         b.iter(|| {
             let description = testing::describe(black_box(&call.call.call), call.route.as_deref());
-            black_box(encode_span(&call.call.call, description, &[]))
+            let identity = SpanIdentity::of(&description);
+            black_box(encode_span(&call.call.call, description, &[], &identity))
         })
     });
     group.finish();

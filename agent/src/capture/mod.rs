@@ -332,8 +332,9 @@ impl Capture {
         match started {
             Ok(hold) => self.exec_hold = Some(hold),
             Err(error) => warn!(
-                "processes are not held at exec until their TLS uprobes are attached ({error}): \
-                 the first TLS calls of a program's first run may be missed"
+                "processes are not held at exec or at a TLS library's mapping until their TLS \
+                 uprobes are attached ({error}): the first TLS calls of a program's first run \
+                 may be missed"
             ),
         }
     }

@@ -34,9 +34,10 @@ pub struct CaptureSettings {
     /// A file the verifier's whole log is appended to when the kernel refuses a program (the
     /// agent's log only gets its last word).
     pub verifier_log: Option<PathBuf>,
-    /// The longest a process that runs an executable new to the agent is held (stopped) at
-    /// exec, in milliseconds (0 to 2000), while the agent looks for TLS stacks in the file and
-    /// attaches their uprobes, so that its first TLS calls are seen. 0 holds nothing.
+    /// The longest a process that runs an executable new to the agent, or maps a TLS library
+    /// new to it, is held (stopped) at that exec or mapping, in milliseconds (0 to 2000), while
+    /// the agent looks for TLS stacks in the file and attaches their uprobes, so that its first
+    /// TLS calls are seen. 0 holds nothing.
     /// Processes with a controlling terminal are never held.
     #[serde(
         rename = "exec_hold_ms",

@@ -39,6 +39,11 @@ const OTEL_VARIABLES: &[(&str, &str)] = &[
         "export.otlp.max_export_batch_size",
     ),
     ("OTEL_BSP_SCHEDULE_DELAY", "export.otlp.schedule_delay_ms"),
+    ("OTEL_TRACES_SAMPLER", "export.otlp.sampling.sampler"),
+    (
+        "OTEL_TRACES_SAMPLER_ARG",
+        "export.otlp.sampling.sampler_arg",
+    ),
     (
         "OTEL_METRIC_EXPORT_INTERVAL",
         "export.otlp.metric_interval_ms",
@@ -522,5 +527,34 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_sampler_variables_set_the_sampling_and_bad_values_are_refused() {
+        let variables = |sampler: &str, arg: &str| {
+            from_environment([
+                ("OTEL_TRACES_SAMPLER".to_owned(), sampler.to_owned()),
+                ("OTEL_TRACES_SAMPLER_ARG".to_owned(), arg.to_owned()),
+            ])
+            .0
+        };
+        let config = layered(&variables("parentbased_traceidratio", "0.1")).unwrap();
+        let sampling = config.export.otlp.sampling;
+        assert_eq!(
+            sampling.sampler,
+            crate::export::otlp::SamplerName::ParentBasedTraceIdRatio
+        );
+        assert!((sampling.sampler_arg.get() - 0.1).abs() < 1e-12);
+        for (sampler, arg, variable) in [
+            ("sometimes", "0.1", "OTEL_TRACES_SAMPLER"),
+            ("traceidratio", "1.5", "OTEL_TRACES_SAMPLER_ARG"),
+            ("traceidratio", "half", "OTEL_TRACES_SAMPLER_ARG"),
+        ] {
+            let message = layered(&variables(sampler, arg)).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("environment variable {variable}: ")),
+                "{message}"
+            );
+        }
     }
 }

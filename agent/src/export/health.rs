@@ -178,6 +178,8 @@ pub struct ExportStats {
     pub spans_dropped: AtomicU64,
     /// Spans in batches the collector did not accept.
     pub spans_failed: AtomicU64,
+    /// Calls whose span the sampler left out (`export.otlp.sampling`).
+    pub spans_not_sampled: AtomicU64,
     /// Metric exports the collector did not accept.
     pub metric_exports_failed: AtomicU64,
     /// Events (log records) handed to the exporter.

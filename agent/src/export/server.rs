@@ -222,9 +222,9 @@ impl Collector for HealthCollector {
         counter(
             &mut encoder,
             "apiscope_exec_holds_expired",
-            "Processes held at exec (their executable new to the agent) that were continued at \
-             the bound, before their TLS uprobes were attached: their first TLS calls may be \
-             missed.",
+            "Processes held at exec or at a TLS library's mapping (the file new to the agent) \
+             that were continued at the bound, before their TLS uprobes were attached: their \
+             first TLS calls may be missed.",
             health.exec_holds_expired(),
         )?;
         let export = &health.export;
@@ -245,6 +245,15 @@ impl Collector for HealthCollector {
                 ConstCounter::new(count).encode(family.encode_family(&[("outcome", outcome)])?)?;
             }
         }
+        counter(
+            &mut encoder,
+            "apiscope_export_spans_not_sampled",
+            "Calls whose span the sampler left out (export.otlp.sampling, OTEL_TRACES_SAMPLER); \
+             their metrics, inventory and findings count all the same.",
+            export
+                .spans_not_sampled
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
         counter(
             &mut encoder,
             "apiscope_export_retries",

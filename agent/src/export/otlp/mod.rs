@@ -11,6 +11,7 @@ mod batch;
 mod logs;
 mod metrics;
 mod own_metrics;
+mod sampling;
 mod settings;
 mod spans;
 mod transport;
@@ -37,11 +38,13 @@ pub use settings::{
 };
 
 use crate::export::health::{AgentHealth, ExportStats};
-pub use spans::{EncodedSpan, encode_span};
+pub use sampling::{SamplerName, SamplingSettings};
+pub use spans::{SpanIdentity, encode_span};
 
 use self::{
     logs::EventExport,
     metrics::MetricsRegistry,
+    sampling::{CallTraits, SpanSampler},
     spans::{QueuedSpan, SpanQueue},
     transport::{Signal, SignalClient},
 };
@@ -88,6 +91,7 @@ type ResourceKey = (u32, usize);
 /// into a bounded queue (counted when full), metrics into in-memory aggregations.
 pub struct OtlpRecorder {
     spans: SpanQueue,
+    sampler: SpanSampler,
     events: EventQueue,
     metrics: Arc<MetricsRegistry>,
     stats: Arc<ExportStats>,
@@ -233,6 +237,7 @@ pub fn start(
     Ok((
         OtlpRecorder {
             spans: span_queue,
+            sampler: SpanSampler::new(&settings.sampling),
             events: event_queue,
             metrics: registry,
             stats: Arc::clone(&stats),
@@ -314,18 +319,31 @@ impl OtlpRecorder {
             .entry(key)
             .or_insert_with(|| resource(&enriched.workload, &enriched.host_name));
         self.metrics.record(key, &resource.sdk, &description);
-        let encoded = spans::encode_span(&enriched.call, description, &events);
+        let identity = SpanIdentity::of(&description);
         let context = CallContext {
-            trace_id: &encoded.trace_id,
-            span_id: &encoded.span_id,
+            trace_id: &identity.trace_id.to_bytes(),
+            span_id: &identity.span_id.to_bytes(),
         };
         for event in &events {
             self.events.push(event, Some(context));
         }
+        let traits = CallTraits {
+            parent: &identity.parent,
+            trace_id: identity.trace_id,
+            failed: description.error.is_some(),
+            with_events: !events.is_empty(),
+            duration: std::time::Duration::from_nanos(
+                enriched.call.end_ns.saturating_sub(enriched.call.start_ns),
+            ),
+        };
+        if !self.sampler.keeps(&traits) {
+            self.stats.spans_not_sampled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let span = QueuedSpan {
             key,
             resource: Arc::clone(&resource.encoded),
-            span: encoded.bytes,
+            span: spans::encode_span(&enriched.call, description, &events, &identity),
         };
         if !self.spans.push(span) {
             self.stats.spans_dropped.fetch_add(1, Ordering::Relaxed);

@@ -84,6 +84,8 @@ pub struct OtlpSettings {
     pub metric_interval: Duration,
     /// How failed exports of spans and events are tried again.
     pub retry: RetrySettings,
+    /// Which calls' spans are exported.
+    pub sampling: super::SamplingSettings,
 }
 
 impl Default for OtlpSettings {
@@ -101,6 +103,7 @@ impl Default for OtlpSettings {
             schedule_delay: Duration::from_secs(5),
             metric_interval: Duration::from_secs(60),
             retry: RetrySettings::default(),
+            sampling: super::SamplingSettings::default(),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::{
 use opentelemetry::{
     Context, KeyValue,
     propagation::{Extractor, TextMapPropagator},
-    trace::{SpanContext, TraceContextExt, TraceFlags},
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId},
 };
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, InstrumentationScope, KeyValue as ProtoKeyValue},
@@ -135,55 +135,67 @@ pub(super) fn proto_attribute(attribute: KeyValue) -> ProtoKeyValue {
     }
 }
 
-/// A call's span, encoded, with its ids for the events the call raised.
-#[derive(Debug)]
-pub struct EncodedSpan {
-    /// The encoded `Span` message.
-    pub bytes: Vec<u8>,
-    /// Its trace id.
-    pub trace_id: Vec<u8>,
-    /// Its span id.
-    pub span_id: Vec<u8>,
+/// Who a call's span is: a child of the request's `traceparent` when it has a valid one, else
+/// the root of a new trace.
+#[derive(Debug, Clone)]
+pub struct SpanIdentity {
+    /// The request's trace context; invalid when it had none.
+    pub parent: SpanContext,
+    /// The span's trace.
+    pub trace_id: TraceId,
+    /// The span's own id.
+    pub span_id: SpanId,
 }
 
-/// The span of a call, encoded as an OTLP `Span` message: a child of the request's
-/// `traceparent` when it has a valid one, else the root of a new trace.
+impl SpanIdentity {
+    /// The identity of the span of the call `description` describes.
+    pub fn of(description: &CallDescription) -> Self {
+        let ids = RandomIdGenerator::default();
+        // Most requests carry no traceparent: skip the propagator for them.
+        let parent = match description.traceparent {
+            Some(_) => TraceContextPropagator::new()
+                .extract_with_context(&Context::new(), &TraceHeaders(description))
+                .span()
+                .span_context()
+                .clone(),
+            None => SpanContext::empty_context(),
+        };
+        let trace_id = if parent.is_valid() {
+            parent.trace_id()
+        } else {
+            ids.new_trace_id()
+        };
+        Self {
+            parent,
+            trace_id,
+            span_id: ids.new_span_id(),
+        }
+    }
+}
+
+/// The span of a call, encoded as an OTLP `Span` message, with the ids of `identity`.
 pub fn encode_span(
     call: &ApiCall,
     description: CallDescription,
     events: &[ApiEvent],
-) -> EncodedSpan {
-    let ids = RandomIdGenerator::default();
-    // Most requests carry no traceparent: skip the propagator for them.
-    let parent = match description.traceparent {
-        Some(_) => TraceContextPropagator::new()
-            .extract_with_context(&Context::new(), &TraceHeaders(&description))
-            .span()
-            .span_context()
-            .clone(),
-        None => SpanContext::empty_context(),
-    };
+    identity: &SpanIdentity,
+) -> Vec<u8> {
     let mut flags = TraceFlags::SAMPLED.to_u8() as u32 | SpanFlags::ContextHasIsRemoteMask as u32;
-    let (trace_id, parent_span_id, trace_state) = if parent.is_valid() {
+    let parent = &identity.parent;
+    let (parent_span_id, trace_state) = if parent.is_valid() {
         flags |= SpanFlags::ContextIsRemoteMask as u32;
         (
-            parent.trace_id().to_bytes().to_vec(),
             parent.span_id().to_bytes().to_vec(),
             parent.trace_state().header(),
         )
     } else {
-        (
-            ids.new_trace_id().to_bytes().to_vec(),
-            Vec::new(),
-            String::new(),
-        )
+        (Vec::new(), String::new())
     };
     let (start, end) =
         CLOCK.with(|clock| (clock.unix_ns(call.start_ns), clock.unix_ns(call.end_ns)));
-    let span_id = ids.new_span_id().to_bytes().to_vec();
     let span = Span {
-        trace_id: trace_id.clone(),
-        span_id: span_id.clone(),
+        trace_id: identity.trace_id.to_bytes().to_vec(),
+        span_id: identity.span_id.to_bytes().to_vec(),
         trace_state,
         parent_span_id,
         flags,
@@ -206,11 +218,7 @@ pub fn encode_span(
         events: finding_events(events, end),
         ..Span::default()
     };
-    EncodedSpan {
-        bytes: span.encode_to_vec(),
-        trace_id,
-        span_id,
-    }
+    span.encode_to_vec()
 }
 
 /// The call's security findings as span events, at the call's end (when they were found),
