@@ -248,8 +248,10 @@ impl Agent {
             let stats = Arc::clone(&tasks.stats);
             tasks.finish().await;
             info!(
-                "OTLP totals: spans_exported={}, spans_dropped={}, spans_failed={}, metric_exports_failed={}",
+                "OTLP totals: spans_exported={}, spans_not_sampled={}, spans_dropped={}, \
+                 spans_failed={}, metric_exports_failed={}",
                 stats.spans_exported.load(Ordering::Relaxed),
+                stats.spans_not_sampled.load(Ordering::Relaxed),
                 stats.spans_dropped.load(Ordering::Relaxed),
                 stats.spans_failed.load(Ordering::Relaxed),
                 stats.metric_exports_failed.load(Ordering::Relaxed),

@@ -416,22 +416,23 @@ impl Target {
         let name = s.scenario.as_str();
         let mut targets = Vec::new();
         let completeness = if s.saturating { 99.0 } else { 100.0 };
-        targets.push(Self::new(
-            name,
-            "server completeness",
-            100.0 * s.server_completeness,
-            ">=",
-            completeness,
-            "%",
-        ));
-        targets.push(Self::new(
-            name,
-            "client completeness",
-            100.0 * s.client_completeness,
-            ">=",
-            completeness,
-            "%",
-        ));
+        // With sampled spans the spans are no count of the calls seen.
+        for (what, value) in [
+            ("server completeness", s.server_completeness),
+            ("client completeness", s.client_completeness),
+        ]
+        .into_iter()
+        .filter(|_| !scenario.samples_spans)
+        {
+            targets.push(Self::new(
+                name,
+                what,
+                100.0 * value,
+                ">=",
+                completeness,
+                "%",
+            ));
+        }
         if s.saturating {
             let bound = if s.tls { 0.90 } else { 0.95 };
             targets.push(Self::new(

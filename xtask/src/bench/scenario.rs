@@ -40,7 +40,17 @@ pub struct Scenario {
     pub rss_target: bool,
     /// Flags added to the agent's command line (the defaults otherwise).
     pub agent_args: &'static [&'static str],
+    /// The agent exports only some spans: completeness (spans per request) does not apply.
+    pub samples_spans: bool,
 }
+
+/// The agent's flags that export one span in ten, by trace id.
+const TEN_PERCENT_OF_SPANS: &[&str] = &[
+    "--set",
+    "export.otlp.sampling.sampler=traceidratio",
+    "--set",
+    "export.otlp.sampling.sampler_arg=0.1",
+];
 
 impl Scenario {
     /// Every scenario, in the order they run.
@@ -56,6 +66,7 @@ impl Scenario {
             rate_per_connection: None,
             rss_target: true,
             agent_args: &[],
+            samples_spans: false,
         };
         vec![
             small(
@@ -68,6 +79,36 @@ impl Scenario {
                 "TLS, 100-byte responses, 64 connections, saturation",
                 true,
             ),
+            Self {
+                agent_args: TEN_PERCENT_OF_SPANS,
+                samples_spans: true,
+                ..small(
+                    "plain-small-spans-10pct",
+                    "plain-small with 10 % of spans exported (traceidratio 0.1); every call is \
+                     still decoded, measured and analysed",
+                    false,
+                )
+            },
+            Self {
+                threads: 1,
+                connections: 16,
+                ..small(
+                    "plain-1t16c",
+                    "plain HTTP, nginx `return 200`, 1 wrk thread, 16 connections, saturation \
+                     (issue 27's measurement)",
+                    false,
+                )
+            },
+            Self {
+                threads: 1,
+                connections: 16,
+                ..small(
+                    "tls-1t16c",
+                    "TLS, nginx `return 200`, 1 wrk thread, 16 connections, saturation (issue \
+                     27's measurement)",
+                    true,
+                )
+            },
             Self {
                 agent_args: &["--set", "export.otlp.compression=none"],
                 ..small(
