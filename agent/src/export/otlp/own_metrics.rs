@@ -126,6 +126,17 @@ impl HealthMetrics {
         }
         let observed = Arc::clone(export);
         meter
+            .u64_observable_counter("apiscope.export.spans_not_sampled")
+            .with_description(
+                "Calls whose span the sampler left out; they count in the metrics, the inventory \
+                 and findings all the same.",
+            )
+            .with_callback(move |observer| {
+                observer.observe(observed.spans_not_sampled.load(Ordering::Relaxed), &[]);
+            })
+            .build();
+        let observed = Arc::clone(export);
+        meter
             .u64_observable_counter("apiscope.export.retries")
             .with_description("Span and event exports that failed and were tried again.")
             .with_callback(move |observer| {
