@@ -7,24 +7,12 @@ mod support;
 use std::process::Command;
 
 use support::{
-    Agent, CHUNK_TIMEOUT, COMMAND_TIMEOUT, Direction::Egress, Direction::Ingress, TempDir,
-    agent_bin, agent_command, curl, marker, run, start_python_server,
+    Agent, CHUNK_TIMEOUT, COMMAND_TIMEOUT, Direction::Egress, Direction::Ingress, PROBE_GROUPS,
+    TempDir, agent_bin, agent_command, curl, marker, run, start_python_server,
 };
 
 /// The most instructions the verifier may process for one program: a fifth of its limit.
 const VERIFIER_BUDGET: u64 = 200_000;
-
-/// Every probe group of the agent, by the name `check` gives it.
-const GROUPS: [&str; 8] = [
-    "core",
-    "vectored_io",
-    "batched_messages",
-    "tls_openssl",
-    "tls_go",
-    "tls_handshake",
-    "stdio",
-    "library_hold",
-];
 
 /// A tracepoint of the `batched_messages` group, hidden from the agent in the tests that make
 /// that group fail.
@@ -92,7 +80,7 @@ fn every_program_verifies_within_its_budget_with_each_socket_lookup() {
         let groups = group_rows(&stdout);
         assert_eq!(
             groups,
-            GROUPS.map(|group| (group.to_owned(), "on".to_owned())),
+            PROBE_GROUPS.map(|group| (group.to_owned(), "on".to_owned())),
             "{stdout}"
         );
         let programs = program_rows(&stdout);
@@ -103,7 +91,7 @@ fn every_program_verifies_within_its_budget_with_each_socket_lookup() {
         );
         for (program, group, count) in &programs {
             assert!(
-                GROUPS.contains(&group.as_str()),
+                PROBE_GROUPS.contains(&group.as_str()),
                 "{program} is in unknown group {group}"
             );
             assert!(
@@ -158,7 +146,7 @@ fn a_group_the_kernel_refuses_leaves_the_agent_capturing_without_it() {
         };
         assert_eq!(state, expected, "state of {group}:\n{stdout}");
     }
-    assert_eq!(states.len(), GROUPS.len(), "{stdout}");
+    assert_eq!(states.len(), PROBE_GROUPS.len(), "{stdout}");
     assert!(
         stdout.contains("sys_enter_recvmmsg") && stdout.contains("recvmmsg or sendmmsg"),
         "check says what failed and what is lost:\n{stdout}"
@@ -204,7 +192,7 @@ fn a_group_the_kernel_refuses_leaves_the_agent_capturing_without_it() {
     );
     assert_eq!(
         support::metric_sample(&metrics, "apiscope_probe_groups{state=\"on\"}"),
-        GROUPS.len() as u64 - 1,
+        PROBE_GROUPS.len() as u64 - 1,
         "{metrics}"
     );
 

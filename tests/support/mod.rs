@@ -214,6 +214,18 @@ pub fn children(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Every probe group of the agent, by the name `check` gives it.
+pub const PROBE_GROUPS: [&str; 8] = [
+    "core",
+    "vectored_io",
+    "batched_messages",
+    "tls_openssl",
+    "tls_go",
+    "tls_handshake",
+    "stdio",
+    "library_hold",
+];
+
 /// The system's `libssl.so.3`, as the dynamic loader finds it.
 pub fn system_libssl() -> String {
     let out = run(Command::new("ldconfig").arg("-p"), COMMAND_TIMEOUT);
