@@ -10,10 +10,10 @@ pub struct ConnKey {
     pub fd: i32,
 }
 
-/// A file of code (an executable, or a library mapped as code) as the kernel names it: the `s_dev` of its filesystem (the kernel's own
-/// encoding, not `stat`'s) and its inode number. Keys the `KNOWN_EXECUTABLES` map, whose
-/// entries userspace only ever copies from [`crate::ExecEvent::executable`], so the two
-/// encodings never meet.
+/// A file of code (an executable, or a library mapped as code) as the kernel names it: the
+/// `s_dev` of its filesystem (the kernel's own encoding, not `stat`'s) and its inode number.
+/// Keys the `KNOWN_EXECUTABLES` map, whose entries userspace only ever copies from
+/// [`crate::ExecEvent::executable`], so the two encodings never meet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ExecutableKey {

@@ -69,7 +69,7 @@ pub(super) struct Agent {
     pub(super) stats: Arc<ReaderStats>,
     /// The stream stage's requests to the control loop, and a sender for the loop's own.
     pub(super) requests: (mpsc::Sender<CaptureRequest>, mpsc::Receiver<CaptureRequest>),
-    /// Execs, straight from the ring-buffer reader.
+    /// Execs and new TLS libraries, straight from the ring-buffer reader.
     pub(super) code_loads: mpsc::Receiver<CodeLoaded>,
     /// A sender of the event queue, kept to read how full it is.
     pub(super) event_queue: mpsc::Sender<Vec<CaptureEvent>>,
