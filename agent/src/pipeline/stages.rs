@@ -70,6 +70,13 @@ impl CallSink {
             }
         }
     }
+
+    /// Sends on what one batch of kernel records produced.
+    fn flush(&mut self) {
+        if let Self::Otlp(recorder) = self {
+            recorder.flush();
+        }
+    }
 }
 
 /// Tells capture what to copy of the connections whose protocol was found (or found
@@ -175,6 +182,7 @@ impl StreamStage {
                 for call in calls.drain(..) {
                     sink.write(analyzer.analyze(enricher.enrich(call)))?;
                 }
+                sink.flush();
             }
             health.set_connections_evicted(table.evicted());
             for request in out.requests.drain(..) {

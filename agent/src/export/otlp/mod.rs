@@ -202,7 +202,7 @@ pub fn start(
     let log_client = SignalClient::new(settings, Signal::Logs, stopping_rx)?;
     let metric_exporter = build_metric_exporter(settings)?;
     let stats = Arc::clone(&health.export);
-    let (span_queue, span_rx, queued_bytes) =
+    let (span_queue, span_rx, span_level) =
         SpanQueue::new(settings.max_queue_size, settings.max_queue_bytes);
     let (event_queue, event_rx) = EventQueue::new(settings.max_queue_size, Arc::clone(&stats));
     let events = tokio::spawn(logs::export_loop(
@@ -221,7 +221,7 @@ pub fn start(
     let spans = tokio::spawn(spans::export_loop(
         trace_client,
         span_rx,
-        queued_bytes,
+        span_level,
         settings.max_export_batch_size,
         settings.schedule_delay,
         Arc::clone(&stats),
@@ -347,6 +347,17 @@ impl OtlpRecorder {
         };
         if !self.spans.push(span) {
             self.stats.spans_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands the spans recorded since the last call to the export task. The stream stage calls
+    /// it once per batch of kernel records.
+    pub fn flush(&mut self) {
+        let dropped = self.spans.hand_over();
+        if dropped > 0 {
+            self.stats
+                .spans_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
         }
     }
 }

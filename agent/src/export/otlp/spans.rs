@@ -57,10 +57,40 @@ pub(super) struct QueuedSpan {
     pub span: Vec<u8>,
 }
 
-/// The producer side of the span queue: bounded by count (the channel) and by encoded bytes.
+/// How many spans the export task holds back from its batch: spans handed over but not yet
+/// exported are bounded by count and by encoded bytes.
+#[derive(Debug, Default)]
+pub(super) struct QueueLevel {
+    spans: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl QueueLevel {
+    fn add(&self, spans: usize, bytes: usize) {
+        self.spans.fetch_add(spans, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn remove(&self, spans: usize, bytes: usize) {
+        self.spans.fetch_sub(spans, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Most spans gathered on the stream thread before they are handed over even if the stream
+/// batch is not done.
+const HAND_OVER_AFTER: usize = 512;
+
+/// The producer side of the span queue. Spans gather on the stream thread and are handed to the
+/// export task together, once per stream batch: a hand-over per span woke the export task (a
+/// futex wake and two context switches) for every call. Bounded by count and by encoded bytes,
+/// counting the spans gathered as well as those handed over.
 pub(super) struct SpanQueue {
-    sender: mpsc::Sender<QueuedSpan>,
-    bytes: Arc<AtomicUsize>,
+    sender: mpsc::Sender<Vec<QueuedSpan>>,
+    gathered: Vec<QueuedSpan>,
+    gathered_bytes: usize,
+    level: Arc<QueueLevel>,
+    max_spans: usize,
     max_bytes: usize,
 }
 
@@ -69,29 +99,62 @@ impl SpanQueue {
     pub fn new(
         max_spans: usize,
         max_bytes: usize,
-    ) -> (Self, mpsc::Receiver<QueuedSpan>, Arc<AtomicUsize>) {
-        let (sender, receiver) = mpsc::channel(max_spans);
-        let bytes = Arc::new(AtomicUsize::new(0));
+    ) -> (Self, mpsc::Receiver<Vec<QueuedSpan>>, Arc<QueueLevel>) {
+        // The level is the bound; a hand-over carries at least one span, so the channel never
+        // fills first.
+        let (sender, receiver) = mpsc::channel(max_spans.max(1));
+        let level = Arc::new(QueueLevel::default());
         let queue = Self {
             sender,
-            bytes: Arc::clone(&bytes),
+            gathered: Vec::new(),
+            gathered_bytes: 0,
+            level: Arc::clone(&level),
+            max_spans,
             max_bytes,
         };
-        (queue, receiver, bytes)
+        (queue, receiver, level)
     }
 
     /// Queues a span; false when the queue is full (the span is dropped).
-    pub fn push(&self, span: QueuedSpan) -> bool {
+    pub fn push(&mut self, span: QueuedSpan) -> bool {
         let size = span.span.len();
-        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+        if self.level.spans.load(Ordering::Relaxed) >= self.max_spans
+            || self.level.bytes.load(Ordering::Relaxed) + size > self.max_bytes
+        {
             return false;
         }
-        self.bytes.fetch_add(size, Ordering::Relaxed);
-        if self.sender.try_send(span).is_err() {
-            self.bytes.fetch_sub(size, Ordering::Relaxed);
-            return false;
+        self.level.add(1, size);
+        self.gathered.push(span);
+        self.gathered_bytes += size;
+        if self.gathered.len() >= HAND_OVER_AFTER {
+            self.hand_over();
         }
         true
+    }
+
+    /// Hands the gathered spans to the export task; returns how many were dropped because it
+    /// has stopped.
+    pub fn hand_over(&mut self) -> usize {
+        if self.gathered.is_empty() {
+            return 0;
+        }
+        let spans = std::mem::take(&mut self.gathered);
+        let bytes = std::mem::take(&mut self.gathered_bytes);
+        match self.sender.try_send(spans) {
+            Ok(()) => 0,
+            Err(error) => {
+                let spans = error.into_inner();
+                self.level.remove(spans.len(), bytes);
+                spans.len()
+            }
+        }
+    }
+}
+
+impl Drop for SpanQueue {
+    fn drop(&mut self) {
+        // The last stream batch's spans: the export task sends them in its final export.
+        self.hand_over();
     }
 }
 
@@ -253,8 +316,8 @@ fn finding_events(events: &[ApiEvent], at: u64) -> Vec<Event> {
 /// closes; then exports what is left.
 pub(super) async fn export_loop(
     mut client: SignalClient,
-    mut queue: mpsc::Receiver<QueuedSpan>,
-    queued_bytes: Arc<AtomicUsize>,
+    mut queue: mpsc::Receiver<Vec<QueuedSpan>>,
+    level: Arc<QueueLevel>,
     max_batch: usize,
     schedule_delay: Duration,
     stats: Arc<ExportStats>,
@@ -264,12 +327,14 @@ pub(super) async fn export_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            span = queue.recv() => match span {
-                Some(span) => {
-                    queued_bytes.fetch_sub(span.span.len(), Ordering::Relaxed);
-                    batch.push(span);
-                    if batch.spans >= max_batch {
-                        batch.export(&mut client, &stats).await;
+            spans = queue.recv() => match spans {
+                Some(spans) => {
+                    for span in spans {
+                        level.remove(1, span.span.len());
+                        batch.push(span);
+                        if batch.spans >= max_batch {
+                            batch.export(&mut client, &stats).await;
+                        }
                     }
                 }
                 None => break,
