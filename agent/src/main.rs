@@ -157,10 +157,10 @@ fn print_groups(report: &LoadReport) {
 }
 
 /// The per-program table of `check --verbose`: what verifying each program cost, against the
-/// budget every program is kept under.
+/// budget every program is kept under, and where it attaches.
 fn print_programs(report: &LoadReport) {
     println!(
-        "\n{:<32} {:<18} {:>14} {:>10}",
+        "\n{:<32} {:<18} {:>14} {:>10}  HOOK",
         "PROGRAM", "GROUP", "VERIFIED INSNS", "OF BUDGET"
     );
     for program in &report.programs {
@@ -175,9 +175,10 @@ fn print_programs(report: &LoadReport) {
             None => ("unknown".to_owned(), "-".to_owned()),
         };
         println!(
-            "{:<32} {:<18} {count:>14} {share:>10}",
+            "{:<32} {:<18} {count:>14} {share:>10}  {}",
             program.program,
-            program.group.name()
+            program.group.name(),
+            program.attach_point
         );
     }
 }

@@ -31,6 +31,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "libcap2-bin",
     "bpftool",
+    // `cargo xtask bench`: the floor's empty programs on the agent's hooks.
+    "bpftrace",
     "nodejs",
     // Go's crypto/tls peers of tests/tls_stacks.rs and the Go binaries of the capture unit tests
     // (Debian's Go 1.19; the standard library only, as the Go module proxy is out of reach).

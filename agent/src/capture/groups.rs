@@ -39,6 +39,8 @@ pub struct ProgramCost {
     pub program: &'static str,
     /// Its group.
     pub group: ProbeGroup,
+    /// Where it attaches ([`Probe::attach_point`](super::probes::Probe::attach_point)).
+    pub attach_point: String,
     /// Instructions the verifier processed (`bpf_prog_info.verified_insns`, Linux 5.16+);
     /// `None` where the kernel does not say.
     pub verified_insns: Option<u32>,

@@ -124,6 +124,40 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// Where the program attaches, in bpftrace's notation where it has one
+    /// (`tracepoint:syscalls:sys_enter_read`, `uprobe:SSL_read,...`): the `HOOK` column of
+    /// `apiscope check --verbose`, which the benchmark reads to attach empty programs at the same
+    /// places.
+    pub fn attach_point(&self) -> String {
+        let functions = |program: &str| -> Vec<&str> {
+            TLS_ENTRY_PROBES
+                .iter()
+                .chain(&GNUTLS_ENTRY_PROBES)
+                .filter(|(_, entry)| program == TLS_EXIT_PROGRAM || *entry == program)
+                .map(|(function, _)| *function)
+                .collect()
+        };
+        let go_functions = || super::tls::GO_FUNCTIONS.map(|(function, _)| function);
+        match self.hook {
+            Hook::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
+            Hook::BtfTracepoint { name } => format!("tp_btf:{name}"),
+            Hook::TailCall { slot } => format!("tail_call:{slot}"),
+            Hook::TlsUprobe if self.program == GO_TLS_ENTRY_PROGRAM => {
+                format!("uprobe:{}", go_functions().join(","))
+            }
+            Hook::TlsUprobe if self.program == GO_TLS_RETURN_PROGRAM => {
+                format!(
+                    "uprobe:{}",
+                    go_functions().map(|f| format!("{f}+RET")).join(",")
+                )
+            }
+            Hook::TlsUprobe if self.program == TLS_EXIT_PROGRAM => {
+                format!("uretprobe:{}", functions(self.program).join(","))
+            }
+            Hook::TlsUprobe => format!("uprobe:{}", functions(self.program).join(",")),
+        }
+    }
+
     /// Whether the program is loaded when sockets are found by `lookup`.
     pub fn used_with(&self, lookup: SocketLookup) -> bool {
         self.only_with.is_none_or(|only| only == lookup)
@@ -299,6 +333,35 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), PROBES.len(), "a program is listed twice");
+    }
+
+    #[test]
+    fn attach_points_name_the_hook_in_bpftrace_notation() {
+        let point = |program: &str| {
+            PROBES
+                .iter()
+                .find(|probe| probe.program == program)
+                .map(Probe::attach_point)
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            point("syscalls_enter_read"),
+            "tracepoint:syscalls:sys_enter_read"
+        );
+        assert_eq!(point("sock_enter_send_length"), "tp_btf:sock_send_length");
+        assert_eq!(
+            point("openssl_enter_ssl_read"),
+            "uprobe:SSL_read,gnutls_record_recv"
+        );
+        assert_eq!(
+            point(TLS_EXIT_PROGRAM),
+            "uretprobe:SSL_read,SSL_write,SSL_read_ex,SSL_write_ex,SSL_do_handshake,\
+             gnutls_record_recv,gnutls_record_send,gnutls_handshake"
+        );
+        assert_eq!(
+            point(GO_TLS_RETURN_PROGRAM),
+            "uprobe:crypto/tls.(*Conn).Write+RET,crypto/tls.(*Conn).Read+RET"
+        );
     }
 
     #[test]

@@ -15,12 +15,17 @@
 //! to that: the sink then costs the shared cores as little as a real collector's receiver
 //! would (a debug build spends several times more CPU on gzip and protobuf decoding).
 //!
+//! Each pair of runs of an nginx scenario also has a floor run between them: the same load with
+//! empty programs on the agent's hooks ([`floor`]), so the agent is read against what any agent
+//! of its shape costs on this kernel.
+//!
 //! Modules: [`scenario`] (what is measured), [`server`] (what a server under test offers),
-//! [`nginx`], [`go_server`], [`wrk`], [`agent`], [`sink`],
+//! [`nginx`], [`go_server`], [`wrk`], [`agent`], [`floor`], [`sink`],
 //! [`process`] (child guards, `/proc`), [`report`] (aggregation, table, targets, JSON),
 //! [`micro`] (criterion).
 
 mod agent;
+mod floor;
 mod go_server;
 mod micro;
 mod nginx;
@@ -45,9 +50,10 @@ use anyhow::{Context as _, Result, bail};
 
 use self::{
     agent::{Agent, AgentReport, BpfStats},
+    floor::{Floor, Hooks},
     go_server::GoServer,
     nginx::Nginx,
-    report::{Machine, Plan, RunRecord},
+    report::{Machine, Plan, RunKind, RunRecord},
     scenario::{Scenario, Server},
     server::ServerUnderTest,
     sink::Sink,
@@ -80,6 +86,9 @@ pub struct BenchArgs {
     /// context (turns `kernel.bpf_stats_enabled` on, which itself costs a few % at saturation).
     #[arg(long)]
     bpf_stats: bool,
+    /// Skip the floor runs (empty programs on the agent's hooks, attached by bpftrace).
+    #[arg(long)]
+    no_floor: bool,
     /// Only the scenarios whose name contains this text (repeatable).
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
@@ -130,6 +139,7 @@ fn end_to_end(args: &BenchArgs) -> Result<()> {
         warmup_s: if args.quick { 1 } else { 2 },
         pairs: args.pairs.unwrap_or(if args.quick { 1 } else { 3 }),
         bpf_stats: args.bpf_stats,
+        floor: !args.no_floor,
     };
     let scenarios: Vec<Scenario> = Scenario::all()
         .into_iter()
@@ -188,6 +198,7 @@ fn measure(
         .then(|| GoServer::start(dir))
         .transpose()?;
     let sink = Sink::start()?;
+    let hooks = plan.floor.then(|| Hooks::of_agent(bin)).transpose()?;
     println!(
         "\n== idle: the agent for {} s without load",
         plan.duration_s
@@ -212,7 +223,19 @@ fn measure(
             (Server::Go, _, Some(go)) => go,
             _ => bail!("{}: its server was not started", scenario.name),
         };
-        runs.extend(run_scenario(bin, dir, plan, scenario, server, &sink)?);
+        let floor = match (&hooks, scenario.server) {
+            (Some(hooks), Server::Nginx) => Some(floor_script(hooks, scenario, server)?),
+            _ => None,
+        };
+        runs.extend(run_scenario(
+            bin,
+            dir,
+            plan,
+            scenario,
+            server,
+            &sink,
+            floor.as_deref(),
+        )?);
     }
     if let Some(nginx) = nginx {
         nginx.stop()?;
@@ -223,7 +246,27 @@ fn measure(
     Ok((idle, runs))
 }
 
-/// A warm-up, then `plan.pairs` pairs of runs: without the agent, then with it.
+/// The floor's bpftrace program for `scenario`: the kernel hooks, and over TLS the OpenSSL
+/// functions in the library the server maps (wrk maps the same system library).
+fn floor_script(
+    hooks: &Hooks,
+    scenario: &Scenario,
+    server: &dyn ServerUnderTest,
+) -> Result<String> {
+    let libssl = if scenario.tls {
+        let pid = *server
+            .serving_pids()?
+            .first()
+            .context("the server has no serving process")?;
+        Some(floor::libssl_of(pid)?)
+    } else {
+        None
+    };
+    Ok(hooks.script(libssl.as_deref()))
+}
+
+/// A warm-up, then `plan.pairs` rounds of runs: without the agent, with empty programs on its
+/// hooks (when `floor` is given), then with the agent.
 fn run_scenario(
     bin: &Path,
     dir: &Path,
@@ -231,6 +274,7 @@ fn run_scenario(
     scenario: &Scenario,
     server: &mut dyn ServerUnderTest,
     sink: &Sink,
+    floor: Option<&str>,
 ) -> Result<Vec<RunRecord>> {
     println!("\n== {}: {}", scenario.name, scenario.about);
     let load = scenario.load(server, Duration::from_secs(plan.warmup_s))?;
@@ -238,17 +282,20 @@ fn run_scenario(
         .context("warm-up")?;
     let load = scenario.load(server, Duration::from_secs(plan.duration_s))?;
     let mut runs = Vec::new();
+    let kinds = [RunKind::Without, RunKind::Floor, RunKind::With]
+        .into_iter()
+        .filter(|kind| *kind != RunKind::Floor || floor.is_some());
     for pair in 1..=plan.pairs {
-        for with_agent in [false, true] {
+        for kind in kinds.clone() {
             server.check_alive()?;
             process::sleep(SETTLE)?;
-            let tag = format!(
-                "{}-{pair}-{}",
-                scenario.name,
-                if with_agent { "with" } else { "without" }
-            );
-            let agent_args = with_agent.then_some(scenario.agent_args);
-            let record = one_run(bin, dir, &load, server, sink, agent_args, &tag)
+            let tag = format!("{}-{pair}-{}", scenario.name, kind.name());
+            let probes = match kind {
+                RunKind::Without => Probes::None,
+                RunKind::Floor => Probes::Floor(floor.unwrap_or_default()),
+                RunKind::With => Probes::Agent(scenario.agent_args),
+            };
+            let record = one_run(bin, dir, &load, server, sink, probes, &tag)
                 .with_context(|| format!("run {tag}"))?;
             let record = RunRecord {
                 scenario: scenario.name.to_owned(),
@@ -262,34 +309,43 @@ fn run_scenario(
     Ok(runs)
 }
 
-/// One wrk run, with a fresh agent (with these extra flags) around it if `agent_args` is given.
+/// What is attached during one run.
+#[derive(Clone, Copy)]
+enum Probes<'a> {
+    /// Nothing.
+    None,
+    /// The floor: this bpftrace program of empty actions.
+    Floor(&'a str),
+    /// A fresh agent, with these extra flags.
+    Agent(&'a [&'a str]),
+}
+
+/// One wrk run, with `probes` attached around it.
 fn one_run(
     bin: &Path,
     dir: &Path,
     load: &wrk::Load,
     server: &dyn ServerUnderTest,
     sink: &Sink,
-    agent_args: Option<&[&str]>,
+    probes: Probes<'_>,
     tag: &str,
 ) -> Result<RunRecord> {
-    let with_agent = agent_args.is_some();
+    let with_agent = matches!(probes, Probes::Agent(_));
     let handled_before = server.requests_handled()?;
     let serving = server.serving_pids()?;
-    let agent = match agent_args {
-        Some(args) => {
+    let (agent, floor) = match probes {
+        Probes::Agent(args) => {
             let _stale = sink.take();
-            Some(Agent::start(
-                bin,
-                &sink.endpoint(),
-                &dir.join(format!("agent-{tag}.log")),
-                args,
-            )?)
+            let log = dir.join(format!("agent-{tag}.log"));
+            (Some(Agent::start(bin, &sink.endpoint(), &log, args)?), None)
         }
-        None => None,
+        Probes::Floor(script) => (None, Some(Floor::attach(script, dir)?)),
+        Probes::None => (None, None),
     };
     let cpu_before = process::own_cpu();
     let wrk = load.run(dir, tag)?;
     let agent = agent.map(Agent::stop).transpose()?;
+    floor.map(Floor::stop).transpose()?;
     // The sink is the only busy part of xtask while wrk runs and the agent flushes.
     let sink_cpu_s = (process::own_cpu() - cpu_before).as_secs_f64();
     let spans = with_agent.then(|| sink.take());
@@ -298,7 +354,11 @@ fn one_run(
     Ok(RunRecord {
         scenario: String::new(),
         pair: 0,
-        with_agent,
+        kind: match probes {
+            Probes::None => RunKind::Without,
+            Probes::Floor(_) => RunKind::Floor,
+            Probes::Agent(_) => RunKind::With,
+        },
         server: server.service(),
         server_requests: handled_after.saturating_sub(handled_before),
         server_pids: serving,

@@ -70,6 +70,31 @@ pub struct Plan {
     pub pairs: u32,
     /// `--bpf-stats`: eBPF program time measured (`kernel.bpf_stats_enabled` on).
     pub bpf_stats: bool,
+    /// Floor runs (empty programs on the agent's hooks) in the nginx scenarios.
+    pub floor: bool,
+}
+
+/// What was attached during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Nothing: the load alone.
+    Without,
+    /// Empty programs on the agent's hooks (bpftrace).
+    Floor,
+    /// The agent.
+    With,
+}
+
+impl RunKind {
+    /// Its name in run lines and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Without => "without",
+            Self::Floor => "floor",
+            Self::With => "with",
+        }
+    }
 }
 
 /// One measured wrk run.
@@ -79,8 +104,8 @@ pub struct RunRecord {
     pub scenario: String,
     /// Which pair (from 1).
     pub pair: u32,
-    /// Whether the agent ran.
-    pub with_agent: bool,
+    /// What was attached.
+    pub kind: RunKind,
     /// The server's service name, which its spans carry.
     pub server: &'static str,
     /// Requests the server handled during the run (its own counter, status queries
@@ -124,7 +149,7 @@ impl RunRecord {
             "  {:<16} #{} {:<7} {:>9} req {:>9.0} req/s  p50 {:>9}  p99 {:>9}  server {:>9}",
             self.scenario,
             self.pair,
-            if self.with_agent { "with" } else { "without" },
+            self.kind.name(),
             wrk.requests,
             wrk.requests_per_sec,
             micros(wrk.p50_us),
@@ -215,6 +240,14 @@ pub struct Summary {
     pub rps_with: f64,
     /// `rps_with / rps_without`.
     pub throughput_ratio: f64,
+    /// Floor runs.
+    pub runs_floor: usize,
+    /// Mean requests per second with the floor's empty programs.
+    pub rps_floor: Option<f64>,
+    /// `rps_floor / rps_without`: what any agent on these hooks costs here.
+    pub floor_ratio: Option<f64>,
+    /// `rps_with / rps_floor`: what the agent costs beyond the floor.
+    pub ratio_to_floor: Option<f64>,
     /// Mean median latency without the agent (µs).
     pub p50_without_us: f64,
     /// Mean median latency with the agent (µs).
@@ -279,12 +312,18 @@ pub struct Summary {
 
 impl Summary {
     fn new(scenario: &Scenario, runs: &[&RunRecord]) -> Self {
-        let without: Vec<&RunRecord> = runs.iter().copied().filter(|r| !r.with_agent).collect();
-        let with: Vec<&RunRecord> = runs.iter().copied().filter(|r| r.with_agent).collect();
+        let of_kind =
+            |kind| -> Vec<&RunRecord> { runs.iter().copied().filter(|r| r.kind == kind).collect() };
+        let (without, floor, with) = (
+            of_kind(RunKind::Without),
+            of_kind(RunKind::Floor),
+            of_kind(RunKind::With),
+        );
         let mean_of =
             |set: &[&RunRecord], f: fn(&WrkReport) -> f64| mean(set.iter().map(|r| f(&r.wrk)));
         let rps_without = mean_of(&without, |w| w.requests_per_sec);
         let rps_with = mean_of(&with, |w| w.requests_per_sec);
+        let rps_floor = (!floor.is_empty()).then(|| mean_of(&floor, |w| w.requests_per_sec));
         let p50_without_us = mean_of(&without, |w| w.p50_us);
         let p50_with_us = mean_of(&with, |w| w.p50_us);
         let p99_without_us = mean_of(&without, |w| w.p99_us);
@@ -319,6 +358,10 @@ impl Summary {
             rps_without,
             rps_with,
             throughput_ratio: ratio(rps_with, rps_without),
+            runs_floor: floor.len(),
+            rps_floor,
+            floor_ratio: rps_floor.map(|floor| ratio(floor, rps_without)),
+            ratio_to_floor: rps_floor.map(|floor| ratio(rps_with, floor)),
             p50_without_us,
             p50_with_us,
             p50_ratio: ratio(p50_with_us, p50_without_us),
@@ -443,15 +486,30 @@ impl Target {
                 bound,
                 "x",
             ));
+            // Issue 27: against the floor, 80 % plain and 90 % over TLS.
+            if let Some(to_floor) = s.ratio_to_floor {
+                let bound = if s.tls { 0.90 } else { 0.80 };
+                targets.push(Self::new(
+                    name,
+                    "ratio to floor",
+                    to_floor,
+                    ">=",
+                    bound,
+                    "x",
+                ));
+            }
         }
         targets.push(Self::new(
             name,
             "agent CPU per call",
             s.agent_cpu_us_per_call,
             "<=",
-            5.0,
+            2.0,
             "us",
         ));
+        if let Some(ebpf) = s.ebpf_us_per_call.filter(|_| !s.tls) {
+            targets.push(Self::new(name, "eBPF per call", ebpf, "<=", 1.5, "us"));
+        }
         if scenario.rss_target {
             targets.push(Self::new(
                 name,
@@ -617,29 +675,41 @@ impl Report {
         );
     }
 
-    /// Throughput, latency and agent cost per scenario, as a Markdown table.
+    /// Per scenario, what issue 27 asks to see side by side, as a Markdown table: throughput
+    /// with the agent against none and against the floor of the same run, latency, the
+    /// agent's CPU, its eBPF time and program runs (with `--bpf-stats`), completeness, memory
+    /// and start-up.
     pub fn overhead_table(&self) -> String {
         let mut out = String::from(
-            "\n| scenario | req/s without | req/s with | throughput ratio | p50 without | p50 ratio \
-             | p99 without | p99 ratio | agent CPU µs/call | agent CPU ms/1k req | agent cores \
-             | agent peak RSS MiB |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+            "\n| scenario | req/s without | floor ratio | req/s with | throughput ratio \
+             | ratio to floor | p50 ratio | p99 ratio | agent CPU µs/call | agent cores \
+             | eBPF µs/call | eBPF runs/req | server spans % | client spans % | peak RSS MiB \
+             | ready s |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
+        let or_dash = |value: Option<f64>, digits: usize| {
+            value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+        };
         for s in &self.scenarios {
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.0} | {:.3} | {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                "| {} | {:.0} | {} | {:.0} | {:.3} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} \
+                 | {:.2} | {:.2} | {:.1} | {:.2} |",
                 s.scenario,
                 s.rps_without,
+                or_dash(s.floor_ratio, 3),
                 s.rps_with,
                 s.throughput_ratio,
-                micros(s.p50_without_us),
+                or_dash(s.ratio_to_floor, 3),
                 s.p50_ratio,
-                micros(s.p99_without_us),
                 s.p99_ratio,
                 s.agent_cpu_us_per_call,
-                s.agent_cpu_ms_per_1000_requests,
                 s.agent_cores,
+                or_dash(s.ebpf_us_per_call, 2),
+                or_dash(s.ebpf_runs_per_request, 1),
+                100.0 * s.server_completeness,
+                100.0 * s.client_completeness,
                 s.agent_peak_rss_mib,
+                s.agent_ready_s,
             );
         }
         out

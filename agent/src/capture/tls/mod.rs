@@ -13,6 +13,8 @@
 mod go;
 mod library;
 
+pub(super) use go::FUNCTIONS as GO_FUNCTIONS;
+
 use std::{
     collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,

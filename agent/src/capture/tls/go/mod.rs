@@ -33,7 +33,7 @@ use crate::capture::{
 };
 
 /// The functions probed, and which way each moves the plaintext.
-const FUNCTIONS: [(&str, Direction); 2] = [
+pub(crate) const FUNCTIONS: [(&str, Direction); 2] = [
     ("crypto/tls.(*Conn).Write", Direction::Egress),
     ("crypto/tls.(*Conn).Read", Direction::Ingress),
 ];
