@@ -9,7 +9,9 @@ mod registry;
 
 pub use registry::{ExecNotices, ProcessRegistry, start_identity_reader};
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
+
+use foldhash::HashMap;
 
 use crate::calls::{ApiCall, Side};
 use kubernetes::{ContainerIdentity, PodIndex};
@@ -127,8 +129,8 @@ impl Enricher {
             host_name: host_name().into(),
             processes,
             pods,
-            workloads: HashMap::new(),
-            servers: HashMap::new(),
+            workloads: HashMap::default(),
+            servers: HashMap::default(),
         }
     }
 

@@ -3,10 +3,9 @@
 //! as curl has often exited before its first call reaches enrichment, and what `/proc` said
 //! of it then is gone.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError, mpsc},
-};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+
+use foldhash::HashMap;
 
 use super::{ProcessIdentity, process};
 

@@ -698,7 +698,7 @@ fn scan_headers(
             continue;
         }
         let value = String::from_utf8_lossy(&header.value);
-        scanner.scan_text(&value, &format!("header:{name}"), out);
+        scanner.scan_header(&name, &value, out);
     }
 }
 

@@ -10,8 +10,11 @@
 mod confirm;
 mod field_names;
 mod patterns;
+mod recent;
 #[cfg(test)]
 mod tests;
+
+use std::cell::RefCell;
 
 use regex::{Regex, RegexSet};
 use serde_json::{Map, Value};
@@ -20,6 +23,7 @@ pub use self::confirm::is_jwt_token;
 use self::{
     field_names::{named_classes, named_pairs, pair_values},
     patterns::{PAIR_PATTERN, RULES, Rule},
+    recent::RecentVerdicts,
 };
 
 /// Bytes of one text or body that are scanned; the rest is ignored.
@@ -143,6 +147,11 @@ pub struct Finding {
     pub location: String,
 }
 
+thread_local! {
+    /// The stream thread's recent verdicts (see [`recent`]).
+    static RECENT: RefCell<RecentVerdicts> = RefCell::new(RecentVerdicts::default());
+}
+
 /// Finds sensitive data in message parts; built once, shared by every call.
 #[derive(Debug)]
 pub struct SensitiveScanner {
@@ -185,6 +194,15 @@ impl SensitiveScanner {
     /// `header:x-api-key`, `query:card`, `path`. A finding already in `out` is not added again.
     pub fn scan_text(&self, text: &str, location: &str, out: &mut Vec<Finding>) {
         Sink::new(out).add(self.classes_in(text), location);
+    }
+
+    /// Scans a header's value; its location, `header:<name>`, is only written when something is
+    /// found (most headers of most calls carry nothing).
+    pub fn scan_header(&self, name: &str, value: &str, out: &mut Vec<Finding>) {
+        let found = self.classes_in(value);
+        if !found.is_empty() {
+            Sink::new(out).add(found, &format!("header:{name}"));
+        }
     }
 
     /// Scans a named value (query parameter, form field): its name may make it a password, an
@@ -283,10 +301,18 @@ impl SensitiveScanner {
     }
 
     fn classes_in(&self, text: &str) -> ClassSet {
-        let mut found = ClassSet::default();
         if text.len() < MIN_PATTERN_LEN {
-            return found;
+            return ClassSet::default();
         }
+        if text.len() > recent::MAX_TEXT {
+            return self.scan_classes(text);
+        }
+        RECENT.with_borrow_mut(|recent| recent.classes(text, || self.scan_classes(text)))
+    }
+
+    /// [`Self::classes_in`] without the cache.
+    fn scan_classes(&self, text: &str) -> ClassSet {
+        let mut found = ClassSet::default();
         let text = capped(text, MAX_SCAN_BYTES);
         for index in self.set.matches(text).iter() {
             let Some((rule, regex)) = self.rules.get(index) else {

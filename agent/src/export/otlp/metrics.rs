@@ -3,10 +3,11 @@
 //! and collected for all of them on one timer.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex, Weak, atomic::Ordering},
     time::Duration,
 };
+
+use foldhash::HashMap;
 
 use log::warn;
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
@@ -81,7 +82,7 @@ impl ProcessMetrics {
         Self {
             provider,
             reader,
-            histograms: HashMap::new(),
+            histograms: HashMap::default(),
             recorded_since_collect: false,
         }
     }

@@ -7,6 +7,7 @@
 //! [`spans`]). Metrics are aggregated by one lightweight SDK meter provider per process and
 //! exported with the official `opentelemetry-otlp` exporter on one timer.
 
+mod attributes;
 mod batch;
 mod logs;
 mod metrics;
@@ -16,10 +17,9 @@ mod settings;
 mod spans;
 mod transport;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, atomic::Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
+
+use foldhash::HashMap;
 
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{
@@ -241,7 +241,7 @@ pub fn start(
             events: event_queue,
             metrics: registry,
             stats: Arc::clone(&stats),
-            resources: HashMap::new(),
+            resources: HashMap::default(),
         },
         OtlpTasks {
             spans,

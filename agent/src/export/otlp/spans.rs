@@ -36,7 +36,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::{
-    ResourceKey,
+    ResourceKey, attributes,
     batch::TraceRequest,
     transport::{Outcome, SignalClient},
 };
@@ -269,11 +269,6 @@ pub fn encode_span(
         } as i32,
         start_time_unix_nano: start,
         end_time_unix_nano: end,
-        attributes: description
-            .span_attributes
-            .into_iter()
-            .map(proto_attribute)
-            .collect(),
         status: description.error.map(|_| Status {
             code: StatusCode::Error as i32,
             ..Status::default()
@@ -281,8 +276,17 @@ pub fn encode_span(
         events: finding_events(events, end),
         ..Span::default()
     };
-    span.encode_to_vec()
+    let mut bytes = Vec::with_capacity(span.encoded_len() + ATTRIBUTE_BYTES_GUESS);
+    span.encode_raw(&mut bytes);
+    attributes::append(SPAN_ATTRIBUTES, &description.span_attributes, &mut bytes);
+    bytes
 }
+
+/// `Span.attributes`, appended after the rest of the span.
+const SPAN_ATTRIBUTES: u32 = 9;
+
+/// Room for a typical span's attributes, so that appending them does not reallocate.
+const ATTRIBUTE_BYTES_GUESS: usize = 512;
 
 /// The call's security findings as span events, at the call's end (when they were found),
 /// with the rule's identity: the log records carry the rest.
