@@ -1,7 +1,9 @@
 //! HTTP exchanges in the stable HTTP semantic conventions: span name and attributes, the
 //! duration and body-size histograms, and the endpoint the inventory keeps.
 
-use opentelemetry::{KeyValue, Value};
+use std::sync::Arc;
+
+use opentelemetry::{KeyValue, StringValue, Value};
 
 use super::{Header, HttpExchange};
 use crate::calls::{
@@ -219,10 +221,12 @@ pub fn describe(
         span_attributes.push(KeyValue::new(SERVER_PORT, i64::from(port)));
     }
     if let Some(peer) = connection.peer {
-        span_attributes.push(KeyValue::new(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
+        // Formatted once, shared by both attributes.
+        let ip = StringValue::from(Arc::<str>::from(peer.ip().to_string()));
+        span_attributes.push(KeyValue::new(NETWORK_PEER_ADDRESS, ip.clone()));
         span_attributes.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
         if kind == Kind::Server {
-            span_attributes.push(KeyValue::new(CLIENT_ADDRESS, peer.ip().to_string()));
+            span_attributes.push(KeyValue::new(CLIENT_ADDRESS, ip));
         }
     }
     if let Some(ja4) = &connection.tls_client_ja4 {
