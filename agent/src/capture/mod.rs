@@ -371,14 +371,18 @@ impl Capture {
         if retired.is_empty() {
             return;
         }
-        info!(
-            "TLS capture detached from files no process maps any more ({} uprobes)",
-            retired.len()
-        );
+        // Said once the kernel is done: until then, attaching a new file's uprobes waits behind
+        // these detaches (the kernel serialises both), so a program held for its first TLS call
+        // may pass its bound.
+        let detach = move || {
+            let count = retired.len();
+            links::detach_all(retired);
+            info!("TLS capture detached from files no process maps any more ({count} uprobes)");
+        };
         // Were the thread not to start, dropping the closure detaches the links here.
         let _ = std::thread::Builder::new()
             .name("apiscope-retire".into())
-            .spawn(move || links::detach_all(retired));
+            .spawn(detach);
     }
 
     /// Drops the kernel-side state of a process's connections.
