@@ -178,7 +178,7 @@ fn print_programs(report: &LoadReport) {
             "{:<32} {:<18} {count:>14} {share:>10}  {}",
             program.program,
             program.group.name(),
-            program.attach_point
+            program.hook.attach_point(program.program)
         );
     }
 }

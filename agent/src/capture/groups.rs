@@ -7,7 +7,7 @@ use agent_common::SocketLookup;
 use aya::programs::ProgramError;
 use log::warn;
 
-use super::probes::ProbeGroup;
+use super::probes::{Hook, ProbeGroup};
 
 /// The most instructions the verifier may process for any one program of ours: a fifth of the
 /// kernel's limit (1,000,000), so that another build of the same kernel, whose verifier
@@ -39,8 +39,8 @@ pub struct ProgramCost {
     pub program: &'static str,
     /// Its group.
     pub group: ProbeGroup,
-    /// Where it attaches ([`Probe::attach_point`](super::probes::Probe::attach_point)).
-    pub attach_point: String,
+    /// Where it attaches.
+    pub hook: Hook,
     /// Instructions the verifier processed (`bpf_prog_info.verified_insns`, Linux 5.16+);
     /// `None` where the kernel does not say.
     pub verified_insns: Option<u32>,

@@ -97,7 +97,7 @@ pub(super) fn load_and_attach(
             Some(ProgramCost {
                 program: probe.program,
                 group: probe.group,
-                attach_point: probe.attach_point(),
+                hook: probe.hook,
                 verified_insns: info.verified_instruction_count(),
             })
         })

@@ -87,7 +87,7 @@ impl ProbeGroup {
 }
 
 /// Where a program attaches.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     /// A classic tracepoint (`/sys/kernel/tracing/events/<category>/<name>`).
     Tracepoint {
@@ -110,6 +110,42 @@ pub enum Hook {
     TlsUprobe,
 }
 
+impl Hook {
+    /// Where `program`, attached here, attaches, in bpftrace's notation where it has one
+    /// (`tracepoint:syscalls:sys_enter_read`, `uprobe:SSL_read,...`): the `HOOK` column of
+    /// `apiscope check --verbose`, which the benchmark reads to attach empty programs at the
+    /// same places.
+    pub fn attach_point(self, program: &str) -> String {
+        let go_functions = || super::tls::GO_FUNCTIONS.map(|(function, _)| function);
+        let library_functions = || -> Vec<&str> {
+            TLS_ENTRY_PROBES
+                .iter()
+                .chain(&GNUTLS_ENTRY_PROBES)
+                .filter(|(_, entry)| program == TLS_EXIT_PROGRAM || *entry == program)
+                .map(|(function, _)| *function)
+                .collect()
+        };
+        match self {
+            Self::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
+            Self::BtfTracepoint { name } => format!("tp_btf:{name}"),
+            Self::TailCall { slot } => format!("tail_call:{slot}"),
+            Self::TlsUprobe if program == GO_TLS_ENTRY_PROGRAM => {
+                format!("uprobe:{}", go_functions().join(","))
+            }
+            Self::TlsUprobe if program == GO_TLS_RETURN_PROGRAM => {
+                format!(
+                    "uprobe:{}",
+                    go_functions().map(|f| format!("{f}+RET")).join(",")
+                )
+            }
+            Self::TlsUprobe if program == TLS_EXIT_PROGRAM => {
+                format!("uretprobe:{}", library_functions().join(","))
+            }
+            Self::TlsUprobe => format!("uprobe:{}", library_functions().join(",")),
+        }
+    }
+}
+
 /// One kernel program, its hook and its group.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
@@ -124,40 +160,6 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Where the program attaches, in bpftrace's notation where it has one
-    /// (`tracepoint:syscalls:sys_enter_read`, `uprobe:SSL_read,...`): the `HOOK` column of
-    /// `apiscope check --verbose`, which the benchmark reads to attach empty programs at the same
-    /// places.
-    pub fn attach_point(&self) -> String {
-        let functions = |program: &str| -> Vec<&str> {
-            TLS_ENTRY_PROBES
-                .iter()
-                .chain(&GNUTLS_ENTRY_PROBES)
-                .filter(|(_, entry)| program == TLS_EXIT_PROGRAM || *entry == program)
-                .map(|(function, _)| *function)
-                .collect()
-        };
-        let go_functions = || super::tls::GO_FUNCTIONS.map(|(function, _)| function);
-        match self.hook {
-            Hook::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
-            Hook::BtfTracepoint { name } => format!("tp_btf:{name}"),
-            Hook::TailCall { slot } => format!("tail_call:{slot}"),
-            Hook::TlsUprobe if self.program == GO_TLS_ENTRY_PROGRAM => {
-                format!("uprobe:{}", go_functions().join(","))
-            }
-            Hook::TlsUprobe if self.program == GO_TLS_RETURN_PROGRAM => {
-                format!(
-                    "uprobe:{}",
-                    go_functions().map(|f| format!("{f}+RET")).join(",")
-                )
-            }
-            Hook::TlsUprobe if self.program == TLS_EXIT_PROGRAM => {
-                format!("uretprobe:{}", functions(self.program).join(","))
-            }
-            Hook::TlsUprobe => format!("uprobe:{}", functions(self.program).join(",")),
-        }
-    }
-
     /// Whether the program is loaded when sockets are found by `lookup`.
     pub fn used_with(&self, lookup: SocketLookup) -> bool {
         self.only_with.is_none_or(|only| only == lookup)
@@ -341,7 +343,7 @@ mod tests {
             PROBES
                 .iter()
                 .find(|probe| probe.program == program)
-                .map(Probe::attach_point)
+                .map(|probe| probe.hook.attach_point(probe.program))
                 .unwrap_or_default()
         };
         assert_eq!(

@@ -57,8 +57,9 @@ pub(super) struct QueuedSpan {
     pub span: Vec<u8>,
 }
 
-/// How many spans the export task holds back from its batch: spans handed over but not yet
-/// exported are bounded by count and by encoded bytes.
+/// Spans between the recorder and an export batch (gathered on the stream thread, or handed
+/// over and not yet taken into a batch), by count and by encoded bytes: what the queue's bounds
+/// apply to.
 #[derive(Debug, Default)]
 pub(super) struct QueueLevel {
     spans: AtomicUsize,
