@@ -3,7 +3,7 @@
 //! agent's throughput is read against it (issue 27) and not only against no probes at all.
 //!
 //! The hooks come from the agent itself (the `HOOK` column of `apiscope check --verbose`), so
-//! the floor follows the probe table. Two approximations, both named in the report:
+//! the floor follows the probe table. Two approximations, both named in benchmarks.md:
 //! - bpftrace 0.17 has no BTF-typed tracepoints, so a `tp_btf` hook gets the classic tracepoint
 //!   of the same event (a little dearer);
 //! - Go's return probes sit at each `RET` of the function, which bpftrace cannot place, so the
@@ -29,7 +29,7 @@ const TRACEFS_EVENTS: &str = "/sys/kernel/tracing/events";
 /// The agent's hooks, as `check --verbose` lists them.
 #[derive(Clone, Debug)]
 pub struct Hooks {
-    /// `tracepoint:CATEGORY:NAME` and `tp_btf:NAME` hooks.
+    /// The kernel hooks as bpftrace probes (`tracepoint:CATEGORY:NAME`).
     kernel: Vec<String>,
     /// `uprobe:F1,F2` and `uretprobe:F1,F2` hooks of the OpenSSL programs.
     tls: Vec<String>,
@@ -66,11 +66,9 @@ impl Hooks {
             let Some(hook) = row.split_whitespace().last() else {
                 continue;
             };
-            if hook.starts_with("tracepoint:") || hook.starts_with("tp_btf:") {
-                hooks.kernel.push(hook.to_owned());
-            } else if (hook.starts_with("uprobe:SSL_") || hook.starts_with("uretprobe:SSL_"))
-                && !hook.contains("+RET")
-            {
+            if let Some(probe) = tracepoint(hook) {
+                hooks.kernel.push(probe);
+            } else if hook.starts_with("uprobe:SSL_") || hook.starts_with("uretprobe:SSL_") {
                 hooks.tls.push(hook.to_owned());
             }
         }
@@ -80,7 +78,7 @@ impl Hooks {
     /// The bpftrace program: an empty action on every kernel hook and, with `libssl`, on each
     /// OpenSSL function the agent probes in it.
     pub fn script(&self, libssl: Option<&Path>) -> String {
-        let mut probes: Vec<String> = self.kernel.iter().filter_map(|h| tracepoint(h)).collect();
+        let mut probes = self.kernel.clone();
         if let Some(library) = libssl {
             for hook in &self.tls {
                 let Some((kind, functions)) = hook.split_once(':') else {
@@ -100,8 +98,8 @@ impl Hooks {
     }
 }
 
-/// The classic tracepoint of a `tracepoint:` or `tp_btf:` hook, `None` if tracefs has no such
-/// event.
+/// The classic tracepoint of a `tracepoint:` or `tp_btf:` hook; `None` for other hooks, or if
+/// tracefs has no such event.
 fn tracepoint(hook: &str) -> Option<String> {
     if hook.starts_with("tracepoint:") {
         return Some(hook.to_owned());

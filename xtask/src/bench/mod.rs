@@ -282,19 +282,19 @@ fn run_scenario(
         .context("warm-up")?;
     let load = scenario.load(server, Duration::from_secs(plan.duration_s))?;
     let mut runs = Vec::new();
-    let kinds = [RunKind::Without, RunKind::Floor, RunKind::With]
-        .into_iter()
-        .filter(|kind| *kind != RunKind::Floor || floor.is_some());
+    let round: Vec<Probes<'_>> = [
+        Some(Probes::None),
+        floor.map(Probes::Floor),
+        Some(Probes::Agent(scenario.agent_args)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     for pair in 1..=plan.pairs {
-        for kind in kinds.clone() {
+        for &probes in &round {
             server.check_alive()?;
             process::sleep(SETTLE)?;
-            let tag = format!("{}-{pair}-{}", scenario.name, kind.name());
-            let probes = match kind {
-                RunKind::Without => Probes::None,
-                RunKind::Floor => Probes::Floor(floor.unwrap_or_default()),
-                RunKind::With => Probes::Agent(scenario.agent_args),
-            };
+            let tag = format!("{}-{pair}-{}", scenario.name, probes.kind().name());
             let record = one_run(bin, dir, &load, server, sink, probes, &tag)
                 .with_context(|| format!("run {tag}"))?;
             let record = RunRecord {
@@ -318,6 +318,17 @@ enum Probes<'a> {
     Floor(&'a str),
     /// A fresh agent, with these extra flags.
     Agent(&'a [&'a str]),
+}
+
+impl Probes<'_> {
+    /// The kind of run this makes.
+    fn kind(self) -> RunKind {
+        match self {
+            Self::None => RunKind::Without,
+            Self::Floor(_) => RunKind::Floor,
+            Self::Agent(_) => RunKind::With,
+        }
+    }
 }
 
 /// One wrk run, with `probes` attached around it.
@@ -354,11 +365,7 @@ fn one_run(
     Ok(RunRecord {
         scenario: String::new(),
         pair: 0,
-        kind: match probes {
-            Probes::None => RunKind::Without,
-            Probes::Floor(_) => RunKind::Floor,
-            Probes::Agent(_) => RunKind::With,
-        },
+        kind: probes.kind(),
         server: server.service(),
         server_requests: handled_after.saturating_sub(handled_before),
         server_pids: serving,
